@@ -1,0 +1,18 @@
+.PHONY: demo test lint images
+
+# The demo: Postgres and Redis come up through testcontainers.
+demo:
+	eval "$$(scripts/env.sh)" && go run ./examples/quickstart
+
+# Every test, integration tests against real servers included, with the race detector.
+test:
+	scripts/test.sh
+
+lint:
+	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	go vet ./...
+	staticcheck ./...
+
+# Images built from Debian packages, for machines without a registry.
+images:
+	scripts/build-images.sh

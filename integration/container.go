@@ -1,0 +1,138 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	"github.com/testcontainers/testcontainers-go"
+)
+
+// server is a container bound to a fixed host port, so that it keeps its address across
+// stop/start, pause/unpause and restart, the way a real server does.
+type server struct {
+	ctr  testcontainers.Container
+	host string
+	port int
+}
+
+// runFixedPort starts a container whose containerPort is published on a free host port
+// chosen up front. The port can be taken by someone else between the choice and the
+// start; that is retried a few times.
+func runFixedPort(ctx context.Context, containerPort string,
+	run func(bind testcontainers.CustomizeRequestOption) (testcontainers.Container, error),
+) (*server, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		bind := testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+			if hc.PortBindings == nil {
+				hc.PortBindings = network.PortMap{}
+			}
+			hc.PortBindings[network.MustParsePort(containerPort)] = []network.PortBinding{
+				{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: strconv.Itoa(port)},
+			}
+		})
+		ctr, err := run(bind)
+		if err != nil {
+			if ctr != nil {
+				_ = ctr.Terminate(context.WithoutCancel(ctx))
+			}
+			lastErr = err
+			if strings.Contains(err.Error(), "already allocated") || strings.Contains(err.Error(), "address already in use") {
+				continue
+			}
+			return nil, err
+		}
+		host, err := ctr.Host(ctx)
+		if err != nil {
+			_ = ctr.Terminate(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("container host: %w", err)
+		}
+		if host == "localhost" {
+			host = "127.0.0.1"
+		}
+		return &server{ctr: ctr, host: host, port: port}, nil
+	}
+	return nil, lastErr
+}
+
+func (s *server) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
+
+func (s *server) stop(ctx context.Context) error {
+	if s == nil {
+		return ErrNoContainer
+	}
+	timeout := 10 * time.Second
+	return s.ctr.Stop(ctx, &timeout)
+}
+
+func (s *server) start(ctx context.Context) error {
+	if s == nil {
+		return ErrNoContainer
+	}
+	return s.ctr.Start(ctx)
+}
+
+func (s *server) pause(ctx context.Context) error {
+	if s == nil {
+		return ErrNoContainer
+	}
+	return s.docker(ctx, func(cli *testcontainers.DockerClient) error {
+		_, err := cli.ContainerPause(ctx, s.ctr.GetContainerID(), client.ContainerPauseOptions{})
+		return err
+	})
+}
+
+func (s *server) unpause(ctx context.Context) error {
+	if s == nil {
+		return ErrNoContainer
+	}
+	return s.docker(ctx, func(cli *testcontainers.DockerClient) error {
+		_, err := cli.ContainerUnpause(ctx, s.ctr.GetContainerID(), client.ContainerUnpauseOptions{})
+		return err
+	})
+}
+
+func (s *server) docker(ctx context.Context, f func(*testcontainers.DockerClient) error) error {
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return fmt.Errorf("docker client: %w", err)
+	}
+	defer cli.Close()
+	return f(cli)
+}
+
+func (s *server) terminate(ctx context.Context) error {
+	if s == nil {
+		return nil
+	}
+	return s.ctr.Terminate(ctx)
+}
+
+// waitFor retries probe until it succeeds or ctx ends.
+func waitFor(ctx context.Context, what string, probe func(context.Context) error) error {
+	delay := 50 * time.Millisecond
+	for {
+		err := probe(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}

@@ -1,0 +1,181 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/testcontainers/testcontainers-go"
+	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
+)
+
+// Persistence is how a Redis container persists writes.
+type Persistence int
+
+const (
+	// PersistNone keeps data in memory only (the default): a restart loses everything.
+	PersistNone Persistence = iota
+	// PersistAOFEverySec appends every write to the AOF and fsyncs once a second.
+	PersistAOFEverySec
+	// PersistAOFAlways fsyncs the AOF before acknowledging each write, for durability
+	// tests.
+	PersistAOFAlways
+)
+
+func (p Persistence) args() []string {
+	switch p {
+	case PersistAOFEverySec:
+		return []string{"--save", "", "--appendonly", "yes", "--appendfsync", "everysec"}
+	case PersistAOFAlways:
+		return []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always"}
+	default:
+		return []string{"--save", "", "--appendonly", "no"}
+	}
+}
+
+// RedisOptions configure a Redis container. The zero value is ready to use.
+type RedisOptions struct {
+	// Image is the image to run. Empty means $PGCACHE_REDIS_IMAGE, else
+	// DefaultRedisImage.
+	Image string
+	// Persistence is PersistNone unless set.
+	Persistence Persistence
+}
+
+// Redis is a running Redis server: a container started by the harness, or an existing
+// server named by PGCACHE_TEST_REDIS_ADDR. It is safe for concurrent use.
+type Redis struct {
+	srv  *server // nil for an existing server
+	addr string
+}
+
+// StartRedis starts a Redis container. The caller must Close it.
+func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
+	image := opts.Image
+	if image == "" {
+		image = imageFromEnv(EnvRedisImage, DefaultRedisImage)
+	}
+	srv, err := runFixedPort(ctx, "6379/tcp", func(bind testcontainers.CustomizeRequestOption) (testcontainers.Container, error) {
+		ctr, err := tcredis.Run(ctx, image,
+			testcontainers.WithCmd(append([]string{"redis-server"}, opts.Persistence.args()...)...),
+			bind,
+		)
+		if ctr == nil {
+			return nil, err
+		}
+		return ctr, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("integration: start redis from image %s: %w", image, err)
+	}
+	r := &Redis{srv: srv, addr: srv.addr()}
+	if err := r.waitReady(ctx); err != nil {
+		_ = r.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return r, nil
+}
+
+// ExistingRedis uses the server at addr (host:port). Close does not stop it.
+func ExistingRedis(ctx context.Context, addr string) (*Redis, error) {
+	r := &Redis{addr: addr}
+	if err := r.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// NewRedis starts a Redis container of the test's own, for tests that stop or pause it,
+// and terminates it when the test ends. Without Docker, or when the environment names an
+// existing server, the test is skipped with the reason (failed in CI when Docker is
+// missing).
+func NewRedis(tb testing.TB, opts RedisOptions) *Redis {
+	tb.Helper()
+	if os.Getenv(EnvRedisAddr) != "" {
+		tb.Skipf("integration: this test stops or pauses Redis and needs a container of its own; %s names an existing server", EnvRedisAddr)
+	}
+	requireDocker(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := StartRedis(ctx, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := r.Close(context.Background()); err != nil {
+			tb.Errorf("integration: terminate redis: %v", err)
+		}
+	})
+	return r
+}
+
+// Addr returns the server's host:port. It does not change when the server restarts.
+func (r *Redis) Addr() string { return r.addr }
+
+func (r *Redis) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	c := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1})
+	defer c.Close()
+	return waitFor(ctx, "integration: wait for redis at "+r.addr, func(ctx context.Context) error {
+		return c.Ping(ctx).Err()
+	})
+}
+
+// Prefix returns a key prefix of the test's own, so tests can share one server. Keys
+// under it are deleted when the test ends.
+func (r *Redis) Prefix(tb testing.TB) string {
+	tb.Helper()
+	var b [5]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		tb.Fatal(err)
+	}
+	prefix := "t" + hex.EncodeToString(b[:])
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := redis.NewClient(&redis.Options{Addr: r.addr})
+		defer c.Close()
+		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			c.Unlink(ctx, iter.Val())
+		}
+		// A test that stopped the server has nothing left to clean.
+		_ = iter.Err()
+	})
+	return prefix
+}
+
+// Client returns a client of the server, closed when the test ends.
+func (r *Redis) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.addr})
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Stop stops the server. Its address stays reserved for Start.
+func (r *Redis) Stop(ctx context.Context) error { return r.srv.stop(ctx) }
+
+// Start starts a stopped server at the same address and waits until it answers.
+func (r *Redis) Start(ctx context.Context) error {
+	if err := r.srv.start(ctx); err != nil {
+		return err
+	}
+	return r.waitReady(ctx)
+}
+
+// Pause freezes the server's processes: connections stay open and commands hang, as with
+// a server that stopped answering.
+func (r *Redis) Pause(ctx context.Context) error { return r.srv.pause(ctx) }
+
+// Unpause resumes a paused server.
+func (r *Redis) Unpause(ctx context.Context) error { return r.srv.unpause(ctx) }
+
+// Close terminates the container; for an existing server it does nothing.
+func (r *Redis) Close(ctx context.Context) error { return r.srv.terminate(ctx) }

@@ -1,0 +1,92 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Shared starts one Postgres and one Redis on first use and hands them to every test of
+// a package. Declare one in the test package and close it in TestMain:
+//
+//	var servers integration.Shared
+//
+//	func TestMain(m *testing.M) {
+//		code := m.Run()
+//		servers.Close()
+//		os.Exit(code)
+//	}
+//
+// The zero value is ready to use. It is safe for concurrent use.
+type Shared struct {
+	mu    sync.Mutex
+	pg    *Postgres
+	pgErr error
+	rd    *Redis
+	rdErr error
+}
+
+// Postgres returns the package's Postgres, starting it on first use: the server named by
+// PGCACHE_TEST_POSTGRES_URL, or a container. A failure to start is reported to every
+// test that asks, and Docker missing skips them (fails them in CI).
+func (s *Shared) Postgres(tb testing.TB) *Postgres {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pg == nil && s.pgErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if url := os.Getenv(EnvPostgresURL); url != "" {
+			s.pg, s.pgErr = ExistingPostgres(ctx, url)
+		} else {
+			requireDocker(tb)
+			s.pg, s.pgErr = StartPostgres(ctx, PostgresOptions{})
+		}
+	}
+	if s.pgErr != nil {
+		tb.Fatal(s.pgErr)
+	}
+	return s.pg
+}
+
+// Redis returns the package's Redis, starting it on first use: the server named by
+// PGCACHE_TEST_REDIS_ADDR, or a container.
+func (s *Shared) Redis(tb testing.TB) *Redis {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rd == nil && s.rdErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if addr := os.Getenv(EnvRedisAddr); addr != "" {
+			s.rd, s.rdErr = ExistingRedis(ctx, addr)
+		} else {
+			requireDocker(tb)
+			s.rd, s.rdErr = StartRedis(ctx, RedisOptions{})
+		}
+	}
+	if s.rdErr != nil {
+		tb.Fatal(s.rdErr)
+	}
+	return s.rd
+}
+
+// Close terminates the containers that were started.
+func (s *Shared) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var errs []error
+	if s.pg != nil {
+		errs = append(errs, s.pg.Close(ctx))
+	}
+	if s.rd != nil {
+		errs = append(errs, s.rd.Close(ctx))
+	}
+	s.pg, s.rd = nil, nil
+	return errors.Join(errs...)
+}
