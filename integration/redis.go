@@ -151,10 +151,11 @@ func (r *Redis) Prefix(tb testing.TB) string {
 	return prefix
 }
 
-// Client returns a client of the server, closed when the test ends.
+// Client returns a client of the server that honours context deadlines, closed when the
+// test ends.
 func (r *Redis) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.addr})
+	c := redis.NewClient(&redis.Options{Addr: r.addr, ContextTimeoutEnabled: true})
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }

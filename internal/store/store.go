@@ -1,0 +1,306 @@
+// Package store is the Redis side of the cache: reading cached entries, fenced fills
+// (leases) and invalidation. It is the only package that talks to Redis.
+//
+// # Fencing
+//
+// Each row has a value key V and a fence key F in the same Cluster hash slot (see
+// package keys). A reader that misses takes a lease: F is set to a token unique to this
+// fill, only if no other lease is outstanding. It then reads the database, and stores
+// the row only if F still holds its token. Invalidation deletes V and F together, so
+// any fill whose lease was taken before the invalidation is refused, and a fill whose
+// lease was taken after it reads the database after the write committed. This is the
+// lease of Facebook's memcache (NSDI 2013), done with two keys and Lua scripts.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/keys"
+)
+
+// Store reads and writes cache entries in Redis. It is safe for concurrent use.
+type Store struct {
+	rdb     redis.UniversalClient
+	timeout time.Duration
+	// tokens are this Store's lease tokens: a random instance id and a counter, unique
+	// across processes without a round trip.
+	instance string
+	seq      atomic.Uint64
+}
+
+// New returns a Store over rdb. Each Redis operation is bounded by timeout (no bound when
+// zero) in addition to the caller's context. instance must be unique to this process
+// (random bytes, hex): it makes lease tokens unique.
+func New(rdb redis.UniversalClient, timeout time.Duration, instance string) *Store {
+	return &Store{rdb: rdb, timeout: timeout, instance: instance}
+}
+
+// Client returns the Redis client.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.timeout <= 0 {
+		return ctx, func() {}
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.timeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// Get returns the entry stored at the row's value key.
+func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	b, err := s.rdb.Get(ctx, k.Value()).Bytes()
+	if err == redis.Nil {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: get %s: %w", k, err)
+	}
+	return b, true, nil
+}
+
+// GetMany returns the entries of ks in one round trip (pipelined; a Cluster client
+// sends one pipeline per node). A nil element is a miss.
+//
+// Scripts in pipelines are sent with EVAL, not EVALSHA: a pipeline cannot fall back
+// when the server does not know the script yet.
+func (s *Store) GetMany(ctx context.Context, ks []keys.Key) ([][]byte, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	cmds := make([]*redis.StringCmd, len(ks))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range ks {
+			cmds[i] = p.Get(ctx, k.Value())
+		}
+		return nil
+	})
+	if err != nil && err != redis.Nil {
+		return nil, fmt.Errorf("store: get %d keys: %w", len(ks), err)
+	}
+	out := make([][]byte, len(ks))
+	for i, c := range cmds {
+		if b, err := c.Bytes(); err == nil {
+			out[i] = b
+		}
+	}
+	return out, nil
+}
+
+// LeaseState says what Lease found.
+type LeaseState uint8
+
+const (
+	// Found: the row was filled meanwhile; Lease.Value holds the entry.
+	Found LeaseState = iota + 1
+	// Acquired: the caller holds the lease; Lease.Token must be passed to Fill.
+	Acquired
+	// Held: another filler holds the lease for Lease.Wait more.
+	Held
+)
+
+// Lease is the outcome of taking a row's lease.
+type Lease struct {
+	State LeaseState
+	Value []byte
+	Token string
+	Wait  time.Duration
+}
+
+// lease returns V if present; else sets F to the token unless another lease is live.
+var leaseScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3, redis.call('PTTL', KEYS[2])}
+`)
+
+// fill stores the entry only while F still holds the caller's token.
+var fillScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+`)
+
+// release gives a lease back, so that waiters stop waiting for a fill that will not come.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+func (s *Store) token() string {
+	return s.instance + ":" + strconv.FormatUint(s.seq.Add(1), 36)
+}
+
+// TakeLease takes the row's lease for d, unless the row is cached or another lease is live.
+func (s *Store) TakeLease(ctx context.Context, k keys.Key, d time.Duration) (Lease, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	tok := s.token()
+	res, err := leaseScript.Run(ctx, s.rdb, []string{k.Value(), k.Fence()}, tok, d.Milliseconds()).Slice()
+	if err != nil {
+		return Lease{}, fmt.Errorf("store: lease %s: %w", k, err)
+	}
+	return parseLease(res, tok)
+}
+
+// TakeLeases is TakeLease for many rows in one round trip.
+func (s *Store) TakeLeases(ctx context.Context, ks []keys.Key, d time.Duration) ([]Lease, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	toks := make([]string, len(ks))
+	cmds := make([]*redis.Cmd, len(ks))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range ks {
+			toks[i] = s.token()
+			cmds[i] = leaseScript.Eval(ctx, p, []string{k.Value(), k.Fence()}, toks[i], d.Milliseconds())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: lease %d keys: %w", len(ks), err)
+	}
+	out := make([]Lease, len(ks))
+	for i, c := range cmds {
+		res, err := c.Slice()
+		if err != nil {
+			return nil, fmt.Errorf("store: lease %s: %w", ks[i], err)
+		}
+		if out[i], err = parseLease(res, toks[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func parseLease(res []any, tok string) (Lease, error) {
+	if len(res) == 0 {
+		return Lease{}, errors.New("store: lease: empty reply")
+	}
+	state, _ := res[0].(int64)
+	switch {
+	case state == 1 && len(res) == 2:
+		v, _ := res[1].(string)
+		return Lease{State: Found, Value: []byte(v)}, nil
+	case state == 2:
+		return Lease{State: Acquired, Token: tok}, nil
+	case state == 3 && len(res) == 2:
+		ms, _ := res[1].(int64)
+		return Lease{State: Held, Wait: time.Duration(max(ms, 0)) * time.Millisecond}, nil
+	}
+	return Lease{}, fmt.Errorf("store: lease: unexpected reply %v", res)
+}
+
+// Fill stores entry at the row's value key for ttl if the caller's lease is still the
+// row's lease, that is, if no invalidation happened since it was taken. It reports
+// whether the entry was stored.
+func (s *Store) Fill(ctx context.Context, k keys.Key, token string, entry []byte, ttl time.Duration) (bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	n, err := fillScript.Run(ctx, s.rdb, []string{k.Value(), k.Fence()}, token, entry, ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("store: fill %s: %w", k, err)
+	}
+	return n == 1, nil
+}
+
+// FillItem is one row of FillMany.
+type FillItem struct {
+	Key   keys.Key
+	Token string
+	Entry []byte
+	TTL   time.Duration
+}
+
+// FillMany is Fill for many rows in one round trip. stored[i] reports items[i].
+func (s *Store) FillMany(ctx context.Context, items []FillItem) ([]bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	cmds := make([]*redis.Cmd, len(items))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, it := range items {
+			cmds[i] = fillScript.Eval(ctx, p, []string{it.Key.Value(), it.Key.Fence()}, it.Token, it.Entry, it.TTL.Milliseconds())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: fill %d keys: %w", len(items), err)
+	}
+	stored := make([]bool, len(items))
+	for i, c := range cmds {
+		n, _ := c.Int()
+		stored[i] = n == 1
+	}
+	return stored, nil
+}
+
+// Release gives back a lease whose fill will not happen (the load failed).
+func (s *Store) Release(ctx context.Context, k keys.Key, token string) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := releaseScript.Run(ctx, s.rdb, []string{k.Fence()}, token).Err(); err != nil {
+		return fmt.Errorf("store: release %s: %w", k, err)
+	}
+	return nil
+}
+
+// Invalidate deletes the value and fence keys of the rows, which also voids every
+// outstanding lease on them. Both keys of a row share a hash slot, so each row is one
+// DEL; all rows go in one pipeline.
+func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
+	if len(ks) == 0 {
+		return nil
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if len(ks) == 1 {
+		if err := s.rdb.Del(ctx, ks[0].Value(), ks[0].Fence()).Err(); err != nil {
+			return fmt.Errorf("store: invalidate %s: %w", ks[0], err)
+		}
+		return nil
+	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range ks {
+			p.Del(ctx, k.Value(), k.Fence())
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: invalidate %d keys: %w", len(ks), err)
+	}
+	return nil
+}
+
+// deleteIf deletes V only while it still holds the given entry.
+var deleteIfScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// DeleteEntry deletes the row's value key if it still holds entry (one that could not be
+// decoded), leaving a newer entry and the lease alone.
+func (s *Store) DeleteEntry(ctx context.Context, k keys.Key, entry []byte) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := deleteIfScript.Run(ctx, s.rdb, []string{k.Value()}, entry).Err(); err != nil {
+		return fmt.Errorf("store: delete %s: %w", k, err)
+	}
+	return nil
+}
+
+// WithTimeout returns a Store that shares s's client and tokens with another timeout.
+func (s *Store) WithTimeout(d time.Duration) *Store {
+	return &Store{rdb: s.rdb, timeout: d, instance: s.instance + "." + strconv.FormatInt(int64(d), 36)}
+}

@@ -1,0 +1,234 @@
+package readthrough
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+	"gorm.io/gorm"
+
+	"github.com/pgcache/pgcache/internal/store"
+)
+
+// Errors returned by the package.
+var (
+	// ErrConfig reports options that cannot work; the message says which and why.
+	ErrConfig = errors.New("readthrough: bad configuration")
+	// ErrRegistered reports a model registered twice on one Cache.
+	ErrRegistered = errors.New("readthrough: model already registered")
+)
+
+// Options configure a Cache. The zero value is ready to use.
+type Options struct {
+	// Prefix starts every key, like Django's KEY_PREFIX: [A-Za-z0-9_.:-], at most 64
+	// bytes. Default "pgc". Applications and the invalidator must use the same one.
+	Prefix string
+	// RedisTimeout bounds each Redis operation, on top of the caller's context; when it
+	// passes, a read falls back to Postgres. Default 100ms. ModelOptions may override it.
+	//
+	// The bound reaches the network only if the client honours context deadlines: set
+	// ContextTimeoutEnabled in the go-redis options. Without it a hung Redis holds a read
+	// for the client's ReadTimeout (3s by default), and New logs a warning saying so.
+	RedisTimeout time.Duration
+	// Logger receives warnings (Redis unreachable, undecodable entries), at most one a
+	// second per model. Default: none.
+	Logger *slog.Logger
+}
+
+// ModelOptions configure one model. The zero value gives the defaults.
+type ModelOptions struct {
+	// TTL is how long a cached row lives. Default 1h.
+	TTL time.Duration
+	// TTLJitter spreads expiries: each entry lives TTL plus or minus up to this fraction
+	// of it, so rows filled together do not expire together. 0..1, default 0.1; a
+	// negative value turns jitter off.
+	TTLJitter float64
+	// NegativeTTL is how long "no such row" is cached. Default 1m; negative turns
+	// negative caching off. An insert through the library or seen by the invalidator
+	// clears it earlier.
+	NegativeTTL time.Duration
+	// Codec encodes cached rows. Default JSON{}; Msgpack{} is faster.
+	Codec Codec
+	// LoadTimeout bounds one database load on a miss. Default 3s.
+	LoadTimeout time.Duration
+	// FenceDuration is how long a fill's lease lives; it must exceed LoadTimeout, since
+	// a fill that outlives its lease is refused. Default LoadTimeout + 2s.
+	FenceDuration time.Duration
+	// WaitTimeout bounds how long a reader waits for another process's fill of the same
+	// row before it loads the row itself (without caching it). Default 1s.
+	WaitTimeout time.Duration
+	// RedisTimeout overrides Options.RedisTimeout for this model.
+	RedisTimeout time.Duration
+	// Version overrides the schema version derived from the model (like Django's
+	// cache VERSION). Change it to drop every cached row of the model at once.
+	Version string
+	// Schema is the Postgres schema of the model's table when its table name is not
+	// qualified. Default "public".
+	Schema string
+}
+
+func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
+	if o.TTL == 0 {
+		o.TTL = time.Hour
+	}
+	if o.TTLJitter == 0 {
+		o.TTLJitter = 0.1
+	}
+	if o.TTLJitter < 0 {
+		o.TTLJitter = 0
+	}
+	if o.NegativeTTL == 0 {
+		o.NegativeTTL = time.Minute
+	}
+	if o.Codec == nil {
+		o.Codec = JSON{}
+	}
+	if o.LoadTimeout == 0 {
+		o.LoadTimeout = 3 * time.Second
+	}
+	if o.FenceDuration == 0 {
+		o.FenceDuration = o.LoadTimeout + 2*time.Second
+	}
+	if o.WaitTimeout == 0 {
+		o.WaitTimeout = time.Second
+	}
+	if o.RedisTimeout == 0 {
+		o.RedisTimeout = c.opts.RedisTimeout
+	}
+	switch {
+	case o.TTL < time.Millisecond:
+		return o, fmt.Errorf("%w: TTL %v is below Redis' 1ms resolution", ErrConfig, o.TTL)
+	case o.TTLJitter > 1 || math.IsNaN(o.TTLJitter):
+		return o, fmt.Errorf("%w: TTLJitter %v must be between 0 and 1", ErrConfig, o.TTLJitter)
+	case o.NegativeTTL > 0 && o.NegativeTTL < time.Millisecond:
+		return o, fmt.Errorf("%w: NegativeTTL %v is below Redis' 1ms resolution", ErrConfig, o.NegativeTTL)
+	case o.LoadTimeout < 0 || o.WaitTimeout < 0 || o.RedisTimeout < 0:
+		return o, fmt.Errorf("%w: timeouts must not be negative", ErrConfig)
+	case o.FenceDuration <= o.LoadTimeout:
+		return o, fmt.Errorf("%w: FenceDuration %v must exceed LoadTimeout %v: a fill that outlives its lease is refused, so every slow load would be wasted",
+			ErrConfig, o.FenceDuration, o.LoadTimeout)
+	}
+	return o, nil
+}
+
+// Cache holds the models registered for one Postgres database and one Redis. Create it
+// with New and register models with Register. It is safe for concurrent use.
+type Cache struct {
+	db    *gorm.DB
+	store *store.Store
+	opts  Options
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	models map[reflect.Type]statser
+}
+
+type statser interface{ Stats() Stats }
+
+// New returns a Cache reading Postgres through db and caching in rdb (a single,
+// Sentinel or Cluster client).
+func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
+	if db == nil || rdb == nil {
+		return nil, fmt.Errorf("%w: New needs a *gorm.DB and a Redis client", ErrConfig)
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "pgc"
+	}
+	if opts.RedisTimeout == 0 {
+		opts.RedisTimeout = 100 * time.Millisecond
+	}
+	if opts.RedisTimeout < 0 {
+		return nil, fmt.Errorf("%w: RedisTimeout %v is negative", ErrConfig, opts.RedisTimeout)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if !contextTimeouts(rdb) {
+		log.Warn("redis client ignores context deadlines, so RedisTimeout cannot bound a hung Redis; set ContextTimeoutEnabled: true in its options",
+			slog.Duration("redis_timeout", opts.RedisTimeout))
+	}
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, fmt.Errorf("readthrough: instance id: %w", err)
+	}
+	return &Cache{
+		db:     db,
+		store:  store.New(rdb, opts.RedisTimeout, hex.EncodeToString(id[:])),
+		opts:   opts,
+		log:    log,
+		models: make(map[reflect.Type]statser),
+	}, nil
+}
+
+// Register makes model T cached on c and returns its repository. A model is registered
+// once per Cache; registering it again returns ErrRegistered.
+func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
+	opts, err := opts.withDefaults(c)
+	if err != nil {
+		return nil, err
+	}
+	var zero T
+	typ := reflect.TypeOf(zero)
+	if typ == nil || typ.Kind() != reflect.Struct {
+		return nil, fmt.Errorf("%w: Register needs a struct model type, got %v", ErrConfig, typ)
+	}
+	m, err := parseModel(c.db, &zero, c.opts.Prefix, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.models[typ]; ok {
+		return nil, fmt.Errorf("%w: %v", ErrRegistered, typ)
+	}
+	st := c.store
+	if opts.RedisTimeout != c.opts.RedisTimeout {
+		st = st.WithTimeout(opts.RedisTimeout)
+	}
+	r := &Repository[T]{
+		cache: c,
+		db:    c.db,
+		store: st,
+		model: m,
+		opts:  opts,
+		log:   c.log.With(slog.String("model", m.schema.Name)),
+		stats: new(counters),
+		group: new(singleflight.Group),
+	}
+	c.models[typ] = r
+	return r, nil
+}
+
+// Stats adds up the statistics of every registered model.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var s Stats
+	for _, r := range c.models {
+		s = s.add(r.Stats())
+	}
+	return s
+}
+
+// contextTimeouts reports whether rdb applies context deadlines to network I/O.
+func contextTimeouts(rdb redis.UniversalClient) bool {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true // unknown implementations: assume they do
+}

@@ -1,0 +1,18 @@
+package readthrough
+
+// SetAfterLoad makes f run after every miss has read the database and before it stores
+// the row. Set it before the repository is used.
+func SetAfterLoad[T any](r *Repository[T], f func(key string)) {
+	if r.hooks == nil {
+		r.hooks = new(hooks)
+	}
+	r.hooks.afterLoad = f
+}
+
+// SetUnfenced makes fills plain SETs, like caches without fencing.
+func SetUnfenced[T any](r *Repository[T]) {
+	if r.hooks == nil {
+		r.hooks = new(hooks)
+	}
+	r.hooks.unfenced = true
+}

@@ -1,0 +1,255 @@
+package readthrough
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"gorm.io/gorm/clause"
+
+	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/keys"
+)
+
+// GetMany returns the rows with these ids that exist, in the order of ids; ids with no
+// row are left out (match rows to ids by their primary key). It makes one Redis round
+// trip for all ids, one more to take leases on the misses, one query
+// (WHERE pk IN (...)) for the rows it leased, and one round trip to store them, fenced
+// as in Get. Misses whose lease another reader holds wait for that fill as in Get.
+func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	ks := make([]keys.Key, len(ids))
+	for i, id := range ids {
+		k, err := r.model.key(id)
+		if err != nil {
+			return nil, err
+		}
+		ks[i] = k
+	}
+	rows := make([]*T, len(ids)) // nil: absent
+	var entries [][]byte
+	if !r.inTx {
+		var err error
+		if entries, err = r.store.GetMany(ctx, ks); err != nil {
+			r.redisFailed(err)
+		}
+	}
+	if entries == nil {
+		// In a transaction, or Redis failed: Postgres alone.
+		loaded, err := r.loadMany(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.place(ctx, loaded, ks, all(len(ids)), rows); err != nil {
+			return nil, err
+		}
+		return collect(rows), nil
+	}
+
+	var missing []int
+	for i, e := range entries {
+		if e == nil {
+			missing = append(missing, i)
+			continue
+		}
+		row, ok, err := r.decode(ctx, ks[i], e)
+		if err != nil {
+			missing = append(missing, i)
+			continue
+		}
+		if ok {
+			rows[i] = &row
+		}
+	}
+	if len(missing) > 0 {
+		r.stats.misses.Add(uint64(len(missing)))
+		if err := r.fillMany(ctx, ids, ks, missing, rows); err != nil {
+			return nil, err
+		}
+	}
+	return collect(rows), nil
+}
+
+func collect[T any](rows []*T) []T {
+	out := make([]T, 0, len(rows))
+	for _, row := range rows {
+		if row != nil {
+			out = append(out, *row)
+		}
+	}
+	return out
+}
+
+func all(n int) []int {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
+}
+
+// fillMany resolves the missing ids into rows: leases in one round trip, one query for
+// the leased ids, fills in one round trip, and the single-row path for ids whose lease
+// another reader holds.
+func (r *Repository[T]) fillMany(ctx context.Context, ids []any, ks []keys.Key, missing []int, rows []*T) error {
+	mks := make([]keys.Key, len(missing))
+	for j, i := range missing {
+		mks[j] = ks[i]
+	}
+	leases, err := r.store.TakeLeases(ctx, mks, r.opts.FenceDuration)
+	if err != nil {
+		r.redisFailed(err)
+		loaded, err := r.loadMany(ctx, pick(ids, missing))
+		if err != nil {
+			return err
+		}
+		return r.place(ctx, loaded, ks, missing, rows)
+	}
+
+	var leased, held []int // indexes into missing
+	for j, l := range leases {
+		switch l.State {
+		case store.Found:
+			if row, ok, err := r.decodeCheck(l.Value); err == nil {
+				if ok {
+					rows[missing[j]] = &row
+				}
+				continue
+			}
+			held = append(held, j)
+		case store.Acquired:
+			leased = append(leased, j)
+		default:
+			held = append(held, j)
+		}
+	}
+
+	if len(leased) > 0 {
+		lids := make([]any, len(leased))
+		for n, j := range leased {
+			lids[n] = ids[missing[j]]
+		}
+		loaded, err := r.loadMany(ctx, lids)
+		if err != nil {
+			for _, j := range leased {
+				if rerr := r.store.Release(ctx, mks[j], leases[j].Token); rerr != nil {
+					r.redisFailed(rerr)
+				}
+			}
+			return err
+		}
+		byKey := make(map[keys.Key]*T, len(loaded))
+		for n := range loaded {
+			k, err := r.model.rowKey(ctx, reflect.ValueOf(&loaded[n]).Elem())
+			if err != nil {
+				return err
+			}
+			byKey[k] = &loaded[n]
+		}
+		if r.hooks != nil && r.hooks.afterLoad != nil {
+			for _, j := range leased {
+				r.hooks.afterLoad(mks[j].Value())
+			}
+		}
+		items := make([]store.FillItem, 0, len(leased))
+		for _, j := range leased {
+			row := byKey[mks[j]]
+			rows[missing[j]] = row
+			entry, err := r.encode(row, row != nil)
+			if err != nil {
+				return err
+			}
+			ttl, cache := r.ttl(entry)
+			if !cache {
+				if err := r.store.Release(ctx, mks[j], leases[j].Token); err != nil {
+					r.redisFailed(err)
+				}
+				continue
+			}
+			items = append(items, store.FillItem{Key: mks[j], Token: leases[j].Token, Entry: entry, TTL: ttl})
+		}
+		stored, err := r.store.FillMany(ctx, items)
+		if err != nil {
+			r.redisFailed(err)
+		}
+		for _, ok := range stored {
+			if ok {
+				r.stats.fills.Add(1)
+			} else {
+				r.stats.fillsRefused.Add(1)
+			}
+		}
+	}
+
+	for _, j := range held {
+		row, ok, err := r.miss(ctx, mks[j], ids[missing[j]])
+		if err != nil {
+			return err
+		}
+		if ok {
+			rows[missing[j]] = &row
+		}
+	}
+	return nil
+}
+
+// place puts rows loaded without leases into their slots.
+func (r *Repository[T]) place(ctx context.Context, loaded []T, ks []keys.Key, missing []int, rows []*T) error {
+	slots := make(map[keys.Key][]int, len(missing))
+	for _, i := range missing {
+		slots[ks[i]] = append(slots[ks[i]], i)
+	}
+	for n := range loaded {
+		k, err := r.model.rowKey(ctx, reflect.ValueOf(&loaded[n]).Elem())
+		if err != nil {
+			return err
+		}
+		for _, i := range slots[k] {
+			rows[i] = &loaded[n]
+		}
+	}
+	return nil
+}
+
+func pick(ids []any, idx []int) []any {
+	out := make([]any, len(idx))
+	for j, i := range idx {
+		out[j] = ids[i]
+	}
+	return out
+}
+
+// loadMany reads rows by primary key in one query, bypassing the cache.
+func (r *Repository[T]) loadMany(ctx context.Context, ids []any) ([]T, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.LoadTimeout)
+	defer cancel()
+	r.stats.loads.Add(1)
+	var rows []T
+	q := r.db.WithContext(ctx).Model(new(T))
+	if len(r.model.pk) == 1 {
+		q = q.Where(clause.IN{Column: clause.Column{Table: clause.CurrentTable, Name: r.model.pk[0].DBName}, Values: ids})
+	} else {
+		cols := make([]any, 0, len(r.model.pk)+1)
+		for _, f := range r.model.pk {
+			cols = append(cols, clause.Column{Table: clause.CurrentTable, Name: f.DBName})
+		}
+		tuples := make([][]any, len(ids))
+		for i, id := range ids {
+			vals, err := r.idValues(id)
+			if err != nil {
+				return nil, err
+			}
+			tuples[i] = vals
+		}
+		cols = append(cols, tuples)
+		placeholders := "(" + strings.TrimSuffix(strings.Repeat("?,", len(r.model.pk)), ",") + ") IN ?"
+		q = q.Where(placeholders, cols...)
+	}
+	if err := q.Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("readthrough: load %d %s rows: %w", len(ids), r.model.schema.Name, err)
+	}
+	return rows, nil
+}

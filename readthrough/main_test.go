@@ -1,0 +1,110 @@
+package readthrough_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+var servers integration.Shared
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := servers.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
+// Widget is the model most tests cache.
+type Widget struct {
+	ID    int64 `gorm:"primaryKey"`
+	Name  string
+	Price int
+}
+
+// env is one test's database, Redis prefix and clients.
+type env struct {
+	dbURL  string
+	db     *gorm.DB
+	rdb    *redis.Client
+	prefix string
+	// queries counts SELECTs on the widgets table made through db.
+	queries *atomic.Int64
+}
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	pgdb := servers.Postgres(tb).NewDatabase(tb)
+	rd := servers.Redis(tb)
+	e := &env{dbURL: pgdb.RoleURL, rdb: rd.Client(tb), prefix: rd.Prefix(tb), queries: new(atomic.Int64)}
+	e.db = e.openDB(tb)
+	if err := e.db.AutoMigrate(&Widget{}); err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// openDB opens another connection pool to the test's database, standing in for another
+// process, whose widget queries are counted in e.queries too.
+func (e *env) openDB(tb testing.TB) *gorm.DB {
+	tb.Helper()
+	db, err := gorm.Open(postgres.Open(e.dbURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = db.Callback().Query().Before("gorm:query").Register("test:count", func(tx *gorm.DB) {
+		if tx.Statement.Table == "widgets" {
+			e.queries.Add(1)
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	tb.Cleanup(func() { sqlDB.Close() })
+	return db
+}
+
+// cache returns a new Cache over db (another "process" when db is another pool).
+func (e *env) cache(tb testing.TB, db *gorm.DB) *readthrough.Cache {
+	tb.Helper()
+	c, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func (e *env) widgets(tb testing.TB, opts readthrough.ModelOptions) *readthrough.Repository[Widget] {
+	tb.Helper()
+	r, err := readthrough.Register[Widget](e.cache(tb, e.db), opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+func (e *env) exec(tb testing.TB, sql string, args ...any) {
+	tb.Helper()
+	if err := e.db.Exec(sql, args...).Error; err != nil {
+		tb.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func ctxT(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,158 @@
+package readthrough
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
+
+	"github.com/pgcache/pgcache/keys"
+)
+
+// model is what the cache knows of a GORM model: its table, its primary-key columns and
+// how their values are canonicalised, and its key space.
+type model struct {
+	schema *schema.Schema
+	pk     []*schema.Field
+	kinds  []keys.Kind
+	space  keys.Space
+}
+
+func parseModel(db *gorm.DB, value any, prefix string, opts ModelOptions) (*model, error) {
+	stmt := &gorm.Statement{DB: db}
+	if err := stmt.Parse(value); err != nil {
+		return nil, fmt.Errorf("readthrough: parse model %T: %w", value, err)
+	}
+	sch := stmt.Schema
+	if len(sch.PrimaryFields) == 0 {
+		return nil, fmt.Errorf("readthrough: model %s has no primary key: tag a field `gorm:\"primaryKey\"`", sch.Name)
+	}
+	m := &model{schema: sch, pk: sch.PrimaryFields}
+	for _, f := range m.pk {
+		k, err := kindOf(f)
+		if err != nil {
+			return nil, fmt.Errorf("readthrough: model %s: %w", sch.Name, err)
+		}
+		m.kinds = append(m.kinds, k)
+	}
+
+	schemaName, table := opts.Schema, sch.Table
+	if s, t, ok := strings.Cut(sch.Table, "."); ok {
+		schemaName, table = s, t
+	}
+	if schemaName == "" {
+		schemaName = "public"
+	}
+	version := opts.Version
+	if version == "" {
+		version = schemaVersion(sch, opts.Codec)
+	}
+	space, err := keys.NewSpace(prefix, keys.QualifiedTable(unquote(schemaName), unquote(table)), version)
+	if err != nil {
+		return nil, fmt.Errorf("readthrough: model %s: %w", sch.Name, err)
+	}
+	m.space = space
+	return m, nil
+}
+
+func unquote(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return strings.ReplaceAll(s[1:len(s)-1], `""`, `"`)
+	}
+	return s
+}
+
+// schemaVersion digests what decides the shape of the cached bytes: the table, the
+// codec, and every field's column, type and Go type. Changing the struct moves the model
+// to fresh keys, so bytes written by an older build are never decoded into it.
+func schemaVersion(sch *schema.Schema, codec Codec) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", sch.Table, codec.Name())
+	for _, f := range sch.Fields {
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%t\x00", f.Name, f.DBName, f.DataType, f.FieldType, f.PrimaryKey)
+	}
+	return "s" + hex.EncodeToString(h.Sum(nil)[:5])
+}
+
+var byteArray16 = reflect.TypeOf([16]byte{})
+
+// kindOf says how a primary-key field's values are canonicalised, from its Go type and
+// its column type.
+func kindOf(f *schema.Field) (keys.Kind, error) {
+	t := f.FieldType
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	colType := strings.ToLower(f.TagSettings["TYPE"] + " " + string(f.DataType))
+	switch {
+	case strings.Contains(colType, "uuid") || t.ConvertibleTo(byteArray16) && t.Kind() == reflect.Array:
+		return keys.UUID, nil
+	case strings.Contains(colType, "numeric") || strings.Contains(colType, "decimal"):
+		return keys.Numeric, nil
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return keys.Int, nil
+	case reflect.String:
+		return keys.Text, nil
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return keys.Bytes, nil
+		}
+	}
+	return 0, fmt.Errorf("primary-key field %s has type %s, which has no canonical key form: use an integer, string, UUID, numeric or []byte", f.Name, f.FieldType)
+}
+
+// key returns the row key of an id given by the caller: one value, or for a composite key
+// a []any with the values in the order the primary-key fields are declared.
+func (m *model) key(id any) (keys.Key, error) {
+	if len(m.pk) == 1 {
+		v, err := keys.FromGo(m.kinds[0], id)
+		if err != nil {
+			return keys.Key{}, fmt.Errorf("readthrough: %s id %v: %w", m.schema.Name, id, err)
+		}
+		return m.space.Key(v), nil
+	}
+	vals, ok := id.([]any)
+	if !ok || len(vals) != len(m.pk) {
+		return keys.Key{}, fmt.Errorf("readthrough: %s has a composite primary key (%s): pass the id as []any with %d values in that order, got %T",
+			m.schema.Name, m.pkNames(), len(m.pk), id)
+	}
+	canon := make([]string, len(vals))
+	for i, v := range vals {
+		c, err := keys.FromGo(m.kinds[i], v)
+		if err != nil {
+			return keys.Key{}, fmt.Errorf("readthrough: %s id %v, column %s: %w", m.schema.Name, id, m.pk[i].DBName, err)
+		}
+		canon[i] = c
+	}
+	return m.space.Key(canon...), nil
+}
+
+// rowKey returns the key of a loaded row, from its primary-key fields.
+func (m *model) rowKey(ctx context.Context, row reflect.Value) (keys.Key, error) {
+	canon := make([]string, len(m.pk))
+	for i, f := range m.pk {
+		v, _ := f.ValueOf(ctx, row)
+		c, err := keys.FromGo(m.kinds[i], v)
+		if err != nil {
+			return keys.Key{}, fmt.Errorf("readthrough: %s row key, column %s: %w", m.schema.Name, f.DBName, err)
+		}
+		canon[i] = c
+	}
+	return m.space.Key(canon...), nil
+}
+
+func (m *model) pkNames() string {
+	names := make([]string, len(m.pk))
+	for i, f := range m.pk {
+		names[i] = f.DBName
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,376 @@
+package readthrough
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/keys"
+)
+
+// Repository is the cached read path of model T. Get it from Register. It is safe for
+// concurrent use; WithDB returns a copy bound to another *gorm.DB.
+type Repository[T any] struct {
+	cache *Cache
+	db    *gorm.DB
+	inTx  bool
+	store *store.Store
+	model *model
+	opts  ModelOptions
+	log   *slog.Logger
+	stats *counters
+	group *singleflight.Group
+	// lastLog rate-limits warnings (unix nanoseconds of the last one).
+	lastLog atomic.Int64
+
+	hooks *hooks
+}
+
+// hooks let tests stop a read at the points where races happen. nil in production.
+type hooks struct {
+	// afterLoad runs after a miss has read the database and before it stores the row.
+	afterLoad func(key string)
+	// unfenced makes fills plain SETs, as caches without fencing do, to show that the
+	// race tests can fail.
+	unfenced bool
+}
+
+// Cached entries start with one byte saying what follows.
+const (
+	entryRow    = 'v' // the codec's bytes of the row follow
+	entryAbsent = 'n' // the row does not exist
+)
+
+// WithDB returns a repository that reads through db, for example a transaction begun
+// with db.Begin or inside db.Transaction. When db is inside a transaction the
+// repository neither reads nor fills the cache: the transaction may see rows no one
+// else can see yet, or must not see rows committed after it began.
+func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
+	c := &Repository[T]{
+		cache: r.cache, db: db, store: r.store, model: r.model, opts: r.opts, log: r.log,
+		stats: r.stats, hooks: r.hooks, group: r.group,
+	}
+	_, c.inTx = db.Statement.ConnPool.(gorm.TxCommitter)
+	return c
+}
+
+// Stats returns a snapshot of the repository's counters.
+func (r *Repository[T]) Stats() Stats { return r.stats.snapshot() }
+
+// Get returns the row whose primary key is id, from Redis when cached, else from
+// Postgres (then caching it, fenced against concurrent writes). ok is false when there
+// is no such row. For a composite primary key pass id as []any with the values in the
+// order the key's fields are declared.
+//
+// Redis failures are not returned: they are counted in Stats.Errors and the row is read
+// from Postgres. The error is a database error or a bad id.
+func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err error) {
+	if r.inTx {
+		return r.load(ctx, id)
+	}
+	k, err := r.model.key(id)
+	if err != nil {
+		return row, false, err
+	}
+	entry, cached, err := r.store.Get(ctx, k)
+	if err != nil {
+		r.redisFailed(err)
+		return r.load(ctx, id)
+	}
+	if cached {
+		if row, ok, err := r.decode(ctx, k, entry); err == nil {
+			return row, ok, nil
+		}
+	}
+	r.stats.misses.Add(1)
+	return r.miss(ctx, k, id)
+}
+
+// decode turns a cached entry into a row, counting hits; an undecodable entry is deleted
+// and counted, and reported as an error so the caller treats it as a miss.
+func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (row T, ok bool, err error) {
+	if len(entry) == 1 && entry[0] == entryAbsent {
+		r.stats.negativeHits.Add(1)
+		return row, false, nil
+	}
+	if len(entry) > 0 && entry[0] == entryRow {
+		if err = r.opts.Codec.Unmarshal(entry[1:], &row); err == nil {
+			r.stats.hits.Add(1)
+			return row, true, nil
+		}
+	} else {
+		err = fmt.Errorf("entry starts with %q, want %q or %q", entry[:min(len(entry), 1)], entryRow, entryAbsent)
+	}
+	r.stats.decodeErrors.Add(1)
+	r.warn("undecodable cache entry deleted", slog.String("key", k.Value()), slog.Any("error", err))
+	if derr := r.store.DeleteEntry(ctx, k, entry); derr != nil {
+		r.redisFailed(derr)
+	}
+	var zero T
+	return zero, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
+}
+
+// miss fills the row once per process: concurrent misses of one key share one flight.
+func (r *Repository[T]) miss(ctx context.Context, k keys.Key, id any) (row T, ok bool, err error) {
+	ch := r.group.DoChan(k.Value(), func() (any, error) {
+		// The flight outlives a caller that gives up; it is bounded by its own timeouts.
+		return r.fill(context.WithoutCancel(ctx), k, id)
+	})
+	select {
+	case <-ctx.Done():
+		return row, false, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return row, false, res.Err
+		}
+		entry := res.Val.([]byte)
+		if entry[0] == entryAbsent {
+			return row, false, nil
+		}
+		// Each caller decodes its own copy, so callers never share slices or maps.
+		if err := r.opts.Codec.Unmarshal(entry[1:], &row); err != nil {
+			return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
+		}
+		return row, true, nil
+	}
+}
+
+// fill loads the row under a lease and stores it if the lease survived the load.
+//
+// The order matters. The lease is taken before the database is read: a write that
+// commits after the read began invalidates the row, which voids the lease, so the store
+// below is refused and the old row never reaches the cache. A write that committed
+// before the lease was taken is seen by the read. Between the two there is no gap.
+//
+// When another process holds the lease, this reader waits for its fill, polling with a
+// growing interval, for at most WaitTimeout; then it reads Postgres itself and caches
+// nothing, since it holds no lease.
+func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, error) {
+	if r.hooks != nil && r.hooks.unfenced {
+		return r.fillUnfenced(ctx, k, id)
+	}
+	deadline := time.Now().Add(r.opts.WaitTimeout)
+	poll := time.Millisecond
+	waited := false
+	for {
+		lease, err := r.store.TakeLease(ctx, k, r.opts.FenceDuration)
+		if err != nil {
+			r.redisFailed(err)
+			return r.loadEntry(ctx, id)
+		}
+		switch lease.State {
+		case store.Found:
+			if _, _, err := r.decodeCheck(lease.Value); err == nil {
+				return lease.Value, nil
+			}
+			// Undecodable: fall through to waiting; the lease holder or TTL replaces it.
+		case store.Acquired:
+			return r.fillLeased(ctx, k, id, lease.Token)
+		}
+		if !waited {
+			waited = true
+			r.stats.stampedeWaits.Add(1)
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return r.loadEntry(ctx, id)
+		}
+		wait := min(poll, remaining)
+		if lease.State == store.Held && lease.Wait > 0 {
+			wait = min(wait, lease.Wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		poll = min(2*poll, 50*time.Millisecond)
+	}
+}
+
+func (r *Repository[T]) decodeCheck(entry []byte) (T, bool, error) {
+	var row T
+	if len(entry) == 1 && entry[0] == entryAbsent {
+		return row, false, nil
+	}
+	if len(entry) > 0 && entry[0] == entryRow {
+		err := r.opts.Codec.Unmarshal(entry[1:], &row)
+		return row, err == nil, err
+	}
+	return row, false, errors.New("bad entry tag")
+}
+
+func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, token string) ([]byte, error) {
+	entry, err := r.loadEntry(ctx, id)
+	if err != nil {
+		if rerr := r.store.Release(ctx, k, token); rerr != nil {
+			r.redisFailed(rerr)
+		}
+		return nil, err
+	}
+	if r.hooks != nil && r.hooks.afterLoad != nil {
+		r.hooks.afterLoad(k.Value())
+	}
+	ttl, cache := r.ttl(entry)
+	if !cache {
+		if err := r.store.Release(ctx, k, token); err != nil {
+			r.redisFailed(err)
+		}
+		return entry, nil
+	}
+	stored, err := r.store.Fill(ctx, k, token, entry, ttl)
+	switch {
+	case err != nil:
+		r.redisFailed(err)
+	case stored:
+		r.stats.fills.Add(1)
+	default:
+		r.stats.fillsRefused.Add(1)
+	}
+	return entry, nil
+}
+
+func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) ([]byte, error) {
+	entry, err := r.loadEntry(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if r.hooks.afterLoad != nil {
+		r.hooks.afterLoad(k.Value())
+	}
+	if ttl, cache := r.ttl(entry); cache {
+		if err := r.store.Client().Set(ctx, k.Value(), entry, ttl).Err(); err != nil {
+			return nil, err
+		}
+		r.stats.fills.Add(1)
+	}
+	return entry, nil
+}
+
+// ttl returns how long to cache entry, and whether to cache it at all.
+func (r *Repository[T]) ttl(entry []byte) (time.Duration, bool) {
+	if entry[0] == entryAbsent {
+		return r.opts.NegativeTTL, r.opts.NegativeTTL > 0
+	}
+	ttl := r.opts.TTL
+	if j := r.opts.TTLJitter; j > 0 {
+		ttl += time.Duration((rand.Float64()*2 - 1) * j * float64(ttl))
+	}
+	return max(ttl, time.Millisecond), true
+}
+
+// loadEntry reads the row from Postgres and encodes it as a cache entry.
+func (r *Repository[T]) loadEntry(ctx context.Context, id any) ([]byte, error) {
+	row, ok, err := r.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return r.encode(&row, ok)
+}
+
+func (r *Repository[T]) encode(row *T, ok bool) ([]byte, error) {
+	if !ok {
+		return []byte{entryAbsent}, nil
+	}
+	b, err := r.opts.Codec.Marshal(row)
+	if err != nil {
+		return nil, fmt.Errorf("readthrough: encode %s with %s: %w", r.model.schema.Name, r.opts.Codec.Name(), err)
+	}
+	entry := make([]byte, 1+len(b))
+	entry[0] = entryRow
+	copy(entry[1:], b)
+	return entry, nil
+}
+
+// load reads one row from Postgres, bypassing the cache.
+func (r *Repository[T]) load(ctx context.Context, id any) (row T, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, r.opts.LoadTimeout)
+	defer cancel()
+	r.stats.loads.Add(1)
+	q := r.db.WithContext(ctx).Model(&row)
+	vals, err := r.idValues(id)
+	if err != nil {
+		return row, false, err
+	}
+	for i, f := range r.model.pk {
+		q = q.Where(clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName}, Value: vals[i]})
+	}
+	res := q.Limit(1).Find(&row)
+	if res.Error != nil {
+		return row, false, fmt.Errorf("readthrough: load %s %v: %w", r.model.schema.Name, id, res.Error)
+	}
+	return row, res.RowsAffected > 0, nil
+}
+
+func (r *Repository[T]) idValues(id any) ([]any, error) {
+	if len(r.model.pk) == 1 {
+		return []any{id}, nil
+	}
+	vals, ok := id.([]any)
+	if !ok || len(vals) != len(r.model.pk) {
+		return nil, fmt.Errorf("readthrough: %s has a composite primary key (%s): pass the id as []any with %d values",
+			r.model.schema.Name, r.model.pkNames(), len(r.model.pk))
+	}
+	return vals, nil
+}
+
+// Invalidate deletes the cached entries of the rows with these ids and voids fills in
+// progress for them, so the next read loads them from Postgres. Call it after a write
+// commits; writes made through the library do this themselves.
+func (r *Repository[T]) Invalidate(ctx context.Context, ids ...any) error {
+	ks := make([]keys.Key, len(ids))
+	for i, id := range ids {
+		k, err := r.model.key(id)
+		if err != nil {
+			return err
+		}
+		ks[i] = k
+	}
+	if err := r.store.Invalidate(ctx, ks...); err != nil {
+		return fmt.Errorf("readthrough: invalidate %s: %w", r.model.schema.Name, err)
+	}
+	r.stats.invalidations.Add(uint64(len(ks)))
+	return nil
+}
+
+func (r *Repository[T]) redisFailed(err error) {
+	r.stats.errors.Add(1)
+	r.warn("redis unavailable; reading from postgres", slog.Any("error", err))
+}
+
+func (r *Repository[T]) warn(msg string, attrs ...slog.Attr) {
+	now := time.Now().UnixNano()
+	last := r.lastLog.Load()
+	if now-last < int64(time.Second) || !r.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	r.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+}
+
+// Key returns the Redis key of the row with this id, for inspection and tests.
+func (r *Repository[T]) Key(id any) (string, error) {
+	k, err := r.model.key(id)
+	if err != nil {
+		return "", err
+	}
+	return k.Value(), nil
+}
+
+// Table returns the table's name as it appears in keys: schema-qualified, quoted where
+// Postgres would need quotes.
+func (r *Repository[T]) Table() string { return r.model.space.Table() }
+
+// Version returns the model's schema version, part of every key.
+func (r *Repository[T]) Version() string { return r.model.space.Version() }
+

@@ -1,0 +1,52 @@
+package readthrough
+
+import "sync/atomic"
+
+// Stats counts what a repository did. Counters only grow.
+type Stats struct {
+	Hits          uint64 // reads answered from Redis with a row
+	NegativeHits  uint64 // reads answered from Redis with "no such row"
+	Misses        uint64 // reads that found nothing usable in Redis
+	Loads         uint64 // database queries made on misses
+	Fills         uint64 // entries stored after a load
+	FillsRefused  uint64 // fills refused because the row was invalidated during the load
+	StampedeWaits uint64 // reads that waited for another reader's fill
+	DecodeErrors  uint64 // cached entries that could not be decoded (deleted, treated as misses)
+	Errors        uint64 // Redis failures; the read went to Postgres instead
+	Invalidations uint64 // rows invalidated through the repository
+}
+
+func (s Stats) add(o Stats) Stats {
+	return Stats{
+		Hits:          s.Hits + o.Hits,
+		NegativeHits:  s.NegativeHits + o.NegativeHits,
+		Misses:        s.Misses + o.Misses,
+		Loads:         s.Loads + o.Loads,
+		Fills:         s.Fills + o.Fills,
+		FillsRefused:  s.FillsRefused + o.FillsRefused,
+		StampedeWaits: s.StampedeWaits + o.StampedeWaits,
+		DecodeErrors:  s.DecodeErrors + o.DecodeErrors,
+		Errors:        s.Errors + o.Errors,
+		Invalidations: s.Invalidations + o.Invalidations,
+	}
+}
+
+type counters struct {
+	hits, negativeHits, misses, loads, fills, fillsRefused atomic.Uint64
+	stampedeWaits, decodeErrors, errors, invalidations     atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Hits:          c.hits.Load(),
+		NegativeHits:  c.negativeHits.Load(),
+		Misses:        c.misses.Load(),
+		Loads:         c.loads.Load(),
+		Fills:         c.fills.Load(),
+		FillsRefused:  c.fillsRefused.Load(),
+		StampedeWaits: c.stampedeWaits.Load(),
+		DecodeErrors:  c.decodeErrors.Load(),
+		Errors:        c.errors.Load(),
+		Invalidations: c.invalidations.Load(),
+	}
+}
