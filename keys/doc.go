@@ -49,9 +49,13 @@
 //     are the same key.
 //   - [Bytes]: Postgres hex output, `\x` followed by lower-case hex.
 //
-// Floating-point, boolean-as-int, timestamp and other exotic primary keys are
-// not supported as such; [FromGo] rejects time.Time and floats under [Text]
-// rather than risk a key that silently differs from the change side.
+// Timestamp and floating-point key columns are not supported: their Go and
+// Postgres spellings differ in ways this package does not model, so [FromGo]
+// rejects time.Time, and floats under [Text], rather than risk a key that
+// silently differs from the change side's.
+//
+// The table name must also be spelled the same on both sides; [QualifiedTable]
+// gives one spelling of schema.name for both.
 //
 // # Hot path
 //

@@ -373,4 +373,3 @@ func (r *Repository[T]) Table() string { return r.model.space.Table() }
 
 // Version returns the model's schema version, part of every key.
 func (r *Repository[T]) Version() string { return r.model.space.Version() }
-
