@@ -108,3 +108,8 @@ func ctxT(tb testing.TB) context.Context {
 	tb.Cleanup(cancel)
 	return ctx
 }
+
+// e0 is a Redis client that is never used to connect, for tests of configuration.
+func e0() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})
+}

@@ -1,0 +1,90 @@
+package readthrough_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// The benchmarks of one run share a baseline: BenchmarkBaselineRedisGet reads the same
+// bytes that BenchmarkGetHit decodes, and BenchmarkBaselineGormFirst is the uncached
+// query. Compare with benchstat; see docs for ratios.
+
+func benchEnv(b *testing.B) (*env, *readthrough.Repository[Widget], string) {
+	b.Helper()
+	e := newEnv(b)
+	e.exec(b, `INSERT INTO widgets (id, name, price) VALUES (1, 'a widget of typical size for a cache benchmark', 42)`)
+	repo := e.widgets(b, readthrough.ModelOptions{})
+	if _, _, err := repo.Get(context.Background(), int64(1)); err != nil {
+		b.Fatal(err)
+	}
+	key, _ := repo.Key(int64(1))
+	return e, repo, key
+}
+
+func BenchmarkBaselineRedisGet(b *testing.B) {
+	e, _, key := benchEnv(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.rdb.Get(ctx, key).Bytes(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGetHit(b *testing.B) {
+	_, repo, _ := benchEnv(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok, err := repo.Get(ctx, int64(1)); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+	}
+	if s := repo.Stats(); s.Misses != 1 {
+		b.Fatalf("stats %+v: the benchmark missed", s)
+	}
+}
+
+func BenchmarkBaselineGormFirst(b *testing.B) {
+	e, _, _ := benchEnv(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		var w Widget
+		if err := e.db.First(&w, int64(1)).Error; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGetHitParallel(b *testing.B) {
+	_, repo, _ := benchEnv(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := repo.Get(ctx, int64(1)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkGetMiss measures the fenced miss path: lease, query, fill. Each iteration
+// invalidates the row first.
+func BenchmarkGetMiss(b *testing.B) {
+	_, repo, _ := benchEnv(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := repo.Invalidate(ctx, int64(1)); err != nil {
+			b.Fatal(err)
+		}
+		if _, ok, err := repo.Get(ctx, int64(1)); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+	}
+}
