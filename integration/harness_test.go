@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 func TestLogicalReplicationAsSuperuser(t *testing.T) {
 	t.Parallel()
 	db := servers.Postgres(t).NewDatabase(t)
-	receiveOneChange(t, db.URL)
+	receiveOneChange(t, db.URL, db.Name)
 }
 
 func TestLogicalReplicationAsReplicationRole(t *testing.T) {
@@ -49,13 +49,15 @@ func TestLogicalReplicationAsReplicationRole(t *testing.T) {
 	if super || !repl {
 		t.Fatalf("role %s: superuser=%v replication=%v, want a non-superuser with REPLICATION", integration.ReplicationRole, super, repl)
 	}
-	receiveOneChange(t, db.RoleURL)
+	receiveOneChange(t, db.RoleURL, db.Name)
 }
 
 // receiveOneChange creates a table, a FOR TABLE publication and a persistent pgoutput
 // slot as the user of connURL, commits one INSERT and reads it back from the slot.
-func receiveOneChange(t *testing.T, connURL string) {
+func receiveOneChange(t *testing.T, connURL, dbName string) {
 	t.Helper()
+	// Slot names are global to the server, so each test's is its own.
+	slotName := "slot_" + dbName
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -78,20 +80,20 @@ func receiveOneChange(t *testing.T, connURL string) {
 		t.Fatal(err)
 	}
 	defer repl.Close(context.Background())
-	slot, err := pglogrepl.CreateReplicationSlot(ctx, repl, "harness_slot", "pgoutput",
+	slot, err := pglogrepl.CreateReplicationSlot(ctx, repl, slotName, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication})
 	if err != nil {
 		t.Fatalf("create slot: %v", err)
 	}
 	var persistent bool
-	if err := conn.QueryRow(ctx, `SELECT NOT temporary FROM pg_replication_slots WHERE slot_name = 'harness_slot'`).Scan(&persistent); err != nil || !persistent {
-		t.Fatalf("slot harness_slot persistent=%v err=%v", persistent, err)
+	if err := conn.QueryRow(ctx, `SELECT NOT temporary FROM pg_replication_slots WHERE slot_name = $1`, slotName).Scan(&persistent); err != nil || !persistent {
+		t.Fatalf("slot %s persistent=%v err=%v", slotName, persistent, err)
 	}
 	start, err := pglogrepl.ParseLSN(slot.ConsistentPoint)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pglogrepl.StartReplication(ctx, repl, "harness_slot", start, pglogrepl.StartReplicationOptions{
+	if err := pglogrepl.StartReplication(ctx, repl, slotName, start, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names 'harness_pub'"},
 	}); err != nil {
 		t.Fatalf("start replication: %v", err)
