@@ -29,8 +29,8 @@ var ladder = map[string][]string{
 // confined lists third-party modules that only some packages may touch: each external
 // system is reached through one package.
 var confined = map[string][]string{
-	"github.com/jackc/pglogrepl":   {"cdc", "integration"},
-	"github.com/jackc/pgx/v5":      {"cdc", "integration"},
+	"github.com/jackc/pglogrepl": {"cdc", "integration"},
+	"github.com/jackc/pgx/v5":    {"cdc", "integration"},
 	// Packages that take a client from the user name its type; only the store calls it.
 	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writepolicy", "invalidator", "integration"},
 	"gorm.io/gorm":                 {"readthrough", "writepolicy"},
