@@ -233,6 +233,20 @@ func (s Space) Pattern() string {
 	return s.head + "*}:[vf]"
 }
 
+// TablePattern returns a Redis SCAN MATCH pattern that matches the value and
+// fence keys of every row of the space's table under every schema version, for
+// invalidating a whole table (a TRUNCATE, or a gap in the change stream) without
+// knowing which versions were cached. On the zero Space it returns "".
+func (s Space) TablePattern() string {
+	if s.head == "" {
+		return ""
+	}
+	// head is prefix{esc(table)|version|; keep it up to the first '|', which the
+	// escaped table never contains.
+	cut := len(s.prefix) + 1 + strings.IndexByte(s.head[len(s.prefix)+1:], '|') + 1
+	return s.head[:cut] + "*}:[vf]"
+}
+
 // Key is the key of one row. It is a small immutable value, comparable with
 // ==, and safe for concurrent use. The zero Key has empty Value and Fence.
 type Key struct {

@@ -736,3 +736,23 @@ func TestKeyAllocs(t *testing.T) {
 		}
 	}
 }
+
+func TestTablePattern(t *testing.T) {
+	v1, err := keys.NewSpace("app:", `"Sales"."Order|Items"`, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, _ := keys.NewSpace("app:", `"Sales"."Order|Items"`, "v2")
+	other, _ := keys.NewSpace("app:", `"Sales"."Order"`, "v1")
+	if v1.TablePattern() != v2.TablePattern() {
+		t.Fatalf("versions of one table give patterns %q and %q", v1.TablePattern(), v2.TablePattern())
+	}
+	for _, k := range []string{v1.Key("1").Value(), v2.Key("1", "x").Fence()} {
+		if !globMatch(v1.TablePattern(), k) {
+			t.Errorf("pattern %q does not match %q", v1.TablePattern(), k)
+		}
+	}
+	if k := other.Key("1").Value(); globMatch(v1.TablePattern(), k) {
+		t.Errorf("pattern %q matches %q of another table", v1.TablePattern(), k)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -196,14 +197,15 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		st = st.WithTimeout(opts.RedisTimeout)
 	}
 	r := &Repository[T]{
-		cache: c,
-		db:    c.db,
-		store: st,
-		model: m,
-		opts:  opts,
-		log:   c.log.With(slog.String("model", m.schema.Name)),
-		stats: new(counters),
-		group: new(singleflight.Group),
+		cache:     c,
+		db:        c.db,
+		store:     st,
+		model:     m,
+		opts:      opts,
+		log:       c.log.With(slog.String("model", m.schema.Name)),
+		stats:     new(counters),
+		group:     new(singleflight.Group),
+		announced: new(atomic.Bool),
 	}
 	c.models[typ] = r
 	return r, nil

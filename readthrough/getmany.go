@@ -37,8 +37,8 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 			r.redisFailed(err)
 		}
 	}
-	if entries == nil {
-		// In a transaction, or Redis failed: Postgres alone.
+	if entries == nil || !r.announce(ctx) {
+		// In a transaction, Redis failed, or the model is not announced: Postgres alone.
 		loaded, err := r.loadMany(ctx, ids)
 		if err != nil {
 			return nil, err

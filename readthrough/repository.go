@@ -29,6 +29,9 @@ type Repository[T any] struct {
 	log   *slog.Logger
 	stats *counters
 	group *singleflight.Group
+	// announced is set once the model's version is in the registry; no fill happens
+	// before (see internal/store's registry).
+	announced *atomic.Bool
 	// lastLog rate-limits warnings (unix nanoseconds of the last one).
 	lastLog atomic.Int64
 
@@ -57,7 +60,7 @@ const (
 func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 	c := &Repository[T]{
 		cache: r.cache, db: db, store: r.store, model: r.model, opts: r.opts, log: r.log,
-		stats: r.stats, hooks: r.hooks, group: r.group,
+		stats: r.stats, hooks: r.hooks, group: r.group, announced: r.announced,
 	}
 	_, c.inTx = db.Statement.ConnPool.(gorm.TxCommitter)
 	return c
@@ -157,6 +160,9 @@ func (r *Repository[T]) miss(ctx context.Context, k keys.Key, id any) (row T, ok
 func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, error) {
 	if r.hooks != nil && r.hooks.unfenced {
 		return r.fillUnfenced(ctx, k, id)
+	}
+	if !r.announce(ctx) {
+		return r.loadEntry(ctx, id)
 	}
 	deadline := time.Now().Add(r.opts.WaitTimeout)
 	poll := time.Millisecond
@@ -342,6 +348,22 @@ func (r *Repository[T]) Invalidate(ctx context.Context, ids ...any) error {
 	}
 	r.stats.invalidations.Add(uint64(len(ks)))
 	return nil
+}
+
+// announce puts the model's table and version in the registry the invalidator reads,
+// once, before the first fill: the invalidator can only delete keys of versions it
+// knows. Until it succeeds nothing is filled.
+func (r *Repository[T]) announce(ctx context.Context) bool {
+	if r.announced.Load() {
+		return true
+	}
+	err := r.store.Announce(ctx, r.cache.opts.Prefix, r.model.space.Table(), r.model.space.Version())
+	if err != nil {
+		r.redisFailed(err)
+		return false
+	}
+	r.announced.Store(true)
+	return true
 }
 
 func (r *Repository[T]) redisFailed(err error) {

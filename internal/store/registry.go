@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The registry tells the invalidator which schema versions of a table may have cached
+// rows. Applications announce a (table, version) before their first fill of it; the
+// invalidator reads the registry for every batch of changes and deletes the keys of each
+// changed row under every announced version. Announcing before filling is what makes
+// this safe: a fill whose lease predates a commit was announced before the commit, so
+// the invalidator, which reads the registry after the commit, knows its version.
+//
+// It is one hash, <prefix>:models, field "<table>|<version>", value the announcing time
+// in Unix milliseconds. Row keys start with "<prefix>{", so the two never collide.
+
+// RegistryKey returns the registry's key for a key prefix.
+func RegistryKey(prefix string) string { return prefix + ":models" }
+
+// Announce records that version of table may be cached under prefix.
+func (s *Store) Announce(ctx context.Context, prefix, table, version string) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	err := s.rdb.HSet(ctx, RegistryKey(prefix), table+"|"+version, time.Now().UnixMilli()).Err()
+	if err != nil {
+		return fmt.Errorf("store: announce %s version %s: %w", table, version, err)
+	}
+	return nil
+}
+
+// Versions returns the announced versions of every table under prefix.
+func (s *Store) Versions(ctx context.Context, prefix string) (map[string][]string, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	fields, err := s.rdb.HKeys(ctx, RegistryKey(prefix)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: read registry %s: %w", RegistryKey(prefix), err)
+	}
+	out := make(map[string][]string)
+	for _, f := range fields {
+		// Versions never contain '|'; a quoted table name may.
+		i := strings.LastIndexByte(f, '|')
+		if i < 0 {
+			continue
+		}
+		out[f[:i]] = append(out[f[:i]], f[i+1:])
+	}
+	return out, nil
+}
+
+// DeleteMatching deletes every key matching pattern with SCAN and UNLINK, in batches,
+// on every master of a Cluster. It does not block Redis as KEYS would; keys created
+// while it runs may survive it.
+func (s *Store) DeleteMatching(ctx context.Context, pattern string) (int, error) {
+	var total atomic.Int64
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		for {
+			batch, next, err := c.Scan(ctx, cursor, pattern, 1000).Result()
+			if err != nil {
+				return err
+			}
+			// Keys of one batch may hash to different slots; UNLINK them one by one
+			// in a pipeline so Cluster accepts them.
+			if len(batch) > 0 {
+				_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+					for _, k := range batch {
+						p.Unlink(ctx, k)
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				total.Add(int64(len(batch)))
+			}
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
+	}
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, s.rdb)
+	}
+	if err != nil {
+		return int(total.Load()), fmt.Errorf("store: delete keys matching %s: %w", pattern, err)
+	}
+	return int(total.Load()), nil
+}
