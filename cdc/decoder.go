@@ -1,0 +1,500 @@
+package cdc
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// LSN is a position in the write-ahead log. It is pglogrepl's type, so callers can print
+// and compare it without importing pglogrepl.
+type LSN = pglogrepl.LSN
+
+// Column is one column of a [Relation], as the relation message describes it.
+type Column struct {
+	Name    string
+	TypeOID uint32
+	// Key reports whether the column is part of the table's replica identity: the
+	// primary key under REPLICA IDENTITY DEFAULT, the index's columns under USING
+	// INDEX, every column under FULL.
+	Key bool
+}
+
+// Relation is a published table as the stream last described it. Postgres sends a
+// relation message before the first change of a table on each connection and again after
+// its definition changes; a Relation is replaced then, never modified, so a Relation held
+// by a delivered [Change] stays valid. It is safe for concurrent reads.
+type Relation struct {
+	ID      uint32
+	Schema  string
+	Name    string
+	Columns []Column
+	// ReplicaIdentity is the table's REPLICA IDENTITY setting: 'd' (default: the
+	// primary key), 'n' (nothing), 'f' (full) or 'i' (index).
+	ReplicaIdentity byte
+
+	keyIdx []int // indexes into Columns of the key columns, in column order
+}
+
+// KeyColumns returns the key columns, in column order. It returns a new slice.
+func (r *Relation) KeyColumns() []Column {
+	cols := make([]Column, len(r.keyIdx))
+	for i, j := range r.keyIdx {
+		cols[i] = r.Columns[j]
+	}
+	return cols
+}
+
+// ChangeKind says what a [Change] did. The zero value is not a valid kind.
+type ChangeKind uint8
+
+// The kinds of change.
+const (
+	Insert ChangeKind = iota + 1
+	Update
+	Delete
+	Truncate
+)
+
+func (k ChangeKind) String() string {
+	switch k {
+	case Insert:
+		return "insert"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	case Truncate:
+		return "truncate"
+	}
+	return fmt.Sprintf("ChangeKind(%d)", uint8(k))
+}
+
+// Change is one row change, or the truncation of one table. Key values are exactly the
+// text Postgres prints for the column type (for example 42, a UUID in lower-case
+// hyphenated form, a text value byte for byte).
+type Change struct {
+	Kind     ChangeKind
+	Relation *Relation
+	// Key holds the key column values, as Postgres text, in column order: of the new
+	// row for Insert and Update, of the old row for Delete. It is nil for Truncate, and
+	// also when the row's key cannot be known: the table has no key columns (REPLICA
+	// IDENTITY NOTHING, or DEFAULT without a primary key), or a key column arrived
+	// null or as an unchanged TOAST value that the old row does not supply. A handler
+	// must treat a change with a nil Key as touching every row of the table.
+	Key []string
+	// OldKey is set for an Update that changed the key: the key of the old row, which
+	// Postgres sends only when it differs. It is nil otherwise.
+	OldKey []string
+}
+
+// Tx is one committed transaction of the published tables. Nothing modifies a Tx after
+// it is returned, so a handler may keep it and read it from any goroutine.
+type Tx struct {
+	XID uint32
+	// CommitLSN is the position of the commit record; EndLSN the position just past
+	// it, the one confirmed to the slot once the transaction is handled.
+	CommitLSN  LSN
+	EndLSN     LSN
+	CommitTime time.Time
+	Changes    []Change
+}
+
+// Decoder turns pgoutput (protocol version 1) messages into transactions. It keeps the
+// relations the stream described and buffers the changes of the transaction in progress.
+// It does no I/O, so it is tested on bytes. The zero value is not ready; use
+// [NewDecoder]. A Decoder is not safe for concurrent use. Each connection needs a new
+// Decoder: relations and a transaction in progress do not carry over.
+type Decoder struct {
+	relations map[uint32]*Relation
+	tx        *Tx
+}
+
+// NewDecoder returns a Decoder with no relations and no transaction in progress.
+func NewDecoder() *Decoder {
+	return &Decoder{relations: make(map[uint32]*Relation)}
+}
+
+// InTransaction reports whether a Begin was decoded and its Commit was not.
+func (d *Decoder) InTransaction() bool { return d.tx != nil }
+
+// Relation returns the relation the stream last described under id.
+func (d *Decoder) Relation(id uint32) (*Relation, bool) {
+	r, ok := d.relations[id]
+	return r, ok
+}
+
+// Decode decodes one message, the WALData of one XLogData message. It returns the
+// transaction when msg is its Commit, and nil otherwise. A malformed or unexpected
+// message is an error wrapping [ErrProtocol]; after an error the Decoder should be
+// discarded with its connection. Decode keeps no reference to msg.
+func (d *Decoder) Decode(msg []byte) (*Tx, error) {
+	if len(msg) == 0 {
+		return nil, fmt.Errorf("%w: empty message", ErrProtocol)
+	}
+	r := &reader{b: msg, off: 1}
+	typ := msg[0]
+	var tx *Tx
+	var err error
+	switch typ {
+	case 'B':
+		err = d.begin(r)
+	case 'C':
+		tx, err = d.commit(r)
+	case 'R':
+		err = d.relation(r)
+	case 'I', 'U', 'D':
+		err = d.change(typ, r)
+	case 'T':
+		err = d.truncate(r)
+	case 'O': // origin of a replicated transaction: nothing to do
+		r.u64()
+		r.cstring()
+		if d.tx == nil {
+			err = fmt.Errorf("origin outside a transaction")
+		}
+	case 'Y': // type description: keys are taken as text, so nothing to do
+		r.u32()
+		r.cstring()
+		r.cstring()
+	case 'M': // logical decoding message: not requested, ignored if sent anyway
+		r.u8()
+		r.u64()
+		r.cstring()
+		r.bytes(int(r.u32()))
+	default:
+		return nil, fmt.Errorf("%w: unsupported message type %q (protocol version 1 without streaming or two-phase is requested)", ErrProtocol, typ)
+	}
+	if err == nil {
+		err = r.finish()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s message: %v", ErrProtocol, messageName(typ), err)
+	}
+	return tx, nil
+}
+
+func messageName(typ byte) string {
+	if typ == 'M' {
+		return "logical decoding"
+	}
+	return pglogrepl.MessageType(typ).String()
+}
+
+func (d *Decoder) begin(r *reader) error {
+	finalLSN := r.u64()
+	r.u64() // commit time, sent again with the commit
+	xid := r.u32()
+	if r.err != nil {
+		return r.err
+	}
+	if d.tx != nil {
+		return fmt.Errorf("begin of xid %d inside xid %d", xid, d.tx.XID)
+	}
+	d.tx = &Tx{XID: xid, CommitLSN: LSN(finalLSN)}
+	return nil
+}
+
+func (d *Decoder) commit(r *reader) (*Tx, error) {
+	r.u8() // flags, unused
+	commitLSN := r.u64()
+	endLSN := r.u64()
+	commitTime := r.u64()
+	if err := r.finish(); err != nil {
+		return nil, err
+	}
+	if d.tx == nil {
+		return nil, fmt.Errorf("commit outside a transaction")
+	}
+	tx := d.tx
+	d.tx = nil
+	tx.CommitLSN = LSN(commitLSN)
+	tx.EndLSN = LSN(endLSN)
+	tx.CommitTime = pgTime(int64(commitTime))
+	return tx, nil
+}
+
+// pgTime converts microseconds since 2000-01-01 UTC.
+func pgTime(us int64) time.Time {
+	const unixToY2K = 946684800 * 1000000
+	return time.UnixMicro(us + unixToY2K)
+}
+
+func (d *Decoder) relation(r *reader) error {
+	rel := &Relation{ID: r.u32()}
+	rel.Schema = r.cstring()
+	rel.Name = r.cstring()
+	rel.ReplicaIdentity = r.u8()
+	n := int(r.u16())
+	if r.err != nil {
+		return r.err
+	}
+	if rel.Schema == "" {
+		rel.Schema = "pg_catalog" // pgoutput sends pg_catalog as the empty string
+	}
+	const minColumn = 1 + 1 + 4 + 4 // flags, name terminator, type, modifier
+	if n*minColumn > r.remaining() {
+		return fmt.Errorf("%d columns do not fit in %d bytes", n, r.remaining())
+	}
+	rel.Columns = make([]Column, n)
+	for i := range rel.Columns {
+		flags := r.u8()
+		rel.Columns[i] = Column{Name: r.cstring(), TypeOID: r.u32(), Key: flags&1 != 0}
+		r.u32() // type modifier
+		if rel.Columns[i].Key {
+			rel.keyIdx = append(rel.keyIdx, i)
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	d.relations[rel.ID] = rel
+	return nil
+}
+
+func (d *Decoder) rel(id uint32) (*Relation, error) {
+	rel, ok := d.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("relation %d was not described", id)
+	}
+	return rel, nil
+}
+
+func (d *Decoder) change(typ byte, r *reader) error {
+	id := r.u32()
+	kind := r.u8()
+	if r.err != nil {
+		return r.err
+	}
+	if d.tx == nil {
+		return fmt.Errorf("change outside a transaction")
+	}
+	rel, err := d.rel(id)
+	if err != nil {
+		return err
+	}
+	var old, cur []tupleCol
+	switch {
+	case typ == 'I' && kind == 'N':
+		cur, err = r.tuple(rel)
+	case typ == 'U' && (kind == 'K' || kind == 'O'):
+		if old, err = r.tuple(rel); err != nil {
+			return err
+		}
+		if b := r.u8(); r.err == nil && b != 'N' {
+			return fmt.Errorf("tuple type %q after the old tuple, want 'N'", b)
+		}
+		cur, err = r.tuple(rel)
+	case typ == 'U' && kind == 'N':
+		cur, err = r.tuple(rel)
+	case typ == 'D' && (kind == 'K' || kind == 'O'):
+		old, err = r.tuple(rel)
+	default:
+		return fmt.Errorf("unexpected tuple type %q", kind)
+	}
+	if err != nil {
+		return err
+	}
+
+	c := Change{Relation: rel}
+	switch typ {
+	case 'I':
+		c.Kind = Insert
+		c.Key = key(rel, cur, nil)
+	case 'U':
+		c.Kind = Update
+		c.Key = key(rel, cur, old)
+		if old != nil {
+			// A 'K' tuple comes only when the key changed, but an 'O' tuple (REPLICA
+			// IDENTITY FULL) comes always: compare. An old key that cannot be read
+			// leaves the new key unknown too, so the handler covers the whole table.
+			oldKey := key(rel, old, nil)
+			switch {
+			case oldKey == nil && len(rel.keyIdx) > 0:
+				c.Key = nil
+			case c.Key != nil && !equalKeys(oldKey, c.Key):
+				c.OldKey = oldKey
+			}
+		}
+	case 'D':
+		c.Kind = Delete
+		c.Key = key(rel, old, nil)
+	}
+	d.tx.Changes = append(d.tx.Changes, c)
+	return nil
+}
+
+func (d *Decoder) truncate(r *reader) error {
+	n := int(r.u32())
+	r.u8() // options: CASCADE, RESTART IDENTITY
+	if r.err != nil {
+		return r.err
+	}
+	if d.tx == nil {
+		return fmt.Errorf("truncate outside a transaction")
+	}
+	if n < 0 || n*4 > r.remaining() {
+		return fmt.Errorf("%d relations do not fit in %d bytes", n, r.remaining())
+	}
+	for range n {
+		rel, err := d.rel(r.u32())
+		if err != nil {
+			return err
+		}
+		d.tx.Changes = append(d.tx.Changes, Change{Kind: Truncate, Relation: rel})
+	}
+	return nil
+}
+
+// tupleCol is one column of a tuple. data aliases the message.
+type tupleCol struct {
+	kind byte // 'n' null, 'u' unchanged TOAST, 't' text, 'b' binary
+	data []byte
+}
+
+func (c tupleCol) hasValue() bool { return c.kind == 't' || c.kind == 'b' }
+
+// key returns the values of rel's key columns in t, taking an unchanged TOAST value
+// from fallback (the old row) when it has one. It returns nil when the relation has no
+// key columns or a key value is missing.
+func key(rel *Relation, t, fallback []tupleCol) []string {
+	if len(rel.keyIdx) == 0 {
+		return nil
+	}
+	k := make([]string, len(rel.keyIdx))
+	for i, j := range rel.keyIdx {
+		c := t[j]
+		if c.kind == 'u' && fallback != nil {
+			c = fallback[j]
+		}
+		if !c.hasValue() {
+			return nil
+		}
+		k[i] = string(c.data)
+	}
+	return k
+}
+
+func equalKeys(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// reader reads big-endian protocol fields. The first short read sets err; later reads
+// return zero values, so a message is checked once at its end.
+type reader struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (r *reader) remaining() int { return len(r.b) - r.off }
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > r.remaining() {
+		r.err = fmt.Errorf("truncated at byte %d: need %d more, have %d", r.off, n, r.remaining())
+		return nil
+	}
+	b := r.b[r.off : r.off+n : r.off+n]
+	r.off += n
+	return b
+}
+
+func (r *reader) u8() byte {
+	if b := r.take(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (r *reader) u16() uint16 {
+	if b := r.take(2); b != nil {
+		return binary.BigEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (r *reader) u32() uint32 {
+	if b := r.take(4); b != nil {
+		return binary.BigEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (r *reader) u64() uint64 {
+	if b := r.take(8); b != nil {
+		return binary.BigEndian.Uint64(b)
+	}
+	return 0
+}
+
+func (r *reader) bytes(n int) []byte { return r.take(n) }
+
+func (r *reader) cstring() string {
+	if r.err != nil {
+		return ""
+	}
+	for i := r.off; i < len(r.b); i++ {
+		if r.b[i] == 0 {
+			s := string(r.b[r.off:i])
+			r.off = i + 1
+			return s
+		}
+	}
+	r.err = fmt.Errorf("string at byte %d is not terminated", r.off)
+	return ""
+}
+
+// tuple reads a TupleData of rel, which must have one value per column of rel.
+func (r *reader) tuple(rel *Relation) ([]tupleCol, error) {
+	n := int(r.u16())
+	if r.err != nil {
+		return nil, r.err
+	}
+	if n != len(rel.Columns) {
+		return nil, fmt.Errorf("tuple of %d columns for relation %d (%s.%s) of %d columns", n, rel.ID, rel.Schema, rel.Name, len(rel.Columns))
+	}
+	t := make([]tupleCol, n)
+	for i := range t {
+		t[i].kind = r.u8()
+		switch t[i].kind {
+		case 'n', 'u':
+		case 't', 'b':
+			size := r.u32()
+			if r.err == nil && uint64(size) > uint64(r.remaining()) {
+				return nil, fmt.Errorf("column %d: value of %d bytes, %d left", i, size, r.remaining())
+			}
+			t[i].data = r.take(int(size))
+		default:
+			if r.err == nil {
+				return nil, fmt.Errorf("column %d: unknown value kind %q", i, t[i].kind)
+			}
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	return t, nil
+}
+
+func (r *reader) finish() error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.remaining() != 0 {
+		return fmt.Errorf("%d bytes left over", r.remaining())
+	}
+	return nil
+}

@@ -1,0 +1,313 @@
+package cdc_test
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgcache/pgcache/cdc"
+)
+
+const (
+	oidInt8 = 20
+	oidInt4 = 23
+	oidText = 25
+	oidUUID = 2950
+
+	relItems  = 16390
+	relOrders = 16400
+	relLog    = 16410
+	relFull   = 16420
+)
+
+var (
+	itemsRel  = encRelation(relItems, "public", "items", 'd', col{"id", oidInt8, true}, col{"name", oidText, false})
+	ordersRel = encRelation(relOrders, "Sales", "Order Items", 'd',
+		col{"order_id", oidUUID, true}, col{"qty", oidInt4, false}, col{"line", oidInt4, true})
+	logRel  = encRelation(relLog, "public", "log", 'n', col{"msg", oidText, false})
+	fullRel = encRelation(relFull, "public", "full", 'f', col{"id", oidInt8, true}, col{"doc", oidText, true})
+)
+
+const uuid1 = "5f0e8c7a-3b1d-4e2f-9a6b-7c8d9e0f1a2b"
+
+// decodeAll feeds msgs to a new Decoder and returns the transactions it returned.
+func decodeAll(t *testing.T, msgs ...[]byte) []*cdc.Tx {
+	t.Helper()
+	d := cdc.NewDecoder()
+	var txs []*cdc.Tx
+	for i, m := range msgs {
+		tx, err := d.Decode(m)
+		if err != nil {
+			t.Fatalf("message %d (%q): %v", i, m[0], err)
+		}
+		if tx != nil {
+			txs = append(txs, tx)
+		}
+	}
+	if d.InTransaction() {
+		t.Fatal("decoder still in a transaction after the last message")
+	}
+	return txs
+}
+
+// describe renders a change as "kind schema.name key old-key".
+func describe(c cdc.Change) string {
+	s := fmt.Sprintf("%s %s.%s %q", c.Kind, c.Relation.Schema, c.Relation.Name, c.Key)
+	if c.OldKey != nil {
+		s += fmt.Sprintf(" from %q", c.OldKey)
+	}
+	return s
+}
+
+func describeAll(cs []cdc.Change) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = describe(c)
+	}
+	return out
+}
+
+func TestDecoderTransaction(t *testing.T) {
+	txs := decodeAll(t,
+		encBegin(0x1000, 731),
+		itemsRel,
+		encInsert(relItems, text("1"), text("bolt")),
+		ordersRel,
+		encInsert(relOrders, text(uuid1), text("5"), text("1")),
+		encUpdate(relItems, 0, nil, []val{text("1"), text("nut")}),
+		encUpdate(relItems, 'K', []val{text("1"), null}, []val{text("2"), text("nut")}),
+		encUpdate(relOrders, 'K', []val{text(uuid1), null, text("1")}, []val{text(uuid1), text("5"), text("2")}),
+		encDelete(relItems, 'K', text("2"), null),
+		encTruncate(0, relItems, relOrders),
+		encCommit(0x1000, 0x1040),
+	)
+	if len(txs) != 1 {
+		t.Fatalf("got %d transactions, want 1", len(txs))
+	}
+	tx := txs[0]
+	if tx.XID != 731 || tx.CommitLSN != 0x1000 || tx.EndLSN != 0x1040 {
+		t.Errorf("tx xid=%d commit=%s end=%s, want 731 0/1000 0/1040", tx.XID, tx.CommitLSN, tx.EndLSN)
+	}
+	if want := time.Date(2024, 1, 2, 3, 4, 5, 6000, time.UTC); !tx.CommitTime.Equal(want) {
+		t.Errorf("commit time %v, want %v", tx.CommitTime, want)
+	}
+	want := []string{
+		`insert public.items ["1"]`,
+		`insert Sales.Order Items ["` + uuid1 + `" "1"]`,
+		`update public.items ["1"]`,
+		`update public.items ["2"] from ["1"]`,
+		`update Sales.Order Items ["` + uuid1 + `" "2"] from ["` + uuid1 + `" "1"]`,
+		`delete public.items ["2"]`,
+		`truncate public.items []`,
+		`truncate Sales.Order Items []`,
+	}
+	if got := describeAll(tx.Changes); !reflect.DeepEqual(got, want) {
+		t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, c := range tx.Changes {
+		if c.Kind == cdc.Truncate && c.Key != nil {
+			t.Errorf("truncate carries key %q", c.Key)
+		}
+	}
+	rel := tx.Changes[1].Relation
+	wantCols := []cdc.Column{{Name: "order_id", TypeOID: oidUUID, Key: true}, {Name: "line", TypeOID: oidInt4, Key: true}}
+	if got := rel.KeyColumns(); !reflect.DeepEqual(got, wantCols) {
+		t.Errorf("KeyColumns = %+v, want %+v", got, wantCols)
+	}
+	if rel.ID != relOrders || rel.ReplicaIdentity != 'd' || len(rel.Columns) != 3 {
+		t.Errorf("relation %+v", rel)
+	}
+}
+
+func TestDecoderSeveralTransactions(t *testing.T) {
+	txs := decodeAll(t,
+		itemsRel, // relations may come outside a transaction too
+		encBegin(0x2000, 1),
+		encInsert(relItems, text("1"), null),
+		encCommit(0x2000, 0x2010),
+		encBegin(0x3000, 2),
+		encOrigin(0x99, "upstream"),
+		encType(90000, "public", "mood"),
+		encMessage(true, "p", "payload"),
+		encDelete(relItems, 'K', text("1"), null),
+		encCommit(0x3000, 0x3010),
+		encMessage(false, "p", "outside"),
+		encBegin(0x4000, 3), // an empty transaction
+		encCommit(0x4000, 0x4010),
+	)
+	if len(txs) != 3 {
+		t.Fatalf("got %d transactions, want 3", len(txs))
+	}
+	for i, want := range []struct {
+		xid     uint32
+		end     cdc.LSN
+		changes []string
+	}{
+		{1, 0x2010, []string{`insert public.items ["1"]`}},
+		{2, 0x3010, []string{`delete public.items ["1"]`}},
+		{3, 0x4010, nil},
+	} {
+		tx := txs[i]
+		got := describeAll(tx.Changes)
+		if tx.XID != want.xid || tx.EndLSN != want.end || len(got) != len(want.changes) || len(got) > 0 && !reflect.DeepEqual(got, want.changes) {
+			t.Errorf("tx %d: xid %d end %s changes %q; want xid %d end %s changes %q", i, tx.XID, tx.EndLSN, got, want.xid, want.end, want.changes)
+		}
+	}
+}
+
+func TestDecoderRelationReplaced(t *testing.T) {
+	d := cdc.NewDecoder()
+	feed := func(m []byte) *cdc.Tx {
+		t.Helper()
+		tx, err := d.Decode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tx
+	}
+	feed(itemsRel)
+	feed(encBegin(0x10, 1))
+	feed(encInsert(relItems, text("1"), text("a")))
+	// ALTER TABLE items ADD COLUMN price int, and the key changed to (id, price):
+	// the server describes the relation again before its next change.
+	feed(encRelation(relItems, "public", "items", 'i', col{"id", oidInt8, true}, col{"name", oidText, false}, col{"price", oidInt4, true}))
+	feed(encInsert(relItems, text("2"), text("b"), text("30")))
+	tx := feed(encCommit(0x10, 0x20))
+	got := describeAll(tx.Changes)
+	want := []string{`insert public.items ["1"]`, `insert public.items ["2" "30"]`}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("changes %q, want %q", got, want)
+	}
+	if len(tx.Changes[0].Relation.Columns) != 2 || len(tx.Changes[1].Relation.Columns) != 3 {
+		t.Error("an earlier change's relation was modified by the new relation message")
+	}
+	if r, ok := d.Relation(relItems); !ok || r.ReplicaIdentity != 'i' {
+		t.Errorf("Relation(%d) = %+v, %v; want the new description", relItems, r, ok)
+	}
+	// The old column count is gone: a three-column relation does not take two.
+	feed(encBegin(0x30, 2))
+	if _, err := d.Decode(encInsert(relItems, text("3"), text("c"))); !errors.Is(err, cdc.ErrProtocol) {
+		t.Errorf("two-column tuple for a three-column relation: err %v, want ErrProtocol", err)
+	}
+}
+
+func TestDecoderKeylessAndToast(t *testing.T) {
+	txs := decodeAll(t,
+		logRel, fullRel, itemsRel,
+		encBegin(0x10, 1),
+		// REPLICA IDENTITY NOTHING: no key columns, no key.
+		encInsert(relLog, text("hello")),
+		// REPLICA IDENTITY FULL: every column is a key column and the old row comes
+		// whole; an unchanged TOAST value of the new row is taken from the old one.
+		encUpdate(relFull, 'O', []val{text("7"), text("big")}, []val{text("7"), toast}),
+		// ... and a changed value shows up as a key change.
+		encUpdate(relFull, 'O', []val{text("7"), text("big")}, []val{text("7"), text("bigger")}),
+		// A null key value (possible under FULL): the key is unknown.
+		encInsert(relFull, text("8"), null),
+		encDelete(relFull, 'O', text("8"), null),
+		// An unchanged TOAST key value without an old row to take it from.
+		encUpdate(relFull, 0, nil, []val{text("9"), toast}),
+		// Non-key columns may be TOAST or null without harm.
+		encUpdate(relItems, 0, nil, []val{text("1"), toast}),
+		encCommit(0x10, 0x20),
+	)
+	got := describeAll(txs[0].Changes)
+	want := []string{
+		`insert public.log []`,
+		`update public.full ["7" "big"]`,
+		`update public.full ["7" "bigger"] from ["7" "big"]`,
+		`insert public.full []`,
+		`delete public.full []`,
+		`update public.full []`,
+		`update public.items ["1"]`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for i, c := range txs[0].Changes {
+		if (i == 0 || i == 3 || i == 4 || i == 5) && c.Key != nil {
+			t.Errorf("change %d: key %q, want nil", i, c.Key)
+		}
+	}
+}
+
+func TestDecoderCatalogNamespace(t *testing.T) {
+	txs := decodeAll(t,
+		encRelation(1259, "", "pg_class", 'n', col{"oid", 26, false}),
+		encBegin(0x10, 1),
+		encInsert(1259, text("1")),
+		encCommit(0x10, 0x20),
+	)
+	if s := txs[0].Changes[0].Relation.Schema; s != "pg_catalog" {
+		t.Errorf("schema %q, want pg_catalog (pgoutput sends it as the empty string)", s)
+	}
+}
+
+func TestDecoderErrors(t *testing.T) {
+	begin := encBegin(0x10, 1)
+	for _, tc := range []struct {
+		name string
+		msgs [][]byte
+	}{
+		{"empty message", [][]byte{{}}},
+		{"unknown type", [][]byte{{'Z', 0}}},
+		{"stream start (protocol v2)", [][]byte{msg{'S'}.u32(1).u8(1)}},
+		{"short begin", [][]byte{encBegin(0x10, 1)[:15]}},
+		{"begin with trailing bytes", [][]byte{append(encBegin(0x10, 1), 0)}},
+		{"begin inside a transaction", [][]byte{begin, begin}},
+		{"commit outside a transaction", [][]byte{encCommit(0x10, 0x20)}},
+		{"short commit", [][]byte{begin, encCommit(0x10, 0x20)[:20]}},
+		{"insert outside a transaction", [][]byte{itemsRel, encInsert(relItems, text("1"), null)}},
+		{"truncate outside a transaction", [][]byte{itemsRel, encTruncate(0, relItems)}},
+		{"origin outside a transaction", [][]byte{encOrigin(1, "x")}},
+		{"unknown relation", [][]byte{begin, encInsert(relItems, text("1"), null)}},
+		{"truncate of an unknown relation", [][]byte{itemsRel, begin, encTruncate(0, relItems, 4242)}},
+		{"truncate count beyond the message", [][]byte{begin, msg{'T'}.u32(1 << 30).u8(0).u32(1)}},
+		{"relation name not terminated", [][]byte{msg{'R'}.u32(1).raw('p', 'u', 'b')}},
+		{"relation column count beyond the message", [][]byte{msg{'R'}.u32(1).str("s").str("t").u8('d').u16(65535).raw(0)}},
+		{"relation truncated in a column", [][]byte{itemsRel[:len(itemsRel)-3]}},
+		{"tuple with too few columns", [][]byte{itemsRel, begin, encInsert(relItems, text("1"))}},
+		{"tuple with too many columns", [][]byte{itemsRel, begin, encInsert(relItems, text("1"), null, null)}},
+		{"unknown value kind", [][]byte{itemsRel, begin, encInsert(relItems, text("1"), val{kind: 'x'})}},
+		{"value longer than the message", [][]byte{itemsRel, begin, msg{'I'}.u32(relItems).u8('N').u16(2).u8('t').u32(0xfffffff0).raw('1')}},
+		{"value length cut", [][]byte{itemsRel, begin, msg{'I'}.u32(relItems).u8('N').u16(2).u8('t').raw(0, 0)}},
+		{"insert with an old tuple", [][]byte{itemsRel, begin, msg{'I'}.u32(relItems).u8('K').tuple([]val{text("1"), null})}},
+		{"update old tuple without new", [][]byte{itemsRel, begin, msg{'U'}.u32(relItems).u8('K').tuple([]val{text("1"), null}).u8('X')}},
+		{"update cut after the old tuple", [][]byte{itemsRel, begin, msg{'U'}.u32(relItems).u8('K').tuple([]val{text("1"), null})}},
+		{"delete without an old tuple", [][]byte{itemsRel, begin, msg{'D'}.u32(relItems).u8('N').tuple([]val{text("1"), null})}},
+		{"insert with trailing bytes", [][]byte{itemsRel, begin, append(encInsert(relItems, text("1"), null), 'x')}},
+		{"logical message content beyond the message", [][]byte{msg{'M'}.u8(0).u64(1).str("p").u32(100).raw('a')}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := cdc.NewDecoder()
+			var err error
+			for _, m := range tc.msgs {
+				if _, err = d.Decode(m); err != nil {
+					break
+				}
+			}
+			if !errors.Is(err, cdc.ErrProtocol) {
+				t.Fatalf("err = %v, want ErrProtocol", err)
+			}
+			if testing.Verbose() {
+				t.Log(err)
+			}
+			if cdc.IsFatal(err) {
+				t.Errorf("a protocol error is fatal: %v", err)
+			}
+		})
+	}
+}
+
+func TestChangeKindString(t *testing.T) {
+	for k, want := range map[cdc.ChangeKind]string{
+		cdc.Insert: "insert", cdc.Update: "update", cdc.Delete: "delete", cdc.Truncate: "truncate", 0: "ChangeKind(0)", 9: "ChangeKind(9)",
+	} {
+		if got := k.String(); got != want {
+			t.Errorf("ChangeKind(%d).String() = %q, want %q", uint8(k), got, want)
+		}
+	}
+}

@@ -1,0 +1,67 @@
+// Package cdc reads the changes committed to a set of Postgres tables from a logical
+// replication slot (pgoutput, protocol version 1) and hands them, one whole transaction
+// at a time and in commit order, to a [Handler]. It is the change side of the cache: it
+// knows Postgres, not Redis, and never loses a change.
+//
+// # What it does
+//
+// [Stream.Run] connects with replication=database, checks that the server and the role
+// can replicate, creates the publication (FOR TABLE the configured tables, never FOR
+// ALL TABLES) or adds the tables it lacks, creates the slot if it is missing, and then
+// streams. [Decoder] turns the pgoutput messages into [Tx] values carrying, for every
+// row change, the values of the table's key columns as Postgres text: the new key of an
+// INSERT or UPDATE, the old key of a DELETE, both keys of an UPDATE that changed the
+// key, and one [Change] per table for a TRUNCATE. Decoding does no I/O and is tested on
+// bytes; it returns errors, never panics, on malformed input.
+//
+// Run reconnects after connection loss and server restarts, with capped, jittered
+// exponential backoff, and resumes from the slot. A second Stream on a slot that is in
+// use keeps retrying ([ErrSlotInUse]) and takes the slot over when the first one stops:
+// run one as a standby for the other.
+//
+// # Acknowledgement rule
+//
+// The slot's confirmed position is what Postgres keeps WAL for and where it resumes.
+// The Stream reports a position as confirmed (written, flushed and applied alike) only
+// when it is
+//
+//   - the end LSN of a transaction whose Handle call returned nil, or of an earlier
+//     one; or
+//   - the WAL end of a keepalive received while no transaction was in progress and
+//     every transaction received had been handled: nothing below it is owed to the
+//     handler, and confirming it keeps an idle database from pinning WAL.
+//
+// Positions are reported every Options.StatusInterval, at once when the server asks,
+// and once more when Run stops. Replication starts at 0/0, which makes the server resume
+// at the slot's confirmed position. So delivery is at least once: a crash or an error
+// re-delivers every transaction after the last confirmed position, and handlers must be
+// idempotent. Transactions are handled synchronously in the receive loop; see
+// [Handler] for what that means for slow handlers.
+//
+// # Gaps
+//
+// When changes may have been missed, [Handler.Gap] is called before any transaction:
+// when the slot is created (the first run, or after someone dropped it), when Postgres
+// invalidated it (wal_status lost: it is dropped and created again), when the
+// publication had to be created while the slot already existed (the slot is recreated),
+// and when tables were added to the publication. Run does not stream until Gap returned
+// nil. One window remains: if the process dies after creating the slot and before Gap
+// returns, the next run finds the slot and does not call Gap.
+//
+// # What it needs from Postgres
+//
+//   - wal_level=logical, which takes a restart to set ([ErrWalLevel] otherwise), and a
+//     free entry in max_replication_slots and max_wal_senders for each Stream's slot.
+//   - A role with LOGIN and REPLICATION (superuser is not needed; [ErrPermission]
+//     otherwise) that owns the tables; it needs the CREATE privilege on the database
+//     to create the publication, or ownership of an existing publication to add tables
+//     to it. pg_hba.conf must let it connect to the database.
+//   - Every table in Options.Tables existing ([ErrTableMissing] otherwise), with a
+//     primary key and REPLICA IDENTITY DEFAULT. A table without a replica identity
+//     cannot be updated or deleted from once published, and its changes carry no key;
+//     under REPLICA IDENTITY FULL every column counts as a key column.
+//
+// The slot is kept when the Stream stops: a slot that no one streams from holds WAL on
+// the server until it is dropped (pg_drop_replication_slot) or Postgres invalidates it
+// (max_slot_wal_keep_size).
+package cdc

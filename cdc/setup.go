@@ -1,0 +1,380 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+)
+
+// Gap reasons passed to [Handler.Gap].
+const (
+	// GapSlotCreated: the slot did not exist, so nothing recorded the changes made
+	// before now.
+	GapSlotCreated = "slot created"
+	// GapSlotInvalidated: Postgres invalidated the slot (it removed WAL the slot still
+	// needed); the slot was dropped and created again.
+	GapSlotInvalidated = "slot invalidated"
+	// GapPublicationCreated: the publication did not exist but the slot did; the slot
+	// could not decode its older changes, so it was dropped and created again.
+	GapPublicationCreated = "publication created"
+	// GapTableAdded: the tables were added to the publication, so their earlier
+	// changes were not streamed.
+	GapTableAdded = "table added to publication"
+)
+
+// queryTimeout bounds each catalog query and the connection attempts of a session.
+// Creating a slot is not bounded: it waits for running transactions to end.
+const queryTimeout = 30 * time.Second
+
+// gap is a Gap call still owed to the handler. It survives failed sessions, so a gap
+// found once is reported even if the handler or the connection fails first.
+type gap struct {
+	reason string
+	tables []string // specs from Options.Tables, in their order
+}
+
+// add merges a gap: a slot-wide reason covers every table and wins over a table-level one.
+func (g *gap) add(reason string, tables []string) {
+	if g.reason == "" || reason != GapTableAdded {
+		g.reason = reason
+	}
+	for _, t := range tables {
+		if !slices.Contains(g.tables, t) {
+			g.tables = append(g.tables, t)
+		}
+	}
+}
+
+// catalogTable is an entry of Options.Tables as the catalog resolved it.
+type catalogTable struct {
+	table
+	oid      uint32
+	schema   string // actual names, not as written
+	name     string
+	kind     string
+	identity string
+	hasPK    bool
+	owned    bool // the role may alter it: it owns it, or is a member of its owner
+	owner    string
+}
+
+func (t catalogTable) quoted() string { return pgx.Identifier{t.schema, t.name}.Sanitize() }
+
+// slotState is the slot as pg_replication_slots shows it. to_jsonb of the row keeps the
+// query the same across Postgres versions that add columns.
+type slotState struct {
+	SlotType           string  `json:"slot_type"`
+	Plugin             *string `json:"plugin"`
+	Database           *string `json:"database"`
+	ActivePID          *int    `json:"active_pid"`
+	WALStatus          *string `json:"wal_status"`
+	ConfirmedFlushLSN  *string `json:"confirmed_flush_lsn"`
+	InvalidationReason *string `json:"invalidation_reason"` // Postgres 17
+	Conflicting        *bool   `json:"conflicting"`         // Postgres 16
+}
+
+// prepare checks the server and the role, ensures the publication and the slot, and
+// returns the slot's confirmed position. Gaps found are added to s.gap.
+func (s *Stream) prepare(ctx context.Context) (LSN, error) {
+	cfg, err := pgx.ParseConfig(s.connString)
+	if err != nil {
+		return 0, fmt.Errorf("%w: connection string: %v", ErrConfig, err)
+	}
+	delete(cfg.RuntimeParams, "replication")
+	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	cancel()
+	if err != nil {
+		return 0, classify("connect", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+
+	if err := s.checkServer(ctx, conn); err != nil {
+		return 0, err
+	}
+	tables, err := s.resolveTables(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	pubCreated, err := s.ensurePublication(ctx, conn, tables)
+	if err != nil {
+		return 0, err
+	}
+	return s.ensureSlot(ctx, conn, pubCreated)
+}
+
+func (s *Stream) checkServer(ctx context.Context, conn *pgx.Conn) error {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var level string
+	if err := conn.QueryRow(qctx, `SHOW wal_level`).Scan(&level); err != nil {
+		return classify("SHOW wal_level", err)
+	}
+	if level != "logical" {
+		return fmt.Errorf("%w: the server runs with wal_level=%s: set wal_level=logical (postgresql.conf, or ALTER SYSTEM SET wal_level = logical as a superuser) and restart Postgres", ErrWalLevel, level)
+	}
+	var (
+		user              string
+		super, replicator bool
+	)
+	err := conn.QueryRow(qctx, `SELECT current_user, rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user`).
+		Scan(&user, &super, &replicator)
+	if err != nil {
+		return classify("read the role's attributes", err)
+	}
+	if !super && !replicator {
+		return fmt.Errorf("%w: role %q lacks the REPLICATION attribute, which logical replication needs: ALTER ROLE %s REPLICATION (as a superuser)",
+			ErrPermission, user, pgx.Identifier{user}.Sanitize())
+	}
+	return nil
+}
+
+func (s *Stream) resolveTables(ctx context.Context, conn *pgx.Conn) ([]catalogTable, error) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	out := make([]catalogTable, 0, len(s.tables))
+	for _, t := range s.tables {
+		ct := catalogTable{table: t}
+		err := conn.QueryRow(qctx, `
+			SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relreplident::text,
+			       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+			       pg_has_role(c.relowner, 'USAGE'), pg_get_userbyid(c.relowner)
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.oid = to_regclass($1)`, t.quoted()).
+			Scan(&ct.oid, &ct.schema, &ct.name, &ct.kind, &ct.identity, &ct.hasPK, &ct.owned, &ct.owner)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("%w: %s (Options.Tables entry %q): create it before starting the stream; names are matched exactly, with their letter case, and a name without a schema is looked up in the role's search_path",
+				ErrTableMissing, t.quoted(), t.spec)
+		}
+		if err != nil {
+			return nil, classify("look up table "+t.quoted(), err)
+		}
+		if ct.kind != "r" && ct.kind != "p" {
+			return nil, fmt.Errorf("%w: %s (Options.Tables entry %q) is not a table (relkind %s); only tables can be published", ErrConfig, ct.quoted(), t.spec, ct.kind)
+		}
+		if ct.identity == "n" || ct.identity == "d" && !ct.hasPK {
+			s.log.Warn("cdc: table has no replica identity: Postgres rejects UPDATE and DELETE on it once it is published, and its changes carry no key; add a primary key or set REPLICA IDENTITY",
+				slog.String(logTable, ct.quoted()))
+		}
+		out = append(out, ct)
+	}
+	return out, nil
+}
+
+// ensurePublication creates the publication, or adds the tables it lacks, and reports
+// whether it created it.
+func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables []catalogTable) (created bool, err error) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	pub := pgx.Identifier{s.opts.Publication}.Sanitize()
+	var (
+		allTables, ins, upd, del, trunc, ownsPub bool
+		pubOwner                                 string
+	)
+	err = conn.QueryRow(qctx, `
+		SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate,
+		       pg_has_role(pubowner, 'USAGE'), pg_get_userbyid(pubowner)
+		FROM pg_publication WHERE pubname = $1`, s.opts.Publication).
+		Scan(&allTables, &ins, &upd, &del, &trunc, &ownsPub, &pubOwner)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true, s.createPublication(qctx, conn, tables)
+	}
+	if err != nil {
+		return false, classify("look up publication "+pub, err)
+	}
+	if !ins || !upd || !del || !trunc {
+		return false, fmt.Errorf("%w: publication %s does not publish every kind of change (insert=%v update=%v delete=%v truncate=%v), so changes would be missed: ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')",
+			ErrConfig, pub, ins, upd, del, trunc, pub)
+	}
+	if allTables {
+		return false, nil
+	}
+
+	// A table counts as published when the publication names it, or names its schema
+	// or, for a partition, its root (pg_publication_tables covers both).
+	rows, err := conn.Query(qctx, `
+		SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1
+		UNION
+		SELECT coalesce(to_regclass(quote_ident(schemaname) || '.' || quote_ident(tablename))::oid, 0) FROM pg_publication_tables WHERE pubname = $1`,
+		s.opts.Publication)
+	if err != nil {
+		return false, classify("list the tables of publication "+pub, err)
+	}
+	published, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return false, classify("list the tables of publication "+pub, err)
+	}
+	var missing []catalogTable
+	for _, t := range tables {
+		if !slices.Contains(published, t.oid) {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return false, nil
+	}
+	if !ownsPub {
+		return false, fmt.Errorf("%w: publication %s lacks %s, and adding them needs ownership of the publication, which belongs to %q: add them as its owner (ALTER PUBLICATION %s ADD TABLE %s) or connect as that role",
+			ErrPermission, pub, tableList(missing), pubOwner, pub, tableList(missing))
+	}
+	if err := checkOwned(missing, pub); err != nil {
+		return false, err
+	}
+	sql := "ALTER PUBLICATION " + pub + " ADD TABLE " + tableList(missing)
+	if _, err := conn.Exec(qctx, sql); err != nil {
+		return false, classify(sql, err)
+	}
+	specs := make([]string, len(missing))
+	for i, t := range missing {
+		specs[i] = t.spec
+	}
+	s.log.Info("cdc: added tables to the publication", slog.String(logPublication, s.opts.Publication), slog.Any(logTables, specs))
+	s.gap.add(GapTableAdded, specs)
+	return false, nil
+}
+
+func (s *Stream) createPublication(ctx context.Context, conn *pgx.Conn, tables []catalogTable) error {
+	pub := pgx.Identifier{s.opts.Publication}.Sanitize()
+	var (
+		canCreate bool
+		dbName    string
+	)
+	if err := conn.QueryRow(ctx, `SELECT has_database_privilege(current_database(), 'CREATE'), current_database()`).Scan(&canCreate, &dbName); err != nil {
+		return classify("check the CREATE privilege on the database", err)
+	}
+	if !canCreate {
+		return fmt.Errorf("%w: creating publication %s needs the CREATE privilege on database %q: GRANT CREATE ON DATABASE %s TO the role, or create it beforehand: CREATE PUBLICATION %s FOR TABLE %s",
+			ErrPermission, pub, dbName, pgx.Identifier{dbName}.Sanitize(), pub, tableList(tables))
+	}
+	if err := checkOwned(tables, pub); err != nil {
+		return err
+	}
+	// publish_via_partition_root: changes of a partitioned table arrive under the
+	// table's own name, not the partition's.
+	sql := "CREATE PUBLICATION " + pub + " FOR TABLE " + tableList(tables) + " WITH (publish_via_partition_root = true)"
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return classify(sql, err)
+	}
+	s.log.Info("cdc: created the publication", slog.String(logPublication, s.opts.Publication))
+	return nil
+}
+
+func checkOwned(tables []catalogTable, pub string) error {
+	for _, t := range tables {
+		if !t.owned {
+			return fmt.Errorf("%w: publishing table %s needs ownership of it, which belongs to %q: ALTER TABLE %s OWNER TO the role, or add it as its owner: ALTER PUBLICATION %s ADD TABLE %s",
+				ErrPermission, t.quoted(), t.owner, t.quoted(), pub, t.quoted())
+		}
+	}
+	return nil
+}
+
+func tableList(tables []catalogTable) string {
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.quoted()
+	}
+	return strings.Join(names, ", ")
+}
+
+// ensureSlot creates the slot if missing and replaces it if Postgres invalidated it or
+// if it predates a publication created just now. It returns the slot's confirmed
+// position.
+func (s *Stream) ensureSlot(ctx context.Context, conn *pgx.Conn, pubCreated bool) (LSN, error) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	slot := s.opts.Slot
+	var st slotState
+	err := conn.QueryRow(qctx, `SELECT to_jsonb(s) FROM pg_replication_slots s WHERE slot_name = $1`, slot).Scan(&st)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s.createSlot(ctx, conn, GapSlotCreated)
+	}
+	if err != nil {
+		return 0, classify("look up slot "+slot, err)
+	}
+
+	if pubCreated {
+		// Remembered until the slot is replaced, in case this session fails first.
+		s.staleSlot = GapPublicationCreated
+	}
+	var dbName string
+	if err := conn.QueryRow(qctx, `SELECT current_database()`).Scan(&dbName); err != nil {
+		return 0, classify("read the database name", err)
+	}
+	switch {
+	case st.SlotType != "logical":
+		return 0, fmt.Errorf("%w: slot %q is a %s slot; choose another Options.Slot", ErrConfig, slot, st.SlotType)
+	case st.Plugin == nil || *st.Plugin != "pgoutput":
+		return 0, fmt.Errorf("%w: slot %q uses output plugin %s, not pgoutput; choose another Options.Slot", ErrConfig, slot, deref(st.Plugin))
+	case st.Database == nil || *st.Database != dbName:
+		return 0, fmt.Errorf("%w: slot %q belongs to database %s, not %s; slot names are per server: choose another Options.Slot", ErrConfig, slot, deref(st.Database), dbName)
+	case st.ActivePID != nil:
+		return 0, fmt.Errorf("%w: slot %q is streamed by server process %d", ErrSlotInUse, slot, *st.ActivePID)
+	}
+
+	reason := ""
+	switch {
+	case deref(st.WALStatus) == "lost" || st.InvalidationReason != nil || st.Conflicting != nil && *st.Conflicting:
+		reason = GapSlotInvalidated
+		s.log.Warn("cdc: Postgres invalidated the slot; dropping and recreating it",
+			slog.String("wal_status", deref(st.WALStatus)), slog.String("invalidation_reason", deref(st.InvalidationReason)))
+	case s.staleSlot != "":
+		reason = s.staleSlot
+		s.log.Warn("cdc: the publication was missing while the slot existed; the slot cannot decode changes from before the publication, so it is recreated",
+			slog.String(logPublication, s.opts.Publication))
+	case deref(st.WALStatus) == "unreserved":
+		s.log.Warn("cdc: the slot is about to lose WAL it needs (wal_status unreserved); it will be invalidated unless it catches up")
+	}
+	if reason != "" {
+		if _, err := conn.Exec(qctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
+			return 0, classify("drop slot "+slot, err)
+		}
+		return s.createSlot(ctx, conn, reason)
+	}
+	if st.ConfirmedFlushLSN == nil {
+		return 0, fmt.Errorf("cdc: slot %q has no confirmed position yet", slot)
+	}
+	lsn, err := pglogrepl.ParseLSN(*st.ConfirmedFlushLSN)
+	if err != nil {
+		return 0, fmt.Errorf("cdc: slot %q: confirmed_flush_lsn %q: %w", slot, *st.ConfirmedFlushLSN, err)
+	}
+	return lsn, nil
+}
+
+func (s *Stream) createSlot(ctx context.Context, conn *pgx.Conn, reason string) (LSN, error) {
+	slot := s.opts.Slot
+	var text string
+	// No timeout: creating a logical slot waits for the transactions running now to end.
+	err := conn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&text)
+	if err != nil {
+		return 0, classify("create slot "+slot, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(text)
+	if err != nil {
+		return 0, fmt.Errorf("cdc: create slot %s: position %q: %w", slot, text, err)
+	}
+	s.staleSlot = ""
+	s.log.Info("cdc: created the replication slot", slog.String(logLSN, lsn.String()), slog.String(logReason, reason))
+	// The slot exists from here on; should the process die before Gap returns, the
+	// next run finds the slot and does not call Gap (see the package documentation).
+	s.gap.add(reason, s.opts.Tables)
+	return lsn, nil
+}
+
+func deref[T any](p *T) string {
+	if p == nil {
+		return "null"
+	}
+	return fmt.Sprint(*p)
+}

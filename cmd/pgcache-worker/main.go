@@ -1,0 +1,30 @@
+// Command pgcache-worker deletes the cached entries of rows that change in Postgres,
+// whoever changed them. It tails a logical replication slot (pgoutput) and deletes the
+// changed rows' keys in Redis, confirming a position to Postgres only after Redis has
+// acknowledged the deletions.
+//
+// Usage:
+//
+//	pgcache-worker -postgres URL -redis HOST:PORT -tables users,orders [flags]
+//
+// Every flag can also be set through the environment variable named in its help.
+// It serves /healthz, /readyz and /metrics (Prometheus) on -listen, logs JSON to stderr,
+// and on SIGTERM or SIGINT finishes the transaction at hand, confirms it and exits 0.
+//
+// Exit codes: 0 stopped by a signal; 1 other failure; 2 bad flags or configuration;
+// 3 wal_level is not logical; 4 the role lacks a privilege; 5 a table does not exist;
+// 6 Redis unreachable at start.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
+}

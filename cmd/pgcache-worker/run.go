@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/invalidator"
+)
+
+// Exit codes.
+const (
+	exitOK         = 0
+	exitFailure    = 1
+	exitConfig     = 2
+	exitWalLevel   = 3
+	exitPermission = 4
+	exitNoTable    = 5
+	exitNoRedis    = 6
+)
+
+// config is what the flags and the environment say.
+type config struct {
+	postgres, redis, prefix, slot, publication, tables, listen, logLevel string
+	statusInterval                                                       time.Duration
+}
+
+func parse(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("pgcache-worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	str := func(p *string, name, env, def, usage string) {
+		if v := getenv(env); v != "" {
+			def = v
+		}
+		fs.StringVar(p, name, def, usage+" ($"+env+")")
+	}
+	str(&c.postgres, "postgres", "PGCACHE_POSTGRES_URL", "", "Postgres connection string of a role with REPLICATION")
+	str(&c.redis, "redis", "PGCACHE_REDIS_ADDR", "", "Redis address host:port (comma-separated for Cluster)")
+	str(&c.prefix, "prefix", "PGCACHE_PREFIX", "pgc", "key prefix, as in the applications' readthrough.Options.Prefix")
+	str(&c.slot, "slot", "PGCACHE_SLOT", "pgcache", "replication slot name")
+	str(&c.publication, "publication", "PGCACHE_PUBLICATION", "pgcache", "publication name")
+	str(&c.tables, "tables", "PGCACHE_TABLES", "", `tables to watch, comma-separated: "table" or "schema.table"`)
+	str(&c.listen, "listen", "PGCACHE_LISTEN", ":9187", "address for /healthz, /readyz and /metrics")
+	str(&c.logLevel, "log-level", "PGCACHE_LOG_LEVEL", "info", "debug, info, warn or error")
+	interval := "10s"
+	if v := getenv("PGCACHE_STATUS_INTERVAL"); v != "" {
+		interval = v
+	}
+	var intervalStr string
+	fs.StringVar(&intervalStr, "status-interval", interval, "how often to confirm the position to Postgres ($PGCACHE_STATUS_INTERVAL)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	var err error
+	if c.statusInterval, err = time.ParseDuration(intervalStr); err != nil {
+		return c, fmt.Errorf("-status-interval %q: %v", intervalStr, err)
+	}
+	switch {
+	case c.postgres == "":
+		return c, errors.New("-postgres (or $PGCACHE_POSTGRES_URL) is required")
+	case c.redis == "":
+		return c, errors.New("-redis (or $PGCACHE_REDIS_ADDR) is required")
+	case c.tables == "":
+		return c, errors.New("-tables (or $PGCACHE_TABLES) is required: name the tables whose rows are cached")
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := parse(args, getenv, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "pgcache-worker:", err)
+		return exitConfig
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		fmt.Fprintln(stderr, "pgcache-worker: -log-level:", err)
+		return exitConfig
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(cfg.redis, ","), ContextTimeoutEnabled: true})
+	defer rdb.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = rdb.Ping(pingCtx).Err()
+	cancel()
+	if err != nil {
+		log.Error("redis unreachable at start", slog.String("addr", cfg.redis), slog.Any("error", err))
+		return exitNoRedis
+	}
+
+	var tables []string
+	for _, t := range strings.Split(cfg.tables, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			tables = append(tables, t)
+		}
+	}
+	w, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
+		Postgres: cfg.postgres,
+		Stream: cdc.Options{
+			Slot: cfg.slot, Publication: cfg.publication, Tables: tables,
+			StatusInterval: cfg.statusInterval, Logger: log,
+		},
+		Invalidator: invalidator.Options{Prefix: cfg.prefix, Logger: log},
+	})
+	if err != nil {
+		log.Error("bad configuration", slog.Any("error", err))
+		return exitConfig
+	}
+
+	reg := prometheus.NewRegistry()
+	registerMetrics(reg, w)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
+	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		if !w.Ready() {
+			http.Error(rw, "not streaming", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "ready")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		log.Error("listen", slog.String("addr", cfg.listen), slog.Any("error", err))
+		return exitConfig
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("pgcache-worker starting", slog.String("http", ln.Addr().String()), slog.String("slot", cfg.slot), slog.Any("tables", tables))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	})
+	g.Go(func() error {
+		err := w.Run(gctx)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("worker stopped")
+		}
+		return err
+	})
+	err = g.Wait()
+	switch {
+	case err == nil:
+		log.Info("pgcache-worker stopped")
+		return exitOK
+	case errors.Is(err, cdc.ErrWalLevel):
+		log.Error("wal_level is not logical: set wal_level = logical in postgresql.conf and restart Postgres", slog.Any("error", err))
+		return exitWalLevel
+	case errors.Is(err, cdc.ErrPermission):
+		log.Error("missing privilege", slog.Any("error", err))
+		return exitPermission
+	case errors.Is(err, cdc.ErrTableMissing):
+		log.Error("table missing", slog.Any("error", err))
+		return exitNoTable
+	case errors.Is(err, cdc.ErrConfig):
+		log.Error("bad configuration", slog.Any("error", err))
+		return exitConfig
+	default:
+		log.Error("pgcache-worker failed", slog.Any("error", err))
+		return exitFailure
+	}
+}
+
+// registerMetrics exports the worker's Stats snapshots; nothing is counted twice.
+func registerMetrics(reg *prometheus.Registry, w *invalidator.Worker) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "pgcache", Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "pgcache", Name: name, Help: help}, f))
+	}
+	gauge("slot_active", "1 while the worker streams from the slot.", func() float64 {
+		if w.Ready() {
+			return 1
+		}
+		return 0
+	})
+	gauge("confirmed_lsn", "Position confirmed to the slot as handled.", func() float64 { return float64(w.StreamStats().ConfirmedLSN) })
+	gauge("lag_bytes", "Server WAL end seen minus the confirmed position.", func() float64 {
+		s := w.StreamStats()
+		if s.ReceivedLSN < s.ConfirmedLSN {
+			return 0
+		}
+		return float64(s.ReceivedLSN - s.ConfirmedLSN)
+	})
+	gauge("lag_seconds", "0 when every change seen is handled; else seconds since the commit of the last transaction handled.", func() float64 {
+		s := w.StreamStats()
+		if s.ReceivedLSN <= s.ConfirmedLSN || s.LastCommitTime.IsZero() {
+			return 0
+		}
+		return time.Since(s.LastCommitTime).Seconds()
+	})
+	counter("transactions_total", "Transactions handled.", func() float64 { return float64(w.Stats().Transactions) })
+	counter("changes_total", "Row changes handled.", func() float64 { return float64(w.Stats().Changes) })
+	counter("keys_deleted_total", "Row keys deleted.", func() float64 { return float64(w.Stats().KeysDeleted) })
+	counter("tables_flushed_total", "Whole-table invalidations.", func() float64 { return float64(w.Stats().TablesFlushed) })
+	counter("redis_errors_total", "Failed Redis attempts.", func() float64 { return float64(w.Stats().Errors) })
+	counter("reconnects_total", "Reconnections to Postgres.", func() float64 { return float64(w.StreamStats().Reconnects) })
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+var servers integration.Shared
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := servers.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
+type Widget struct {
+	ID   int64 `gorm:"primaryKey"`
+	Name string
+}
+
+func noEnv(string) string { return "" }
+
+// syncBuffer collects logs written by the worker while the test reads them.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestExitCodes(t *testing.T) {
+	t.Parallel()
+	pg := servers.Postgres(t)
+	db := pg.NewDatabase(t)
+	rd := servers.Redis(t)
+	replica := integration.NewPostgres(t, integration.PostgresOptions{Settings: map[string]string{"wal_level": "replica"}})
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"no flags", nil, exitConfig},
+		{"bad slot", []string{"-postgres", db.RoleURL, "-redis", rd.Addr(), "-tables", "widgets", "-slot", "Bad-Slot"}, exitConfig},
+		{"redis unreachable", []string{"-postgres", db.RoleURL, "-redis", "127.0.0.1:1", "-tables", "widgets"}, exitNoRedis},
+		{"wal_level replica", []string{"-postgres", replica.URL(), "-redis", rd.Addr(), "-tables", "widgets", "-slot", "s_wal"}, exitWalLevel},
+		{"missing table", []string{"-postgres", db.RoleURL, "-redis", rd.Addr(), "-tables", "no_such_table", "-slot", "s_" + db.Name}, exitNoTable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncBuffer
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append(tc.args, "-listen", freeAddr(t))
+			if got := run(ctx, args, noEnv, &logs); got != tc.want {
+				t.Fatalf("exit %d, want %d; logs:\n%s", got, tc.want, logs.String())
+			}
+		})
+	}
+}
+
+func TestWorkerInvalidatesAndStops(t *testing.T) {
+	t.Parallel()
+	pg := servers.Postgres(t).NewDatabase(t)
+	rd := servers.Redis(t)
+	prefix := rd.Prefix(t)
+	rdb := rd.Client(t)
+	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AutoMigrate(&Widget{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec(`INSERT INTO widgets VALUES (1, 'old')`).Error; err != nil {
+		t.Fatal(err)
+	}
+	cache, _ := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix})
+	repo, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	addr := freeAddr(t)
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"-listen", addr, "-tables", "widgets", "-slot", "s_" + pg.Name, "-status-interval", "100ms"},
+			func(k string) string {
+				return map[string]string{"PGCACHE_POSTGRES_URL": pg.RoleURL, "PGCACHE_REDIS_ADDR": rd.Addr(), "PGCACHE_PREFIX": prefix}[k]
+			}, &logs)
+	}()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	eventually(t, "/readyz 200", func() bool { code, _ := get("/readyz"); return code == 200 })
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz %d", code)
+	}
+
+	if _, _, err := repo.Get(ctx, int64(1)); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := repo.Key(int64(1))
+	if err := db.Exec(`UPDATE widgets SET name = 'new' WHERE id = 1`).Error; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "key deleted", func() bool { return rdb.Exists(ctx, key).Val() == 0 })
+	eventually(t, "metrics", func() bool {
+		_, body := get("/metrics")
+		return strings.Contains(body, "pgcache_keys_deleted_total 1") && strings.Contains(body, "pgcache_slot_active 1")
+	})
+
+	cancel() // as SIGTERM does
+	select {
+	case code := <-exit:
+		if code != exitOK {
+			t.Fatalf("exit %d after cancel, want 0; logs:\n%s", code, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker did not stop")
+	}
+	if !strings.Contains(logs.String(), `"msg":"pgcache-worker stopped"`) {
+		t.Fatalf("no JSON stop log:\n%s", logs.String())
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,263 @@
+// Package invalidator deletes the cached entries of rows that changed in Postgres, from
+// the change stream of package cdc, so that rows written by anyone (raw SQL, other
+// services, migrations) are served stale for at most the invalidation lag.
+//
+// # How the worker and the applications agree on keys
+//
+// The worker has no Go types. It learns each changed row's table, primary-key columns
+// and their types from the change stream's relation messages, and the key prefix from
+// its own options (it must equal readthrough.Options.Prefix). Schema versions come from
+// the registry in Redis (<prefix>:models), to which every application adds its
+// (table, version) before it first caches a row of the table; the invalidator reads it
+// for every transaction and deletes the row's keys under every version it lists. A row
+// cached under a version the registry does not list cannot exist.
+//
+// # Acknowledgement
+//
+// Handle returns only after Redis has acknowledged the deletions of the whole
+// transaction; the stream confirms the transaction to Postgres only then. A Redis
+// failure is retried for a while, then returned: the stream reconnects and delivers the
+// transaction again. Deleting twice is harmless.
+package invalidator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/keys"
+)
+
+// Options configure an Invalidator. The zero value gives the defaults.
+type Options struct {
+	// Prefix is the applications' key prefix (readthrough.Options.Prefix). Default "pgc".
+	Prefix string
+	// RedisTimeout bounds each Redis operation. Default 1s.
+	RedisTimeout time.Duration
+	// RetryFor is how long Handle and Gap retry a failing Redis before returning the
+	// error (the stream then reconnects and redelivers). Default 5s.
+	RetryFor time.Duration
+	// Logger receives warnings. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Stats counts what an Invalidator did.
+type Stats struct {
+	Transactions  uint64 // transactions handled
+	Changes       uint64 // row changes seen
+	KeysDeleted   uint64 // row keys deleted (value and lease, under every version)
+	TablesFlushed uint64 // whole-table invalidations (TRUNCATE, keyless changes, gaps)
+	Errors        uint64 // failed Redis attempts
+}
+
+// Invalidator is a cdc.Handler that deletes cached rows. It is safe for concurrent use.
+type Invalidator struct {
+	store    *store.Store
+	prefix   string
+	retryFor time.Duration
+	log      *slog.Logger
+
+	mu     sync.Mutex
+	spaces map[[2]string]keys.Space // (table, version) → space
+
+	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
+}
+
+var _ cdc.Handler = (*Invalidator)(nil)
+
+// New returns an Invalidator deleting keys in rdb.
+func New(rdb redis.UniversalClient, opts Options) (*Invalidator, error) {
+	if rdb == nil {
+		return nil, fmt.Errorf("invalidator: New needs a Redis client")
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "pgc"
+	}
+	if _, err := keys.NewSpace(opts.Prefix, "t", "v"); err != nil {
+		return nil, fmt.Errorf("invalidator: Options.Prefix: %w", err)
+	}
+	if opts.RedisTimeout <= 0 {
+		opts.RedisTimeout = time.Second
+	}
+	if opts.RetryFor <= 0 {
+		opts.RetryFor = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Invalidator{
+		store:    store.New(rdb, opts.RedisTimeout, "invalidator"),
+		prefix:   opts.Prefix,
+		retryFor: opts.RetryFor,
+		log:      opts.Logger,
+		spaces:   make(map[[2]string]keys.Space),
+	}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (v *Invalidator) Stats() Stats {
+	return Stats{
+		Transactions:  v.transactions.Load(),
+		Changes:       v.changes.Load(),
+		KeysDeleted:   v.keysDeleted.Load(),
+		TablesFlushed: v.tablesFlushed.Load(),
+		Errors:        v.errors.Load(),
+	}
+}
+
+// Handle deletes the keys of every row the transaction changed, under every announced
+// version of its table; TRUNCATE, and changes to tables without a key (REPLICA IDENTITY
+// NOTHING), invalidate the whole table.
+func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
+	err := v.retry(ctx, func(ctx context.Context) error {
+		versions, err := v.store.Versions(ctx, v.prefix)
+		if err != nil {
+			return err
+		}
+		rows, flush := v.plan(tx, versions)
+		if err := v.store.Invalidate(ctx, rows...); err != nil {
+			return err
+		}
+		for _, sp := range flush {
+			if _, err := v.store.DeleteMatching(ctx, sp.TablePattern()); err != nil {
+				return err
+			}
+		}
+		v.keysDeleted.Add(uint64(len(rows)))
+		v.tablesFlushed.Add(uint64(len(flush)))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("invalidator: transaction %d ending at %v: %w", tx.XID, tx.EndLSN, err)
+	}
+	v.transactions.Add(1)
+	v.changes.Add(uint64(len(tx.Changes)))
+	return nil
+}
+
+// plan returns the row keys to delete and the tables to flush for tx.
+func (v *Invalidator) plan(tx *cdc.Tx, versions map[string][]string) (rows []keys.Key, flush []keys.Space) {
+	flushed := make(map[string]bool)
+	for _, ch := range tx.Changes {
+		table := keys.QualifiedTable(ch.Relation.Schema, ch.Relation.Name)
+		vs := versions[table]
+		if len(vs) == 0 || flushed[table] {
+			continue // nothing of this table is cached, or all of it goes
+		}
+		key, keyErr := canonical(ch.Relation, ch.Key)
+		old, oldErr := canonical(ch.Relation, ch.OldKey)
+		if ch.Kind == cdc.Truncate || ch.Key == nil || keyErr != nil || oldErr != nil {
+			if keyErr != nil || oldErr != nil {
+				v.log.Warn("cannot build the key of a changed row; invalidating its whole table",
+					slog.String("table", table), slog.Any("error", keyErr), slog.Any("old_key_error", oldErr))
+			}
+			flushed[table] = true
+			flush = append(flush, v.space(table, vs[0]))
+			continue
+		}
+		for _, ver := range vs {
+			sp := v.space(table, ver)
+			rows = append(rows, sp.Key(key...))
+			if old != nil {
+				rows = append(rows, sp.Key(old...))
+			}
+		}
+	}
+	return rows, flush
+}
+
+// canonical turns key values in Postgres text into canonical key values.
+func canonical(rel *cdc.Relation, vals []string) ([]string, error) {
+	if vals == nil {
+		return nil, nil
+	}
+	cols := rel.KeyColumns()
+	if len(cols) != len(vals) {
+		return nil, fmt.Errorf("%d key values for %d key columns", len(vals), len(cols))
+	}
+	out := make([]string, len(vals))
+	for i, c := range cols {
+		s, err := keys.FromText(keys.KindOf(c.TypeOID), vals[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func (v *Invalidator) space(table, version string) keys.Space {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	k := [2]string{table, version}
+	sp, ok := v.spaces[k]
+	if !ok {
+		// The registry holds only what applications built with NewSpace, and the
+		// prefix was checked in New; an error here leaves the zero Space, whose keys are
+		// empty and match nothing.
+		sp, _ = keys.NewSpace(v.prefix, table, version)
+		v.spaces[k] = sp
+	}
+	return sp
+}
+
+// Gap invalidates every cached row of the tables, under every version: the change stream
+// may have missed changes to them. tables are spelled as in cdc.Options.Tables; a name
+// without a schema is taken to be in "public".
+func (v *Invalidator) Gap(ctx context.Context, tables []string, reason string) error {
+	v.log.Warn("change stream has a gap; invalidating whole tables", slog.String("reason", reason), slog.Any("tables", tables))
+	for _, spec := range tables {
+		schema, name, ok := strings.Cut(spec, ".")
+		if !ok {
+			schema, name = "public", spec
+		}
+		sp, err := keys.NewSpace(v.prefix, keys.QualifiedTable(schema, name), "any")
+		if err != nil {
+			return fmt.Errorf("invalidator: gap in %s: %w", spec, err)
+		}
+		err = v.retry(ctx, func(ctx context.Context) error {
+			_, err := v.store.DeleteMatching(ctx, sp.TablePattern())
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("invalidator: gap in %s: %w", spec, err)
+		}
+		v.tablesFlushed.Add(1)
+	}
+	return nil
+}
+
+// retry runs f until it succeeds, ctx ends or RetryFor passes, with capped, jittered
+// exponential backoff.
+func (v *Invalidator) retry(ctx context.Context, f func(context.Context) error) error {
+	deadline := time.Now().Add(v.retryFor)
+	wait := 10 * time.Millisecond
+	for {
+		err := f(ctx)
+		if err == nil {
+			return nil
+		}
+		v.errors.Add(1)
+		if time.Now().After(deadline) {
+			return err
+		}
+		v.log.Warn("redis failed; retrying", slog.Any("error", err), slog.Duration("in", wait))
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}

@@ -1,0 +1,209 @@
+package invalidator_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/invalidator"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+var servers integration.Shared
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := servers.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
+type Widget struct {
+	ID   int64 `gorm:"primaryKey"`
+	Name string
+}
+
+type env struct {
+	db     *gorm.DB
+	dbURL  string
+	slot   string
+	rdb    *redis.Client
+	prefix string
+	repo   *readthrough.Repository[Widget]
+	inv    *invalidator.Invalidator
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	pg := servers.Postgres(t).NewDatabase(t)
+	rd := servers.Redis(t)
+	e := &env{dbURL: pg.RoleURL, slot: "slot_" + pg.Name, rdb: rd.Client(t), prefix: rd.Prefix(t)}
+	db, err := gorm.Open(postgres.Open(e.dbURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	e.db = db
+	if err := db.AutoMigrate(&Widget{}); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.repo, err = readthrough.Register[Widget](cache, readthrough.ModelOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e.inv, err = invalidator.New(e.rdb, invalidator.Options{Prefix: e.prefix}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// start runs the change stream into the invalidator until the test ends, and waits
+// until it streams.
+func (e *env) start(t *testing.T) *cdc.Stream {
+	t.Helper()
+	s, err := cdc.NewStream(e.dbURL, cdc.Options{
+		Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}, StatusInterval: 100 * time.Millisecond,
+	}, e.inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stream: %v", err)
+		}
+	})
+	eventually(t, "stream connected", func() bool { return s.Stats().Connected })
+	return s
+}
+
+func (e *env) exec(t *testing.T, sql string) {
+	t.Helper()
+	if err := e.db.Exec(sql).Error; err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (e *env) cached(t *testing.T, id int64) bool {
+	t.Helper()
+	key, err := e.repo.Key(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.rdb.Exists(context.Background(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+// fill reads the rows through the cache and checks they are cached.
+func (e *env) fill(t *testing.T, ids ...int64) {
+	t.Helper()
+	for _, id := range ids {
+		if _, _, err := e.repo.Get(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		if !e.cached(t, id) {
+			t.Fatalf("row %d not cached after a read", id)
+		}
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (e *env) get(t *testing.T, id int64) (Widget, bool) {
+	t.Helper()
+	w, ok, err := e.repo.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, ok
+}
+
+// TestRawSQLChanges: rows changed with raw SQL, outside the library, leave the cache.
+func TestRawSQLChanges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two'), (3, 'three')`)
+	e.start(t)
+	e.fill(t, 1, 2, 3, 404, 300)
+
+	e.exec(t, `UPDATE widgets SET name = 'uno' WHERE id = 1`)
+	eventually(t, "updated row invalidated", func() bool { return !e.cached(t, 1) })
+	if w, _ := e.get(t, 1); w.Name != "uno" {
+		t.Fatalf("after UPDATE, Get = %+v", w)
+	}
+
+	e.exec(t, `DELETE FROM widgets WHERE id = 2`)
+	eventually(t, "deleted row invalidated", func() bool { return !e.cached(t, 2) })
+	if _, ok := e.get(t, 2); ok {
+		t.Fatal("after DELETE, Get still finds the row")
+	}
+
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (404, 'found')`)
+	eventually(t, "negative entry of an inserted row cleared", func() bool { return !e.cached(t, 404) })
+	if w, ok := e.get(t, 404); !ok || w.Name != "found" {
+		t.Fatalf("after INSERT, Get = %+v, %v", w, ok)
+	}
+
+	// A primary-key change: the old key and the new key (cached as absent) both go.
+	e.exec(t, `UPDATE widgets SET id = 300 WHERE id = 3`)
+	eventually(t, "old and new keys invalidated", func() bool { return !e.cached(t, 3) && !e.cached(t, 300) })
+	if _, ok := e.get(t, 3); ok {
+		t.Fatal("after the key change, the old id is still found")
+	}
+	if w, ok := e.get(t, 300); !ok || w.Name != "three" {
+		t.Fatalf("after the key change, Get(300) = %+v, %v", w, ok)
+	}
+
+	e.fill(t, 1, 404, 300)
+	e.exec(t, `TRUNCATE widgets`)
+	eventually(t, "truncated table invalidated", func() bool { return !e.cached(t, 1) && !e.cached(t, 404) && !e.cached(t, 300) })
+}
+
+// TestGapFlushesTable: rows cached before the worker's slot existed may have changed
+// unseen; a new slot invalidates the whole table before streaming.
+func TestGapFlushesTable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
+	e.fill(t, 1, 2)
+	e.exec(t, `UPDATE widgets SET name = 'changed while no worker ran' WHERE id = 1`)
+	e.start(t)
+	if e.cached(t, 1) || e.cached(t, 2) {
+		t.Fatal("rows cached before the slot existed survived the gap")
+	}
+	if s := e.inv.Stats(); s.TablesFlushed != 1 {
+		t.Fatalf("stats %+v, want one table flushed", s)
+	}
+	if w, _ := e.get(t, 1); w.Name != "changed while no worker ran" {
+		t.Fatalf("after the gap Get = %+v", w)
+	}
+}

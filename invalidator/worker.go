@@ -1,0 +1,57 @@
+package invalidator
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/cdc"
+)
+
+// WorkerOptions configure a Worker.
+type WorkerOptions struct {
+	// Postgres is the connection string of a role with REPLICATION that owns the tables
+	// (or may create the publication); replication=database is added.
+	Postgres string
+	// Stream configures the slot, the publication and the tables.
+	Stream cdc.Options
+	// Invalidator configures the key prefix and Redis retries.
+	Invalidator Options
+}
+
+// Worker streams changes from Postgres into an Invalidator: the invalidation worker as a
+// component, for embedding in a process of your own (cmd/pgcache-worker is one). It is
+// safe for concurrent use.
+type Worker struct {
+	stream *cdc.Stream
+	inv    *Invalidator
+}
+
+// NewWorker checks the options and returns a Worker; nothing connects until Run.
+func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) (*Worker, error) {
+	inv, err := New(rdb, opts.Invalidator)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := cdc.NewStream(opts.Postgres, opts.Stream, inv)
+	if err != nil {
+		return nil, fmt.Errorf("invalidator: %w", err)
+	}
+	return &Worker{stream: stream, inv: inv}, nil
+}
+
+// Run invalidates until ctx ends (then it returns nil, after confirming what was
+// handled) or a fatal error (bad configuration, wal_level not logical, missing
+// privileges or tables: see cdc.IsFatal). Connection failures are retried.
+func (w *Worker) Run(ctx context.Context) error { return w.stream.Run(ctx) }
+
+// Ready reports whether the worker is streaming: any gap has been invalidated and
+// changes are being applied.
+func (w *Worker) Ready() bool { return w.stream.Stats().Connected }
+
+// StreamStats returns the change stream's progress.
+func (w *Worker) StreamStats() cdc.Stats { return w.stream.Stats() }
+
+// Stats returns the invalidator's counters.
+func (w *Worker) Stats() Stats { return w.inv.Stats() }
