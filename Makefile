@@ -1,4 +1,4 @@
-.PHONY: demo test lint images
+.PHONY: demo test lint images bench
 
 # The demo: Postgres and Redis come up through testcontainers.
 demo:
@@ -16,3 +16,8 @@ lint:
 # Images built from Debian packages, for machines without a registry.
 images:
 	scripts/build-images.sh
+
+# The benchmark program: one run against the harness, results in bench-results.json and
+# bench-results/*.svg (see docs/BENCHMARKS.md).
+bench:
+	eval "$$(scripts/env.sh)" && go run ./cmd/pgcache-bench

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// results are the figures of one run. Fields that were not measured are null.
+type results struct {
+	Machine string `json:"machine"`
+
+	RawRedisGetP50us float64 `json:"raw_redis_get_p50_us"`
+	CachedHitP50us   float64 `json:"cached_hit_p50_us"`
+	GormFirstP50us   float64 `json:"gorm_first_p50_us"`
+	HitOverheadRatio float64 `json:"hit_overhead_ratio"`
+
+	RawRedisGetOpsS16  float64 `json:"raw_redis_get_ops_s_16"`
+	GormFirstOpsS16    float64 `json:"gorm_first_ops_s_16"`
+	CachedHitOpsS16    float64 `json:"cached_hit_ops_s_16"`
+	ThroughputRatio16  float64 `json:"throughput_ratio_16"`
+	MultiGet100Speedup float64 `json:"multiget_100_speedup"`
+
+	InvalidationLagP50ms float64 `json:"invalidation_lag_p50_ms"`
+	InvalidationLagP99ms float64 `json:"invalidation_lag_p99_ms"`
+	InvalidationCommitsS float64 `json:"invalidation_commit_rate"`
+	InvalidationRowsS    float64 `json:"invalidation_rows_per_s"`
+
+	StampedeDBQueries int `json:"stampede_db_queries"`
+
+	WritebackSaveP50us     *float64 `json:"writeback_save_p50_us"`
+	WritebackFlushRowsPerS *float64 `json:"writeback_flush_rows_per_s"`
+
+	lagHistogram []time.Duration
+}
+
+func (r *results) print(w io.Writer) {
+	row := func(name string, v any, note string) { fmt.Fprintf(w, "%-34s %14v  %s\n", name, v, note) }
+	f := func(x float64) string { return fmt.Sprintf("%.1f", x) }
+	fmt.Fprintf(w, "pgcache benchmark on %s\n\n", r.Machine)
+	row("raw go-redis GET p50 (µs)", f(r.RawRedisGetP50us), "baseline, 1 goroutine")
+	row("cached hit p50 (µs)", f(r.CachedHitP50us), fmt.Sprintf("%.2f× the raw GET", r.HitOverheadRatio))
+	row("GORM First p50 (µs)", f(r.GormFirstP50us), "uncached baseline")
+	row("raw GET ops/s, 16 goroutines", f(r.RawRedisGetOpsS16), "")
+	row("GORM First ops/s, 16 goroutines", f(r.GormFirstOpsS16), "")
+	row("cached hit ops/s, 16 goroutines", f(r.CachedHitOpsS16), fmt.Sprintf("%.2f× GORM First", r.ThroughputRatio16))
+	row("multi-get of 100, cold", f(r.MultiGet100Speedup)+"×", "faster than 100 cold Gets")
+	row("invalidation lag p50 (ms)", f(r.InvalidationLagP50ms), fmt.Sprintf("commit → key deleted, at %.0f commits/s", r.InvalidationCommitsS))
+	row("invalidation lag p99 (ms)", f(r.InvalidationLagP99ms), "")
+	row("invalidation throughput (rows/s)", f(r.InvalidationRowsS), "one large UPDATE")
+	row("stampede DB queries", r.StampedeDBQueries, "1000 concurrent misses of one key, 4 instances")
+	opt := func(p *float64) string {
+		if p == nil {
+			return "not measured"
+		}
+		return f(*p)
+	}
+	row("write-back Save p50 (µs)", opt(r.WritebackSaveP50us), "")
+	row("write-back flush (rows/s)", opt(r.WritebackFlushRowsPerS), "")
+}
+
+// plot writes simple bar charts as SVG; no plotting library needed for bars.
+func (r *results) plot(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	charts := map[string]string{
+		"latency.svg": bars("p50 latency, 1 goroutine (µs, lower is better)", []bar{
+			{"raw GET", r.RawRedisGetP50us}, {"cached hit", r.CachedHitP50us}, {"GORM First", r.GormFirstP50us},
+		}),
+		"throughput.svg": bars("ops/s with 16 goroutines (higher is better)", []bar{
+			{"raw GET", r.RawRedisGetOpsS16}, {"cached hit", r.CachedHitOpsS16}, {"GORM First", r.GormFirstOpsS16},
+		}),
+		"invalidation-lag.svg": bars(fmt.Sprintf("commit → key deleted at %.0f commits/s (ms)", r.InvalidationCommitsS), lagBars(r.lagHistogram)),
+	}
+	for name, svg := range charts {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(svg), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func lagBars(lags []time.Duration) []bar {
+	if len(lags) == 0 {
+		return nil
+	}
+	s := slices.Clone(lags)
+	slices.Sort(s)
+	var out []bar
+	for _, p := range []float64{50, 90, 99, 99.9, 100} {
+		out = append(out, bar{fmt.Sprintf("p%g", p), ms(percentile(s, p))})
+	}
+	return out
+}
+
+type bar struct {
+	label string
+	value float64
+}
+
+func bars(title string, bs []bar) string {
+	const w, h, left, top, barH, gap = 640, 40, 110, 40, 28, 12
+	height := top + len(bs)*(barH+gap) + 20
+	maxV := 0.0
+	for _, b := range bs {
+		maxV = max(maxV, b.value)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="13">`+"\n", w, height)
+	fmt.Fprintf(&sb, `<rect width="100%%" height="100%%" fill="white"/><text x="10" y="24" font-weight="bold">%s</text>`+"\n", title)
+	for i, b := range bs {
+		y := top + i*(barH+gap)
+		bw := 0.0
+		if maxV > 0 {
+			bw = b.value / maxV * float64(w-left-120)
+		}
+		fmt.Fprintf(&sb, `<text x="10" y="%d">%s</text>`, y+barH/2+5, b.label)
+		fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="#4a7fb0"/>`, left, y, bw, barH)
+		fmt.Fprintf(&sb, `<text x="%.1f" y="%d">%.4g</text>`+"\n", float64(left)+bw+6, y+barH/2+5, b.value)
+	}
+	sb.WriteString("</svg>\n")
+	_ = h
+	return sb.String()
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
