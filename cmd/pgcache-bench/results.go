@@ -104,7 +104,7 @@ type bar struct {
 }
 
 func bars(title string, bs []bar) string {
-	const w, h, left, top, barH, gap = 640, 40, 110, 40, 28, 12
+	const w, left, top, barH, gap = 640, 110, 40, 28, 12
 	height := top + len(bs)*(barH+gap) + 20
 	maxV := 0.0
 	for _, b := range bs {
@@ -124,7 +124,6 @@ func bars(title string, bs []bar) string {
 		fmt.Fprintf(&sb, `<text x="%.1f" y="%d">%.4g</text>`+"\n", float64(left)+bw+6, y+barH/2+5, b.value)
 	}
 	sb.WriteString("</svg>\n")
-	_ = h
 	return sb.String()
 }
 

@@ -4,8 +4,9 @@
 //
 // It starts Postgres and Redis in containers through testcontainers (nothing to install
 // but Docker), or uses PGCACHE_POSTGRES_URL and PGCACHE_REDIS_ADDR when they are set.
-// It then shows misses turning into hits, a write invalidating a row, a negative entry,
-// and the stale-fill race being refused, and ends with a summary.
+// It runs the invalidation worker in-process and shows misses turning into hits, a raw
+// SQL UPDATE invalidated from Postgres' change stream within milliseconds, a negative
+// entry, and a stampede of concurrent misses making one query; it ends with a summary.
 package main
 
 import (
@@ -18,11 +19,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -72,8 +76,31 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := products.Invalidate(ctx, ids(1, 100)...); err != nil { // a clean start on a reused Redis
+	// The invalidation worker, in-process here (cmd/pgcache-worker runs it on its own).
+	// A new slot means a gap: it first invalidates every cached product.
+	worker, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
+		Postgres:    pgURL,
+		Stream:      cdc.Options{Slot: "quickstart", Publication: "quickstart", Tables: []string{"products"}, StatusInterval: time.Second},
+		Invalidator: invalidator.Options{Prefix: "quickstart"},
+	})
+	if err != nil {
 		return err
+	}
+	wctx, stopWorker := context.WithCancel(ctx)
+	g, wctx := errgroup.WithContext(wctx)
+	g.Go(func() error { return worker.Run(wctx) })
+	defer func() {
+		stopWorker()
+		if err := g.Wait(); err != nil {
+			log.Error("worker", "error", err)
+		}
+	}()
+	for !worker.Ready() {
+		select {
+		case <-wctx.Done():
+			return fmt.Errorf("worker stopped before it was ready: %w", g.Wait())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 
 	fmt.Println("1. Reading products 1..100 twice: the first pass misses and fills, the second hits.")
@@ -94,18 +121,28 @@ func run(ctx context.Context, log *slog.Logger) error {
 	s := products.Stats()
 	fmt.Printf("   misses %d, hits %d, database queries %d\n\n", s.Misses, s.Hits, s.Loads)
 
-	fmt.Println("2. A write commits, then invalidates: the next read sees it.")
+	fmt.Println("2. Raw SQL changes product 7, outside the library; the worker sees the commit")
+	fmt.Println("   in Postgres' change stream and deletes the cached row.")
+	key, err := products.Key(int64(7))
+	if err != nil {
+		return err
+	}
 	if err := db.Exec(`UPDATE products SET price = 1 WHERE id = 7`).Error; err != nil {
 		return err
 	}
-	if err := products.Invalidate(ctx, int64(7)); err != nil {
-		return err
+	committed := time.Now()
+	for rdb.Exists(ctx, key).Val() == 1 {
+		if time.Since(committed) > 10*time.Second {
+			return fmt.Errorf("product 7 still cached 10s after the commit")
+		}
+		time.Sleep(100 * time.Microsecond) // polling the demo's own observation
 	}
+	lag := time.Since(committed)
 	p, _, err := products.Get(ctx, int64(7))
 	if err != nil {
 		return err
 	}
-	fmt.Printf("   product 7 now costs %d\n\n", p.Price)
+	fmt.Printf("   invalidated %v after the commit; product 7 now costs %d\n\n", lag.Round(10*time.Microsecond), p.Price)
 
 	fmt.Println("3. A missing row is cached as missing (a negative entry).")
 	for range 2 {
@@ -130,9 +167,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 	s = products.Stats()
 	reads := s.Hits + s.NegativeHits + s.Misses
 	fmt.Println("Summary")
-	fmt.Printf("   %-22s %.1f%%\n", "hit ratio", 100*float64(s.Hits+s.NegativeHits)/float64(reads))
+	fmt.Printf("   %-22s %.1f%%\n", "hit ratio, all reads", 100*float64(s.Hits+s.NegativeHits)/float64(reads))
 	fmt.Printf("   %-22s %v\n", "hit latency p50", p50(hitLat))
 	fmt.Printf("   %-22s %v\n", "miss latency p50", p50(missLat))
+	fmt.Printf("   %-22s %v\n", "invalidation lag", lag.Round(10*time.Microsecond))
 	fmt.Printf("   %-22s %+v\n", "stats", s)
 	return nil
 }
@@ -148,12 +186,17 @@ func servers(ctx context.Context, log *slog.Logger) (pgURL, redisAddr string, st
 	if err != nil {
 		return "", "", nil, err
 	}
+	db, err := pg.CreateDatabase(ctx) // owned by a least-privilege REPLICATION role
+	if err != nil {
+		_ = pg.Close(ctx)
+		return "", "", nil, err
+	}
 	rd, err := integration.StartRedis(ctx, integration.RedisOptions{})
 	if err != nil {
 		_ = pg.Close(ctx)
 		return "", "", nil, err
 	}
-	return pg.URL(), rd.Addr(), func() {
+	return db.RoleURL, rd.Addr(), func() {
 		ctx := context.WithoutCancel(ctx)
 		_ = rd.Close(ctx)
 		_ = pg.Close(ctx)
