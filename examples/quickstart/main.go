@@ -25,7 +25,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/cdc"
-	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/examples/internal/demo"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
 )
@@ -46,7 +46,7 @@ func main() {
 }
 
 func run(ctx context.Context, log *slog.Logger) error {
-	pgURL, redisAddr, stop, err := servers(ctx, log)
+	pgURL, redisAddr, stop, err := demo.Servers(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -173,34 +173,6 @@ func run(ctx context.Context, log *slog.Logger) error {
 	fmt.Printf("   %-22s %v\n", "invalidation lag", lag.Round(10*time.Microsecond))
 	fmt.Printf("   %-22s %+v\n", "stats", s)
 	return nil
-}
-
-// servers returns the servers named by the environment, or starts containers.
-func servers(ctx context.Context, log *slog.Logger) (pgURL, redisAddr string, stop func(), err error) {
-	pgURL, redisAddr = os.Getenv("PGCACHE_POSTGRES_URL"), os.Getenv("PGCACHE_REDIS_ADDR")
-	if pgURL != "" && redisAddr != "" {
-		return pgURL, redisAddr, func() {}, nil
-	}
-	log.Info("starting Postgres and Redis containers (set PGCACHE_POSTGRES_URL and PGCACHE_REDIS_ADDR to use your own)")
-	pg, err := integration.StartPostgres(ctx, integration.PostgresOptions{})
-	if err != nil {
-		return "", "", nil, err
-	}
-	db, err := pg.CreateDatabase(ctx) // owned by a least-privilege REPLICATION role
-	if err != nil {
-		_ = pg.Close(ctx)
-		return "", "", nil, err
-	}
-	rd, err := integration.StartRedis(ctx, integration.RedisOptions{})
-	if err != nil {
-		_ = pg.Close(ctx)
-		return "", "", nil, err
-	}
-	return db.RoleURL, rd.Addr(), func() {
-		ctx := context.WithoutCancel(ctx)
-		_ = rd.Close(ctx)
-		_ = pg.Close(ctx)
-	}, nil
 }
 
 func ids(from, to int64) []any {
