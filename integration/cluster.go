@@ -51,7 +51,7 @@ func StartRedisCluster(ctx context.Context, opts RedisOptions) (*RedisCluster, e
 			break
 		}
 	}
-	return nil, fmt.Errorf("integration: start redis cluster from image %s: %w", image, lastErr)
+	return nil, startError("redis cluster", image, lastErr)
 }
 
 func startCluster(ctx context.Context, image string, ports []int) (*RedisCluster, error) {
@@ -141,4 +141,3 @@ func (c *RedisCluster) Client(tb testing.TB) *redis.ClusterClient {
 
 // Close terminates the container.
 func (c *RedisCluster) Close(ctx context.Context) error { return c.ctr.Terminate(ctx) }
-

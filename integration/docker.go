@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,4 +84,14 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startError names the image and, when the image could not be pulled, the way out.
+func startError(what, image string, err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "registry") || strings.Contains(msg, "pull") || strings.Contains(msg, "No such image") {
+		return fmt.Errorf("integration: start %s from image %s: %w (no image registry reachable? run `eval \"$(scripts/env.sh)\"` to build images from Debian packages, or set %s and %s)",
+			what, image, err, EnvPostgresImage, EnvRedisImage)
+	}
+	return fmt.Errorf("integration: start %s from image %s: %w", what, image, err)
 }

@@ -83,7 +83,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		return ctr, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("integration: start postgres from image %s: %w", image, err)
+		return nil, startError("postgres", image, err)
 	}
 	p := &Postgres{srv: srv, adminURL: &url.URL{
 		Scheme:   "postgres",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -71,7 +70,7 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		return ctr, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("integration: start redis from image %s: %w", image, err)
+		return nil, startError("redis", image, err)
 	}
 	r := &Redis{srv: srv, addr: srv.addr()}
 	if err := r.waitReady(ctx); err != nil {
