@@ -16,8 +16,10 @@
 //
 // Run reconnects after connection loss and server restarts, with capped, jittered
 // exponential backoff, and resumes from the slot. A second Stream on a slot that is in
-// use keeps retrying ([ErrSlotInUse]) and takes the slot over when the first one stops:
-// run one as a standby for the other.
+// use keeps retrying ([ErrSlotInUse]), at least once a second, and takes the slot over
+// when the first one stops: run one as a standby for the other. When the active process
+// dies, Postgres frees the slot as soon as it sees the connection closed (at once for a
+// process that crashed or was killed; after wal_sender_timeout when its host vanished).
 //
 // # Acknowledgement rule
 //

@@ -34,7 +34,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait before reconnecting after an error:
 	// it starts at MinBackoff, doubles on each consecutive failure up to MaxBackoff,
 	// is jittered, and starts over once a connection has streamed for MaxBackoff.
-	// Defaults 100ms and 10s.
+	// Defaults 100ms and 10s. While the slot is in use by another process
+	// ([ErrSlotInUse]) the wait is capped at 1s (or MinBackoff, if longer), so that a
+	// standby takes over within about a second of the active stream's end.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	// Logger receives the stream's logs. Nil discards them.

@@ -163,7 +163,13 @@ func (s *Stream) Run(ctx context.Context) error {
 		if streamed >= s.opts.MaxBackoff {
 			failures = 0
 		}
-		wait := backoff(s.opts.MinBackoff, s.opts.MaxBackoff, failures)
+		hi := s.opts.MaxBackoff
+		if errors.Is(err, ErrSlotInUse) {
+			// A standby keeps polling at a short interval however long it has waited,
+			// so that it takes over soon after the active stream ends.
+			hi = min(hi, max(s.opts.MinBackoff, standbyPoll))
+		}
+		wait := backoff(s.opts.MinBackoff, hi, failures)
 		failures++
 		s.update(func(st *Stats) { st.Reconnects++ })
 		if errors.Is(err, ErrSlotInUse) {
@@ -189,6 +195,11 @@ func (s *Stream) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// standbyPoll caps the wait between attempts on a slot in use (unless MinBackoff is
+// longer): a standby takes the slot over within about this long of the active stream's
+// end, for the price of one connection and a few catalog queries per attempt.
+const standbyPoll = time.Second
 
 // backoff returns the wait before retry n (from 0): lo doubled n times, capped at hi,
 // with equal jitter, so processes that failed together do not retry together.

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,8 +44,9 @@ type Options struct {
 	Prefix string
 	// RedisTimeout bounds each Redis operation. Default 1s.
 	RedisTimeout time.Duration
-	// RetryFor is how long Handle and Gap retry a failing Redis before returning the
-	// error (the stream then reconnects and redelivers). Default 5s.
+	// RetryFor is how long Handle and Gap retry a failing Redis operation (reading the
+	// registry, deleting a batch of keys, flushing a table) before returning the error
+	// (the stream then reconnects and redelivers). Default 5s.
 	RetryFor time.Duration
 	// Logger receives warnings. Nil discards them.
 	Logger *slog.Logger
@@ -68,6 +70,7 @@ type Invalidator struct {
 
 	mu     sync.Mutex
 	spaces map[[2]string]keys.Space // (table, version) → space
+	known  map[string][]string      // the registry as the last Handle read it
 
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
 }
@@ -117,25 +120,41 @@ func (v *Invalidator) Stats() Stats {
 // Handle deletes the keys of every row the transaction changed, under every announced
 // version of its table; TRUNCATE, and changes to tables without a key (REPLICA IDENTITY
 // NOTHING), invalidate the whole table.
+//
+// The registry is read once per call, after the commit (Handle runs after it). To spare
+// a round trip, the keys under the versions the previous call read are deleted while the
+// registry is read, and then those under any version the read adds; deleting under a
+// version that is no longer announced is harmless. Row keys are deleted in pipelines of
+// at most deleteBatch rows, each bounded by RedisTimeout and retried on its own, so that
+// a transaction of any size makes progress.
 func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
-	err := v.retry(ctx, func(ctx context.Context) error {
-		versions, err := v.store.Versions(ctx, v.prefix)
-		if err != nil {
+	v.mu.Lock()
+	known := v.known
+	v.mu.Unlock()
+
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var versions map[string][]string
+	read := make(chan error, 1)
+	go func() {
+		read <- v.retry(rctx, func(ctx context.Context) (err error) {
+			versions, err = v.store.Versions(ctx, v.prefix)
 			return err
-		}
-		rows, flush := v.plan(tx, versions)
-		if err := v.store.Invalidate(ctx, rows...); err != nil {
-			return err
-		}
-		for _, sp := range flush {
-			if _, err := v.store.DeleteMatching(ctx, sp.TablePattern()); err != nil {
-				return err
-			}
-		}
-		v.keysDeleted.Add(uint64(len(rows)))
-		v.tablesFlushed.Add(uint64(len(flush)))
-		return nil
-	})
+		})
+	}()
+	err := v.apply(ctx, tx, known)
+	if err != nil {
+		cancel()
+	}
+	if rerr := <-read; err == nil {
+		err = rerr
+	}
+	if err == nil {
+		v.mu.Lock()
+		v.known = versions
+		v.mu.Unlock()
+		err = v.apply(ctx, tx, added(versions, known))
+	}
 	if err != nil {
 		return fmt.Errorf("invalidator: transaction %d ending at %v: %w", tx.XID, tx.EndLSN, err)
 	}
@@ -143,6 +162,50 @@ func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
 	v.changes.Add(uint64(len(tx.Changes)))
 	return nil
 }
+
+// apply deletes the keys of the rows tx changed under the given versions, and flushes
+// the tables it truncated.
+func (v *Invalidator) apply(ctx context.Context, tx *cdc.Tx, versions map[string][]string) error {
+	rows, flush := v.plan(tx, versions)
+	for lo := 0; lo < len(rows); lo += deleteBatch {
+		batch := rows[lo:min(lo+deleteBatch, len(rows))]
+		if err := v.retry(ctx, func(ctx context.Context) error { return v.store.Invalidate(ctx, batch...) }); err != nil {
+			return err
+		}
+		v.keysDeleted.Add(uint64(len(batch)))
+	}
+	for _, sp := range flush {
+		err := v.retry(ctx, func(ctx context.Context) error {
+			_, err := v.store.DeleteMatching(ctx, sp.TablePattern())
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		v.tablesFlushed.Add(1)
+	}
+	return nil
+}
+
+// added returns the versions listed in now and not in before.
+func added(now, before map[string][]string) map[string][]string {
+	var out map[string][]string
+	for table, vs := range now {
+		for _, ver := range vs {
+			if !slices.Contains(before[table], ver) {
+				if out == nil {
+					out = make(map[string][]string)
+				}
+				out[table] = append(out[table], ver)
+			}
+		}
+	}
+	return out
+}
+
+// deleteBatch is how many rows' keys Handle deletes in one pipeline: few enough for
+// Redis to answer well within RedisTimeout, many enough that round trips cost little.
+const deleteBatch = 1000
 
 // plan returns the row keys to delete and the tables to flush for tx.
 func (v *Invalidator) plan(tx *cdc.Tx, versions map[string][]string) (rows []keys.Key, flush []keys.Space) {

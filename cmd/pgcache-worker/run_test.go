@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +26,14 @@ import (
 var servers integration.Shared
 
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "1" {
+		// Re-executed by startWorker as the worker process itself, with the worker's
+		// flags for arguments: what main does.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		code := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	code := m.Run()
 	if err := servers.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, err)

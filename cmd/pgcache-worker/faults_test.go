@@ -1,0 +1,559 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// helperEnv, set to 1, makes the test binary run as the worker (see TestMain).
+const helperEnv = "PGCACHE_WORKER_TEST_AS_WORKER"
+
+// proc is a worker running as a process of its own, so that a test can kill it with
+// SIGKILL: the test binary re-executed in worker mode, which runs what main runs.
+type proc struct {
+	cmd   *exec.Cmd
+	addr  string
+	logs  *syncBuffer
+	done  chan struct{} // closed once the process has exited
+	state *os.ProcessState
+}
+
+var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+// startWorker starts a worker process with the worker's flags (-listen is added). It is
+// killed when the test ends, and its logs are shown if the test failed.
+func startWorker(t *testing.T, args ...string) *proc {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(os.Args[0], append(slices.Clone(args), "-listen", addr)...)
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	p := &proc{cmd: cmd, addr: addr, logs: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		p.state = cmd.ProcessState
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("logs of worker process %d:\n%s", cmd.Process.Pid, p.logs.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) get(path string) (int, string) {
+	resp, err := httpClient.Get("http://" + p.addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (p *proc) ready() bool {
+	code, _ := p.get("/readyz")
+	return code == http.StatusOK
+}
+
+// waitReady waits until /readyz answers 200.
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
+	eventually(t, "the worker to be ready", func() bool {
+		if p.exited() {
+			t.Fatalf("the worker exited (%v) before it was ready", p.state)
+		}
+		return p.ready()
+	})
+}
+
+// kill kills the process with SIGKILL and waits for it to be gone.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(t)
+}
+
+// terminate sends SIGTERM and returns the exit code.
+func (p *proc) terminate(t *testing.T) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	return p.wait(t)
+}
+
+// wait waits for the process to exit and returns its exit code (-1 if a signal killed it).
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.state.ExitCode()
+	case <-time.After(20 * time.Second):
+		t.Fatal("the worker process did not exit")
+		return 0
+	}
+}
+
+// metric returns the value of an unlabelled metric from /metrics, or -1.
+func (p *proc) metric(name string) float64 {
+	code, body := p.get("/metrics")
+	if code != http.StatusOK {
+		return -1
+	}
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return -1
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+// fixture is a database with a widgets table of rows 1..n ("v0"), a Redis prefix, and a
+// readthrough repository of the widgets, all the test's own.
+type fixture struct {
+	pg     *integration.Database
+	redis  string
+	rdb    *redis.Client
+	prefix string
+	db     *gorm.DB
+	repo   *readthrough.Repository[Widget]
+}
+
+func newFixture(t *testing.T, n int) *fixture {
+	t.Helper()
+	pg := servers.Postgres(t).NewDatabase(t)
+	rd := servers.Redis(t)
+	f := &fixture{pg: pg, redis: rd.Addr(), rdb: rd.Client(t), prefix: rd.Prefix(t)}
+	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	f.db = db
+	if err := db.AutoMigrate(&Widget{}); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, ?) g`, n)
+	// A generous Redis timeout: on a loaded machine the default (100ms) makes some
+	// fills give up, and the tests count on reads filling the cache.
+	cache, err := readthrough.New(db, f.rdb, readthrough.Options{Prefix: f.prefix, RedisTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.repo, err = readthrough.Register[Widget](cache, readthrough.ModelOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// slot returns a slot name of the test's own: slot names are per server.
+func (f *fixture) slot(suffix string) string { return "s_" + f.pg.Name + "_" + suffix }
+
+// workerArgs returns the flags of a worker on the fixture, connected as the
+// non-superuser REPLICATION role.
+func (f *fixture) workerArgs(slot string) []string {
+	return []string{
+		"-postgres", f.pg.RoleURL, "-redis", f.redis, "-prefix", f.prefix,
+		"-tables", "widgets", "-slot", slot, "-status-interval", "100ms",
+	}
+}
+
+func (f *fixture) exec(t *testing.T, sql string, args ...any) {
+	t.Helper()
+	if err := f.db.Exec(sql, args...).Error; err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (f *fixture) cached(t *testing.T, id int64) bool {
+	t.Helper()
+	key, err := f.repo.Key(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.rdb.Exists(context.Background(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+// fill reads the rows through the cache until they are cached.
+func (f *fixture) fill(t *testing.T, ids ...int64) {
+	t.Helper()
+	for _, id := range ids {
+		eventually(t, fmt.Sprintf("row %d to be cached by a read", id), func() bool {
+			if _, _, err := f.repo.Get(context.Background(), id); err != nil {
+				t.Fatal(err)
+			}
+			return f.cached(t, id)
+		})
+	}
+}
+
+// barrier commits a change to row id, cached first, and waits for the worker to delete
+// its key. The worker handles transactions in commit order, so every transaction that
+// committed before the barrier's has been handled when it returns.
+func (f *fixture) barrier(t *testing.T, id int64) {
+	t.Helper()
+	f.fill(t, id)
+	f.exec(t, `UPDATE widgets SET name = 'barrier' WHERE id = ?`, id)
+	eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !f.cached(t, id) })
+}
+
+// stale returns the rows among 1..n whose cached entry differs from the database, and
+// how many of them are cached. Nothing may write to the table or the cache meanwhile.
+func (f *fixture) stale(t *testing.T, n int) (stale []string, cached int) {
+	t.Helper()
+	ctx := context.Background()
+	exists := make([]*redis.IntCmd, n)
+	_, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range exists {
+			key, err := f.repo.Key(int64(i + 1))
+			if err != nil {
+				return err
+			}
+			exists[i] = p.Exists(ctx, key)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []any
+	for i, c := range exists {
+		if c.Val() == 1 {
+			ids = append(ids, int64(i+1))
+		}
+	}
+	if len(ids) == 0 {
+		return nil, 0
+	}
+	// Every row exists, and the ones asked for are cached: GetMany reads them from
+	// Redis alone, and leaves out those cached as absent.
+	got, err := f.repo.GetMany(ctx, ids...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cachedName := make(map[int64]string, len(got))
+	for _, w := range got {
+		cachedName[w.ID] = w.Name
+	}
+	var inDB []Widget
+	if err := f.db.Raw(`SELECT id, name FROM widgets WHERE id IN ?`, ids).Scan(&inDB).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range inDB {
+		name, ok := cachedName[w.ID]
+		switch {
+		case !ok:
+			stale = append(stale, fmt.Sprintf("row %d: cached as absent, database %q", w.ID, w.Name))
+		case name != w.Name:
+			stale = append(stale, fmt.Sprintf("row %d: cached %q, database %q", w.ID, name, w.Name))
+		}
+	}
+	if len(inDB) != len(ids) {
+		t.Fatalf("%d of %d cached rows found in the database; rows are never deleted here", len(inDB), len(ids))
+	}
+	return stale, len(ids)
+}
+
+// fillAll reads rows 1..n through the cache.
+func (f *fixture) fillAll(t *testing.T, n int) {
+	t.Helper()
+	for lo := 1; lo <= n; lo += 500 {
+		ids := make([]any, 0, 500)
+		for id := lo; id < lo+500 && id <= n; id++ {
+			ids = append(ids, int64(id))
+		}
+		if _, err := f.repo.GetMany(context.Background(), ids...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// randomDelay returns a duration in [lo, hi): where in a burst a fault lands.
+func randomDelay(lo, hi time.Duration) time.Duration { return lo + rand.N(hi-lo) }
+
+// TestKilledMidBurst kills the worker process with SIGKILL at random moments while rows
+// are updated with raw SQL and read through the cache, and restarts it. Once the last
+// worker has caught up, no cached row may differ from the database: every transaction
+// confirmed to the slot had its keys deleted, and the ones not confirmed were delivered
+// again. The worker connects as the non-superuser REPLICATION role.
+func TestKilledMidBurst(t *testing.T) {
+	t.Parallel()
+	// Each row is updated about once, so that an invalidation lost at a kill is not
+	// covered up by a later update of the same row; the readers keep the rows cached.
+	const (
+		rows    = 2000
+		barrier = rows + 1
+		kills   = 3
+	)
+	f := newFixture(t, rows+1)
+	args := f.workerArgs(f.slot("kill"))
+	w := startWorker(t, args...)
+	w.waitReady(t) // the slot exists, and its gap (nothing cached yet) is behind us
+	f.fillAll(t, rows)
+
+	ctx, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	var (
+		wg      sync.WaitGroup
+		commits atomic.Int64
+		version atomic.Int64
+	)
+	update := func(db *gorm.DB) error {
+		return db.Exec(`UPDATE widgets SET name = ? WHERE id = ?`, fmt.Sprint("v", version.Add(1)), 1+rand.N(rows)).Error
+	}
+	// The writer: single-row updates, and now and then a transaction of several.
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			var err error
+			if rand.N(5) == 0 {
+				err = f.db.Transaction(func(tx *gorm.DB) error {
+					for range 5 {
+						if err := update(tx); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+			} else {
+				err = update(f.db)
+			}
+			if err != nil {
+				t.Errorf("writer: %v", err)
+				return
+			}
+			commits.Add(1)
+		}
+	})
+	// The readers keep the cache full: a lost invalidation shows only on a cached row.
+	for range 2 {
+		wg.Go(func() {
+			ids := make([]any, 50)
+			for ctx.Err() == nil {
+				for i := range ids {
+					ids[i] = int64(1 + rand.N(rows))
+				}
+				if _, err := f.repo.GetMany(ctx, ids...); err != nil && ctx.Err() == nil {
+					t.Errorf("reader: %v", err)
+					return
+				}
+			}
+		})
+	}
+
+	pause := func(d time.Duration) {
+		select {
+		case <-time.After(d):
+		case <-t.Context().Done():
+		}
+	}
+	for i := range kills {
+		pause(randomDelay(100*time.Millisecond, 700*time.Millisecond))
+		handled := w.metric("pgcache_transactions_total")
+		w.kill(t)
+		t.Logf("kill %d after %d commits; the worker had handled %v transactions", i+1, commits.Load(), handled)
+		pause(randomDelay(0, 300*time.Millisecond)) // writes go on with no worker
+		w = startWorker(t, args...)
+		w.waitReady(t)
+	}
+	pause(randomDelay(100*time.Millisecond, 500*time.Millisecond))
+	stopLoad()
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	f.barrier(t, barrier)
+	stale, cached := f.stale(t, rows)
+	t.Logf("%d commits, %d kills; %d of %d rows cached at the end; the last worker handled %v transactions",
+		commits.Load(), kills, cached, rows, w.metric("pgcache_transactions_total"))
+	if len(stale) > 0 {
+		t.Errorf("%d stale rows after catch-up:\n%s", len(stale), strings.Join(stale[:min(len(stale), 20)], "\n"))
+	}
+	if commits.Load() < 100 {
+		t.Errorf("only %d commits during the burst; the test did not exercise the worker", commits.Load())
+	}
+	if cached < rows/10 {
+		t.Errorf("only %d rows cached at the end; the staleness check checked little", cached)
+	}
+}
+
+// TestSlotDroppedWhileDown drops the worker's slot while it is stopped and changes a
+// cached row meanwhile: the restarted worker creates the slot again and flushes the
+// table before /readyz answers 200.
+func TestSlotDroppedWhileDown(t *testing.T) {
+	t.Parallel()
+	const (
+		rows = 200
+		// Entries of ids with no row, enough that the flush takes a while: a flush
+		// racing the readiness report would be caught midway.
+		extra = 50000
+	)
+	f := newFixture(t, rows)
+	slot := f.slot("dropped")
+	args := f.workerArgs(slot)
+	w := startWorker(t, args...)
+	w.waitReady(t)
+	if code := w.terminate(t); code != exitOK {
+		t.Fatalf("exit %d after SIGTERM, want %d; logs:\n%s", code, exitOK, w.logs.String())
+	}
+
+	admin, err := gorm.Open(postgres.Open(f.pg.URL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminDB, _ := admin.DB()
+	defer adminDB.Close()
+	eventually(t, "the slot to be dropped", func() bool {
+		return admin.Exec(`SELECT pg_drop_replication_slot(?)`, slot).Error == nil
+	})
+
+	// Cached while no slot records changes: one row changes unseen, the others stay,
+	// and one is cached as absent and then inserted.
+	f.fillAll(t, rows)
+	f.fill(t, 4040)
+	ctx := context.Background()
+	extraKeys := make([]string, extra)
+	for i := range extraKeys {
+		k, err := f.repo.Key(int64(100000 + i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		extraKeys[i] = k
+	}
+	if _, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range extraKeys {
+			p.Set(ctx, k, "x", time.Hour)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(t, `UPDATE widgets SET name = 'changed with no slot' WHERE id = 1`)
+	f.exec(t, `INSERT INTO widgets (id, name) VALUES (4040, 'inserted with no slot')`)
+
+	w = startWorker(t, args...)
+	eventually(t, "the worker to be ready", func() bool {
+		if w.exited() {
+			t.Fatalf("the worker exited (%v)", w.state)
+		}
+		return w.ready()
+	})
+	// No waiting from here on: ready means the gap has been invalidated.
+	if f.cached(t, 4040) {
+		t.Error("row 4040, cached as absent, still cached when the worker reported ready after its slot was dropped")
+	}
+	if _, cached := f.stale(t, rows); cached > 0 {
+		t.Errorf("%d of %d rows still cached when the worker reported ready after its slot was dropped", cached, rows)
+	}
+	if n, err := f.rdb.Exists(ctx, extraKeys...).Result(); err != nil || n > 0 {
+		t.Errorf("%d of %d other entries of the table still cached when the worker reported ready (%v)", n, extra, err)
+	}
+	if logs := w.logs.String(); !strings.Contains(logs, `"reason":"slot created"`) {
+		t.Errorf("no gap with reason %q in the logs:\n%s", "slot created", logs)
+	}
+	if got, _, err := f.repo.Get(context.Background(), int64(1)); err != nil || got.Name != "changed with no slot" {
+		t.Errorf("Get(1) = %+v, %v after the gap", got, err)
+	}
+	if v := w.metric("pgcache_tables_flushed_total"); v != 1 {
+		t.Errorf("pgcache_tables_flushed_total = %v, want 1", v)
+	}
+}
+
+// TestStandbyTakeover runs two worker processes on one slot: the second waits while the
+// first streams, and after the first is killed with SIGKILL it takes the slot over and
+// invalidates a change committed after the kill, within 10s of the kill. The workers run
+// with the binary's default backoff, and the standby has waited long enough for an
+// uncapped backoff to have grown to seconds.
+func TestStandbyTakeover(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2)
+	args := f.workerArgs(f.slot("standby"))
+	active := startWorker(t, args...)
+	active.waitReady(t)
+	standby := startWorker(t, args...)
+	// Let the standby wait until its next wait would be the default MaxBackoff, 10s,
+	// were waits on a slot in use not capped.
+	eventually(t, "the standby to retry", func() bool {
+		if standby.exited() {
+			t.Fatalf("the standby exited (%v) while the slot was in use", standby.state)
+		}
+		return standby.metric("pgcache_reconnects_total") >= 8
+	})
+	if standby.ready() {
+		t.Fatal("the standby reports ready while the active worker holds the slot")
+	}
+	f.fill(t, 1)
+	f.exec(t, `UPDATE widgets SET name = 'seen by the active worker' WHERE id = 1`)
+	eventually(t, "the active worker to invalidate row 1", func() bool { return !f.cached(t, 1) })
+
+	f.fill(t, 2)
+	active.kill(t)
+	killed := time.Now()
+	f.exec(t, `UPDATE widgets SET name = 'seen by the standby' WHERE id = 2`)
+	var readyAfter time.Duration
+	eventually(t, "the standby to invalidate row 2", func() bool {
+		if readyAfter == 0 && standby.ready() {
+			readyAfter = time.Since(killed)
+		}
+		return !f.cached(t, 2)
+	})
+	took := time.Since(killed)
+	t.Logf("after the active worker was killed, the standby was ready within %v and invalidated the new change within %v", readyAfter, took)
+	switch {
+	case took > 10*time.Second:
+		t.Errorf("the standby took %v to invalidate a change after the active worker died; the bound is 10s", took)
+	case took > 5*time.Second:
+		t.Errorf("the standby took %v to invalidate a change after the active worker died; it polls the slot every second, so it should take about that long", took)
+	}
+	if v := standby.metric("pgcache_keys_deleted_total"); v < 1 {
+		t.Errorf("the standby deleted %v keys, want at least 1", v)
+	}
+}

@@ -1,0 +1,351 @@
+package invalidator_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/invalidator"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// benchEnv is a widgets table of n rows, a Redis prefix with the widgets' version
+// announced, and a worker streaming from a slot of its own: what both benchmarks need.
+type benchEnv struct {
+	sql    *sql.DB
+	rdb    *redis.Client
+	repo   *readthrough.Repository[Widget]
+	pgURL  string
+	stream cdc.Options
+	worker *invalidator.Worker
+	stop   func() // stops the worker
+}
+
+func newBenchEnv(b *testing.B, n int) *benchEnv {
+	b.Helper()
+	pg := servers.Postgres(b).NewDatabase(b)
+	rd := servers.Redis(b)
+	be := &benchEnv{rdb: rd.Client(b)}
+	prefix := rd.Prefix(b)
+	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	be.sql, _ = db.DB()
+	be.sql.SetMaxOpenConns(32)
+	be.sql.SetMaxIdleConns(32)
+	b.Cleanup(func() { be.sql.Close() })
+	if err := db.AutoMigrate(&Widget{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := be.sql.Exec(`INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, $1::int) g`, n); err != nil {
+		b.Fatal(err)
+	}
+	cache, err := readthrough.New(db, be.rdb, readthrough.Options{Prefix: prefix, RedisTimeout: 2 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if be.repo, err = readthrough.Register[Widget](cache, readthrough.ModelOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	// The first read announces the model's version, without which the worker has no
+	// key to delete.
+	if _, _, err := be.repo.Get(context.Background(), int64(1)); err != nil {
+		b.Fatal(err)
+	}
+	be.pgURL = pg.RoleURL
+	be.stream = cdc.Options{Slot: "slot_" + pg.Name, Publication: "pgcache", Tables: []string{"widgets"}}
+	be.worker, err = invalidator.NewWorker(be.rdb, invalidator.WorkerOptions{
+		Postgres:    be.pgURL,
+		Stream:      be.stream,
+		Invalidator: invalidator.Options{Prefix: prefix},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- be.worker.Run(ctx) }()
+	var once sync.Once
+	be.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.Errorf("worker: %v", err)
+			}
+		})
+	}
+	b.Cleanup(be.stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for !be.worker.Ready() {
+		if time.Now().After(deadline) {
+			b.Fatal("the worker did not start streaming")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return be
+}
+
+// BenchmarkCommitToDeleteLag measures how long a row changed by raw SQL stays cached:
+// from the moment the writer's COMMIT returns to the moment Redis deletes the row's key,
+// as Redis reports it through a keyspace notification. Writers commit single-row
+// UPDATEs at a fixed rate of 1000 a second, one per iteration, each to a row of its own
+// whose key exists. It reports the median, 99th percentile and maximum lag, and the
+// commit rate reached.
+//
+// It sets notify-keyspace-events on the Redis it runs against, and restores it.
+func BenchmarkCommitToDeleteLag(b *testing.B) {
+	const (
+		rate    = 1000 // commits per second
+		rows    = 30000
+		writers = 4 // connections: a slow commit does not hold the schedule up
+	)
+	be := newBenchEnv(b, rows)
+	ctx := context.Background()
+
+	// Every row's key exists, so that its deletion is notified.
+	names := make(map[string]int, rows) // value key → row index
+	keyOf := make([]string, rows)
+	for i := range rows {
+		k, err := be.repo.Key(int64(i + 1))
+		if err != nil {
+			b.Fatal(err)
+		}
+		keyOf[i], names[k] = k, i
+	}
+	for lo := 0; lo < rows; lo += 1000 {
+		_, err := be.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keyOf[lo:min(lo+1000, rows)] {
+				p.Set(ctx, k, "x", 10*time.Minute)
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	old, err := be.rdb.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := be.rdb.ConfigSet(ctx, "notify-keyspace-events", "Eg").Err(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		be.rdb.ConfigSet(context.Background(), "notify-keyspace-events", old["notify-keyspace-events"])
+	})
+	sub := be.rdb.Subscribe(ctx, "__keyevent@0__:del")
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		b.Fatal(err)
+	}
+	deleted := make([]time.Time, rows)
+	var (
+		mu       sync.Mutex
+		nDeleted int
+	)
+	received := make(chan struct{})
+	go func() {
+		defer close(received)
+		for {
+			msg, err := sub.ReceiveMessage(ctx)
+			now := time.Now()
+			if err != nil {
+				return // closed
+			}
+			if i, ok := names[msg.Payload]; ok {
+				mu.Lock()
+				if deleted[i].IsZero() {
+					deleted[i] = now
+					nDeleted++
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	defer func() {
+		sub.Close()
+		<-received
+	}()
+
+	committed := make([]time.Time, rows)
+	jobs := make(chan int, rows)
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for i := range jobs {
+				if _, err := be.sql.Exec(`UPDATE widgets SET name = 'changed' WHERE id = $1`, i+1); err != nil {
+					b.Error(err)
+					return
+				}
+				committed[i] = time.Now()
+			}
+		})
+	}
+	n := 0
+	start := time.Now()
+	for b.Loop() {
+		if n == rows {
+			b.Fatalf("more than %d iterations: lower -benchtime", rows)
+		}
+		if d := time.Until(start.Add(time.Duration(n) * time.Second / rate)); d > 0 {
+			time.Sleep(d) // pacing the writers
+		}
+		jobs <- n
+		n++
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		all := nDeleted >= n
+		mu.Unlock()
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d keys deleted within 30s of the last commit", nDeleted, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	lags := make([]time.Duration, n)
+	for i := range n {
+		// The worker may delete the key before the writer has seen its COMMIT return:
+		// the lag is then zero.
+		lags[i] = max(0, deleted[i].Sub(committed[i]))
+	}
+	mu.Unlock()
+	slices.Sort(lags)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(lags[n/2]), "lag_p50_ms")
+	b.ReportMetric(ms(lags[min(n-1, n*99/100)]), "lag_p99_ms")
+	b.ReportMetric(ms(lags[n-1]), "lag_max_ms")
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "commits/s")
+}
+
+// BenchmarkThroughput measures how many row changes a second the worker turns into key
+// deletions, over 200,000 row changes per iteration. Keys are deleted whether or not
+// they exist, so none is filled.
+//
+//   - live: one UPDATE of all 200,000 rows in one transaction while the worker runs,
+//     timed from the moment COMMIT returns until the invalidator has handled every
+//     change (Postgres decodes the transaction as it is written and sends it at commit).
+//   - backlog: 200 transactions of 1,000 rows committed while the worker is stopped,
+//     then the worker started and timed from its start (connection and setup
+//     included) until it has handled them all: the rate at which it drains a backlog.
+//
+// The handler=none variants are the baseline, in the same run: the same stream into a
+// handler that only counts, which is what Postgres and package cdc deliver before the
+// invalidator does anything.
+func BenchmarkThroughput(b *testing.B) {
+	const rows = 200000
+	for _, mode := range []string{"live", "backlog"} {
+		txs := 1
+		if mode == "backlog" {
+			txs = 200
+		}
+		for _, handler := range []string{"invalidator", "none"} {
+			b.Run(fmt.Sprintf("%s/tx=%dx%d/handler=%s", mode, txs, rows/txs, handler), func(b *testing.B) {
+				benchThroughput(b, rows, txs, mode == "backlog", handler == "none")
+			})
+		}
+	}
+}
+
+// counter is a cdc.Handler that counts the changes it is given.
+type counter struct{ changes atomic.Uint64 }
+
+func (c *counter) Gap(context.Context, []string, string) error { return nil }
+func (c *counter) Handle(_ context.Context, tx *cdc.Tx) error {
+	c.changes.Add(uint64(len(tx.Changes)))
+	return nil
+}
+
+func benchThroughput(b *testing.B, rows, txs int, backlog, baseline bool) {
+	be := newBenchEnv(b, rows)
+	run, handled := be.worker.Run, func() uint64 { return be.worker.Stats().Changes }
+	if baseline {
+		be.stop()
+		c := &counter{}
+		s, err := cdc.NewStream(be.pgURL, be.stream, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		run, handled = s.Run, c.changes.Load
+		if !backlog {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			b.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					b.Error(err)
+				}
+			})
+			for !s.Stats().Connected {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	} else if backlog {
+		be.stop() // started again for each iteration
+	}
+
+	var (
+		total   time.Duration
+		changes uint64
+	)
+	for n := 0; b.Loop(); n++ {
+		b.StopTimer()
+		base := handled()
+		per := rows / txs
+		for i := range txs {
+			_, err := be.sql.Exec(`UPDATE widgets SET name = $1 WHERE id > $2 AND id <= $3`,
+				fmt.Sprint("v", n), i*per, (i+1)*per)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		start := time.Now()
+		b.StartTimer()
+		var stop func()
+		if backlog {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- run(ctx) }()
+			stop = func() {
+				cancel()
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		deadline := start.Add(2 * time.Minute)
+		for handled() < base+uint64(rows) {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d changes handled within 2 minutes", handled()-base, rows)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		total += time.Since(start)
+		changes += handled() - base
+		if stop != nil {
+			stop()
+		}
+	}
+	b.ReportMetric(float64(changes)/total.Seconds(), "rows/s")
+}

@@ -1,0 +1,416 @@
+package invalidator_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/invalidator"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// newEnvOn is newEnv on a database and a Redis of the test's choosing, with rows
+// 1..n of widgets named "v0".
+func newEnvOn(t *testing.T, pg *integration.Database, rd *integration.Redis, n int) *env {
+	t.Helper()
+	e := &env{dbURL: pg.RoleURL, slot: "slot_" + pg.Name, rdb: rd.Client(t), prefix: rd.Prefix(t)}
+	db, err := gorm.Open(postgres.Open(e.dbURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	e.db = db
+	if err := db.AutoMigrate(&Widget{}); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(t, fmt.Sprintf(`INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, %d) g`, n))
+	// A generous Redis timeout: on a loaded machine the default (100ms) makes some
+	// fills give up, and the tests count on reads filling the cache.
+	cache, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.repo, err = readthrough.Register[Widget](cache, readthrough.ModelOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e.inv, err = invalidator.New(e.rdb, invalidator.Options{Prefix: e.prefix}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// faultOptions are stream options for fault tests: frequent status updates and short
+// reconnection backoff.
+func faultOptions(slot string) cdc.Options {
+	return cdc.Options{
+		Slot: slot, Publication: "pgcache", Tables: []string{"widgets"},
+		StatusInterval: 100 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond,
+	}
+}
+
+// observer is the Invalidator as a cdc.Handler, recording the transactions it was
+// given and how often it failed.
+type observer struct {
+	*invalidator.Invalidator
+
+	mu       sync.Mutex
+	given    map[uint32]given
+	failures int
+}
+
+type given struct {
+	commit cdc.LSN
+	at     time.Time // first given
+}
+
+func newObserver(inv *invalidator.Invalidator) *observer {
+	return &observer{Invalidator: inv, given: make(map[uint32]given)}
+}
+
+func (o *observer) Handle(ctx context.Context, tx *cdc.Tx) error {
+	o.mu.Lock()
+	if _, ok := o.given[tx.XID]; !ok {
+		o.given[tx.XID] = given{commit: tx.CommitLSN, at: time.Now()}
+	}
+	o.mu.Unlock()
+	err := o.Invalidator.Handle(ctx, tx)
+	if err != nil {
+		o.mu.Lock()
+		o.failures++
+		o.mu.Unlock()
+	}
+	return err
+}
+
+// firstSince returns the commit position of the earliest transaction first given to
+// the invalidator after t.
+func (o *observer) firstSince(t time.Time) (cdc.LSN, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var first cdc.LSN
+	for _, g := range o.given {
+		if g.at.After(t) && (first == 0 || g.commit < first) {
+			first = g.commit
+		}
+	}
+	return first, first != 0
+}
+
+// runStream runs a stream into h until the test ends and waits until it streams.
+func runStream(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler) *cdc.Stream {
+	t.Helper()
+	s, err := cdc.NewStream(connURL, opts, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stream: %v", err)
+		}
+	})
+	eventually(t, "stream connected", func() bool { return s.Stats().Connected })
+	return s
+}
+
+// barrier commits a change to row id, cached first, and waits until its key is deleted.
+// Transactions are handled in commit order, so every transaction committed before the
+// barrier's has been handled when it returns.
+func (e *env) barrier(t *testing.T, id int64) {
+	t.Helper()
+	e.fill(t, id)
+	e.exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'barrier' WHERE id = %d`, id))
+	eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !e.cached(t, id) })
+}
+
+// stale returns the rows among 1..n whose cached entry differs from the database, and
+// how many are cached. Rows are never deleted in these tests, and nothing may write to
+// the table or the cache meanwhile.
+func (e *env) stale(t *testing.T, n int) (stale []string, cached int) {
+	t.Helper()
+	ctx := context.Background()
+	exists := make([]*redis.IntCmd, n)
+	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range exists {
+			key, err := e.repo.Key(int64(i + 1))
+			if err != nil {
+				return err
+			}
+			exists[i] = p.Exists(ctx, key)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []any
+	for i, c := range exists {
+		if c.Val() == 1 {
+			ids = append(ids, int64(i+1))
+		}
+	}
+	if len(ids) == 0 {
+		return nil, 0
+	}
+	// These rows are cached: GetMany reads them from Redis alone and leaves out the
+	// ones cached as absent.
+	got, err := e.repo.GetMany(ctx, ids...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inCache := make(map[int64]string, len(got))
+	for _, w := range got {
+		inCache[w.ID] = w.Name
+	}
+	var inDB []Widget
+	if err := e.db.Raw(`SELECT id, name FROM widgets WHERE id IN ?`, ids).Scan(&inDB).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(inDB) != len(ids) {
+		t.Fatalf("%d of %d cached rows are in the database", len(inDB), len(ids))
+	}
+	for _, w := range inDB {
+		switch name, ok := inCache[w.ID]; {
+		case !ok:
+			stale = append(stale, fmt.Sprintf("row %d: cached as absent, database %q", w.ID, w.Name))
+		case name != w.Name:
+			stale = append(stale, fmt.Sprintf("row %d: cached %q, database %q", w.ID, name, w.Name))
+		}
+	}
+	return stale, len(ids)
+}
+
+// slotHolds reports whether the slot's confirmed position, as Postgres has it, is at
+// or before lsn, so that the transaction committed at lsn will be delivered again.
+func slotHolds(t *testing.T, admin *gorm.DB, slot string, lsn cdc.LSN) (bool, string) {
+	t.Helper()
+	var row struct {
+		Holds     bool
+		Confirmed string
+	}
+	err := admin.Raw(`SELECT confirmed_flush_lsn <= ?::pg_lsn AS holds, confirmed_flush_lsn::text AS confirmed
+		FROM pg_replication_slots WHERE slot_name = ?`, lsn.String(), slot).Scan(&row).Error
+	if err != nil {
+		t.Fatal(err)
+	}
+	return row.Holds, row.Confirmed
+}
+
+func openAdmin(t *testing.T, url string) *gorm.DB {
+	t.Helper()
+	db, err := gorm.Open(postgres.Open(url), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, _ := db.DB()
+	t.Cleanup(func() { sqlDB.Close() })
+	return db
+}
+
+// TestRedisPaused freezes Redis for 10s while rows change. The invalidator cannot
+// delete their keys, so the slot's confirmed position, as Postgres has it, must stay at
+// or before the first of those commits the whole time; once Redis answers again the worker catches up and
+// no changed row is left cached.
+func TestRedisPaused(t *testing.T) {
+	t.Parallel()
+	const (
+		rows    = 20
+		barrier = rows + 1
+		pause   = 10 * time.Second
+	)
+	rd := integration.NewRedis(t, integration.RedisOptions{})
+	pg := servers.Postgres(t).NewDatabase(t)
+	e := newEnvOn(t, pg, rd, rows+1)
+	admin := openAdmin(t, pg.URL)
+	obs := newObserver(e.inv)
+	runStream(t, e.dbURL, faultOptions(e.slot), obs)
+	for id := int64(1); id <= rows; id++ {
+		e.fill(t, id)
+	}
+
+	ctx := context.Background()
+	if err := rd.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	paused := true
+	t.Cleanup(func() {
+		if paused {
+			_ = rd.Unpause(context.Background())
+		}
+	})
+	pausedAt := time.Now()
+	for id := 1; id <= rows; id++ {
+		e.exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'changed while Redis was paused %d' WHERE id = %d`, id, id))
+	}
+	var (
+		checks int
+		first  cdc.LSN
+	)
+	// No deletion can succeed while Redis is frozen, so no transaction given to the
+	// invalidator since the pause may be confirmed.
+	for time.Since(pausedAt) < pause {
+		if lsn, ok := obs.firstSince(pausedAt); ok {
+			first = lsn
+			if holds, confirmed := slotHolds(t, admin, e.slot, lsn); !holds {
+				t.Fatalf("with Redis paused, the slot confirmed %s, past the commit at %s whose keys cannot have been deleted", confirmed, lsn)
+			}
+			checks++
+		}
+		time.Sleep(50 * time.Millisecond) // sampling the slot, not ordering
+	}
+	if checks < 10 {
+		t.Fatalf("only %d checks of the slot while a transaction was pending; the changes did not reach the invalidator", checks)
+	}
+	if err := rd.Unpause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	paused = false
+
+	e.barrier(t, barrier)
+	for id := int64(1); id <= rows; id++ {
+		if e.cached(t, id) {
+			t.Errorf("row %d changed while Redis was paused is still cached after catch-up", id)
+		}
+	}
+	if stale, _ := e.stale(t, rows); len(stale) > 0 {
+		t.Errorf("stale rows:\n%s", strings.Join(stale, "\n"))
+	}
+	eventually(t, "the slot to confirm the caught-up changes", func() bool {
+		holds, _ := slotHolds(t, admin, e.slot, first)
+		return !holds
+	})
+	obs.mu.Lock()
+	failures := obs.failures
+	obs.mu.Unlock()
+	st := e.inv.Stats()
+	t.Logf("%d slot checks while paused; Handle failed %d times, %d failed Redis attempts", checks, failures, st.Errors)
+	if failures == 0 || st.Errors == 0 {
+		t.Errorf("Handle failed %d times and Redis %d times while Redis was paused; want both > 0", failures, st.Errors)
+	}
+}
+
+// TestPostgresRestarted restarts Postgres while rows are updated with raw SQL and read
+// through the cache: the worker reconnects, resumes from its slot, and once it has
+// caught up no cached row differs from the database.
+func TestPostgresRestarted(t *testing.T) {
+	t.Parallel()
+	const (
+		rows    = 300
+		barrier = rows + 1
+	)
+	srv := integration.NewPostgres(t, integration.PostgresOptions{})
+	pg := srv.NewDatabase(t)
+	e := newEnvOn(t, pg, servers.Redis(t), rows+1)
+	w, err := invalidator.NewWorker(e.rdb, invalidator.WorkerOptions{
+		Postgres:    pg.RoleURL,
+		Stream:      faultOptions(e.slot),
+		Invalidator: invalidator.Options{Prefix: e.prefix},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+	eventually(t, "the worker to be ready", w.Ready)
+
+	load, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	var (
+		wg              sync.WaitGroup
+		commits, failed atomic.Int64
+	)
+	wg.Go(func() {
+		for n := 0; load.Err() == nil; n++ {
+			err := e.db.Exec(`UPDATE widgets SET name = ? WHERE id = ?`, fmt.Sprint("v", n), 1+rand.N(rows)).Error
+			if err != nil {
+				failed.Add(1) // while Postgres restarts
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			commits.Add(1)
+		}
+	})
+	wg.Go(func() {
+		ids := make([]any, 20)
+		for load.Err() == nil {
+			for i := range ids {
+				ids[i] = int64(1 + rand.N(rows))
+			}
+			if _, err := e.repo.GetMany(load, ids...); err != nil {
+				time.Sleep(10 * time.Millisecond) // while Postgres restarts
+			}
+		}
+	})
+
+	eventually(t, "commits before the restart", func() bool { return commits.Load() >= 100 })
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer rcancel()
+	if err := srv.Restart(rctx); err != nil {
+		t.Fatal(err)
+	}
+	atRestart := commits.Load()
+	eventually(t, "commits after the restart", func() bool { return commits.Load() >= atRestart+200 })
+	eventually(t, "the worker to stream again", w.Ready)
+	stopLoad()
+	wg.Wait()
+
+	e.barrier(t, barrier)
+	stale, cached := e.stale(t, rows)
+	t.Logf("%d commits (%d failed during the restart); %d of %d rows cached at the end; %d reconnects",
+		commits.Load(), failed.Load(), cached, rows, w.StreamStats().Reconnects)
+	if len(stale) > 0 {
+		t.Errorf("%d stale rows after the restart:\n%s", len(stale), strings.Join(stale[:min(len(stale), 20)], "\n"))
+	}
+	if w.StreamStats().Reconnects == 0 {
+		t.Error("the worker did not reconnect after Postgres restarted")
+	}
+	if cached == 0 {
+		t.Error("no row cached at the end; the staleness check checked nothing")
+	}
+}
+
+// TestLargeTransaction: a transaction that changes more rows than one Redis round trip
+// can delete within RedisTimeout is invalidated all the same, in batches each bounded
+// by the timeout, rather than retried whole until it fails for good.
+func TestLargeTransaction(t *testing.T) {
+	t.Parallel()
+	const rows = 30000
+	e := newEnvOn(t, servers.Postgres(t).NewDatabase(t), servers.Redis(t), rows)
+	inv, err := invalidator.New(e.rdb, invalidator.Options{Prefix: e.prefix, RedisTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runStream(t, e.dbURL, faultOptions(e.slot), inv)
+	e.fill(t, 1, rows/2, rows)
+	e.exec(t, `UPDATE widgets SET name = 'changed'`)
+	eventually(t, "the large transaction to be handled", func() bool { return inv.Stats().Transactions == 1 })
+	if e.cached(t, 1) || e.cached(t, rows/2) || e.cached(t, rows) {
+		t.Error("rows changed by the large transaction are still cached after it was handled")
+	}
+	if st := inv.Stats(); st.Changes != rows || st.KeysDeleted != rows {
+		t.Errorf("stats %+v, want %d changes and keys deleted", st, rows)
+	}
+}
