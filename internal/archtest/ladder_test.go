@@ -24,6 +24,11 @@ var ladder = map[string][]string{
 	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator"},
 	"integration":        {},
 	"internal/archtest":  {},
+	// Test-only packages and tools: their non-test code imports nothing of the module
+	// beyond what is listed.
+	"internal/clustertest": {},
+	"internal/torture":     {},
+	"cmd/pgcache-bench":    {"cdc", "integration", "invalidator", "readthrough", "writepolicy"},
 }
 
 // confined lists third-party modules that only some packages may touch: each external
