@@ -266,6 +266,18 @@ func (k Key) Fence() string {
 	return k.value[:len(k.value)-1] + "f"
 }
 
+// Pending returns the Redis key of the row's pending write-back record: the
+// latest write acknowledged to the application and not yet applied to
+// Postgres. It is in the same Redis Cluster hash slot as Value and Fence, so a
+// script can read it together with them. Pattern and TablePattern do not match
+// it: invalidating a row or a table never deletes a pending write.
+func (k Key) Pending() string {
+	if k.value == "" {
+		return ""
+	}
+	return k.value[:len(k.value)-1] + "p"
+}
+
 // String returns Value.
 func (k Key) String() string { return k.value }
 

@@ -18,6 +18,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/writepolicy"
 )
 
 // Errors returned by the package.
@@ -26,6 +27,16 @@ var (
 	ErrConfig = errors.New("readthrough: bad configuration")
 	// ErrRegistered reports a model registered twice on one Cache.
 	ErrRegistered = errors.New("readthrough: model already registered")
+	// ErrUntrackedTx reports a write inside a transaction the repository cannot see
+	// commit (a repository from WithDB(tx)): its cache effects must wait for the
+	// commit. Use Transaction and In, or WrapTx and AfterCommit.
+	ErrUntrackedTx = errors.New("readthrough: write inside a transaction whose commit the cache cannot see")
+	// ErrWriteBackInTx reports a write of a write-back model inside a transaction:
+	// write-back writes go to Redis, which cannot join a Postgres transaction.
+	ErrWriteBackInTx = errors.New("readthrough: write-back writes cannot join a transaction")
+	// ErrZeroKey reports a write-back write of a row whose primary key is not set: the
+	// row reaches Postgres later, so Postgres cannot assign the key.
+	ErrZeroKey = errors.New("readthrough: write-back needs the primary key set before the write")
 )
 
 // Options configure a Cache. The zero value is ready to use.
@@ -75,6 +86,16 @@ type ModelOptions struct {
 	// Schema is the Postgres schema of the model's table when its table name is not
 	// qualified. Default "public".
 	Schema string
+	// WritePolicy says what Create, Save and Delete do to the cache:
+	// writepolicy.Invalidate (the default) deletes the row's entry after the commit,
+	// writepolicy.WriteThrough fills it again from Postgres after the commit, and
+	// writepolicy.WriteBack writes to Redis only, for a Flusher to apply to Postgres
+	// later (see package writepolicy for what each promises). Every process that
+	// writes the model must use the same policy.
+	WritePolicy writepolicy.Policy
+	// WriteBack configures the durability of write-back writes; it is used only under
+	// writepolicy.WriteBack.
+	WriteBack writepolicy.WriteBackOptions
 }
 
 func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
@@ -105,6 +126,14 @@ func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
 	if o.RedisTimeout == 0 {
 		o.RedisTimeout = c.opts.RedisTimeout
 	}
+	if !o.WritePolicy.Valid() {
+		return o, fmt.Errorf("%w: WritePolicy %v: use writepolicy.Invalidate, WriteThrough or WriteBack", ErrConfig, o.WritePolicy)
+	}
+	wb, err := o.WriteBack.WithDefaults()
+	if err != nil {
+		return o, fmt.Errorf("%w: WriteBack: %v", ErrConfig, err)
+	}
+	o.WriteBack = wb
 	switch {
 	case o.TTL < time.Millisecond:
 		return o, fmt.Errorf("%w: TTL %v is below Redis' 1ms resolution", ErrConfig, o.TTL)
@@ -187,6 +216,13 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.WritePolicy == writepolicy.WriteBack {
+		switch c.store.Client().(type) {
+		case *redis.ClusterClient, *redis.Ring:
+			return nil, fmt.Errorf("%w: model %s: write-back needs a single Redis or Sentinel: a write updates the journal and the row in one script, and Cluster and Ring put them on different nodes",
+				ErrConfig, m.schema.Name)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.models[typ]; ok {
@@ -199,13 +235,16 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	r := &Repository[T]{
 		cache:     c,
 		db:        c.db,
+		base:      c.db,
 		store:     st,
 		model:     m,
 		opts:      opts,
 		log:       c.log.With(slog.String("model", m.schema.Name)),
 		stats:     new(counters),
 		group:     new(singleflight.Group),
-		announced: new(atomic.Bool),
+		reg:       store.Model{Prefix: c.opts.Prefix, Table: m.space.Table(), Version: m.space.Version()},
+		wbStore:   c.store.WithTimeout(opts.WriteBack.Timeout),
+		noWaitAOF: new(atomic.Bool),
 	}
 	c.models[typ] = r
 	return r, nil
@@ -220,6 +259,21 @@ func (c *Cache) Stats() Stats {
 		s = s.add(r.Stats())
 	}
 	return s
+}
+
+// NewFlusher returns a write-back flusher for this cache's prefix, applying writes to
+// Postgres through the cache's *gorm.DB. Run it with Run(ctx) in the application, or
+// run one in the worker instead (writepolicy.NewFlusher). opts.Prefix must be empty
+// or the cache's prefix; opts.Logger defaults to the cache's.
+func (c *Cache) NewFlusher(opts writepolicy.FlusherOptions) (*writepolicy.Flusher, error) {
+	if opts.Prefix != "" && opts.Prefix != c.opts.Prefix {
+		return nil, fmt.Errorf("%w: flusher prefix %q differs from the cache's %q", ErrConfig, opts.Prefix, c.opts.Prefix)
+	}
+	opts.Prefix = c.opts.Prefix
+	if opts.Logger == nil {
+		opts.Logger = c.log
+	}
+	return writepolicy.NewFlusher(c.db, c.store.Client(), opts)
 }
 
 // contextTimeouts reports whether rdb applies context deadlines to network I/O.

@@ -16,3 +16,12 @@ func SetUnfenced[T any](r *Repository[T]) {
 	}
 	r.hooks.unfenced = true
 }
+
+// SetAfterCommit makes f run after every write committed, before its cache effects.
+// Set it before the repository is used.
+func SetAfterCommit[T any](r *Repository[T], f func(key string)) {
+	if r.hooks == nil {
+		r.hooks = new(hooks)
+	}
+	r.hooks.afterCommit = f
+}

@@ -37,8 +37,8 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 			r.redisFailed(err)
 		}
 	}
-	if entries == nil || !r.announce(ctx) {
-		// In a transaction, Redis failed, or the model is not announced: Postgres alone.
+	if entries == nil {
+		// In a transaction, or Redis failed: Postgres alone.
 		loaded, err := r.loadMany(ctx, ids)
 		if err != nil {
 			return nil, err
@@ -99,7 +99,7 @@ func (r *Repository[T]) fillMany(ctx context.Context, ids []any, ks []keys.Key, 
 	for j, i := range missing {
 		mks[j] = ks[i]
 	}
-	leases, err := r.store.TakeLeases(ctx, mks, r.opts.FenceDuration)
+	leases, err := r.store.TakeLeases(ctx, r.reg, mks, r.opts.FenceDuration)
 	if err != nil {
 		r.redisFailed(err)
 		loaded, err := r.loadMany(ctx, pick(ids, missing))

@@ -21,6 +21,15 @@ type model struct {
 	pk     []*schema.Field
 	kinds  []keys.Kind
 	space  keys.Space
+
+	// For write-back changes: the table, unquoted, and the columns a whole-row
+	// upsert writes and updates.
+	pgSchema, pgTable string
+	pkNamesList       []string
+	writeCols         []*schema.Field
+	writeNames        []string
+	updateNames       []string
+	autoTime          []*schema.Field
 }
 
 func parseModel(db *gorm.DB, value any, prefix string, opts ModelOptions) (*model, error) {
@@ -57,6 +66,26 @@ func parseModel(db *gorm.DB, value any, prefix string, opts ModelOptions) (*mode
 		return nil, fmt.Errorf("readthrough: model %s: %w", sch.Name, err)
 	}
 	m.space = space
+	m.pgSchema, m.pgTable = unquote(schemaName), unquote(table)
+	for _, f := range m.pk {
+		m.pkNamesList = append(m.pkNamesList, f.DBName)
+	}
+	for _, name := range sch.DBNames {
+		f := sch.FieldsByDBName[name]
+		if f == nil || !f.Creatable {
+			continue
+		}
+		m.writeCols = append(m.writeCols, f)
+		m.writeNames = append(m.writeNames, name)
+		// Like GORM's Save, update every writable column, except the key and the
+		// creation time, which keeps the first write's value.
+		if f.Updatable && !f.PrimaryKey && f.AutoCreateTime == 0 {
+			m.updateNames = append(m.updateNames, name)
+		}
+		if f.AutoCreateTime > 0 || f.AutoUpdateTime > 0 {
+			m.autoTime = append(m.autoTime, f)
+		}
+	}
 	return m, nil
 }
 

@@ -17,21 +17,32 @@ import (
 	"github.com/pgcache/pgcache/keys"
 )
 
-// Repository is the cached read path of model T. Get it from Register. It is safe for
-// concurrent use; WithDB returns a copy bound to another *gorm.DB.
+// Repository is the cached repository of model T: reads (Get, GetMany) and writes
+// (Create, Save, Delete) under the model's write policy. Get it from Register. It is
+// safe for concurrent use; WithDB and In return copies bound to another *gorm.DB or a
+// transaction.
 type Repository[T any] struct {
 	cache *Cache
 	db    *gorm.DB
 	inTx  bool
+	// base is the *gorm.DB outside any transaction, for the steps that run after a
+	// commit (write-through fills).
+	base *gorm.DB
+	// tx collects the cache effects of writes made through In(tx); nil otherwise.
+	tx    *Tx
 	store *store.Store
 	model *model
 	opts  ModelOptions
 	log   *slog.Logger
 	stats *counters
 	group *singleflight.Group
-	// announced is set once the model's version is in the registry; no fill happens
-	// before (see internal/store's registry).
-	announced *atomic.Bool
+	// reg is what the registry lists for the model; every lease records it (see
+	// internal/store's registry).
+	reg store.Model
+	// wbStore is store with the write-back write timeout.
+	wbStore *store.Store
+	// noWaitAOF is set once the server turned out not to know WAITAOF.
+	noWaitAOF *atomic.Bool
 	// lastLog rate-limits warnings (unix nanoseconds of the last one).
 	lastLog atomic.Int64
 
@@ -42,6 +53,8 @@ type Repository[T any] struct {
 type hooks struct {
 	// afterLoad runs after a miss has read the database and before it stores the row.
 	afterLoad func(key string)
+	// afterCommit runs after a write committed, before its cache effects.
+	afterCommit func(key string)
 	// unfenced makes fills plain SETs, as caches without fencing do, to show that the
 	// race tests can fail.
 	unfenced bool
@@ -57,13 +70,26 @@ const (
 // with db.Begin or inside db.Transaction. When db is inside a transaction the
 // repository neither reads nor fills the cache: the transaction may see rows no one
 // else can see yet, or must not see rows committed after it began.
+//
+// Writes through a repository bound to a transaction this way return ErrUntrackedTx:
+// the repository cannot see the commit, after which their cache effects must happen.
+// Use In with a Tx from Transaction or WrapTx instead.
 func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
-	c := &Repository[T]{
-		cache: r.cache, db: db, store: r.store, model: r.model, opts: r.opts, log: r.log,
-		stats: r.stats, hooks: r.hooks, group: r.group, announced: r.announced,
+	c := r.clone()
+	c.db, c.tx = db, nil
+	if _, c.inTx = db.Statement.ConnPool.(gorm.TxCommitter); !c.inTx {
+		c.base = db
 	}
-	_, c.inTx = db.Statement.ConnPool.(gorm.TxCommitter)
 	return c
+}
+
+// clone returns a copy of r sharing its state (counters, flights, hooks).
+func (r *Repository[T]) clone() *Repository[T] {
+	return &Repository[T]{
+		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model,
+		opts: r.opts, log: r.log, stats: r.stats, hooks: r.hooks, group: r.group, reg: r.reg, wbStore: r.wbStore,
+		noWaitAOF: r.noWaitAOF,
+	}
 }
 
 // Stats returns a snapshot of the repository's counters.
@@ -161,14 +187,11 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, e
 	if r.hooks != nil && r.hooks.unfenced {
 		return r.fillUnfenced(ctx, k, id)
 	}
-	if !r.announce(ctx) {
-		return r.loadEntry(ctx, id)
-	}
 	deadline := time.Now().Add(r.opts.WaitTimeout)
 	poll := time.Millisecond
 	waited := false
 	for {
-		lease, err := r.store.TakeLease(ctx, k, r.opts.FenceDuration)
+		lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
 		if err != nil {
 			r.redisFailed(err)
 			return r.loadEntry(ctx, id)
@@ -348,22 +371,6 @@ func (r *Repository[T]) Invalidate(ctx context.Context, ids ...any) error {
 	}
 	r.stats.invalidations.Add(uint64(len(ks)))
 	return nil
-}
-
-// announce puts the model's table and version in the registry the invalidator reads,
-// once, before the first fill: the invalidator can only delete keys of versions it
-// knows. Until it succeeds nothing is filled.
-func (r *Repository[T]) announce(ctx context.Context) bool {
-	if r.announced.Load() {
-		return true
-	}
-	err := r.store.Announce(ctx, r.cache.opts.Prefix, r.model.space.Table(), r.model.space.Version())
-	if err != nil {
-		r.redisFailed(err)
-		return false
-	}
-	r.announced.Store(true)
-	return true
 }
 
 func (r *Repository[T]) redisFailed(err error) {

@@ -12,8 +12,9 @@ type Stats struct {
 	FillsRefused  uint64 // fills refused because the row was invalidated during the load
 	StampedeWaits uint64 // reads that waited for another reader's fill
 	DecodeErrors  uint64 // cached entries that could not be decoded (deleted, treated as misses)
-	Errors        uint64 // Redis failures; the read went to Postgres instead
-	Invalidations uint64 // rows invalidated through the repository
+	Errors        uint64 // Redis failures: a read went to Postgres instead, or a committed write left its stale entry to the invalidator and the TTL, or a write-back write failed
+	Invalidations uint64 // rows invalidated through the repository (by Invalidate or after a write)
+	Writes        uint64 // writes through the repository that committed (write-back: that Redis acknowledged)
 }
 
 func (s Stats) add(o Stats) Stats {
@@ -28,12 +29,14 @@ func (s Stats) add(o Stats) Stats {
 		DecodeErrors:  s.DecodeErrors + o.DecodeErrors,
 		Errors:        s.Errors + o.Errors,
 		Invalidations: s.Invalidations + o.Invalidations,
+		Writes:        s.Writes + o.Writes,
 	}
 }
 
 type counters struct {
 	hits, negativeHits, misses, loads, fills, fillsRefused atomic.Uint64
 	stampedeWaits, decodeErrors, errors, invalidations     atomic.Uint64
+	writes                                                 atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -48,5 +51,6 @@ func (c *counters) snapshot() Stats {
 		DecodeErrors:  c.decodeErrors.Load(),
 		Errors:        c.errors.Load(),
 		Invalidations: c.invalidations.Load(),
+		Writes:        c.writes.Load(),
 	}
 }

@@ -12,11 +12,14 @@ import (
 )
 
 // The registry tells the invalidator which schema versions of a table may have cached
-// rows. Applications announce a (table, version) before their first fill of it; the
-// invalidator reads the registry for every batch of changes and deletes the keys of each
-// changed row under every announced version. Announcing before filling is what makes
-// this safe: a fill whose lease predates a commit was announced before the commit, so
-// the invalidator, which reads the registry after the commit, knows its version.
+// rows. Applications announce a (table, version) with every lease (and write-back
+// write), in the same round trip, just before it; the invalidator reads the registry for
+// every batch of changes and deletes the keys of each changed row under every announced
+// version. Announcing before filling is what makes this safe: a fill whose lease
+// predates a commit was announced before the commit, so the invalidator, which reads the
+// registry after the commit, knows its version. Announcing every time, not once, keeps
+// it safe when Redis restarts without the registry: a lease on the new server comes with
+// its entry, and leases from before the restart are gone, so their fills are refused.
 //
 // It is one hash, <prefix>:models, field "<table>|<version>", value the announcing time
 // in Unix milliseconds. Row keys start with "<prefix>{", so the two never collide.
@@ -24,7 +27,20 @@ import (
 // RegistryKey returns the registry's key for a key prefix.
 func RegistryKey(prefix string) string { return prefix + ":models" }
 
-// Announce records that version of table may be cached under prefix.
+// Model names what the registry lists: a table cached under a schema version and a key
+// prefix.
+type Model struct {
+	Prefix, Table, Version string
+}
+
+// announce adds the command recording m in the registry to p.
+func (s *Store) announce(ctx context.Context, p redis.Pipeliner, m Model) *redis.IntCmd {
+	return p.HSet(ctx, RegistryKey(m.Prefix), m.Table+"|"+m.Version, time.Now().UnixMilli())
+}
+
+// Announce records that version of table may be cached under prefix. TakeLease,
+// TakeLeases and Journal do it themselves, in the same round trip, every time: a
+// registry lost with a Redis restart is back before any new lease or value exists.
 func (s *Store) Announce(ctx context.Context, prefix, table, version string) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()

@@ -10,6 +10,15 @@
 // any fill whose lease was taken before the invalidation is refused, and a fill whose
 // lease was taken after it reads the database after the write committed. This is the
 // lease of Facebook's memcache (NSDI 2013), done with two keys and Lua scripts.
+//
+// # Pending writes
+//
+// Under write-back a row may also have a pending record P, in the same hash slot: the
+// latest write acknowledged to the application and not yet applied to Postgres (see
+// writeback.go). The lease script answers from P when V is gone, as if the row were
+// cached, so neither a reader nor a fill ever puts Postgres' older row in front of an
+// acknowledged write. Invalidate deletes V and F only; nothing but the flusher deletes
+// P.
 package store
 
 import (
@@ -100,7 +109,8 @@ func (s *Store) GetMany(ctx context.Context, ks []keys.Key) ([][]byte, error) {
 type LeaseState uint8
 
 const (
-	// Found: the row was filled meanwhile; Lease.Value holds the entry.
+	// Found: the row is cached, or has a pending write-back write; Lease.Value holds
+	// the entry.
 	Found LeaseState = iota + 1
 	// Acquired: the caller holds the lease; Lease.Token must be passed to Fill.
 	Acquired
@@ -116,10 +126,15 @@ type Lease struct {
 	Wait  time.Duration
 }
 
-// lease returns V if present; else sets F to the token unless another lease is live.
+// lease returns V if present, else the entry of a pending write-back record P (the
+// latest acknowledged write, not yet in Postgres, whose V the invalidator may have
+// deleted: filling from the database would put an older row over it), else sets F to
+// the token unless another lease is live.
 var leaseScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
+local p = redis.call('HGET', KEYS[3], 'e')
+if p then return {1, p} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
 return {3, redis.call('PTTL', KEYS[2])}
 `)
@@ -144,45 +159,79 @@ func (s *Store) token() string {
 	return s.instance + ":" + strconv.FormatUint(s.seq.Add(1), 36)
 }
 
-// TakeLease takes the row's lease for d, unless the row is cached or another lease is live.
-func (s *Store) TakeLease(ctx context.Context, k keys.Key, d time.Duration) (Lease, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	tok := s.token()
-	res, err := leaseScript.Run(ctx, s.rdb, []string{k.Value(), k.Fence()}, tok, d.Milliseconds()).Slice()
+// TakeLease takes the row's lease for d, unless the row is cached, has a pending
+// write-back write, or another lease is live. In the same round trip, before the lease,
+// it records m in the registry (see Announce): so whenever a lease is live, the server
+// holding it lists the row's version, even if Redis restarted empty since the model's
+// first fill.
+func (s *Store) TakeLease(ctx context.Context, m Model, k keys.Key, d time.Duration) (Lease, error) {
+	ls, err := s.TakeLeases(ctx, m, []keys.Key{k}, d)
 	if err != nil {
-		return Lease{}, fmt.Errorf("store: lease %s: %w", k, err)
+		return Lease{}, err
 	}
-	return parseLease(res, tok)
+	return ls[0], nil
 }
 
 // TakeLeases is TakeLease for many rows in one round trip.
-func (s *Store) TakeLeases(ctx context.Context, ks []keys.Key, d time.Duration) ([]Lease, error) {
+func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.Duration) ([]Lease, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	toks := make([]string, len(ks))
+	for i := range toks {
+		toks[i] = s.token()
+	}
+	var reg *redis.IntCmd
 	cmds := make([]*redis.Cmd, len(ks))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		reg = s.announce(ctx, p, m)
 		for i, k := range ks {
-			toks[i] = s.token()
-			cmds[i] = leaseScript.Eval(ctx, p, []string{k.Value(), k.Fence()}, toks[i], d.Milliseconds())
+			cmds[i] = leaseScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending()}, toks[i], d.Milliseconds())
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: lease %d keys: %w", len(ks), err)
+	}, leaseScript)
+	if err == nil {
+		err = reg.Err()
 	}
 	out := make([]Lease, len(ks))
 	for i, c := range cmds {
-		res, err := c.Slice()
 		if err != nil {
-			return nil, fmt.Errorf("store: lease %s: %w", ks[i], err)
+			break
 		}
-		if out[i], err = parseLease(res, toks[i]); err != nil {
-			return nil, err
+		var res []any
+		if res, err = c.Slice(); err == nil {
+			out[i], err = parseLease(res, toks[i])
 		}
 	}
+	if err != nil {
+		// Leases taken without their registry entry must not be filled: give them back.
+		for i, c := range cmds {
+			if res, cerr := c.Slice(); cerr == nil && len(res) > 0 && res[0] == int64(2) {
+				_ = s.Release(context.WithoutCancel(ctx), ks[i], toks[i])
+			}
+		}
+		return nil, fmt.Errorf("store: lease %d keys: %w", len(ks), err)
+	}
 	return out, nil
+}
+
+// pipelined sends the commands fill adds in one pipeline. Scripts in it must be sent
+// with EVALSHA; when the server does not know one (it restarted, or never saw it), no
+// command of the pipeline ran a script, so the scripts are loaded and the pipeline sent
+// again: fill must add only commands that may run twice.
+func (s *Store) pipelined(ctx context.Context, fill func(p redis.Pipeliner), scripts ...*redis.Script) error {
+	for loaded := false; ; loaded = true {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			fill(p)
+			return nil
+		})
+		if err == nil || loaded || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return err
+		}
+		for _, sc := range scripts {
+			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 func parseLease(res []any, tok string) (Lease, error) {

@@ -1,0 +1,26 @@
+// Package readthrough is pgcache's cached repository of a GORM model: reads by primary
+// key served from Redis and filled from Postgres under a lease (Get, GetMany), and
+// writes (Create, Save, Delete) that keep the cache coherent under the model's write
+// policy (package writepolicy). It needs a *gorm.DB on Postgres and a go-redis client.
+//
+// # Reads
+//
+// A miss takes a lease on the row before it reads Postgres and stores the row only if
+// the lease survived, so a fill that overlapped a write is refused. Concurrent misses
+// share one load per process and one across processes. Redis failures fall back to
+// Postgres and are counted, not returned.
+//
+// # Writes
+//
+// Writes go to Postgres and, after the commit, invalidate the row's entry (the
+// default) or fill it again from Postgres under a lease (write-through); or they go to
+// Redis only, journaled and pending, for a writepolicy.Flusher to apply (write-back;
+// Cache.NewFlusher makes one). After a write returns, readers in every process see it.
+//
+// # Transactions
+//
+// Reads inside a transaction go to Postgres and are never cached. The cache effects of
+// writes inside a transaction wait for its commit and are dropped on rollback: run it
+// with Transaction and bind repositories to it with In, or wrap a transaction you
+// manage with WrapTx and call AfterCommit after committing it.
+package readthrough

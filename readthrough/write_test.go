@@ -1,0 +1,607 @@
+package readthrough_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writepolicy"
+)
+
+// writer returns a repository of Widget with the policy, in a cache and connection
+// pool of its own: another process.
+func (e *env) writer(tb testing.TB, p writepolicy.Policy) *readthrough.Repository[Widget] {
+	tb.Helper()
+	r, err := readthrough.Register[Widget](e.cache(tb, e.openDB(tb)), readthrough.ModelOptions{WritePolicy: p})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+// cached returns the row cached under id's key: ok false when the key is absent.
+func (e *env) cached(tb testing.TB, r *readthrough.Repository[Widget], id int64) (w Widget, ok bool) {
+	tb.Helper()
+	key, _ := r.Key(id)
+	b, err := e.rdb.Get(context.Background(), key).Bytes()
+	if err == redis.Nil {
+		return w, false
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(b) == 1 && b[0] == 'n' {
+		return w, true // cached as absent
+	}
+	if err := (readthrough.JSON{}).Unmarshal(b[1:], &w); err != nil {
+		tb.Fatal(err)
+	}
+	return w, true
+}
+
+// TestWritePolicies: what each policy leaves in the cache after Create, Save and
+// Delete, and that reads after each write see it.
+func TestWritePolicies(t *testing.T) {
+	t.Parallel()
+	for _, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough} {
+		t.Run(p.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			ctx := ctxT(t)
+			repo := e.widgets(t, readthrough.ModelOptions{WritePolicy: p})
+			if _, ok, _ := repo.Get(ctx, int64(1)); ok { // caches "no such row"
+				t.Fatal("row 1 exists before Create")
+			}
+			check := func(step string, want Widget, exists bool) {
+				t.Helper()
+				c, inCache := e.cached(t, repo, 1)
+				switch {
+				case p == writepolicy.Invalidate && inCache:
+					t.Errorf("%s: entry %+v left in the cache", step, c)
+				case p == writepolicy.WriteThrough && (!inCache || c != want):
+					t.Errorf("%s: cache holds %+v (present %v), want %+v", step, c, inCache, want)
+				}
+				before := e.queries.Load()
+				got, ok, err := repo.Get(ctx, int64(1))
+				if err != nil || ok != exists || got != want {
+					t.Errorf("%s: Get = %+v, %v, %v; want %+v, %v", step, got, ok, err, want, exists)
+				}
+				if p == writepolicy.WriteThrough && e.queries.Load() != before {
+					t.Errorf("%s: the read after a write-through missed", step)
+				}
+			}
+			w := Widget{ID: 1, Name: "created", Price: 1}
+			if err := repo.Create(ctx, &w); err != nil {
+				t.Fatal(err)
+			}
+			check("create", w, true)
+			w.Name = "saved"
+			if err := repo.Save(ctx, &w); err != nil {
+				t.Fatal(err)
+			}
+			check("save", w, true)
+			if err := repo.Delete(ctx, int64(1)); err != nil {
+				t.Fatal(err)
+			}
+			check("delete", Widget{}, false)
+			if err := repo.Delete(ctx, int64(1)); err != nil {
+				t.Fatalf("deleting a missing row: %v", err)
+			}
+			auto := Widget{Name: "serial"}
+			if err := repo.Save(ctx, &auto); err != nil || auto.ID == 0 {
+				t.Fatalf("Save with a zero key = %v, id %d; want an insert with a serial id", err, auto.ID)
+			}
+			if s := repo.Stats(); s.Writes != 5 || s.Errors != 0 {
+				t.Fatalf("stats %+v, want 5 writes", s)
+			}
+		})
+	}
+}
+
+// TestConcurrentWriters: two writers of one row, in two processes, commit v1 then v2;
+// their after-commit steps and a reader's fill are forced into each order. The cache
+// must end with v2 (the last commit) or nothing, and a read must return v2. The naive
+// control, which stores the written value after the commit as write-through caches
+// often do, ends with v1 in the same interleaving, which shows the test can fail.
+func TestConcurrentWriters(t *testing.T) {
+	t.Parallel()
+	type scenario struct {
+		name string
+		run  func(t *testing.T, e *env, a, b, reader *readthrough.Repository[Widget])
+		// writeBack: the scenario applies to write-back too, whose writes have no
+		// after-commit step (they are one script on Redis).
+		writeBack bool
+	}
+	save := func(t *testing.T, r *readthrough.Repository[Widget], name string) {
+		t.Helper()
+		if err := r.Save(context.Background(), &Widget{ID: 1, Name: name}); err != nil {
+			t.Error(err)
+		}
+	}
+	// pauseFirst makes the first call of a hook signal reached and wait for release.
+	pauseFirst := func(reached chan<- struct{}, release <-chan struct{}) func(string) {
+		var once sync.Once
+		return func(string) {
+			once.Do(func() {
+				close(reached)
+				<-release
+			})
+		}
+	}
+	scenarios := []scenario{
+		{"after-commit steps in commit order", func(t *testing.T, e *env, a, b, _ *readthrough.Repository[Widget]) {
+			save(t, a, "v1")
+			save(t, b, "v2")
+		}, true},
+		{"later commit's steps first", func(t *testing.T, e *env, a, b, _ *readthrough.Repository[Widget]) {
+			reached, release := make(chan struct{}), make(chan struct{})
+			readthrough.SetAfterCommit(a, pauseFirst(reached, release))
+			done := make(chan struct{})
+			go func() { defer close(done); save(t, a, "v1") }()
+			<-reached // v1 committed; its cache steps wait
+			save(t, b, "v2")
+			close(release)
+			<-done
+		}, false},
+		{"earlier writer's fill loaded v1, later commit completes, then it stores", func(t *testing.T, e *env, a, b, _ *readthrough.Repository[Widget]) {
+			reached, release := make(chan struct{}), make(chan struct{})
+			readthrough.SetAfterLoad(a, pauseFirst(reached, release))
+			done := make(chan struct{})
+			go func() { defer close(done); save(t, a, "v1") }()
+			select { // under write-through a's refill loads v1 and stops before storing it
+			case <-reached:
+			case <-done:
+			}
+			save(t, b, "v2")
+			close(release)
+			<-done
+		}, false},
+		{"reader's fill loaded v0, writes complete, then it stores", func(t *testing.T, e *env, a, b, reader *readthrough.Repository[Widget]) {
+			reached, release := make(chan struct{}), make(chan struct{})
+			readthrough.SetAfterLoad(reader, pauseFirst(reached, release))
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if _, _, err := reader.Get(context.Background(), int64(1)); err != nil {
+					t.Error(err)
+				}
+			}()
+			<-reached
+			save(t, a, "v1")
+			save(t, b, "v2")
+			close(release)
+			<-done
+		}, true},
+		{"reader fills between the two commits", func(t *testing.T, e *env, a, b, reader *readthrough.Repository[Widget]) {
+			reached, release := make(chan struct{}), make(chan struct{})
+			readthrough.SetAfterCommit(b, pauseFirst(reached, release))
+			save(t, a, "v1")
+			done := make(chan struct{})
+			go func() { defer close(done); save(t, b, "v2") }()
+			<-reached // v2 committed, not yet invalidated: a read may serve v1 now
+			if _, _, err := reader.Get(context.Background(), int64(1)); err != nil {
+				t.Error(err)
+			}
+			close(release)
+			<-done
+		}, false},
+	}
+	for _, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough, writepolicy.WriteBack} {
+		for _, sc := range scenarios {
+			if p == writepolicy.WriteBack && !sc.writeBack {
+				continue
+			}
+			t.Run(p.String()+"/"+sc.name, func(t *testing.T) {
+				t.Parallel()
+				e := newEnv(t)
+				e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0')`)
+				reader := e.widgets(t, readthrough.ModelOptions{})
+				a, b := e.writer(t, p), e.writer(t, p)
+				sc.run(t, e, a, b, reader)
+				if c, ok := e.cached(t, reader, 1); ok && c.Name != "v2" {
+					t.Fatalf("cache holds %q after v2 committed last", c.Name)
+				}
+				if w, _, err := reader.Get(ctxT(t), int64(1)); err != nil || w.Name != "v2" {
+					t.Fatalf("Get = %+v, %v; want v2", w, err)
+				}
+			})
+		}
+	}
+	t.Run("naive control", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		ctx := ctxT(t)
+		reader := e.widgets(t, readthrough.ModelOptions{})
+		key, _ := reader.Key(int64(1))
+		// A commits v1, B commits v2, B stores v2, then A stores v1.
+		e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v1')`)
+		e.exec(t, `UPDATE widgets SET name = 'v2' WHERE id = 1`)
+		for _, name := range []string{"v2", "v1"} {
+			b, _ := (readthrough.JSON{}).Marshal(Widget{ID: 1, Name: name})
+			e.rdb.Set(ctx, key, append([]byte{'v'}, b...), time.Minute)
+		}
+		if c, ok := e.cached(t, reader, 1); !ok || c.Name != "v1" {
+			t.Fatalf("naive control: cache holds %+v; want the stale v1 (else the check above cannot fail)", c)
+		}
+	})
+}
+
+// TestTransactionWrites: the cache effects of writes in a transaction wait for its
+// commit, and are dropped when it rolls back.
+func TestTransactionWrites(t *testing.T) {
+	t.Parallel()
+	errRollback := errors.New("roll back")
+	for _, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough} {
+		for _, commit := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/commit=%v", p, commit), func(t *testing.T) {
+				t.Parallel()
+				e := newEnv(t)
+				e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0'), (2, 'v0')`)
+				ctx := ctxT(t)
+				repo := e.widgets(t, readthrough.ModelOptions{WritePolicy: p})
+				for _, id := range []int64{1, 2} {
+					if _, _, err := repo.Get(ctx, id); err != nil { // cached
+						t.Fatal(err)
+					}
+				}
+				key, _ := repo.Key(int64(1))
+				cachedBefore := e.rdb.Get(ctx, key).Val()
+				err := readthrough.Transaction(ctx, e.db, func(tx *readthrough.Tx) error {
+					if err := repo.In(tx).Save(ctx, &Widget{ID: 1, Name: "v1"}); err != nil {
+						return err
+					}
+					if err := repo.In(tx).Delete(ctx, int64(2)); err != nil {
+						return err
+					}
+					if got := e.rdb.Get(ctx, key).Val(); got != cachedBefore {
+						t.Errorf("cache changed before the commit: %q", got)
+					}
+					if w, _, _ := repo.In(tx).Get(ctx, int64(1)); w.Name != "v1" {
+						t.Errorf("read in the transaction = %+v, want its own write", w)
+					}
+					// A nested transaction that fails: its write and its cache effect go.
+					nerr := tx.Transaction(func(tx *readthrough.Tx) error {
+						if err := repo.In(tx).Save(ctx, &Widget{ID: 3, Name: "nested"}); err != nil {
+							return err
+						}
+						return errRollback
+					})
+					if !errors.Is(nerr, errRollback) {
+						t.Errorf("nested transaction: %v", nerr)
+					}
+					if !commit {
+						return errRollback
+					}
+					return nil
+				})
+				if !commit {
+					if !errors.Is(err, errRollback) {
+						t.Fatal(err)
+					}
+					if got := e.rdb.Get(ctx, key).Val(); got != cachedBefore {
+						t.Fatalf("after a rollback the cache holds %q, want it untouched (%q)", got, cachedBefore)
+					}
+					for _, id := range []int64{1, 2} {
+						if w, ok, _ := repo.Get(ctx, id); !ok || w.Name != "v0" {
+							t.Fatalf("after a rollback Get(%d) = %+v, %v", id, w, ok)
+						}
+					}
+					if s := repo.Stats(); s.Invalidations != 0 {
+						t.Fatalf("stats %+v: a rolled-back write touched the cache", s)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, inCache := e.cached(t, repo, 1)
+				if p == writepolicy.Invalidate && inCache || p == writepolicy.WriteThrough && c.Name != "v1" {
+					t.Fatalf("after the commit the cache holds %+v (present %v)", c, inCache)
+				}
+				if w, _, _ := repo.Get(ctx, int64(1)); w.Name != "v1" {
+					t.Fatalf("after the commit Get = %+v", w)
+				}
+				if _, ok, _ := repo.Get(ctx, int64(2)); ok {
+					t.Fatal("row 2 deleted in the transaction is still read")
+				}
+				if _, ok, _ := repo.Get(ctx, int64(3)); ok {
+					t.Fatal("row 3 of the rolled-back nested transaction exists")
+				}
+				if s := repo.Stats(); s.Invalidations != 2 {
+					t.Fatalf("stats %+v, want the two committed rows invalidated", s)
+				}
+			})
+		}
+	}
+}
+
+// TestTransactionWiring: writes through WithDB(tx) are refused, since their cache
+// effects could not wait for the commit; a transaction the caller manages joins
+// through WrapTx and AfterCommit; write-back writes cannot join a transaction.
+func TestTransactionWiring(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0')`)
+	ctx := ctxT(t)
+	repo := e.widgets(t, readthrough.ModelOptions{})
+	if _, _, err := repo.Get(ctx, int64(1)); err != nil {
+		t.Fatal(err)
+	}
+	var rtx *readthrough.Tx
+	err := e.db.Transaction(func(gtx *gorm.DB) error {
+		if err := repo.WithDB(gtx).Save(ctx, &Widget{ID: 1, Name: "x"}); !errors.Is(err, readthrough.ErrUntrackedTx) {
+			t.Errorf("Save through WithDB(tx): %v, want ErrUntrackedTx", err)
+		}
+		if err := readthrough.Transaction(ctx, gtx, func(*readthrough.Tx) error { return nil }); !errors.Is(err, readthrough.ErrUntrackedTx) {
+			t.Errorf("Transaction on a transaction: %v, want ErrUntrackedTx", err)
+		}
+		rtx = readthrough.WrapTx(gtx)
+		return repo.In(rtx).Save(ctx, &Widget{ID: 1, Name: "wrapped"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.cached(t, repo, 1); !ok {
+		t.Fatal("the cache changed before AfterCommit")
+	}
+	rtx.AfterCommit(ctx)
+	if _, ok := e.cached(t, repo, 1); ok {
+		t.Fatal("AfterCommit did not invalidate")
+	}
+	if w, _, _ := repo.Get(ctx, int64(1)); w.Name != "wrapped" {
+		t.Fatalf("Get = %+v", w)
+	}
+
+	back, err := readthrough.Register[Widget](e.cache(t, e.db), readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = readthrough.Transaction(ctx, e.db, func(tx *readthrough.Tx) error {
+		return back.In(tx).Save(ctx, &Widget{ID: 1, Name: "back"})
+	})
+	if !errors.Is(err, readthrough.ErrWriteBackInTx) {
+		t.Fatalf("write-back Save in a transaction: %v, want ErrWriteBackInTx", err)
+	}
+}
+
+// TestWriteBackReadsPending: under write-back, readers in every process see the
+// pending write (and a pending delete), also after the invalidator deleted the row's
+// value key or flushed the whole table, and never the older row in Postgres. The
+// flusher then applies it.
+func TestWriteBackReadsPending(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0'), (2, 'v0')`)
+	ctx := ctxT(t)
+	repo := e.widgets(t, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+	other := e.writer(t, writepolicy.WriteBack) // another process
+	for _, id := range []int64{1, 2} {
+		if _, _, err := repo.Get(ctx, id); err != nil { // v0 cached
+			t.Fatal(err)
+		}
+	}
+	if err := repo.Save(ctx, &Widget{ID: 1, Name: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Delete(ctx, int64(2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Save(ctx, &Widget{ID: 3, Name: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	expect := func(step string) {
+		t.Helper()
+		for _, r := range []*readthrough.Repository[Widget]{repo, other} {
+			if w, ok, err := r.Get(ctx, int64(1)); err != nil || !ok || w.Name != "v1" {
+				t.Errorf("%s: Get(1) = %+v, %v, %v; want the pending v1", step, w, ok, err)
+			}
+			if w, ok, err := r.Get(ctx, int64(2)); err != nil || ok {
+				t.Errorf("%s: Get(2) = %+v, %v, %v; want the pending delete", step, w, ok, err)
+			}
+			rows, err := r.GetMany(ctx, int64(1), int64(2), int64(3))
+			if err != nil || len(rows) != 2 || rows[0].Name != "v1" || rows[1].Name != "new" {
+				t.Errorf("%s: GetMany = %+v, %v", step, rows, err)
+			}
+		}
+	}
+	expect("cached")
+	var db []Widget
+	e.db.Order("id").Find(&db)
+	if len(db) != 2 || db[0].Name != "v0" {
+		t.Fatalf("Postgres holds %+v before any flush; write-back wrote through", db)
+	}
+	// The invalidator deletes value and fence keys, by row and by table pattern.
+	if err := other.Invalidate(ctx, int64(1), int64(2), int64(3)); err != nil {
+		t.Fatal(err)
+	}
+	expect("after the row keys were invalidated")
+	for _, k := range e.rdb.Keys(ctx, e.prefix+"*").Val() {
+		if k[len(k)-2:] == ":v" || k[len(k)-2:] == ":f" {
+			e.rdb.Del(ctx, k)
+		}
+	}
+	expect("after the table was flushed")
+
+	c := e.cache(t, e.db)
+	f, err := c.NewFlusher(writepolicy.FlusherOptions{FlushInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(runCtx) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for n, _ := f.Backlog(ctx); n > 0; n, _ = f.Backlog(ctx) {
+		if time.Now().After(deadline) {
+			t.Fatalf("flusher did not drain: %+v", f.Stats())
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	e.db.Order("id").Find(&db)
+	if len(db) != 2 || db[0] != (Widget{ID: 1, Name: "v1"}) || db[1] != (Widget{ID: 3, Name: "new"}) {
+		t.Fatalf("Postgres after the flush: %+v", db)
+	}
+	if err := other.Invalidate(ctx, int64(1), int64(2), int64(3)); err != nil {
+		t.Fatal(err)
+	}
+	expect("flushed and invalidated")
+}
+
+// TestRedisDownWrites: with Redis stopped, write-through and invalidate writes commit
+// to Postgres and succeed, counting the Redis error; a write-back Save fails and
+// nothing is acknowledged.
+func TestRedisDownWrites(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	rd := integration.NewRedis(t, integration.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	repos := make(map[writepolicy.Policy]*readthrough.Repository[Widget])
+	for _, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough, writepolicy.WriteBack} {
+		c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if repos[p], err = readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeAll := func(state string) {
+		for id, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough} {
+			w := Widget{ID: int64(id + 1), Name: state}
+			if err := repos[p].Save(ctx, &w); err != nil {
+				t.Fatalf("Redis %s: %s Save = %v; want success, the write committed", state, p, err)
+			}
+			var got Widget
+			e.db.First(&got, w.ID)
+			if got.Name != state {
+				t.Fatalf("Redis %s: %s Save did not reach Postgres: %+v", state, p, got)
+			}
+			if s := repos[p].Stats(); s.Errors == 0 {
+				t.Fatalf("Redis %s: %s: Redis error not counted", state, p)
+			}
+		}
+		start := time.Now()
+		err := repos[writepolicy.WriteBack].Save(ctx, &Widget{ID: 9, Name: state})
+		if err == nil {
+			t.Fatalf("Redis %s: write-back Save succeeded", state)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("Redis %s: write-back Save took %v to fail", state, d)
+		}
+	}
+	if err := rd.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeAll("paused")
+	if err := rd.Unpause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeAll("stopped")
+	// The write-back Save that timed out against the paused server may still run once
+	// the server resumes (its command was sent): a Save that returns an error may or
+	// may not have happened, whole. The stopped server never got it.
+}
+
+// TestWriteBackConfig: write-back needs one Redis for its script, and bad policies
+// and durability options are refused at Register.
+func TestWriteBackConfig(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { cluster.Close() })
+	c, err := readthrough.New(e.db, cluster, readthrough.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack}); !errors.Is(err, readthrough.ErrConfig) {
+		t.Errorf("write-back on a Cluster client: %v, want ErrConfig", err)
+	}
+	for name, opts := range map[string]readthrough.ModelOptions{
+		"unknown policy":              {WritePolicy: writepolicy.Policy(9)},
+		"negative timeout":            {WritePolicy: writepolicy.WriteBack, WriteBack: writepolicy.WriteBackOptions{WaitAOF: true, WaitAOFTimeout: -1}},
+		"negative replicas":           {WritePolicy: writepolicy.WriteBack, WriteBack: writepolicy.WriteBackOptions{WaitAOFReplicas: -1}},
+		"negative timeout for writes": {WritePolicy: writepolicy.WriteBack, WriteBack: writepolicy.WriteBackOptions{Timeout: -1}},
+	} {
+		if _, err := readthrough.Register[Widget](e.cache(t, e.db), opts); !errors.Is(err, readthrough.ErrConfig) {
+			t.Errorf("%s: %v, want ErrConfig", name, err)
+		}
+	}
+	if _, err := c.NewFlusher(writepolicy.FlusherOptions{Prefix: "other"}); !errors.Is(err, readthrough.ErrConfig) {
+		t.Errorf("flusher with another prefix: %v, want ErrConfig", err)
+	}
+}
+
+// TestWaitAOF: with WaitAOF a write-back Save waits until Redis fsynced it to its AOF;
+// on a server without WAITAOF (before Redis 7.2) the wait is skipped with one
+// warning and Saves succeed.
+func TestWaitAOF(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	info := e.rdb.Info(ctx, "server").Val()
+	var major, minor int
+	if i := strings.Index(info, "redis_version:"); i >= 0 {
+		fmt.Sscanf(info[i+len("redis_version:"):], "%d.%d", &major, &minor)
+	}
+	supported := major > 7 || major == 7 && minor >= 2
+	rdb := e.rdb
+	if supported { // the shared server has no AOF: use one that has
+		rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFEverySec})
+		rdb = rd.Client(t)
+	}
+	var logs lockedBuffer
+	c, err := readthrough.New(e.db, rdb, readthrough.Options{Prefix: e.prefix, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack,
+		WriteBack: writepolicy.WriteBackOptions{WaitAOF: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := repo.Save(ctx, &Widget{ID: 1, Name: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("Save with WaitAOF on Redis %d.%d: %v", major, minor, err)
+		}
+	}
+	if n := strings.Count(logs.String(), "does not support WAITAOF"); !supported && n != 1 {
+		t.Fatalf("Redis %d.%d has no WAITAOF: %d warnings, want 1:\n%s", major, minor, n, logs.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,303 @@
+package writepolicy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writepolicy"
+)
+
+// The crash tests run an application in a child process (this test binary again,
+// running TestHelperProcess) and kill it with SIGKILL at a chosen point.
+const (
+	helperMode   = "PGCACHE_WRITEPOLICY_HELPER"
+	helperConfig = "PGCACHE_WRITEPOLICY_HELPER_CONFIG"
+)
+
+type helperCfg struct {
+	DB, Redis, Prefix string
+	// Plan is the writes to make (mode "write"), in order.
+	Plan []planned
+	// BatchSize of the child's flusher.
+	BatchSize int
+	// StopAt is where the child's flusher stops and waits to be killed:
+	// "read" (entries delivered, nothing applied), "commit" (a batch committed to
+	// Postgres, pending records not cleared, entries not acknowledged) or "clear"
+	// (pending records cleared, entries not acknowledged).
+	StopAt string
+}
+
+// planned is one write of a crash test: a save of Name, or a delete.
+type planned struct {
+	ID     int64
+	Name   string
+	Delete bool
+}
+
+// crashPlan writes rows 1-16 once each first, so that the first batch of 16 holds
+// their latest writes (a replay of it must apply them again, or skip them once
+// cleared), then rows 17-40 many times each, so that batches straddle versions, and
+// ends by deleting row 40.
+func crashPlan() []planned {
+	var p []planned
+	n := 0
+	add := func(id int64) {
+		p = append(p, planned{ID: id, Name: fmt.Sprintf("r%d-v%d", id, n)})
+		n++
+	}
+	for id := int64(1); id <= 16; id++ {
+		add(id)
+	}
+	for range 8 {
+		for id := int64(17); id <= 40; id++ {
+			add(id)
+		}
+	}
+	return append(p, planned{ID: 40, Delete: true})
+}
+
+// TestHelperProcess is the child of the crash tests; it does nothing in a normal run.
+func TestHelperProcess(t *testing.T) {
+	mode := os.Getenv(helperMode)
+	if mode == "" {
+		return
+	}
+	var cfg helperCfg
+	if err := json.Unmarshal([]byte(os.Getenv(helperConfig)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	db := openDB(t, cfg.DB)
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis, ContextTimeoutEnabled: true})
+	defer rdb.Close()
+
+	if mode == "write" {
+		c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: cfg.Prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, w := range cfg.Plan {
+			if w.Delete {
+				err = repo.Delete(ctx, w.ID)
+			} else {
+				err = repo.Save(ctx, &Widget{ID: w.ID, Name: w.Name})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Printf("ack %d\n", i) // acknowledged: Save returned
+		}
+	}
+
+	f, err := writepolicy.NewFlusher(db, rdb, writepolicy.FlusherOptions{
+		Prefix: cfg.Prefix, BatchSize: cfg.BatchSize, FlushInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := func() {
+		fmt.Println("stopped")
+		// Wait to be killed; a child that outlives its parent's patience fails.
+		<-time.After(time.Minute)
+		t.Fatal("not killed")
+	}
+	var h writepolicy.Hooks
+	switch cfg.StopAt {
+	case "read":
+		h.AfterRead = func(held int) {
+			if held >= cfg.BatchSize {
+				wait()
+			}
+		}
+	case "commit":
+		h.AfterCommit = wait
+	case "clear":
+		h.AfterClear = wait
+	}
+	writepolicy.SetHooks(f, h)
+	if err := f.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runChild starts the child and returns once it printed "stopped", having seen the
+// acknowledgements it printed before; then it kills the child with SIGKILL.
+func runChild(t *testing.T, mode string, cfg helperCfg) (acked []int) {
+	t.Helper()
+	b, _ := json.Marshal(cfg)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperMode+"="+mode, helperConfig+"="+string(b))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	timeout := time.NewTimer(60 * time.Second)
+	defer timeout.Stop()
+	for stopped := false; !stopped; {
+		select {
+		case l, ok := <-lines:
+			switch {
+			case !ok:
+				_ = cmd.Wait()
+				t.Fatalf("child exited before it stopped:\n%s", stderr.String())
+			case l == "stopped":
+				stopped = true
+			case strings.HasPrefix(l, "ack "):
+				var i int
+				fmt.Sscanf(l, "ack %d", &i)
+				acked = append(acked, i)
+			}
+		case <-timeout.C:
+			_ = cmd.Process.Kill()
+			t.Fatalf("child did not stop:\n%s", stderr.String())
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL: no deferred code, no graceful stop
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	for range lines {
+	}
+	return acked
+}
+
+// TestCrashMidFlush: an application acknowledges writes, then is killed with SIGKILL
+// in the middle of flushing them: after a batch committed to Postgres but before its
+// pending records were cleared, or after they were cleared but before the entries
+// were acknowledged. Redis (appendfsync always) is restarted too. A new flusher then
+// claims the dead one's entries; Postgres ends with every acknowledged write, latest
+// per row, each row written once in effect: the batch committed before the kill is
+// applied again with the same values (after "commit"), or not at all (after "clear"),
+// and no row ever goes back to an older value.
+func TestCrashMidFlush(t *testing.T) {
+	t.Parallel()
+	rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFAlways})
+	for _, stopAt := range []string{"commit", "clear"} {
+		t.Run("killed after "+stopAt, func(t *testing.T) {
+			e := newEnv(t, rd)
+			ctx := ctxT(t)
+			plan := crashPlan()
+			acked := runChild(t, "write", helperCfg{DB: e.dbURL, Redis: e.redisAddr, Prefix: e.prefix,
+				Plan: plan, BatchSize: 16, StopAt: stopAt})
+			if len(acked) != len(plan) {
+				t.Fatalf("%d writes acknowledged, want %d", len(acked), len(plan))
+			}
+			if n := len(e.rows(t)); n != 16 {
+				t.Fatalf("%d rows in Postgres when the child died, want its first batch of 16", n)
+			}
+			if err := rd.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := rd.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			f := e.flusher(t, writepolicy.FlusherOptions{ClaimAfter: 100 * time.Millisecond, BatchSize: 16})
+			drain(t, f)
+			if s := f.Stats(); s.Claimed < 16 {
+				t.Errorf("stats %+v: the dead flusher's 16 entries were not claimed", s)
+			}
+
+			// Every acknowledged write, latest per row.
+			want := make(map[int64]string)
+			for _, i := range acked {
+				if plan[i].Delete {
+					delete(want, plan[i].ID)
+				} else {
+					want[plan[i].ID] = plan[i].Name
+				}
+			}
+			rows := e.rows(t)
+			if len(rows) != len(want) {
+				t.Errorf("%d rows in Postgres, want %d", len(rows), len(want))
+			}
+			for id, name := range want {
+				if rows[id].Name != name {
+					t.Errorf("row %d = %q, want %q", id, rows[id].Name, name)
+				}
+			}
+			// Once in effect: never an older value after a newer one; the replayed
+			// batch written again only when it was not cleared.
+			for id, names := range e.applications(t) {
+				for i := 1; i < len(names); i++ {
+					if names[i] != "" && version(names[i]) < version(names[i-1]) {
+						t.Errorf("row %d went back from %q to %q", id, names[i-1], names[i])
+					}
+				}
+				wantWrites := 1
+				switch {
+				case id == 40:
+					wantWrites = 2 // its last value, then the delete
+				case id <= 16 && stopAt == "commit":
+					wantWrites = 2
+				}
+				if len(names) != wantWrites {
+					t.Errorf("row %d written %d times (%q), want %d", id, len(names), names, wantWrites)
+				}
+			}
+			if keys := e.rdb.Keys(ctx, e.prefix+"*:p").Val(); len(keys) != 0 {
+				t.Errorf("pending records left: %q", keys)
+			}
+		})
+	}
+}
+
+// TestFlusherKilledHoldingEntries: a flusher killed after entries were delivered to
+// it, before it applied them; another flusher claims them once they have been idle for
+// ClaimAfter, and applies them.
+func TestFlusherKilledHoldingEntries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	repo := e.widgets(t)
+	for id := int64(1); id <= 8; id++ {
+		if err := repo.Save(ctx, &Widget{ID: id, Name: fmt.Sprintf("w%d", id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runChild(t, "flush", helperCfg{DB: e.dbURL, Redis: e.redisAddr, Prefix: e.prefix, BatchSize: 8, StopAt: "read"})
+	if n := len(e.rows(t)); n != 0 {
+		t.Fatalf("the child applied %d rows; it should have died holding them", n)
+	}
+	group := e.rdb.XInfoGroups(ctx, e.prefix+":journal").Val()
+	if len(group) != 1 || group[0].Pending != 8 {
+		t.Fatalf("consumer groups %+v, want 8 entries pending at the dead consumer", group)
+	}
+
+	f := e.flusher(t, writepolicy.FlusherOptions{ClaimAfter: 100 * time.Millisecond})
+	drain(t, f)
+	if s := f.Stats(); s.Claimed != 8 || s.Applied != 8 {
+		t.Fatalf("stats %+v, want the 8 entries claimed and applied", s)
+	}
+	if n := len(e.rows(t)); n != 8 {
+		t.Fatalf("%d rows in Postgres, want 8", n)
+	}
+}

@@ -1,0 +1,349 @@
+package writepolicy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writepolicy"
+)
+
+// TestFlushAppliesLatest: writes journaled before a flusher runs reach Postgres
+// coalesced per row (each row written once, with its latest value), deletes included,
+// and leave no pending record behind.
+func TestFlushAppliesLatest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	e.db.Exec(`INSERT INTO widgets (id, name, price) SELECT g, 'old', 1 FROM generate_series(1, 5) g`)
+	e.db.Exec(`TRUNCATE audit`)
+	repo := e.widgets(t)
+	want := make(map[int64]Widget)
+	n := 0
+	for range 5 {
+		for id := int64(1); id <= 20; id++ {
+			w := Widget{ID: id, Name: fmt.Sprintf("r%d-v%d", id, n), Price: n}
+			if err := repo.Save(ctx, &w); err != nil {
+				t.Fatal(err)
+			}
+			want[id] = w
+			n++
+		}
+	}
+	for _, id := range []int64{20, 99} { // 99 does not exist anywhere
+		if err := repo.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, id)
+	}
+	f := e.flusher(t, writepolicy.FlusherOptions{BatchSize: 7}) // versions of a row straddle batches
+	drain(t, f)
+
+	got := e.rows(t)
+	if len(got) != len(want) {
+		t.Fatalf("%d rows in Postgres, want %d", len(got), len(want))
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("row %d = %+v, want %+v", id, got[id], w)
+		}
+	}
+	for id, names := range e.applications(t) {
+		if len(names) != 1 {
+			t.Errorf("row %d written %d times in Postgres (%q), want once: coalescing failed", id, len(names), names)
+		}
+	}
+	s := f.Stats()
+	if s.Applied != 21 || s.Superseded != uint64(n+2-21) || s.DeadLettered != 0 {
+		t.Errorf("stats %+v, want 21 applied (20 rows and one absent delete) and %d superseded", s, n+2-21)
+	}
+	for id := int64(1); id <= 20; id++ {
+		key, _ := repo.Key(id)
+		if p := strings.TrimSuffix(key, ":v") + ":p"; e.rdb.Exists(ctx, p).Val() != 0 {
+			t.Errorf("pending record %s left after the flush", p)
+		}
+	}
+	for id, w := range want {
+		if r, ok, err := repo.Get(ctx, id); err != nil || !ok || r != w {
+			t.Errorf("Get(%d) = %+v, %v, %v; want %+v", id, r, ok, err, w)
+		}
+	}
+	if _, ok, _ := repo.Get(ctx, int64(20)); ok {
+		t.Error("deleted row 20 still read")
+	}
+}
+
+// TestTwoFlushersRace: flusher A has checked that write v1 of a row is current and is
+// about to apply it, when v2 is written and flusher B applies it and clears the
+// pending record. A must not commit v1 over v2: its second check, made holding the
+// row's lock, sees v1 superseded and rolls it back.
+func TestTwoFlushersRace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	repo := e.widgets(t)
+	if err := repo.Save(ctx, &Widget{ID: 1, Name: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.flusher(t, writepolicy.FlusherOptions{Consumer: "a"})
+	b := e.flusher(t, writepolicy.FlusherOptions{Consumer: "b"})
+	var once sync.Once
+	writepolicy.SetHooks(a, writepolicy.Hooks{BeforeApply: func() {
+		once.Do(func() {
+			if err := repo.Save(ctx, &Widget{ID: 1, Name: "v2"}); err != nil {
+				t.Error(err)
+			}
+			bctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- b.Run(bctx) }()
+			if err := poll(10*time.Second, func() (bool, error) { return b.Stats().Applied == 1, nil }); err != nil {
+				t.Errorf("flusher b did not apply v2: %v", err)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}})
+	drain(t, a)
+	if got := e.rows(t)[1]; got.Name != "v2" {
+		t.Fatalf("Postgres holds %q after both flushes, want v2: an older write was committed over a newer one", got.Name)
+	}
+	if apps := e.applications(t)[1]; !slices.Equal(apps, []string{"v2"}) {
+		t.Fatalf("row written as %q, want only v2", apps)
+	}
+	if s := a.Stats(); s.Applied != 0 || s.Superseded == 0 {
+		t.Fatalf("flusher a stats %+v: want v1 superseded, nothing applied", s)
+	}
+	if w, _, _ := repo.Get(ctx, int64(1)); w.Name != "v2" {
+		t.Fatalf("Get = %+v, want v2", w)
+	}
+}
+
+// TestPoisonDeadLetter: a write that violates a CHECK constraint goes to the
+// dead-letter stream with the reason; the other writes of its batch are applied;
+// readers of the poisoned row see Postgres' row again.
+func TestPoisonDeadLetter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	e.db.Exec(`INSERT INTO widgets (id, name, price) VALUES (5, 'before', 7)`)
+	repo := e.widgets(t)
+	for id := int64(1); id <= 10; id++ {
+		w := Widget{ID: id, Name: fmt.Sprintf("w%d", id), Price: int(id)}
+		if id == 5 {
+			w.Price = -1
+		}
+		if err := repo.Save(ctx, &w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w, _, _ := repo.Get(ctx, int64(5)); w.Price != -1 {
+		t.Fatalf("before the flush Get = %+v, want the pending write", w)
+	}
+	var called []writepolicy.DeadLetter
+	f := e.flusher(t, writepolicy.FlusherOptions{MaxAttempts: 2,
+		OnDeadLetter: func(d writepolicy.DeadLetter) { called = append(called, d) }})
+	drain(t, f)
+
+	rows := e.rows(t)
+	for id := int64(1); id <= 10; id++ {
+		want := Widget{ID: id, Name: fmt.Sprintf("w%d", id), Price: int(id)}
+		if id == 5 {
+			want = Widget{ID: 5, Name: "before", Price: 7}
+		}
+		if rows[id] != want {
+			t.Errorf("row %d = %+v, want %+v", id, rows[id], want)
+		}
+	}
+	dead, err := f.DeadLetters(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := repo.Key(int64(5))
+	if len(dead) != 1 || dead[0].Key != key || !strings.Contains(dead[0].Reason, "price_not_negative") ||
+		dead[0].Attempts != 2 || dead[0].Table != `"public"."widgets"` || !strings.Contains(dead[0].Change, ":i-1") {
+		t.Fatalf("dead letters %+v, want the row 5 write with the CHECK violation", dead)
+	}
+	if len(called) != 1 || called[0].Key != key {
+		t.Fatalf("OnDeadLetter called with %+v", called)
+	}
+	if s := f.Stats(); s.DeadLettered != 1 || s.Applied != 9 {
+		t.Fatalf("stats %+v, want 9 applied and 1 dead-lettered", s)
+	}
+	if w, _, err := repo.Get(ctx, int64(5)); err != nil || w.Price != 7 {
+		t.Fatalf("after the dead letter Get = %+v, %v; want Postgres' row", w, err)
+	}
+}
+
+// TestUndecodableEntry: a journal entry no flusher can decode (corrupted, or written
+// by something else) goes to the dead-letter stream when it is a row's current write,
+// and is skipped when no pending record vouches for it; neither stops the others.
+func TestUndecodableEntry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	repo := e.widgets(t)
+	journal := e.prefix + ":journal"
+	if err := repo.Save(ctx, &Widget{ID: 1, Name: "fine"}); err != nil {
+		t.Fatal(err)
+	}
+	e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: journal, Values: []any{"k", "nonsense", "d", "{}"}})
+	// Row 2's current write, corrupted: its pending record holds the entry's id.
+	key2, _ := repo.Key(int64(2))
+	id := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: journal, Values: []any{"k", key2, "d", "not json"}}).Val()
+	e.rdb.HSet(ctx, strings.TrimSuffix(key2, ":v")+":p", "v", id, "e", `v{"ID":2,"Name":"corrupt"}`)
+	// Row 3: an entry without a pending record was never acknowledged to anyone.
+	key3, _ := repo.Key(int64(3))
+	e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: journal, Values: []any{"k", key3, "d", "not json"}})
+
+	f := e.flusher(t, writepolicy.FlusherOptions{})
+	drain(t, f)
+	if rows := e.rows(t); len(rows) != 1 || rows[1].Name != "fine" {
+		t.Fatalf("rows %+v, want row 1 only", rows)
+	}
+	dead, _ := f.DeadLetters(ctx, 10)
+	if len(dead) != 2 || dead[0].Key != "" || dead[1].Key != key2 {
+		t.Fatalf("dead letters %+v, want the bad key and row 2's write", dead)
+	}
+	for _, d := range dead {
+		if !strings.Contains(d.Reason, "bad change") {
+			t.Errorf("reason %q", d.Reason)
+		}
+	}
+	if _, ok, _ := repo.Get(ctx, int64(2)); ok {
+		t.Error("row 2's undecodable pending write is still read")
+	}
+}
+
+// TestGracefulStop: a flusher whose context ends applies the entries it holds before
+// Run returns.
+func TestGracefulStop(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	repo := e.widgets(t)
+	for id := int64(1); id <= 5; id++ {
+		if err := repo.Save(ctx, &Widget{ID: id, Name: "held"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := e.flusher(t, writepolicy.FlusherOptions{FlushInterval: time.Hour})
+	var held atomic.Int64
+	writepolicy.SetHooks(f, writepolicy.Hooks{AfterRead: func(n int) { held.Store(int64(n)) }})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(runCtx) }()
+	if err := poll(10*time.Second, func() (bool, error) { return held.Load() == 5, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.rows(t)); n != 0 {
+		t.Fatalf("%d rows applied before the stop; the test needs them held", n)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.rows(t)); n != 5 {
+		t.Fatalf("%d rows in Postgres after a graceful stop, want the 5 held", n)
+	}
+	if n, _ := f.Backlog(ctx); n != 0 {
+		t.Fatalf("backlog %d after a graceful stop", n)
+	}
+}
+
+// Gadget has a column of every kind a journal must carry unchanged.
+type Gadget struct {
+	ID        uuid.UUID `gorm:"type:uuid;primaryKey"`
+	Name      *string
+	Note      string
+	Blob      []byte
+	On        bool
+	Ratio     float64
+	Big       int64
+	Small     int16
+	At        time.Time
+	Maybe     *time.Time
+	Tags      string `gorm:"type:jsonb"`
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	Ignored   string `gorm:"-"`
+	ReadOnly  string `gorm:"->;default:'db'"`
+}
+
+// TestRoundTripTypes: a row written back reads back from Postgres as it was saved.
+func TestRoundTripTypes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	if err := e.db.AutoMigrate(&Gadget{}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := readthrough.Register[Gadget](c, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "näme, \"quoted\""
+	at := time.Date(2024, 2, 29, 12, 30, 45, 123456000, time.UTC)
+	in := Gadget{ID: uuid.New(), Name: &name, Note: "", Blob: []byte{0, 1, 2, 255}, On: true, Ratio: 0.1, Big: -1 << 62,
+		Small: -7, At: at, Tags: `{"a": [1, 2]}`, Ignored: "not a column"}
+	if err := repo.Save(ctx, &in); err != nil {
+		t.Fatal(err)
+	}
+	if in.CreatedAt.IsZero() || in.UpdatedAt.IsZero() {
+		t.Fatalf("autoCreateTime/autoUpdateTime not set: %+v", in)
+	}
+	cached, ok, err := repo.Get(ctx, in.ID)
+	if err != nil || !ok || cached.Ratio != 0.1 || *cached.Name != name {
+		t.Fatalf("Get before the flush = %+v, %v, %v", cached, ok, err)
+	}
+	drain(t, e.flusher(t, writepolicy.FlusherOptions{}))
+	var out Gadget
+	if err := e.db.First(&out, "id = ?", in.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if out.ID != in.ID || *out.Name != name || out.Note != "" || string(out.Blob) != string(in.Blob) || !out.On ||
+		out.Ratio != 0.1 || out.Big != in.Big || out.Small != -7 || !out.At.Equal(at) || out.Maybe != nil ||
+		!out.CreatedAt.Equal(in.CreatedAt.Truncate(time.Microsecond)) || out.ReadOnly != "db" || !strings.Contains(out.Tags, `"a"`) {
+		t.Fatalf("read back %+v\nsaved       %+v", out, in)
+	}
+
+	// A second save updates, keeping the creation time.
+	created := out.CreatedAt
+	in.CreatedAt = time.Time{}
+	in.Note = "again"
+	if err := repo.Save(ctx, &in); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, e.flusher(t, writepolicy.FlusherOptions{}))
+	if err := e.db.First(&out, "id = ?", in.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if out.Note != "again" || !out.CreatedAt.Equal(created) {
+		t.Fatalf("after an update: note %q, created %v (was %v)", out.Note, out.CreatedAt, created)
+	}
+}
+
+// TestZeroKey: write-back cannot take a key from Postgres later.
+func TestZeroKey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	err := e.widgets(t).Save(ctxT(t), &Widget{Name: "no id"})
+	if !errors.Is(err, readthrough.ErrZeroKey) {
+		t.Fatalf("Save with a zero key: %v, want ErrZeroKey", err)
+	}
+}
