@@ -117,6 +117,9 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err := b.throughput(ctx, w, r); err != nil {
 		return nil, err
 	}
+	if err := b.writeBack(ctx, r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
