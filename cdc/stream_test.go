@@ -23,13 +23,7 @@ import (
 
 var servers integration.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := servers.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 
 // wait bounds every wait for the stream in these tests.
 const wait = 20 * time.Second

@@ -3,7 +3,6 @@ package integration_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -19,13 +18,7 @@ import (
 
 var servers integration.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := servers.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 
 func TestLogicalReplicationAsSuperuser(t *testing.T) {
 	t.Parallel()

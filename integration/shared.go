@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -14,11 +15,7 @@ import (
 //
 //	var servers integration.Shared
 //
-//	func TestMain(m *testing.M) {
-//		code := m.Run()
-//		servers.Close()
-//		os.Exit(code)
-//	}
+//	func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 //
 // The zero value is ready to use. It is safe for concurrent use.
 type Shared struct {
@@ -89,4 +86,14 @@ func (s *Shared) Close() error {
 	}
 	s.pg, s.rd = nil, nil
 	return errors.Join(errs...)
+}
+
+// Run runs the package's tests and then closes the servers, reporting a failure to close
+// them on stderr. Use it as TestMain's body: os.Exit(servers.Run(m)).
+func (s *Shared) Run(m *testing.M) int {
+	code := m.Run()
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return code
 }

@@ -2,7 +2,6 @@ package invalidator_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -20,13 +19,7 @@ import (
 
 var servers integration.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := servers.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 
 type Widget struct {
 	ID   int64 `gorm:"primaryKey"`

@@ -2,7 +2,6 @@ package readthrough_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -19,13 +18,7 @@ import (
 
 var servers integration.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := servers.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 
 // Widget is the model most tests cache.
 type Widget struct {

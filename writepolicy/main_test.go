@@ -21,13 +21,7 @@ import (
 
 var servers integration.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := servers.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 
 // Widget is the model the tests write back. Its table has a CHECK constraint (price
 // not negative), for poison writes, and an audit trigger recording every row change,
