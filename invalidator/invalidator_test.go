@@ -51,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	if err := db.AutoMigrate(&Widget{}); err != nil {
 		t.Fatal(err)
 	}
-	cache, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	cache, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

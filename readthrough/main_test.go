@@ -73,7 +73,10 @@ func (e *env) openDB(tb testing.TB) *gorm.DB {
 // cache returns a new Cache over db (another "process" when db is another pool).
 func (e *env) cache(tb testing.TB, db *gorm.DB) *readthrough.Cache {
 	tb.Helper()
-	c, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	// A generous Redis timeout: on a loaded CI machine the default 100ms makes reads
+	// fall back to Postgres, which is right in production but not what these tests
+	// look at. TestRedisDown tests the timeout with its own cache.
+	c, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -289,7 +289,7 @@ func TestRoundTripTypes(t *testing.T) {
 	if err := e.db.AutoMigrate(&Gadget{}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	c, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func openDB(tb testing.TB, url string) *gorm.DB {
 // widgets returns a write-back repository of Widget in a cache of its own (a process).
 func (e *env) widgets(tb testing.TB) *readthrough.Repository[Widget] {
 	tb.Helper()
-	c, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	c, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 	if err := db.Exec(`INSERT INTO widgets VALUES (1, 'old')`).Error; err != nil {
 		t.Fatal(err)
 	}
-	cache, _ := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix})
+	cache, _ := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
 	repo, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{})
 	if err != nil {
 		t.Fatal(err)

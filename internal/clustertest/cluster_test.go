@@ -47,7 +47,7 @@ func TestCluster(t *testing.T) {
 	if err := db.Exec(`INSERT INTO widgets SELECT g, 'w' || g FROM generate_series(1, 200) g`).Error; err != nil {
 		t.Fatal(err)
 	}
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "cl"})
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "cl", RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
