@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writepolicy"
 )
 
 var servers integration.Shared
@@ -150,7 +151,11 @@ func TestTorture(t *testing.T) {
 		repo *readthrough.Repository[Item]
 	}
 	var insts []instance
-	for range nInstances {
+	// Instance 0 writes with the invalidate policy, instance 1 with write-through, both
+	// through Save inside a transaction; instance 2 commits raw SQL and then calls
+	// Invalidate, as an application that writes around the library would.
+	policies := []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough, writepolicy.Invalidate}
+	for i := range nInstances {
 		db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
 		if err != nil {
 			t.Fatal(err)
@@ -161,7 +166,7 @@ func TestTorture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		repo, err := readthrough.Register[Item](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond})
+		repo, err := readthrough.Register[Item](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: policies[i]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,16 +214,21 @@ func TestTorture(t *testing.T) {
 				}
 			})
 		}
-		// A writer through the library: commit, then invalidate.
+		// A writer through the library.
 		wg.Go(func() {
 			for chaos.Err() == nil {
 				id := rand.Int64N(nRows) + 1
-				if _, err := write(in.db, id); err != nil {
-					fail(err)
+				if i == 2 {
+					if _, err := write(in.db, id); err != nil {
+						fail(err)
+						return
+					}
+					// A Redis failure here leaves the row to the invalidator.
+					_ = in.repo.Invalidate(ctx, id)
+				} else if err := saveNext(ctx, in.db, in.repo, h, id); err != nil {
+					fail(fmt.Errorf("instance %d (%v): %w", i, policies[i], err))
 					return
 				}
-				// A Redis failure here leaves the row to the invalidator.
-				_ = in.repo.Invalidate(ctx, id)
 				libWrites.Add(1)
 				sleep(chaos, time.Duration(rand.Int64N(int64(5*time.Millisecond))))
 			}
@@ -303,6 +313,11 @@ func TestTorture(t *testing.T) {
 	var worst time.Duration
 	var over int
 	h.mu.Lock()
+	// Writers record concurrently, so a row's commits may have been appended out of
+	// version order.
+	for _, cs := range h.commits {
+		slices.SortFunc(cs, func(a, b commit) int { return int(a.ver - b.ver) })
+	}
 	for _, r := range h.reads {
 		s := h.staleness(r)
 		worst = max(worst, s)
@@ -311,7 +326,7 @@ func TestTorture(t *testing.T) {
 		}
 	}
 	h.mu.Unlock()
-	t.Logf("torture %v: %d reads, %d library writes, %d raw-SQL writes, %d worker kills, %d Redis restarts; worst staleness %v (bound %v)",
+	t.Logf("torture %v: %d reads, %d library writes (invalidate, write-through, raw+Invalidate), %d raw-SQL writes, %d worker kills, %d Redis restarts; worst staleness %v (bound %v)",
 		duration, reads.Load(), libWrites.Load(), sqlWrites.Load(), workerKills.Load(), redisRestarts.Load(), worst.Round(time.Millisecond), bound)
 	if over > 0 {
 		t.Fatalf("%d reads returned a row older than %v", over, bound)
@@ -319,6 +334,27 @@ func TestTorture(t *testing.T) {
 	if reads.Load() == 0 || workerKills.Load()+redisRestarts.Load() == 0 {
 		t.Fatal("the torture did nothing: no reads or no faults")
 	}
+}
+
+// saveNext writes the row's next version with the repository's Save inside a
+// transaction (the row locked, so versions stay serial); the policy's cache effect runs
+// after the commit.
+func saveNext(ctx context.Context, db *gorm.DB, repo *readthrough.Repository[Item], h *history, id int64) error {
+	var next Item
+	err := readthrough.Transaction(ctx, db, func(tx *readthrough.Tx) error {
+		var cur Item
+		if err := tx.DB().Raw(`SELECT * FROM items WHERE id = ? FOR UPDATE`, id).Scan(&cur).Error; err != nil {
+			return err
+		}
+		next = Item{ID: id, Ver: cur.Ver + 1, Val: rand.Int64()}
+		return repo.In(tx).Save(ctx, &next)
+	})
+	if err != nil {
+		return err
+	}
+	// Recorded after the cache effect: later than the commit, never earlier.
+	h.committed(id, next.Ver, time.Now())
+	return nil
 }
 
 // cachedStale reports whether the cache holds a version of row other than the database's.
