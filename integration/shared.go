@@ -97,3 +97,16 @@ func (s *Shared) Run(m *testing.M) int {
 	}
 	return code
 }
+
+// Eventually polls cond every 10ms until it holds, and fails the test naming what it
+// waited for if it does not within 20s.
+func Eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -125,7 +125,7 @@ func runStream(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler) *c
 			t.Errorf("stream: %v", err)
 		}
 	})
-	eventually(t, "stream connected", func() bool { return s.Stats().Connected })
+	integration.Eventually(t, "stream connected", func() bool { return s.Stats().Connected })
 	return s
 }
 
@@ -136,7 +136,7 @@ func (e *env) barrier(t *testing.T, id int64) {
 	t.Helper()
 	e.fill(t, id)
 	e.exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'barrier' WHERE id = %d`, id))
-	eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !e.cached(t, id) })
+	integration.Eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !e.cached(t, id) })
 }
 
 // stale returns the rows among 1..n whose cached entry differs from the database, and
@@ -291,7 +291,7 @@ func TestRedisPaused(t *testing.T) {
 	if stale, _ := e.stale(t, rows); len(stale) > 0 {
 		t.Errorf("stale rows:\n%s", strings.Join(stale, "\n"))
 	}
-	eventually(t, "the slot to confirm the caught-up changes", func() bool {
+	integration.Eventually(t, "the slot to confirm the caught-up changes", func() bool {
 		holds, _ := slotHolds(t, admin, e.slot, first)
 		return !holds
 	})
@@ -334,7 +334,7 @@ func TestPostgresRestarted(t *testing.T) {
 			t.Errorf("worker: %v", err)
 		}
 	})
-	eventually(t, "the worker to be ready", w.Ready)
+	integration.Eventually(t, "the worker to be ready", w.Ready)
 
 	load, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
@@ -365,15 +365,15 @@ func TestPostgresRestarted(t *testing.T) {
 		}
 	})
 
-	eventually(t, "commits before the restart", func() bool { return commits.Load() >= 100 })
+	integration.Eventually(t, "commits before the restart", func() bool { return commits.Load() >= 100 })
 	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer rcancel()
 	if err := srv.Restart(rctx); err != nil {
 		t.Fatal(err)
 	}
 	atRestart := commits.Load()
-	eventually(t, "commits after the restart", func() bool { return commits.Load() >= atRestart+200 })
-	eventually(t, "the worker to stream again", w.Ready)
+	integration.Eventually(t, "commits after the restart", func() bool { return commits.Load() >= atRestart+200 })
+	integration.Eventually(t, "the worker to stream again", w.Ready)
 	stopLoad()
 	wg.Wait()
 
@@ -406,7 +406,7 @@ func TestLargeTransaction(t *testing.T) {
 	runStream(t, e.dbURL, faultOptions(e.slot), inv)
 	e.fill(t, 1, rows/2, rows)
 	e.exec(t, `UPDATE widgets SET name = 'changed'`)
-	eventually(t, "the large transaction to be handled", func() bool { return inv.Stats().Transactions == 1 })
+	integration.Eventually(t, "the large transaction to be handled", func() bool { return inv.Stats().Transactions == 1 })
 	if e.cached(t, 1) || e.cached(t, rows/2) || e.cached(t, rows) {
 		t.Error("rows changed by the large transaction are still cached after it was handled")
 	}

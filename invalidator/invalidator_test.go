@@ -83,7 +83,7 @@ func (e *env) start(t *testing.T) *cdc.Stream {
 			t.Errorf("stream: %v", err)
 		}
 	})
-	eventually(t, "stream connected", func() bool { return s.Stats().Connected })
+	integration.Eventually(t, "stream connected", func() bool { return s.Stats().Connected })
 	return s
 }
 
@@ -120,17 +120,6 @@ func (e *env) fill(t *testing.T, ids ...int64) {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func (e *env) get(t *testing.T, id int64) (Widget, bool) {
 	t.Helper()
 	w, ok, err := e.repo.Get(context.Background(), id)
@@ -149,26 +138,26 @@ func TestRawSQLChanges(t *testing.T) {
 	e.fill(t, 1, 2, 3, 404, 300)
 
 	e.exec(t, `UPDATE widgets SET name = 'uno' WHERE id = 1`)
-	eventually(t, "updated row invalidated", func() bool { return !e.cached(t, 1) })
+	integration.Eventually(t, "updated row invalidated", func() bool { return !e.cached(t, 1) })
 	if w, _ := e.get(t, 1); w.Name != "uno" {
 		t.Fatalf("after UPDATE, Get = %+v", w)
 	}
 
 	e.exec(t, `DELETE FROM widgets WHERE id = 2`)
-	eventually(t, "deleted row invalidated", func() bool { return !e.cached(t, 2) })
+	integration.Eventually(t, "deleted row invalidated", func() bool { return !e.cached(t, 2) })
 	if _, ok := e.get(t, 2); ok {
 		t.Fatal("after DELETE, Get still finds the row")
 	}
 
 	e.exec(t, `INSERT INTO widgets (id, name) VALUES (404, 'found')`)
-	eventually(t, "negative entry of an inserted row cleared", func() bool { return !e.cached(t, 404) })
+	integration.Eventually(t, "negative entry of an inserted row cleared", func() bool { return !e.cached(t, 404) })
 	if w, ok := e.get(t, 404); !ok || w.Name != "found" {
 		t.Fatalf("after INSERT, Get = %+v, %v", w, ok)
 	}
 
 	// A primary-key change: the old key and the new key (cached as absent) both go.
 	e.exec(t, `UPDATE widgets SET id = 300 WHERE id = 3`)
-	eventually(t, "old and new keys invalidated", func() bool { return !e.cached(t, 3) && !e.cached(t, 300) })
+	integration.Eventually(t, "old and new keys invalidated", func() bool { return !e.cached(t, 3) && !e.cached(t, 300) })
 	if _, ok := e.get(t, 3); ok {
 		t.Fatal("after the key change, the old id is still found")
 	}
@@ -178,7 +167,7 @@ func TestRawSQLChanges(t *testing.T) {
 
 	e.fill(t, 1, 404, 300)
 	e.exec(t, `TRUNCATE widgets`)
-	eventually(t, "truncated table invalidated", func() bool { return !e.cached(t, 1) && !e.cached(t, 404) && !e.cached(t, 300) })
+	integration.Eventually(t, "truncated table invalidated", func() bool { return !e.cached(t, 1) && !e.cached(t, 404) && !e.cached(t, 300) })
 }
 
 // TestGapFlushesTable: rows cached before the worker's slot existed may have changed

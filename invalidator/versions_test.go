@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -17,7 +18,7 @@ func TestVersionAnnouncedLater(t *testing.T) {
 	e.start(t)
 	e.fill(t, 1)
 	e.exec(t, `UPDATE widgets SET name = 'uno' WHERE id = 1`)
-	eventually(t, "row 1 invalidated under the first version", func() bool { return !e.cached(t, 1) })
+	integration.Eventually(t, "row 1 invalidated under the first version", func() bool { return !e.cached(t, 1) })
 
 	// Another application caches the table under a version of its own.
 	cache, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second})
@@ -41,7 +42,7 @@ func TestVersionAnnouncedLater(t *testing.T) {
 		t.Fatal("row 2 not cached under the second version")
 	}
 	e.exec(t, `UPDATE widgets SET name = 'dos' WHERE id = 2`)
-	eventually(t, "row 2 invalidated under both versions", func() bool {
+	integration.Eventually(t, "row 2 invalidated under both versions", func() bool {
 		return e.rdb.Exists(t.Context(), k1, k2).Val() == 0
 	})
 	if w, _, err := v2.Get(t.Context(), int64(2)); err != nil || w.Name != "dos" {

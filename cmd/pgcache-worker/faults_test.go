@@ -95,7 +95,7 @@ func (p *proc) ready() bool {
 // waitReady waits until /readyz answers 200.
 func (p *proc) waitReady(t *testing.T) {
 	t.Helper()
-	eventually(t, "the worker to be ready", func() bool {
+	integration.Eventually(t, "the worker to be ready", func() bool {
 		if p.exited() {
 			t.Fatalf("the worker exited (%v) before it was ready", p.state)
 		}
@@ -226,7 +226,7 @@ func (f *fixture) cached(t *testing.T, id int64) bool {
 func (f *fixture) fill(t *testing.T, ids ...int64) {
 	t.Helper()
 	for _, id := range ids {
-		eventually(t, fmt.Sprintf("row %d to be cached by a read", id), func() bool {
+		integration.Eventually(t, fmt.Sprintf("row %d to be cached by a read", id), func() bool {
 			if _, _, err := f.repo.Get(context.Background(), id); err != nil {
 				t.Fatal(err)
 			}
@@ -242,7 +242,7 @@ func (f *fixture) barrier(t *testing.T, id int64) {
 	t.Helper()
 	f.fill(t, id)
 	f.exec(t, `UPDATE widgets SET name = 'barrier' WHERE id = ?`, id)
-	eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !f.cached(t, id) })
+	integration.Eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !f.cached(t, id) })
 }
 
 // stale returns the rows among 1..n whose cached entry differs from the database, and
@@ -451,7 +451,7 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 	}
 	adminDB, _ := admin.DB()
 	defer adminDB.Close()
-	eventually(t, "the slot to be dropped", func() bool {
+	integration.Eventually(t, "the slot to be dropped", func() bool {
 		return admin.Exec(`SELECT pg_drop_replication_slot(?)`, slot).Error == nil
 	})
 
@@ -480,7 +480,7 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 	f.exec(t, `INSERT INTO widgets (id, name) VALUES (4040, 'inserted with no slot')`)
 
 	w = startWorker(t, args...)
-	eventually(t, "the worker to be ready", func() bool {
+	integration.Eventually(t, "the worker to be ready", func() bool {
 		if w.exited() {
 			t.Fatalf("the worker exited (%v)", w.state)
 		}
@@ -521,7 +521,7 @@ func TestStandbyTakeover(t *testing.T) {
 	standby := startWorker(t, args...)
 	// Let the standby wait until its next wait would be the default MaxBackoff, 10s,
 	// were waits on a slot in use not capped.
-	eventually(t, "the standby to retry", func() bool {
+	integration.Eventually(t, "the standby to retry", func() bool {
 		if standby.exited() {
 			t.Fatalf("the standby exited (%v) while the slot was in use", standby.state)
 		}
@@ -532,14 +532,14 @@ func TestStandbyTakeover(t *testing.T) {
 	}
 	f.fill(t, 1)
 	f.exec(t, `UPDATE widgets SET name = 'seen by the active worker' WHERE id = 1`)
-	eventually(t, "the active worker to invalidate row 1", func() bool { return !f.cached(t, 1) })
+	integration.Eventually(t, "the active worker to invalidate row 1", func() bool { return !f.cached(t, 1) })
 
 	f.fill(t, 2)
 	active.kill(t)
 	killed := time.Now()
 	f.exec(t, `UPDATE widgets SET name = 'seen by the standby' WHERE id = 2`)
 	var readyAfter time.Duration
-	eventually(t, "the standby to invalidate row 2", func() bool {
+	integration.Eventually(t, "the standby to invalidate row 2", func() bool {
 		if readyAfter == 0 && standby.ready() {
 			readyAfter = time.Since(killed)
 		}

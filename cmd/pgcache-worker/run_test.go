@@ -147,7 +147,7 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	eventually(t, "/readyz 200", func() bool { code, _ := get("/readyz"); return code == 200 })
+	integration.Eventually(t, "/readyz 200", func() bool { code, _ := get("/readyz"); return code == 200 })
 	if code, _ := get("/healthz"); code != 200 {
 		t.Fatalf("/healthz %d", code)
 	}
@@ -159,8 +159,8 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 	if err := db.Exec(`UPDATE widgets SET name = 'new' WHERE id = 1`).Error; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "key deleted", func() bool { return rdb.Exists(ctx, key).Val() == 0 })
-	eventually(t, "metrics", func() bool {
+	integration.Eventually(t, "key deleted", func() bool { return rdb.Exists(ctx, key).Val() == 0 })
+	integration.Eventually(t, "metrics", func() bool {
 		_, body := get("/metrics")
 		return strings.Contains(body, "pgcache_keys_deleted_total 1") && strings.Contains(body, "pgcache_slot_active 1")
 	})
@@ -176,16 +176,5 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"msg":"pgcache-worker stopped"`) {
 		t.Fatalf("no JSON stop log:\n%s", logs.String())
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -74,7 +74,7 @@ func TestCluster(t *testing.T) {
 			t.Errorf("worker: %v", err)
 		}
 	}()
-	eventually(t, "worker ready", w.Ready)
+	integration.Eventually(t, "worker ready", w.Ready)
 
 	ids := make([]any, 200)
 	for i := range ids {
@@ -113,7 +113,7 @@ func TestCluster(t *testing.T) {
 	if err := db.Exec(`UPDATE widgets SET name = 'changed' WHERE id IN (1, 2, 3)`).Error; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "changed rows invalidated", func() bool {
+	integration.Eventually(t, "changed rows invalidated", func() bool {
 		for _, id := range []int64{1, 2, 3} {
 			key, _ := repo.Key(id)
 			if rdb.Exists(ctx, key).Val() != 0 {
@@ -130,7 +130,7 @@ func TestCluster(t *testing.T) {
 	if err := db.Exec(`TRUNCATE widgets`).Error; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "table flushed on every master", func() bool {
+	integration.Eventually(t, "table flushed on every master", func() bool {
 		for _, id := range ids {
 			key, _ := repo.Key(id)
 			if rdb.Exists(ctx, key).Val() != 0 {
@@ -139,15 +139,4 @@ func TestCluster(t *testing.T) {
 		}
 		return true
 	})
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

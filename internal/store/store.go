@@ -80,9 +80,6 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 
 // GetMany returns the entries of ks in one round trip (pipelined; a Cluster client
 // sends one pipeline per node). A nil element is a miss.
-//
-// Scripts in pipelines are sent with EVAL, not EVALSHA: a pipeline cannot fall back
-// when the server does not know the script yet.
 func (s *Store) GetMany(ctx context.Context, ks []keys.Key) ([][]byte, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
@@ -172,7 +169,9 @@ func (s *Store) TakeLease(ctx context.Context, m Model, k keys.Key, d time.Durat
 	return ls[0], nil
 }
 
-// TakeLeases is TakeLease for many rows in one round trip.
+// TakeLeases is TakeLease for many rows in one round trip. Scripts in pipelines are
+// sent with EVAL, not EVALSHA: a pipeline cannot fall back when the server does not
+// know the script yet.
 func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.Duration) ([]Lease, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
