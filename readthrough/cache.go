@@ -37,6 +37,11 @@ var (
 	// ErrZeroKey reports a write-back write of a row whose primary key is not set: the
 	// row reaches Postgres later, so Postgres cannot assign the key.
 	ErrZeroKey = errors.New("readthrough: write-back needs the primary key set before the write")
+	// ErrRedisUnavailable reports a read of a write-back model while Redis does not
+	// answer. Postgres may lack writes already acknowledged and not yet flushed, so the
+	// read fails rather than return an older row; models under the other policies read
+	// Postgres instead.
+	ErrRedisUnavailable = errors.New("readthrough: Redis unavailable; a write-back model is not read from Postgres alone")
 )
 
 // Options configure a Cache. The zero value is ready to use.

@@ -34,7 +34,9 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	if !r.inTx {
 		var err error
 		if entries, err = r.store.GetMany(ctx, ks); err != nil {
-			r.redisFailed(err)
+			if err := r.fallBack(err); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if entries == nil {
@@ -101,7 +103,9 @@ func (r *Repository[T]) fillMany(ctx context.Context, ids []any, ks []keys.Key, 
 	}
 	leases, err := r.store.TakeLeases(ctx, r.reg, mks, r.opts.FenceDuration)
 	if err != nil {
-		r.redisFailed(err)
+		if err := r.fallBack(err); err != nil {
+			return err
+		}
 		loaded, err := r.loadMany(ctx, pick(ids, missing))
 		if err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
+	"github.com/pgcache/pgcache/writepolicy"
 )
 
 // Repository is the cached repository of model T: reads (Get, GetMany) and writes
@@ -74,6 +75,11 @@ const (
 // Writes through a repository bound to a transaction this way return ErrUntrackedTx:
 // the repository cannot see the commit, after which their cache effects must happen.
 // Use In with a Tx from Transaction or WrapTx instead.
+//
+// db must reach the primary. Misses fill the cache from db, and a replica that lags
+// would fill it with rows older than the invalidations already done, which nothing
+// would remove until the entry's TTL. The same holds for the *gorm.DB given to New
+// (GORM's dbresolver, for one, sends reads to replicas unless told otherwise).
 func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 	c := r.clone()
 	c.db, c.tx = db, nil
@@ -100,8 +106,9 @@ func (r *Repository[T]) Stats() Stats { return r.stats.snapshot() }
 // is no such row. For a composite primary key pass id as []any with the values in the
 // order the key's fields are declared.
 //
-// Redis failures are not returned: they are counted in Stats.Errors and the row is read
-// from Postgres. The error is a database error or a bad id.
+// Redis failures are counted in Stats.Errors and the row is read from Postgres, except
+// for write-back models: Postgres may lack their acknowledged writes, so Get returns
+// ErrRedisUnavailable. Otherwise the error is a database error or a bad id.
 func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err error) {
 	if r.inTx {
 		return r.load(ctx, id)
@@ -112,7 +119,9 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 	}
 	entry, cached, err := r.store.Get(ctx, k)
 	if err != nil {
-		r.redisFailed(err)
+		if err := r.fallBack(err); err != nil {
+			return row, false, err
+		}
 		return r.load(ctx, id)
 	}
 	if cached {
@@ -193,7 +202,9 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, e
 	for {
 		lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
 		if err != nil {
-			r.redisFailed(err)
+			if err := r.fallBack(err); err != nil {
+				return nil, err
+			}
 			return r.loadEntry(ctx, id)
 		}
 		switch lease.State {
@@ -370,6 +381,16 @@ func (r *Repository[T]) Invalidate(ctx context.Context, ids ...any) error {
 		return fmt.Errorf("readthrough: invalidate %s: %w", r.model.schema.Name, err)
 	}
 	r.stats.invalidations.Add(uint64(len(ks)))
+	return nil
+}
+
+// fallBack counts a failed Redis read and says whether the read may go on in Postgres:
+// nil, unless the model is write-back.
+func (r *Repository[T]) fallBack(err error) error {
+	r.redisFailed(err)
+	if r.opts.WritePolicy == writepolicy.WriteBack {
+		return fmt.Errorf("%w: %s: %w", ErrRedisUnavailable, r.model.schema.Name, err)
+	}
 	return nil
 }
 

@@ -522,6 +522,56 @@ func TestRedisDownWrites(t *testing.T) {
 	// may not have happened, whole. The stopped server never got it.
 }
 
+// TestWriteBackReadsRedisDown: while Redis is down, a write-back model is not read from
+// Postgres, which lacks its acknowledged, unflushed writes: Get and GetMany fail with
+// ErrRedisUnavailable. Models under the other policies read Postgres. Once Redis is
+// back, reads return the pending write.
+func TestWriteBackReadsRedisDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := ctxT(t)
+	rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFAlways})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	register := func(p writepolicy.Policy) *readthrough.Repository[Widget] {
+		c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return repo
+	}
+	back, plain := register(writepolicy.WriteBack), register(writepolicy.Invalidate)
+	if err := e.db.Create(&Widget{ID: 1, Name: "in postgres"}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Save(ctx, &Widget{ID: 1, Name: "acknowledged"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w, ok, err := back.Get(ctx, int64(1)); !errors.Is(err, readthrough.ErrRedisUnavailable) {
+		t.Fatalf("write-back Get with Redis down = %+v, %v, %v; want ErrRedisUnavailable", w, ok, err)
+	}
+	if ws, err := back.GetMany(ctx, int64(1), int64(2)); !errors.Is(err, readthrough.ErrRedisUnavailable) {
+		t.Fatalf("write-back GetMany with Redis down = %+v, %v; want ErrRedisUnavailable", ws, err)
+	}
+	if w, ok, err := plain.Get(ctx, int64(1)); err != nil || !ok || w.Name != "in postgres" {
+		t.Fatalf("invalidate-policy Get with Redis down = %+v, %v, %v; want the Postgres row", w, ok, err)
+	}
+	if err := rd.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	integration.Eventually(t, "the pending write read back", func() bool {
+		w, ok, err := back.Get(ctx, int64(1))
+		return err == nil && ok && w.Name == "acknowledged"
+	})
+}
+
 // TestWriteBackConfig: write-back needs one Redis for its script, and bad policies
 // and durability options are refused at Register.
 func TestWriteBackConfig(t *testing.T) {
