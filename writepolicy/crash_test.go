@@ -300,4 +300,22 @@ func TestFlusherKilledHoldingEntries(t *testing.T) {
 	if n := len(e.rows(t)); n != 8 {
 		t.Fatalf("%d rows in Postgres, want 8", n)
 	}
+
+	// Stopped flushers, the dead child emptied by the claim and the first flusher, are
+	// removed from the group once idle for ten times ClaimAfter; a live one stays.
+	survivor := e.flusher(t, writepolicy.FlusherOptions{ClaimAfter: 100 * time.Millisecond, Consumer: "survivor"})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- survivor.Run(rctx) }()
+	err := poll(30*time.Second, func() (bool, error) {
+		cs, err := e.rdb.XInfoConsumers(ctx, e.prefix+":journal", "pgcache-flushers").Result()
+		return len(cs) == 1 && cs[0].Name == "survivor", err
+	})
+	cancel()
+	if rerr := <-done; rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Fatalf("stopped consumers not removed: %v (%v)", err, e.rdb.XInfoConsumers(ctx, e.prefix+":journal", "pgcache-flushers").Val())
+	}
 }

@@ -55,7 +55,8 @@ type FlusherOptions struct {
 	RetryBackoff, MaxBackoff time.Duration
 	// ClaimAfter is how long an entry delivered to a flusher may stay unacknowledged
 	// before another flusher claims it (the first one is taken for dead). It must be
-	// well above the time a batch takes. Default 30s.
+	// well above the time a batch takes. Default 30s. A consumer that holds nothing and
+	// has been idle for ten times ClaimAfter is removed from the group.
 	ClaimAfter time.Duration
 	// ApplyTimeout bounds one Postgres transaction. Default 30s.
 	ApplyTimeout time.Duration
@@ -212,6 +213,7 @@ func (f *Flusher) Run(ctx context.Context) error {
 				f.stats.claimed.Add(uint64(len(got)))
 				if claimStart == "0-0" || claimStart == "" {
 					claimStart, nextClaim = "0-0", now.Add(claimEvery)
+					f.prune(ctx)
 				}
 			}
 		case room > 0 && own:
@@ -260,6 +262,19 @@ func (f *Flusher) Run(ctx context.Context) error {
 			continue
 		}
 		bo.reset()
+	}
+}
+
+// prune forgets consumers that stopped: those idle for ten times ClaimAfter, whose
+// entries were claimed since. Failures are only logged: the next sweep tries again.
+func (f *Flusher) prune(ctx context.Context) {
+	n, err := f.store.PruneConsumers(ctx, f.journal, f.opts.Group, f.opts.Consumer, 10*f.opts.ClaimAfter)
+	if err != nil {
+		f.failed("prune consumers", err)
+		return
+	}
+	if n > 0 {
+		f.log.Info("writepolicy: removed stopped flushers from the consumer group", slog.Int("consumers", n))
 	}
 }
 

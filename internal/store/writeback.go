@@ -485,3 +485,31 @@ func (s *Store) evalShaMany(ctx context.Context, script *redis.Script, n int, ca
 	}, script)
 	return cmds, err
 }
+
+// pruneScript deletes from group ARGV[1] of the stream KEYS[1] every consumer other than
+// ARGV[2] that holds no pending entry and has been idle for more than ARGV[3]
+// milliseconds, and returns how many it deleted. Checking and deleting in one script
+// means a consumer cannot take an entry between the two, which DELCONSUMER would lose.
+var pruneScript = redis.NewScript(`
+local n = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+	local f = {}
+	for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+	if f['name'] ~= ARGV[2] and tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[3]) then
+		redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+		n = n + 1
+	end
+end
+return n`)
+
+// PruneConsumers deletes the consumers of group that hold nothing and have been idle
+// longer than idle: flushers that stopped, whose entries were claimed by others.
+func (s *Store) PruneConsumers(ctx context.Context, journal, group, self string, idle time.Duration) (int, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	n, err := pruneScript.Run(ctx, s.rdb, []string{journal}, group, self, idle.Milliseconds()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("store: prune consumers of %s: %w", group, err)
+	}
+	return n, nil
+}
