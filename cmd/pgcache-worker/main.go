@@ -7,6 +7,11 @@
 //
 //	pgcache-worker -postgres URL -redis HOST:PORT -tables users,orders [flags]
 //
+// With -writeback it also runs a write-back flusher (writepolicy.Flusher) for the
+// applications under -prefix, applying their journaled writes to Postgres; give each
+// replica a stable -writeback-consumer so that a restarted worker takes its pending
+// entries back at once instead of after -writeback-claim-after.
+//
 // Every flag can also be set through the environment variable named in its help.
 // It serves /healthz, /readyz and /metrics (Prometheus) on -listen, logs JSON to stderr,
 // and on SIGTERM or SIGINT finishes the transaction at hand, confirms it and exits 0.

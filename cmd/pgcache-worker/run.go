@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/invalidator"
+	"github.com/pgcache/pgcache/writepolicy"
 )
 
 // Exit codes.
@@ -36,6 +41,11 @@ const (
 type config struct {
 	postgres, redis, prefix, slot, publication, tables, listen, logLevel string
 	statusInterval                                                       time.Duration
+
+	// writeBack runs a write-back flusher beside the invalidator.
+	writeBack         bool
+	writeBackConsumer string
+	claimAfter        time.Duration
 }
 
 func parse(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -56,18 +66,25 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	str(&c.tables, "tables", "PGCACHE_TABLES", "", `tables to watch, comma-separated: "table" or "schema.table"`)
 	str(&c.listen, "listen", "PGCACHE_LISTEN", ":9187", "address for /healthz, /readyz and /metrics")
 	str(&c.logLevel, "log-level", "PGCACHE_LOG_LEVEL", "info", "debug, info, warn or error")
-	interval := "10s"
-	if v := getenv("PGCACHE_STATUS_INTERVAL"); v != "" {
-		interval = v
+	str(&c.writeBackConsumer, "writeback-consumer", "PGCACHE_WRITEBACK_CONSUMER", "",
+		"this flusher's name in the journal's consumer group; keep it stable per replica so a restart takes its entries back at once (default: host, pid and random bytes)")
+	var intervalStr, claimStr string
+	str(&intervalStr, "status-interval", "PGCACHE_STATUS_INTERVAL", "10s", "how often to confirm the position to Postgres")
+	writeBackEnv, err := envBool(getenv, "PGCACHE_WRITEBACK")
+	if err != nil {
+		return c, err
 	}
-	var intervalStr string
-	fs.StringVar(&intervalStr, "status-interval", interval, "how often to confirm the position to Postgres ($PGCACHE_STATUS_INTERVAL)")
+	fs.BoolVar(&c.writeBack, "writeback", writeBackEnv, "also flush the write-back writes of the applications under -prefix to Postgres ($PGCACHE_WRITEBACK)")
+	str(&claimStr, "writeback-claim-after", "PGCACHE_WRITEBACK_CLAIM_AFTER", "30s",
+		"how long a journal entry held by a flusher that stopped may wait before this one claims it")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	var err error
 	if c.statusInterval, err = time.ParseDuration(intervalStr); err != nil {
 		return c, fmt.Errorf("-status-interval %q: %v", intervalStr, err)
+	}
+	if c.claimAfter, err = time.ParseDuration(claimStr); err != nil {
+		return c, fmt.Errorf("-writeback-claim-after %q: %v", claimStr, err)
 	}
 	switch {
 	case c.postgres == "":
@@ -78,6 +95,19 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 		return c, errors.New("-tables (or $PGCACHE_TABLES) is required: name the tables whose rows are cached")
 	}
 	return c, nil
+}
+
+// envBool reads a boolean environment variable; unset is false.
+func envBool(getenv func(string) string, name string) (bool, error) {
+	v := getenv(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("$%s=%q: want true or false", name, v)
+	}
+	return b, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
@@ -122,8 +152,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return exitConfig
 	}
 
+	var flusher *writepolicy.Flusher
+	if cfg.writeBack {
+		db, err := gorm.Open(postgres.Open(cfg.postgres), &gorm.Config{Logger: logger.Discard})
+		if err != nil {
+			log.Error("bad configuration", slog.String("flag", "-postgres"), slog.Any("error", err))
+			return exitConfig
+		}
+		if sqlDB, err := db.DB(); err == nil {
+			defer sqlDB.Close()
+		}
+		flusher, err = writepolicy.NewFlusher(db, rdb, writepolicy.FlusherOptions{
+			Prefix: cfg.prefix, Consumer: cfg.writeBackConsumer, ClaimAfter: cfg.claimAfter, Logger: log,
+		})
+		if err != nil {
+			log.Error("bad configuration", slog.Any("error", err))
+			return exitConfig
+		}
+	}
+
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, w)
+	if flusher != nil {
+		registerFlusherMetrics(reg, flusher)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(rw http.ResponseWriter, _ *http.Request) { fmt.Fprintln(rw, "ok") })
 	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
@@ -162,6 +214,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return err
 	})
+	if flusher != nil {
+		// Run returns nil once ctx ends and the entries it holds are applied.
+		g.Go(func() error { return flusher.Run(gctx) })
+	}
 	err = g.Wait()
 	switch {
 	case err == nil:
@@ -220,4 +276,28 @@ func registerMetrics(reg *prometheus.Registry, w *invalidator.Worker) {
 	counter("tables_flushed_total", "Whole-table invalidations.", func() float64 { return float64(w.Stats().TablesFlushed) })
 	counter("redis_errors_total", "Failed Redis attempts.", func() float64 { return float64(w.Stats().Errors) })
 	counter("reconnects_total", "Reconnections to Postgres.", func() float64 { return float64(w.StreamStats().Reconnects) })
+}
+
+// registerFlusherMetrics exports the write-back flusher's counters and its backlog.
+func registerFlusherMetrics(reg *prometheus.Registry, f *writepolicy.Flusher) {
+	counter := func(name, help string, get func(writepolicy.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "pgcache", Subsystem: "writeback", Name: name, Help: help},
+			func() float64 { return float64(get(f.Stats())) }))
+	}
+	counter("applied_total", "Rows written to Postgres.", func(s writepolicy.Stats) uint64 { return s.Applied })
+	counter("batches_total", "Postgres transactions committed.", func(s writepolicy.Stats) uint64 { return s.Batches })
+	counter("superseded_total", "Journal entries skipped: a newer write of the row was pending, or a replay.", func(s writepolicy.Stats) uint64 { return s.Superseded })
+	counter("dead_letters_total", "Writes given up on and moved to the dead-letter stream.", func(s writepolicy.Stats) uint64 { return s.DeadLettered })
+	counter("errors_total", "Failures of Redis or Postgres, retried.", func(s writepolicy.Stats) uint64 { return s.Errors })
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "pgcache", Subsystem: "writeback", Name: "backlog",
+		Help: "Journal entries not yet applied (-1 when Redis does not answer)."},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			n, err := f.Backlog(ctx)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}))
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writepolicy"
 )
 
 var servers integration.Shared
@@ -88,6 +89,7 @@ func TestExitCodes(t *testing.T) {
 		want int
 	}{
 		{"no flags", nil, exitConfig},
+		{"bad writeback env", []string{"-postgres", db.RoleURL, "-redis", rd.Addr(), "-tables", "widgets"}, exitConfig},
 		{"bad slot", []string{"-postgres", db.RoleURL, "-redis", rd.Addr(), "-tables", "widgets", "-slot", "Bad-Slot"}, exitConfig},
 		{"redis unreachable", []string{"-postgres", db.RoleURL, "-redis", "127.0.0.1:1", "-tables", "widgets"}, exitNoRedis},
 		{"wal_level replica", []string{"-postgres", replica.URL(), "-redis", rd.Addr(), "-tables", "widgets", "-slot", "s_wal"}, exitWalLevel},
@@ -98,7 +100,11 @@ func TestExitCodes(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			args := append(tc.args, "-listen", freeAddr(t))
-			if got := run(ctx, args, noEnv, &logs); got != tc.want {
+			env := noEnv
+			if tc.name == "bad writeback env" {
+				env = func(k string) string { return map[string]string{"PGCACHE_WRITEBACK": "yes please"}[k] }
+			}
+			if got := run(ctx, args, env, &logs); got != tc.want {
 				t.Fatalf("exit %d, want %d; logs:\n%s", got, tc.want, logs.String())
 			}
 		})
@@ -176,5 +182,65 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"msg":"pgcache-worker stopped"`) {
 		t.Fatalf("no JSON stop log:\n%s", logs.String())
+	}
+}
+
+// With -writeback the worker applies the journaled writes of a write-back model that
+// the application saved without running a flusher of its own.
+func TestWorkerFlushesWriteBack(t *testing.T) {
+	t.Parallel()
+	pg := servers.Postgres(t).NewDatabase(t)
+	rd := servers.Redis(t)
+	prefix := rd.Prefix(t)
+	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AutoMigrate(&Widget{}); err != nil {
+		t.Fatal(err)
+	}
+	cache, _ := readthrough.New(db, rd.Client(t), readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
+	repo, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := repo.Save(ctx, &Widget{ID: 7, Name: "pending"}); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	if err := db.Model(&Widget{}).Count(&n).Error; err != nil || n != 0 {
+		t.Fatalf("before the worker: %d rows in Postgres (%v), want 0", n, err)
+	}
+
+	addr := freeAddr(t)
+	var logs syncBuffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"-postgres", pg.RoleURL, "-redis", rd.Addr(), "-prefix", prefix, "-tables", "widgets",
+			"-slot", "s_" + pg.Name, "-listen", addr, "-writeback", "-writeback-consumer", "worker-1"}, noEnv, &logs)
+	}()
+	integration.Eventually(t, "the write in Postgres", func() bool {
+		var w Widget
+		return db.Where("id = 7").Take(&w).Error == nil && w.Name == "pending"
+	})
+	integration.Eventually(t, "flusher metrics", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "pgcache_writeback_applied_total 1") && strings.Contains(string(b), "pgcache_writeback_backlog 0")
+	})
+	cancel()
+	select {
+	case code := <-exit:
+		if code != exitOK {
+			t.Fatalf("exit %d, want 0; logs:\n%s", code, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker did not stop")
 	}
 }

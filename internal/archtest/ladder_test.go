@@ -21,7 +21,7 @@ var ladder = map[string][]string{
 	"writepolicy":        {"keys", "internal/store"},
 	"readthrough":        {"keys", "internal/store", "writepolicy"},
 	"invalidator":        {"keys", "cdc", "internal/store"},
-	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator"},
+	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writepolicy"},
 	"integration":        {},
 	"internal/archtest":  {},
 	// Test-only packages and tools: their non-test code imports nothing of the module
