@@ -37,8 +37,10 @@
 // and once more when Run stops. Replication starts at 0/0, which makes the server resume
 // at the slot's confirmed position. So delivery is at least once: a crash or an error
 // re-delivers every transaction after the last confirmed position, and handlers must be
-// idempotent. Transactions are handled synchronously in the receive loop; see
-// [Handler] for what that means for slow handlers.
+// idempotent. The Stream receives and decodes ahead of the handler, a bounded number of
+// transactions at a time, while the handler works on earlier ones (see [Stream.Run]):
+// what was received but not handled is never confirmed, and is delivered again after
+// an error. A [BatchHandler] takes every transaction waiting in one call.
 //
 // # Gaps
 //
@@ -47,8 +49,11 @@
 // invalidated it (wal_status lost: it is dropped and created again), when the
 // publication had to be created while the slot already existed (the slot is recreated),
 // and when tables were added to the publication. Run does not stream until Gap returned
-// nil. One window remains: if the process dies after creating the slot and before Gap
-// returns, the next run finds the slot and does not call Gap.
+// nil. A process that dies after creating the slot and before Gap returns would find
+// the slot on its next run and no sign of the gap; a handler that is also a
+// [GapRecorder] closes that window: Run records each gap through it before opening the
+// gap and replays the recorded ones at the start of every session. The invalidator's
+// handler is one.
 //
 // # What it needs from Postgres
 //

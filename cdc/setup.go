@@ -27,7 +27,40 @@ const (
 	// GapTableAdded: the tables were added to the publication, so their earlier
 	// changes were not streamed.
 	GapTableAdded = "table added to publication"
+	// GapRecorded: a gap recorded through [GapRecorder] before it opened, whose Gap
+	// call never returned nil: the process died or failed in between.
+	GapRecorded = "gap recorded by an earlier run"
 )
+
+// GapRecorder is a [Handler] that records gaps durably, which closes the one window
+// Gap alone leaves open: a process that dies after the slot was created (or tables
+// were added to the publication) and before Gap returned would, on its next run, find
+// the slot and no gap. With a GapRecorder, Run records the gap before opening it and
+// calls Gap for every recorded table at the start of each session.
+type GapRecorder interface {
+	Handler
+	// RecordGap stores durably that tables owe a Gap call. Run calls it before it
+	// creates or recreates the slot, creates the publication or adds tables to it, and
+	// goes no further until it returns nil.
+	RecordGap(ctx context.Context, tables []string, reason string) error
+	// RecordedGap returns the tables recorded and not yet cleared. Gap returning nil
+	// for tables must clear their records. Run calls RecordedGap as each session
+	// starts, once it found the slot free (not while a standby waits for it), and
+	// passes what it returns to Gap, with reason GapRecorded, before streaming.
+	RecordedGap(ctx context.Context) ([]string, error)
+}
+
+// recordGap records a gap about to open, when the handler can.
+func (s *Stream) recordGap(ctx context.Context, tables []string, reason string) error {
+	r, ok := s.h.(GapRecorder)
+	if !ok {
+		return nil
+	}
+	if err := r.RecordGap(ctx, tables, reason); err != nil {
+		return fmt.Errorf("cdc: handler: RecordGap(%q): %w", reason, err)
+	}
+	return nil
+}
 
 // queryTimeout bounds each catalog query and the connection attempts of a session.
 // Creating a slot is not bounded: it waits for running transactions to end.
@@ -111,7 +144,23 @@ func (s *Stream) prepare(ctx context.Context) (LSN, error) {
 	if err != nil {
 		return 0, err
 	}
-	return s.ensureSlot(ctx, conn, pubCreated)
+	lsn, err := s.ensureSlot(ctx, conn, pubCreated)
+	if err != nil {
+		return 0, err
+	}
+	// Read only once the slot is free for this session: a standby that read them while
+	// another process held the slot would take that process's records, soon cleared, for
+	// its own and flush the tables when it takes over.
+	if r, ok := s.h.(GapRecorder); ok {
+		recorded, err := r.RecordedGap(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("cdc: handler: RecordedGap: %w", err)
+		}
+		if len(recorded) > 0 {
+			s.gap.add(GapRecorded, recorded)
+		}
+	}
+	return lsn, nil
 }
 
 func (s *Stream) checkServer(ctx context.Context, conn *pgx.Conn) error {
@@ -188,6 +237,10 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 		FROM pg_publication WHERE pubname = $1`, s.opts.Publication).
 		Scan(&allTables, &ins, &upd, &del, &trunc, &ownsPub, &pubOwner)
 	if errors.Is(err, pgx.ErrNoRows) {
+		// Should the slot exist, it is recreated below; record that first.
+		if err := s.recordGap(ctx, s.opts.Tables, GapPublicationCreated); err != nil {
+			return false, err
+		}
 		return true, s.createPublication(qctx, conn, tables)
 	}
 	if err != nil {
@@ -231,13 +284,16 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 	if err := checkOwned(missing, pub); err != nil {
 		return false, err
 	}
-	sql := "ALTER PUBLICATION " + pub + " ADD TABLE " + tableList(missing)
-	if _, err := conn.Exec(qctx, sql); err != nil {
-		return false, classify(sql, err)
-	}
 	specs := make([]string, len(missing))
 	for i, t := range missing {
 		specs[i] = t.spec
+	}
+	if err := s.recordGap(ctx, specs, GapTableAdded); err != nil {
+		return false, err
+	}
+	sql := "ALTER PUBLICATION " + pub + " ADD TABLE " + tableList(missing)
+	if _, err := conn.Exec(qctx, sql); err != nil {
+		return false, classify(sql, err)
 	}
 	s.log.Info("cdc: added tables to the publication", slog.String(logPublication, s.opts.Publication), slog.Any(logTables, specs))
 	s.gap.add(GapTableAdded, specs)
@@ -354,6 +410,9 @@ func (s *Stream) ensureSlot(ctx context.Context, conn *pgx.Conn, pubCreated bool
 
 func (s *Stream) createSlot(ctx context.Context, conn *pgx.Conn, reason string) (LSN, error) {
 	slot := s.opts.Slot
+	if err := s.recordGap(ctx, s.opts.Tables, reason); err != nil {
+		return 0, err
+	}
 	var text string
 	// No timeout: creating a logical slot waits for the transactions running now to end.
 	err := conn.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, slot).Scan(&text)
@@ -367,7 +426,7 @@ func (s *Stream) createSlot(ctx context.Context, conn *pgx.Conn, reason string) 
 	s.staleSlot = ""
 	s.log.Info("cdc: created the replication slot", slog.String(logLSN, lsn.String()), slog.String(logReason, reason))
 	// The slot exists from here on; should the process die before Gap returns, the
-	// next run finds the slot and does not call Gap (see the package documentation).
+	// next run finds the slot and calls Gap only if the handler is a GapRecorder.
 	s.gap.add(reason, s.opts.Tables)
 	return lsn, nil
 }

@@ -15,10 +15,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sync/errgroup"
 )
 
 // Handler receives whole committed transactions of the published tables, in commit
-// order. The Stream calls it from the goroutine running [Stream.Run], one call at a time.
+// order. The Stream calls it from a goroutine of its own, one call at a time, while
+// another goroutine goes on receiving and decoding the transactions that follow (up to a
+// bound; see [Stream.Run]).
 //
 // Delivery is at least once: a transaction is confirmed to the slot only after Handle
 // returned nil for it, and everything after the last confirmed position is delivered
@@ -36,13 +39,32 @@ type Handler interface {
 	// error Run calls it again, after backoff, before streaming anything.
 	Gap(ctx context.Context, tables []string, reason string) error
 	// Handle handles one transaction. An error stops the stream; after backoff it
-	// resumes from the last confirmed position, so tx is delivered again.
+	// resumes from the last confirmed position, so tx is delivered again, and so is
+	// every transaction received after it. ctx is cancelled when Run stops or the
+	// connection fails; the transaction is then delivered again too.
 	//
-	// While Handle runs the stream does not read from the server, so it cannot answer
-	// the server's keepalives: a handler that takes longer than the server's
-	// wal_sender_timeout (60s by default) gets the connection closed under it, and
-	// the transaction is delivered again on the next one.
+	// A slow Handle holds back only the confirmed position: the stream keeps reporting
+	// it to the server while Handle runs, so the server does not time the connection
+	// out however long Handle takes.
 	Handle(ctx context.Context, tx *Tx) error
+}
+
+// BatchHandler is a [Handler] that can handle several transactions in one call, so that
+// a backlog of small transactions costs one round trip to wherever the handler writes
+// for many of them. When the Handler given to [NewStream] is a BatchHandler, the
+// Stream calls HandleBatch instead of Handle, with every transaction received and not
+// yet handled.
+//
+// Beware of embedding: a type that embeds a BatchHandler and overrides only Handle is
+// itself a BatchHandler, and its Handle is not called.
+type BatchHandler interface {
+	Handler
+	// HandleBatch handles consecutive transactions, at least one, in commit order, as
+	// Handle would one after the other; each has at least one change. It returns nil
+	// only when all of them are handled: the end of the last one is then confirmed. An
+	// error confirms none of them; every one is delivered again. The slice is the
+	// handler's to keep.
+	HandleBatch(ctx context.Context, txs []*Tx) error
 }
 
 // Stats is a snapshot of a Stream's progress.
@@ -60,6 +82,10 @@ type Stats struct {
 	Reconnects uint64
 	// Connected reports whether the stream is receiving from the slot now.
 	Connected bool
+	// Pending counts the transactions received and not yet handled: waiting for the
+	// handler, or being handled. They are dropped, to be delivered again, when the
+	// connection ends.
+	Pending int
 }
 
 // Stream streams the changes of a set of tables from a logical replication slot to a
@@ -74,13 +100,14 @@ type Stream struct {
 
 	running atomic.Bool
 
-	// Owned by the goroutine in Run.
+	// Owned by the goroutine in Run; warned by the receiver while a session streams.
 	gap       gap
 	staleSlot string // why the slot must be replaced before streaming; empty if not
 	warned    map[uint32]bool
 
 	mu    sync.Mutex
 	stats Stats
+	pipe  *pipeline // of the session streaming; nil between sessions
 }
 
 // Attribute keys of the logs.
@@ -123,8 +150,12 @@ func NewStream(connString string, opts Options, h Handler) (*Stream, error) {
 // Stats returns a snapshot of the stream's progress. It is safe for concurrent use.
 func (s *Stream) Stats() Stats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+	st, p := s.stats, s.pipe
+	s.mu.Unlock()
+	if p != nil {
+		st.Pending = p.pendingCount()
+	}
+	return st
 }
 
 // Run connects (adding replication=database to the connection string), checks that the
@@ -136,7 +167,13 @@ func (s *Stream) Stats() Stats {
 // server and returns nil. Errors that retrying cannot fix ([IsFatal]) are returned at
 // once. Every other error (a lost connection, a server restart, the slot in use by
 // another process, a handler error) is logged and retried after backoff, resuming from
-// the slot's confirmed position. Run starts no goroutine that outlives it.
+// the slot's confirmed position.
+//
+// While streaming, one goroutine receives and decodes while another runs the handler,
+// so that the next transactions are on hand when the handler finishes one. Up to 4096
+// transactions or 65536 changes (but always one transaction) wait for the handler;
+// beyond that the receiver waits too, still reporting the confirmed position on
+// schedule. Run returns only after both goroutines have ended.
 func (s *Stream) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("cdc: Run called while the Stream is already running")
@@ -213,6 +250,12 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 	return half + rand.N(d-half+1)
 }
 
+func (s *Stream) setPipeline(p *pipeline) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pipe = p
+}
+
 func (s *Stream) update(f func(*Stats)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -264,14 +307,17 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 	})
 	s.log.Info("cdc: streaming", slog.String(logLSN, confirmed.String()))
 
+	p := newPipeline(confirmed)
+	s.setPipeline(p)
 	start := time.Now()
-	err = s.stream(ctx, conn, &confirmed)
+	err = s.stream(ctx, conn, p)
 	streamed := time.Since(start)
+	s.setPipeline(nil)
 	// Report what was handled, on a stop as on an error, so that a successor does not
 	// receive it again. The walsender reads this before the Terminate sent by Close.
 	if !conn.IsClosed() {
 		_ = conn.Conn().SetWriteDeadline(time.Now().Add(5 * time.Second))
-		_ = sendStatus(conn, confirmed, false)
+		_ = sendStatus(conn, p.position(), false)
 	}
 	return streamed, err
 }
@@ -304,36 +350,149 @@ func sendStatus(conn *pgconn.PgConn, pos LSN, replyRequested bool) error {
 	return nil
 }
 
-// stream receives and handles messages until ctx is done or an error. *confirmed is the
-// position of the last transaction handled; it never passes a commit not yet handled.
-func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, confirmed *LSN) error {
-	dec := NewDecoder()
-	interval := s.opts.StatusInterval
+// stream runs the receiver and the handler of a session until ctx is done or either
+// fails, and returns the first error. The receiver owns conn until stream returns.
+func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, p *pipeline) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		r := receiver{s: s, conn: conn, p: p, dec: NewDecoder()}
+		return r.run(gctx)
+	})
+	g.Go(func() error { return s.handle(gctx, p) })
+	return g.Wait()
+}
+
+// handle hands the transactions of p to the handler, in order, and confirms each one
+// the handler accepted, until ctx is done or the handler fails.
+func (s *Stream) handle(ctx context.Context, p *pipeline) error {
+	bh, batch := s.h.(BatchHandler)
+	for {
+		txs, err := p.take(ctx)
+		if err != nil {
+			return err
+		}
+		if batch {
+			err = s.handleBatch(ctx, bh, p, txs)
+		} else {
+			for i, tx := range txs {
+				if err = ctx.Err(); err != nil {
+					break // the session is over: what is left comes again
+				}
+				if len(tx.Changes) > 0 {
+					if err = s.h.Handle(ctx, tx); err != nil {
+						err = fmt.Errorf("cdc: handler failed on transaction %d (commit %s), which will be delivered again: %w", tx.XID, tx.CommitLSN, err)
+						break
+					}
+				}
+				s.handled(p, txs[i:i+1])
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// handleBatch hands txs to a BatchHandler, leaving out transactions without changes.
+func (s *Stream) handleBatch(ctx context.Context, bh BatchHandler, p *pipeline, txs []*Tx) error {
+	nonEmpty := make([]*Tx, 0, len(txs))
+	for _, tx := range txs {
+		if len(tx.Changes) > 0 {
+			nonEmpty = append(nonEmpty, tx)
+		}
+	}
+	if len(nonEmpty) > 0 {
+		if err := bh.HandleBatch(ctx, nonEmpty); err != nil {
+			first, last := nonEmpty[0], nonEmpty[len(nonEmpty)-1]
+			if first == last {
+				return fmt.Errorf("cdc: handler failed on transaction %d (commit %s), which will be delivered again: %w", first.XID, first.CommitLSN, err)
+			}
+			return fmt.Errorf("cdc: handler failed on %d transactions (xid %d, commit %s to xid %d, commit %s), which will be delivered again: %w",
+				len(nonEmpty), first.XID, first.CommitLSN, last.XID, last.CommitLSN, err)
+		}
+	}
+	s.handled(p, txs)
+	return nil
+}
+
+// handled confirms txs, consecutive transactions the handler is done with.
+func (s *Stream) handled(p *pipeline, txs []*Tx) {
+	last := txs[len(txs)-1]
+	confirmed := p.handled(len(txs), last.EndLSN)
+	var changes uint64
+	var n uint64
+	var commitTime time.Time
+	for _, tx := range txs {
+		if len(tx.Changes) > 0 {
+			n++
+			changes += uint64(len(tx.Changes))
+			commitTime = tx.CommitTime
+		}
+	}
+	s.update(func(st *Stats) {
+		// The receiver may have stored a later position first.
+		st.ConfirmedLSN = max(st.ConfirmedLSN, confirmed)
+		if n > 0 {
+			st.Transactions += n
+			st.Changes += changes
+			st.LastCommitTime = commitTime
+		}
+	})
+}
+
+// receiver receives and decodes the messages of a session and queues the transactions
+// for the handler. It alone uses the connection while the session streams.
+type receiver struct {
+	s    *Stream
+	conn *pgconn.PgConn
+	p    *pipeline
+	dec  *Decoder
+
+	nextStatus time.Time // when the position is next reported
+	lastHeard  time.Time // when the server was last heard from, or last listened to
+}
+
+// run receives until ctx is done or an error.
+func (r *receiver) run(ctx context.Context) error {
+	interval := r.s.opts.StatusInterval
 	// Every status update asks for a reply, so the server is never silent for long;
 	// silence this long means the connection is gone without a word.
 	silence := max(3*interval, 30*time.Second)
-	nextStatus := time.Now()
-	lastHeard := time.Now()
+	r.nextStatus = time.Now()
+	r.lastHeard = time.Now()
+	// One deadline context per status interval, not one per message.
+	var (
+		rctx         context.Context
+		deadline     time.Time
+		stopDeadline = func() {}
+	)
+	defer func() { stopDeadline() }()
 	for {
 		now := time.Now()
-		if !now.Before(nextStatus) {
-			if err := sendStatus(conn, *confirmed, true); err != nil {
+		if !now.Before(r.nextStatus) {
+			if err := sendStatus(r.conn, r.p.position(), true); err != nil {
 				return err
 			}
-			nextStatus = now.Add(interval)
+			r.nextStatus = now.Add(interval)
 		}
-		if now.Sub(lastHeard) > silence {
+		if now.Sub(r.lastHeard) > silence {
 			return fmt.Errorf("cdc: no message from the server for %v", silence)
 		}
+		if !deadline.Equal(r.nextStatus) {
+			stopDeadline()
+			deadline = r.nextStatus
+			c, cancel := context.WithDeadline(ctx, deadline)
+			rctx, stopDeadline = c, cancel
+		}
 
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		msg, err := conn.ReceiveMessage(rctx)
-		cancel()
+		msg, err := r.conn.ReceiveMessage(rctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {
+				// The deadline passed: time for a status update.
+				r.nextStatus = time.Now()
 				continue
 			}
 			return fmt.Errorf("cdc: receive: %w", err)
@@ -341,24 +500,24 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, confirmed *LSN
 
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
-			replyNow, err := s.copyData(ctx, dec, msg.Data, confirmed)
+			replyNow, err := r.copyData(ctx, msg.Data)
 			if err != nil {
 				return err
 			}
 			if replyNow {
-				nextStatus = time.Now()
+				r.nextStatus = time.Now()
 			}
 		case *pgproto3.ErrorResponse:
 			return classify("replication stream", pgconn.ErrorResponseToPgError(msg))
 		case *pgproto3.CopyDone:
 			return errors.New("cdc: the server ended the replication stream")
 		}
-		lastHeard = time.Now()
+		r.lastHeard = time.Now()
 	}
 }
 
 // copyData handles one CopyData message and reports whether the server asked for a reply.
-func (s *Stream) copyData(ctx context.Context, dec *Decoder, data []byte, confirmed *LSN) (replyNow bool, err error) {
+func (r *receiver) copyData(ctx context.Context, data []byte) (replyNow bool, err error) {
 	if len(data) == 0 {
 		return false, fmt.Errorf("%w: empty CopyData message", ErrProtocol)
 	}
@@ -368,15 +527,18 @@ func (s *Stream) copyData(ctx context.Context, dec *Decoder, data []byte, confir
 		if err != nil {
 			return false, fmt.Errorf("%w: keepalive: %v", ErrProtocol, err)
 		}
-		// Transactions are handled as they arrive, so when none is open every commit
-		// the server sent before this keepalive is handled, and nothing below its WAL
-		// end is owed to the handler: confirming it keeps an idle slot from pinning WAL.
-		if !dec.InTransaction() && ka.ServerWALEnd > *confirmed {
-			*confirmed = ka.ServerWALEnd
+		// The server sends transactions whole and in commit order, so when none is
+		// open and every one received has been handled, nothing below the keepalive's
+		// WAL end is owed to the handler: confirming it keeps an idle slot from
+		// pinning WAL.
+		confirmed := r.p.position()
+		if !r.dec.InTransaction() {
+			confirmed = r.p.idle(ka.ServerWALEnd)
 		}
-		s.update(func(st *Stats) {
+		r.s.update(func(st *Stats) {
 			st.ReceivedLSN = max(st.ReceivedLSN, ka.ServerWALEnd)
-			st.ConfirmedLSN = *confirmed
+			// The handler may have stored a later position first.
+			st.ConfirmedLSN = max(st.ConfirmedLSN, confirmed)
 		})
 		return ka.ReplyRequested, nil
 
@@ -385,31 +547,46 @@ func (s *Stream) copyData(ctx context.Context, dec *Decoder, data []byte, confir
 		if err != nil {
 			return false, fmt.Errorf("%w: XLogData: %v", ErrProtocol, err)
 		}
-		s.update(func(st *Stats) { st.ReceivedLSN = max(st.ReceivedLSN, xld.ServerWALEnd) })
-		tx, err := dec.Decode(xld.WALData)
+		r.s.update(func(st *Stats) { st.ReceivedLSN = max(st.ReceivedLSN, xld.ServerWALEnd) })
+		tx, err := r.dec.Decode(xld.WALData)
 		if err != nil || tx == nil {
 			return false, err
 		}
-		s.warnKeyless(tx)
-		if len(tx.Changes) > 0 {
-			if err := s.h.Handle(ctx, tx); err != nil {
-				return false, fmt.Errorf("cdc: handler failed on transaction %d (commit %s), which will be delivered again: %w", tx.XID, tx.CommitLSN, err)
-			}
-		}
-		if tx.EndLSN > *confirmed {
-			*confirmed = tx.EndLSN
-		}
-		s.update(func(st *Stats) {
-			st.ConfirmedLSN = *confirmed
-			if len(tx.Changes) > 0 {
-				st.Transactions++
-				st.Changes += uint64(len(tx.Changes))
-				st.LastCommitTime = tx.CommitTime
-			}
-		})
-		return false, nil
+		r.s.warnKeyless(tx)
+		return false, r.queue(ctx, tx)
 	}
 	return false, nil
+}
+
+// queue hands tx to the handler's goroutine. While the queue is full it waits, and goes
+// on reporting the confirmed position on schedule, so that the server, which times out
+// a client it has not heard from for wal_sender_timeout, does not drop a connection
+// whose handler is busy.
+func (r *receiver) queue(ctx context.Context, tx *Tx) error {
+	if r.p.put(tx) {
+		return nil
+	}
+	t := time.NewTimer(time.Until(r.nextStatus))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.p.room:
+			if r.p.put(tx) {
+				// The server was not listened to while waiting; its silence meant nothing.
+				r.lastHeard = time.Now()
+				return nil
+			}
+		case <-t.C:
+			// No reply asked for: it would wait unread behind the stream.
+			if err := sendStatus(r.conn, r.p.position(), false); err != nil {
+				return err
+			}
+			r.nextStatus = time.Now().Add(r.s.opts.StatusInterval)
+			t.Reset(r.s.opts.StatusInterval)
+		}
+	}
 }
 
 // warnKeyless logs, once per relation, a change that came without a key.

@@ -30,14 +30,15 @@ type benchEnv struct {
 	stream cdc.Options
 	worker *invalidator.Worker
 	stop   func() // stops the worker
+	prefix string
 }
 
 func newBenchEnv(b *testing.B, n int) *benchEnv {
 	b.Helper()
 	pg := servers.Postgres(b).NewDatabase(b)
 	rd := servers.Redis(b)
-	be := &benchEnv{rdb: rd.Client(b)}
-	prefix := rd.Prefix(b)
+	be := &benchEnv{rdb: rd.Client(b), prefix: rd.Prefix(b)}
+	prefix := be.prefix
 	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		b.Fatal(err)
@@ -245,25 +246,72 @@ func BenchmarkCommitToDeleteLag(b *testing.B) {
 //   - live: one UPDATE of all 200,000 rows in one transaction while the worker runs,
 //     timed from the moment COMMIT returns until the invalidator has handled every
 //     change (Postgres decodes the transaction as it is written and sends it at commit).
-//   - backlog: 200 transactions of 1,000 rows committed while the worker is stopped,
-//     then the worker started and timed from its start (connection and setup
-//     included) until it has handled them all: the rate at which it drains a backlog.
+//   - backlog: 200 transactions of 1,000 rows (and 2,000 of 100) committed while the
+//     worker is stopped, then the worker started and timed from its start (connection
+//     and setup included) until it has handled them all: the rate at which it drains a
+//     backlog.
 //
 // The handler=none variants are the baseline, in the same run: the same stream into a
 // handler that only counts, which is what Postgres and package cdc deliver before the
-// invalidator does anything.
+// invalidator does anything. The handler=batched variants give the invalidator every
+// transaction waiting at once, through cdc.BatchHandler (see batched): what a batch
+// method of the invalidator's own would gain. The rtt=1ms variants delay every Redis
+// call of the invalidator by a millisecond, as a Redis on another host would: the
+// latency that the stream's reading ahead of the handler, and batching, can hide.
 func BenchmarkThroughput(b *testing.B) {
 	const rows = 200000
-	for _, mode := range []string{"live", "backlog"} {
-		txs := 1
-		if mode == "backlog" {
-			txs = 200
+	all := []string{"invalidator", "batched", "none"}
+	for _, c := range []struct {
+		mode     string
+		txs      int
+		rtt      time.Duration
+		handlers []string
+	}{
+		{"live", 1, 0, []string{"invalidator", "none"}},
+		{"backlog", 200, 0, []string{"invalidator", "none"}},
+		{"backlog", 2000, 0, all},
+		{"backlog", 2000, time.Millisecond, all[:2]},
+	} {
+		name := fmt.Sprintf("%s/tx=%dx%d", c.mode, c.txs, rows/c.txs)
+		if c.rtt > 0 {
+			name += "/rtt=" + c.rtt.String()
 		}
-		for _, handler := range []string{"invalidator", "none"} {
-			b.Run(fmt.Sprintf("%s/tx=%dx%d/handler=%s", mode, txs, rows/txs, handler), func(b *testing.B) {
-				benchThroughput(b, rows, txs, mode == "backlog", handler == "none")
+		for _, handler := range c.handlers {
+			b.Run(name+"/handler="+handler, func(b *testing.B) {
+				benchThroughput(b, rows, c.txs, c.mode == "backlog", handler, c.rtt)
 			})
 		}
+	}
+}
+
+// batched is a cdc.BatchHandler over an Invalidator: it hands a batch to Handle as one
+// transaction holding all of their changes, so the registry is read once per batch and
+// the keys of many transactions go in the same pipelines.
+type batched struct{ *invalidator.Invalidator }
+
+func (h batched) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
+	last := txs[len(txs)-1]
+	all := &cdc.Tx{XID: last.XID, CommitLSN: last.CommitLSN, EndLSN: last.EndLSN, CommitTime: last.CommitTime}
+	for _, tx := range txs {
+		all.Changes = append(all.Changes, tx.Changes...)
+	}
+	return h.Handle(ctx, all)
+}
+
+// delay is a go-redis hook that delays every command and pipeline.
+type delay time.Duration
+
+func (d delay) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (d delay) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		time.Sleep(time.Duration(d))
+		return next(ctx, cmd)
+	}
+}
+func (d delay) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		time.Sleep(time.Duration(d))
+		return next(ctx, cmds)
 	}
 }
 
@@ -276,17 +324,39 @@ func (c *counter) Handle(_ context.Context, tx *cdc.Tx) error {
 	return nil
 }
 
-func benchThroughput(b *testing.B, rows, txs int, backlog, baseline bool) {
+func benchThroughput(b *testing.B, rows, txs int, backlog bool, handler string, rtt time.Duration) {
 	be := newBenchEnv(b, rows)
 	run, handled := be.worker.Run, func() uint64 { return be.worker.Stats().Changes }
-	if baseline {
+	if handler != "invalidator" || rtt > 0 {
 		be.stop()
-		c := &counter{}
-		s, err := cdc.NewStream(be.pgURL, be.stream, c)
+		rdb := be.rdb
+		if rtt > 0 {
+			rdb = redis.NewClient(be.rdb.Options())
+			rdb.AddHook(delay(rtt))
+			b.Cleanup(func() { rdb.Close() })
+		}
+		var h cdc.Handler
+		switch handler {
+		case "none":
+			c := &counter{}
+			h, handled = c, c.changes.Load
+		case "invalidator", "batched":
+			inv, err := invalidator.New(rdb, invalidator.Options{Prefix: be.prefix})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h, handled = inv, func() uint64 { return inv.Stats().Changes }
+			if handler == "batched" {
+				h = batched{inv}
+			}
+		default:
+			b.Fatalf("no handler %q", handler)
+		}
+		s, err := cdc.NewStream(be.pgURL, be.stream, h)
 		if err != nil {
 			b.Fatal(err)
 		}
-		run, handled = s.Run, c.changes.Load
+		run = s.Run
 		if !backlog {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)

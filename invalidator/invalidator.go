@@ -26,7 +26,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -271,32 +270,6 @@ func (v *Invalidator) space(table, version string) keys.Space {
 		v.spaces[k] = sp
 	}
 	return sp
-}
-
-// Gap invalidates every cached row of the tables, under every version: the change stream
-// may have missed changes to them. tables are spelled as in cdc.Options.Tables; a name
-// without a schema is taken to be in "public".
-func (v *Invalidator) Gap(ctx context.Context, tables []string, reason string) error {
-	v.log.Warn("change stream has a gap; invalidating whole tables", slog.String("reason", reason), slog.Any("tables", tables))
-	for _, spec := range tables {
-		schema, name, ok := strings.Cut(spec, ".")
-		if !ok {
-			schema, name = "public", spec
-		}
-		sp, err := keys.NewSpace(v.prefix, keys.QualifiedTable(schema, name), "any")
-		if err != nil {
-			return fmt.Errorf("invalidator: gap in %s: %w", spec, err)
-		}
-		err = v.retry(ctx, func(ctx context.Context) error {
-			_, err := v.store.DeleteMatching(ctx, sp.TablePattern())
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("invalidator: gap in %s: %w", spec, err)
-		}
-		v.tablesFlushed.Add(1)
-	}
-	return nil
 }
 
 // retry runs f until it succeeds, ctx ends or RetryFor passes, with capped, jittered

@@ -1,0 +1,105 @@
+package cdc
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func txOf(changes int, end LSN) *Tx {
+	return &Tx{EndLSN: end, Changes: make([]Change, changes)}
+}
+
+func TestPipelineBounds(t *testing.T) {
+	p := newPipeline(0)
+	for i := range maxQueuedTxs {
+		if !p.put(txOf(1, LSN(i+1))) {
+			t.Fatalf("put %d refused, want room for %d transactions", i, maxQueuedTxs)
+		}
+	}
+	if p.put(txOf(1, maxQueuedTxs+1)) {
+		t.Fatalf("put accepted transaction %d, want at most %d queued", maxQueuedTxs+1, maxQueuedTxs)
+	}
+	txs, err := p.take(context.Background())
+	if err != nil || len(txs) != maxQueuedTxs || txs[0].EndLSN != 1 || txs[len(txs)-1].EndLSN != maxQueuedTxs {
+		t.Fatalf("take returned %d transactions (%v), want all %d in order", len(txs), err, maxQueuedTxs)
+	}
+	select {
+	case <-p.room:
+	default:
+		t.Fatal("take left no token in room")
+	}
+	// Taken is not handled: still pending, but the queue has room again.
+	if got := p.pendingCount(); got != maxQueuedTxs {
+		t.Fatalf("pending %d, want %d", got, maxQueuedTxs)
+	}
+
+	// One transaction of any size goes into an empty queue; nothing after it while it
+	// holds more than the bound on changes.
+	if !p.put(txOf(maxQueuedChanges+10, 5000)) {
+		t.Fatal("a large transaction was refused by an empty queue")
+	}
+	if p.put(txOf(1, 5001)) {
+		t.Fatal("put accepted a transaction beyond the bound on changes")
+	}
+	if _, err := p.take(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !p.put(txOf(maxQueuedChanges-1, 5001)) || !p.put(txOf(1, 5002)) || p.put(txOf(1, 5003)) {
+		t.Fatalf("the bound on changes is not %d", maxQueuedChanges)
+	}
+}
+
+func TestPipelineConfirms(t *testing.T) {
+	p := newPipeline(100)
+	if got := p.idle(200); got != 200 {
+		t.Fatalf("idle with nothing pending confirmed %s, want 0/C8", got)
+	}
+	if got := p.idle(150); got != 200 {
+		t.Fatalf("idle moved the position back to %s", got)
+	}
+	p.put(txOf(1, 300))
+	p.put(txOf(1, 400))
+	if got := p.idle(500); got != 200 {
+		t.Fatalf("idle with two transactions pending confirmed %s, want 0/C8", got)
+	}
+	txs, _ := p.take(context.Background())
+	if got := p.idle(500); got != 200 {
+		t.Fatalf("idle with two transactions being handled confirmed %s, want 0/C8", got)
+	}
+	if got := p.handled(1, txs[0].EndLSN); got != 300 {
+		t.Fatalf("handled confirmed %s, want 0/12C", got)
+	}
+	if got := p.idle(500); got != 300 {
+		t.Fatalf("idle with one transaction being handled confirmed %s, want 0/12C", got)
+	}
+	if got := p.handled(1, txs[1].EndLSN); got != 400 {
+		t.Fatalf("handled confirmed %s, want 0/190", got)
+	}
+	if got := p.idle(500); got != 500 || p.position() != 500 {
+		t.Fatalf("idle with nothing pending confirmed %s, want 0/1F4", got)
+	}
+}
+
+func TestPipelineTakeWaits(t *testing.T) {
+	p := newPipeline(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.take(ctx); err != context.Canceled {
+		t.Fatalf("take on a done context returned %v", err)
+	}
+	got := make(chan []*Tx)
+	go func() {
+		txs, _ := p.take(context.Background())
+		got <- txs
+	}()
+	p.put(txOf(1, 1))
+	select {
+	case txs := <-got:
+		if len(txs) != 1 {
+			t.Fatalf("take returned %d transactions, want 1", len(txs))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("take did not return after put")
+	}
+}
