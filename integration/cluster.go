@@ -68,7 +68,12 @@ func startCluster(ctx context.Context, image string, ports []int) (*RedisCluster
 		bindings[network.MustParsePort(ps+"/tcp")] = []network.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: ps}}
 	}
 	fmt.Fprintf(&script, "redis-cli --cluster create %s --cluster-replicas 0 --cluster-yes\n", strings.Join(nodes, " "))
-	fmt.Fprintf(&script, "until redis-cli -p %d cluster info | grep -q cluster_state:ok; do sleep 0.05; done\n", ports[0])
+	// Every node must know the whole layout, or a client that loads it from a node
+	// still catching up maps some slots to no master.
+	for _, p := range ports {
+		fmt.Fprintf(&script, "until redis-cli -p %d cluster info | grep -q cluster_state:ok && "+
+			"[ \"$(redis-cli -p %d cluster nodes | grep -c master)\" = %d ]; do sleep 0.05; done\n", p, p, len(ports))
+	}
 	script.WriteString("echo pgcache-cluster-ready\nexec tail -f /dev/null\n")
 
 	ctr, err := testcontainers.Run(ctx, image,

@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -77,8 +78,20 @@ func run(ctx context.Context, log *slog.Logger) error {
 	for i := range ids {
 		ids[i] = int64(i + 1)
 	}
-	if _, err := items.GetMany(ctx, ids...); err != nil {
+	// Learn the cluster's slot map and connect to every master now, rather than within
+	// the first read's Redis timeout (100ms by default), past which a read falls back to
+	// Postgres and caches nothing.
+	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, master *redis.Client) error {
+		return master.Ping(ctx).Err()
+	}); err != nil {
 		return err
+	}
+	rows, err := items.GetMany(ctx, ids...)
+	if err != nil {
+		return err
+	}
+	if len(rows) != len(ids) {
+		return fmt.Errorf("GetMany returned %d items, want %d", len(rows), len(ids))
 	}
 	perNode := map[string]int{}
 	for _, id := range ids {
@@ -87,9 +100,15 @@ func run(ctx context.Context, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		if n, err := node.Exists(ctx, key).Result(); err != nil || n != 1 {
+			return fmt.Errorf("item %v is not cached on its master %s (exists=%d, err=%v; stats %+v)", id, node.Options().Addr, n, err, items.Stats())
+		}
 		perNode[node.Options().Addr]++
 	}
 	fmt.Printf("300 items cached across %d masters: %v\n", len(perNode), perNode)
 	fmt.Printf("stats: %+v\n", items.Stats())
+	if len(perNode) < 2 {
+		return errors.New("all 300 items landed on one master: is this a cluster?")
+	}
 	return nil
 }

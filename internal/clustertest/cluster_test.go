@@ -2,10 +2,14 @@ package clustertest
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -15,6 +19,7 @@ import (
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writepolicy"
 )
 
 var servers integration.Shared
@@ -26,13 +31,18 @@ type Widget struct {
 	Name string
 }
 
-// TestCluster: reads, multi-gets, fenced fills and change-driven invalidation work on a
-// Redis Cluster, where every row's value and lease keys must share a slot and rows spread
-// over all three masters.
+// TestCluster runs the library on one real three-master Redis Cluster.
 func TestCluster(t *testing.T) {
-	t.Parallel()
 	cl := integration.NewRedisCluster(t)
 	rdb := cl.Client(t)
+	t.Run("reads and invalidation", func(t *testing.T) { testReads(t, rdb) })
+	t.Run("writes", func(t *testing.T) { testWrites(t, rdb) })
+}
+
+// testReads: reads, multi-gets, fenced fills and change-driven invalidation work on a
+// Redis Cluster, where every row's value and lease keys must share a slot and rows spread
+// over all three masters.
+func testReads(t *testing.T, rdb *redis.ClusterClient) {
 	pg := servers.Postgres(t).NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -139,4 +149,134 @@ func TestCluster(t *testing.T) {
 		}
 		return true
 	})
+}
+
+type Gadget struct {
+	ID   int64 `gorm:"primaryKey"`
+	Name string
+}
+
+// testWrites: Save and Delete under write-through and invalidate, alone and in
+// transactions, on rows spread over every master: after each write returns the cache
+// holds the new row (write-through) or nothing (invalidate), and a rolled-back
+// transaction leaves the cache as it was. Write-back is refused on a Cluster.
+func testWrites(t *testing.T, rdb *redis.ClusterClient) {
+	pg := servers.Postgres(t).NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AutoMigrate(&Gadget{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec(`INSERT INTO gadgets SELECT g, 'v0' FROM generate_series(1, 60) g`).Error; err != nil {
+		t.Fatal(err)
+	}
+	register := func(prefix string, p writepolicy.Policy) (*readthrough.Repository[Gadget], error) {
+		cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return readthrough.Register[Gadget](cache, readthrough.ModelOptions{WritePolicy: p})
+	}
+	through, err := register("clwt", writepolicy.WriteThrough)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inval, err := register("clwi", writepolicy.Invalidate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := register("clwb", writepolicy.WriteBack); !errors.Is(err, readthrough.ErrConfig) {
+		t.Fatalf("write-back on a Cluster: %v, want ErrConfig", err)
+	}
+
+	// cached returns the row in the cache, with ok false when there is no entry.
+	cached := func(repo *readthrough.Repository[Gadget], id int64) (g Gadget, ok bool) {
+		key, _ := repo.Key(id)
+		b, err := rdb.Get(ctx, key).Bytes()
+		if err == redis.Nil {
+			return g, false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b[1:], &g); err != nil {
+			t.Fatalf("entry %q: %v", b, err)
+		}
+		return g, true
+	}
+	masters := map[string]bool{}
+	for id := int64(1); id <= 60; id++ {
+		for _, repo := range []*readthrough.Repository[Gadget]{through, inval} {
+			if _, _, err := repo.Get(ctx, id); err != nil { // cache the old row
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf("v1-%d", id)
+			if err := repo.Save(ctx, &Gadget{ID: id, Name: name}); err != nil {
+				t.Fatal(err)
+			}
+			g, ok := cached(repo, id)
+			switch {
+			case repo == through && (!ok || g.Name != name):
+				t.Fatalf("write-through Save of %d: cache holds %+v (%v), want %q", id, g, ok, name)
+			case repo == inval && ok:
+				t.Fatalf("invalidate Save of %d: cache still holds %+v", id, g)
+			}
+			if got, _, err := repo.Get(ctx, id); err != nil || got.Name != name {
+				t.Fatalf("Get after Save of %d = %+v, %v", id, got, err)
+			}
+		}
+		key, _ := through.Key(id)
+		node, err := rdb.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		masters[node.Options().Addr] = true
+	}
+	if len(masters) != 3 {
+		t.Fatalf("rows written on %d masters, want 3", len(masters))
+	}
+
+	// A transaction over rows of every master: its cache effects after the commit, none
+	// after a rollback.
+	ids := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	rollback := errors.New("roll back")
+	err = readthrough.Transaction(ctx, db, func(tx *readthrough.Tx) error {
+		for _, id := range ids {
+			if err := through.In(tx).Save(ctx, &Gadget{ID: id, Name: "rolled back"}); err != nil {
+				return err
+			}
+		}
+		return rollback
+	})
+	if !errors.Is(err, rollback) {
+		t.Fatalf("Transaction = %v", err)
+	}
+	for _, id := range ids {
+		if g, ok := cached(through, id); !ok || g.Name != fmt.Sprintf("v1-%d", id) {
+			t.Fatalf("after a rollback, row %d's entry is %+v (%v)", id, g, ok)
+		}
+	}
+	err = readthrough.Transaction(ctx, db, func(tx *readthrough.Tx) error {
+		for _, id := range ids {
+			if err := through.In(tx).Save(ctx, &Gadget{ID: id, Name: "v2"}); err != nil {
+				return err
+			}
+		}
+		return inval.In(tx).Delete(ctx, int64(11))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if g, ok := cached(through, id); !ok || g.Name != "v2" {
+			t.Fatalf("after the commit, row %d's entry is %+v (%v), want v2", id, g, ok)
+		}
+	}
+	if _, ok, err := inval.Get(ctx, int64(11)); err != nil || ok {
+		t.Fatalf("Get of a deleted row = %v, %v", ok, err)
+	}
 }

@@ -1,3 +1,4 @@
-// Package clustertest runs the read path and the invalidator against a real three-master
-// Redis Cluster. It has only tests.
+// Package clustertest runs the read path, writes under write-through and invalidate
+// (alone and in transactions), and the invalidator against a real three-master Redis
+// Cluster. It has only tests.
 package clustertest
