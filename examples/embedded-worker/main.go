@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -87,6 +88,9 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	s := w.Stats()
-	fmt.Printf("worker handled %d transactions, %d row changes, ready=%v\n", s.Transactions, s.Changes, w.Ready())
+	fmt.Printf("worker handled %d transactions, %d row changes\n", s.Transactions, s.Changes)
+	if s.Transactions == 0 {
+		return errors.New("the worker handled no transaction in 5s: it never streamed (see the logs above)")
+	}
 	return nil
 }

@@ -68,15 +68,22 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err := orders.Invalidate(ctx, ids...); err != nil {
 		return err
 	}
-	for _, pass := range []string{"cold", "warm"} {
+	for _, pass := range []struct {
+		name    string
+		queries uint64 // cold: one IN query for all the misses; warm: none
+	}{{"cold", 1}, {"warm", 0}} {
 		start := time.Now()
+		before := orders.Stats()
 		rows, err := orders.GetMany(ctx, ids...)
 		if err != nil {
 			return err
 		}
 		s := orders.Stats()
-		fmt.Printf("%s: %d orders in %v (hits %d, misses %d, SQL queries %d)\n",
-			pass, len(rows), time.Since(start).Round(time.Microsecond), s.Hits, s.Misses, s.Loads)
+		fmt.Printf("%s: %d orders in %v (hits %d, misses %d, SQL queries %d)\n", pass.name, len(rows),
+			time.Since(start).Round(time.Microsecond), s.Hits-before.Hits, s.Misses-before.Misses, s.Loads-before.Loads)
+		if len(rows) != 100 || s.Loads-before.Loads != pass.queries {
+			return fmt.Errorf("%s: %d orders in %d SQL queries, want 100 in %d", pass.name, len(rows), s.Loads-before.Loads, pass.queries)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,164 @@
+// Package runexamples_test runs every program under examples/ against real Postgres and
+// Redis, as a user would run it, and checks that it exits 0 and prints what it
+// demonstrates. The examples check their own behaviour and exit 1 when it did not
+// happen, so this is an integration test of the library as much as of the examples.
+package runexamples_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgcache/pgcache/integration"
+)
+
+var servers integration.Shared
+
+func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
+
+type example struct {
+	name string   // its directory under examples/
+	want []string // what its standard output must contain
+}
+
+// examples lists every program under examples/.
+var examples = []example{
+	// Only what does not depend on timing: the quickstart's reads fall back to Postgres
+	// when Redis takes longer than 100ms, as a stampede of 200 readers on a loaded
+	// machine can make it.
+	{"quickstart", []string{
+		"product 7 now costs 1",
+		"negative hits: 1",
+		"after the flush Postgres holds cart 1 with 3 items",
+		"Summary",
+	}},
+	{"readthrough", []string{
+		"user 1 read twice: misses 1, hits 1, database queries 1",
+		"user 404 read twice: not found; negative hits 1, database queries 2",
+		"expires in",
+	}},
+	{"writethrough", []string{
+		"1. Save(150), then Get: 150, a cache hit",
+		"2. Save(200) in a transaction: others read 150 until the commit, then 200, a cache hit",
+		"3. Save(999) in a transaction that rolled back: cache and Postgres still 200",
+		"4. Delete, then Get: no row",
+	}},
+	{"writeback", []string{
+		"readers see 3 items; rows in Postgres: 0; backlog: 1",
+		"2. flusher: backlog 0; Postgres has basket 1 with 3 items",
+		"3. dead letter:",
+		"check constraint",
+	}},
+	{"multiget", []string{
+		"cold: 100 orders",
+		"SQL queries 1)",
+		"warm: 100 orders",
+		"(hits 100, misses 0, SQL queries 0)",
+	}},
+	{"embedded-worker", []string{"worker handled "}},
+	{"worker-binary", []string{
+		"1. worker ready",
+		`Get now returns "final"`,
+		"pgcache_keys_deleted_total 1",
+		"4. SIGTERM: worker exited 0",
+	}},
+	{"cluster", []string{"300 items cached across 3 masters"}},
+}
+
+// root is the examples directory, seen from this package's.
+const root = "../.."
+
+func TestExamples(t *testing.T) {
+	mains, err := filepath.Glob(filepath.Join(root, "*", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, m := range mains {
+		dir := filepath.Base(filepath.Dir(m))
+		if !slices.ContainsFunc(examples, func(e example) bool { return e.name == dir }) {
+			t.Errorf("example %s is missing from the table in examples_test.go: add it, with what it must print", dir)
+		}
+		dirs = append(dirs, "./"+dir)
+	}
+
+	// One go build for all: the packages share most of their dependencies. The worker
+	// is built too, so that worker-binary's own go build of it finds it in the cache.
+	// It takes longest, so the servers start meanwhile.
+	bin := t.TempDir()
+	build := exec.CommandContext(t.Context(), "go", append([]string{"build", "-o", bin + string(filepath.Separator)}, append(dirs, "../cmd/pgcache-worker")...)...)
+	build.Dir = root
+	built := make(chan error, 1)
+	go func() {
+		out, err := build.CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+		built <- err
+	}()
+	pg, rd := servers.Postgres(t), servers.Redis(t)
+	var cluster *integration.RedisCluster
+	if os.Getenv(integration.EnvRedisAddr) == "" { // else the harness starts no container
+		cluster = integration.NewRedisCluster(t)
+	}
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+
+	for _, ex := range examples {
+		// One at a time: on a small machine, examples run side by side (one of them runs
+		// go build) slow Redis beyond the read timeout, and reads fall back to Postgres.
+		t.Run(ex.name, func(t *testing.T) {
+			env := []string{"PGCACHE_POSTGRES_URL=" + pg.NewDatabase(t).RoleURL}
+			if ex.name == "cluster" {
+				// Write-back aside, the examples take a single Redis; this one a cluster.
+				if cluster == nil {
+					t.Skipf("needs a Redis Cluster container; %s names an existing server", integration.EnvRedisAddr)
+				}
+				env = append(env, "PGCACHE_REDIS_CLUSTER="+strings.Join(cluster.Addrs(), ","))
+			} else {
+				// One Redis for all: each example has a key prefix of its own.
+				env = append(env, "PGCACHE_REDIS_ADDR="+rd.Addr())
+			}
+			stdout := runExample(t, filepath.Join(bin, ex.name), env)
+			for _, w := range ex.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("output lacks %q", w)
+				}
+			}
+		})
+	}
+}
+
+// runExample runs the program with env added to the test's environment and returns its
+// standard output; it fails the test unless the program exits 0 within a minute.
+func runExample(t *testing.T, path string, env []string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path)
+	// SIGTERM first: worker-binary stops its own child process before it exits.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
+	cmd.Env = append(os.Environ(), env...) // later entries win
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("%s ran %v; output:\n%s", filepath.Base(path), time.Since(start).Round(time.Millisecond), stdout.String())
+	if ctx.Err() != nil {
+		err = fmt.Errorf("still running after a minute, stopped: %w", err)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v\nstderr:\n%s", filepath.Base(path), err, stderr.String())
+	}
+	return stdout.String()
+}
