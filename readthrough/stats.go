@@ -14,7 +14,7 @@ type Stats struct {
 	DecodeErrors  uint64 // cached entries that could not be decoded (deleted, treated as misses)
 	Errors        uint64 // Redis failures: a read went to Postgres instead, or a committed write left its stale entry to the invalidator and the TTL, or a write-back write failed
 	Invalidations uint64 // rows invalidated through the repository (by Invalidate or after a write)
-	Writes        uint64 // writes through the repository that committed (write-back: that Redis acknowledged)
+	Writes        uint64 // writes through the repository that committed (in a transaction: counted at its commit; write-back: that Redis acknowledged)
 }
 
 func (s Stats) add(o Stats) Stats {

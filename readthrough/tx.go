@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"gorm.io/gorm"
 )
@@ -40,6 +41,7 @@ type Tx struct {
 	effects  []func(context.Context)
 	keyOrder []string // effects[i] is keyOrder[i]'s
 	keys     map[string]bool
+	counts   []*atomic.Uint64 // one per write, for the repositories' Stats.Writes
 	done     bool
 }
 
@@ -89,12 +91,17 @@ func (tx *Tx) Transaction(fn func(tx *Tx) error, opts ...*sql.TxOptions) error {
 		return err
 	}
 	inner.mu.Lock()
-	effects, ks := inner.effects, inner.order()
+	effects, ks, counts := inner.effects, inner.order(), inner.counts
 	inner.done = true
 	inner.mu.Unlock()
 	for i, e := range effects {
-		tx.onCommit(ks[i], e)
+		tx.onCommit(ks[i], e, nil)
 	}
+	tx.mu.Lock()
+	if !tx.done {
+		tx.counts = append(tx.counts, counts...)
+	}
+	tx.mu.Unlock()
 	return nil
 }
 
@@ -105,20 +112,30 @@ func (tx *Tx) Transaction(fn func(tx *Tx) error, opts ...*sql.TxOptions) error {
 // repositories (see Repository.Save).
 func (tx *Tx) AfterCommit(ctx context.Context) {
 	tx.mu.Lock()
-	effects := tx.effects
-	tx.effects, tx.done = nil, true
+	effects, counts := tx.effects, tx.counts
+	tx.effects, tx.counts, tx.done = nil, nil, true
 	tx.mu.Unlock()
+	for _, c := range counts {
+		c.Add(1)
+	}
 	ctx = context.WithoutCancel(ctx)
 	for _, e := range effects {
 		e(ctx)
 	}
 }
 
-// onCommit adds a row's cache effect, once per row: they are all the same.
-func (tx *Tx) onCommit(key string, effect func(context.Context)) {
+// onCommit adds a row's cache effect, once per row: they are all the same. count,
+// if not nil, is raised by one at the commit, for every write.
+func (tx *Tx) onCommit(key string, effect func(context.Context), count *atomic.Uint64) {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
-	if tx.done || tx.keys[key] {
+	if tx.done {
+		return
+	}
+	if count != nil {
+		tx.counts = append(tx.counts, count)
+	}
+	if tx.keys[key] {
 		return
 	}
 	tx.keys[key] = true

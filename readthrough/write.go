@@ -127,14 +127,14 @@ func (r *Repository[T]) checkTx(o op) error {
 // committed applies the write policy to the row's entry now, or, in a transaction,
 // after it commits.
 func (r *Repository[T]) committed(ctx context.Context, k keys.Key, id any) {
-	r.stats.writes.Add(1)
 	out := r.clone()
 	out.db, out.inTx, out.tx = r.base, false, nil
 	effect := func(ctx context.Context) { out.afterCommit(ctx, k, id) }
 	if r.tx != nil {
-		r.tx.onCommit(k.Value(), effect)
+		r.tx.onCommit(k.Value(), effect, &r.stats.writes)
 		return
 	}
+	r.stats.writes.Add(1)
 	// The write committed: its cache effects run even if the caller gives up now.
 	effect(context.WithoutCancel(ctx))
 }
