@@ -81,12 +81,18 @@ func newObserver(inv *invalidator.Invalidator) *observer {
 }
 
 func (o *observer) Handle(ctx context.Context, tx *cdc.Tx) error {
+	return o.HandleBatch(ctx, []*cdc.Tx{tx})
+}
+
+func (o *observer) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 	o.mu.Lock()
-	if _, ok := o.given[tx.XID]; !ok {
-		o.given[tx.XID] = given{commit: tx.CommitLSN, at: time.Now()}
+	for _, tx := range txs {
+		if _, ok := o.given[tx.XID]; !ok {
+			o.given[tx.XID] = given{commit: tx.CommitLSN, at: time.Now()}
+		}
 	}
 	o.mu.Unlock()
-	err := o.Invalidator.Handle(ctx, tx)
+	err := o.Invalidator.HandleBatch(ctx, txs)
 	if err != nil {
 		o.mu.Lock()
 		o.failures++
@@ -107,26 +113,6 @@ func (o *observer) firstSince(t time.Time) (cdc.LSN, bool) {
 		}
 	}
 	return first, first != 0
-}
-
-// runStream runs a stream into h until the test ends and waits until it streams.
-func runStream(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler) *cdc.Stream {
-	t.Helper()
-	s, err := cdc.NewStream(connURL, opts, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("stream: %v", err)
-		}
-	})
-	integration.Eventually(t, "stream connected", func() bool { return s.Stats().Connected })
-	return s
 }
 
 // barrier commits a change to row id, cached first, and waits until its key is deleted.

@@ -14,8 +14,9 @@
 //
 // # Acknowledgement
 //
-// Handle returns only after Redis has acknowledged the deletions of the whole
-// transaction; the stream confirms the transaction to Postgres only then. A Redis
+// Handle (and HandleBatch, for several transactions) returns only after Redis has
+// acknowledged the deletions of the whole transaction; the stream confirms the
+// transaction to Postgres only then. A Redis
 // failure is retried for a while, then returned: the stream reconnects and delivers the
 // transaction again. Deleting twice is harmless.
 package invalidator
@@ -74,7 +75,7 @@ type Invalidator struct {
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
 }
 
-var _ cdc.Handler = (*Invalidator)(nil)
+var _ cdc.BatchHandler = (*Invalidator)(nil)
 
 // New returns an Invalidator deleting keys in rdb.
 func New(rdb redis.UniversalClient, opts Options) (*Invalidator, error) {
@@ -127,6 +128,19 @@ func (v *Invalidator) Stats() Stats {
 // at most deleteBatch rows, each bounded by RedisTimeout and retried on its own, so that
 // a transaction of any size makes progress.
 func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
+	return v.HandleBatch(ctx, []*cdc.Tx{tx})
+}
+
+// HandleBatch handles transactions as Handle does one, in one go: the registry is read
+// once for all of them (after their commits), and the keys of their rows share
+// pipelines, so that a backlog of small transactions costs a Redis round trip per
+// batch rather than one per transaction. The stream calls it with every transaction it
+// received and had not handled (cdc.BatchHandler). It returns nil only once every key
+// is deleted.
+func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
+	if len(txs) == 0 {
+		return nil
+	}
 	v.mu.Lock()
 	known := v.known
 	v.mu.Unlock()
@@ -141,7 +155,7 @@ func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
 			return err
 		})
 	}()
-	err := v.apply(ctx, tx, known)
+	err := v.apply(ctx, txs, known)
 	if err != nil {
 		cancel()
 	}
@@ -152,20 +166,27 @@ func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
 		v.mu.Lock()
 		v.known = versions
 		v.mu.Unlock()
-		err = v.apply(ctx, tx, added(versions, known))
+		err = v.apply(ctx, txs, added(versions, known))
 	}
 	if err != nil {
-		return fmt.Errorf("invalidator: transaction %d ending at %v: %w", tx.XID, tx.EndLSN, err)
+		first, last := txs[0], txs[len(txs)-1]
+		if len(txs) == 1 {
+			return fmt.Errorf("invalidator: transaction %d ending at %v: %w", last.XID, last.EndLSN, err)
+		}
+		return fmt.Errorf("invalidator: %d transactions from %d (commit %v) to %d (ending at %v): %w",
+			len(txs), first.XID, first.CommitLSN, last.XID, last.EndLSN, err)
 	}
-	v.transactions.Add(1)
-	v.changes.Add(uint64(len(tx.Changes)))
+	v.transactions.Add(uint64(len(txs)))
+	for _, tx := range txs {
+		v.changes.Add(uint64(len(tx.Changes)))
+	}
 	return nil
 }
 
-// apply deletes the keys of the rows tx changed under the given versions, and flushes
-// the tables it truncated.
-func (v *Invalidator) apply(ctx context.Context, tx *cdc.Tx, versions map[string][]string) error {
-	rows, flush := v.plan(tx, versions)
+// apply deletes the keys of the rows txs changed under the given versions, and flushes
+// the tables they truncated.
+func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, versions map[string][]string) error {
+	rows, flush := v.plan(txs, versions)
 	for lo := 0; lo < len(rows); lo += deleteBatch {
 		batch := rows[lo:min(lo+deleteBatch, len(rows))]
 		if err := v.retry(ctx, func(ctx context.Context) error { return v.store.Invalidate(ctx, batch...) }); err != nil {
@@ -206,31 +227,40 @@ func added(now, before map[string][]string) map[string][]string {
 // Redis to answer well within RedisTimeout, many enough that round trips cost little.
 const deleteBatch = 1000
 
-// plan returns the row keys to delete and the tables to flush for tx.
-func (v *Invalidator) plan(tx *cdc.Tx, versions map[string][]string) (rows []keys.Key, flush []keys.Space) {
+// plan returns the row keys to delete, each once, and the tables to flush for txs.
+func (v *Invalidator) plan(txs []*cdc.Tx, versions map[string][]string) (rows []keys.Key, flush []keys.Space) {
 	flushed := make(map[string]bool)
-	for _, ch := range tx.Changes {
-		table := keys.QualifiedTable(ch.Relation.Schema, ch.Relation.Name)
-		vs := versions[table]
-		if len(vs) == 0 || flushed[table] {
-			continue // nothing of this table is cached, or all of it goes
+	seen := make(map[string]bool)
+	add := func(k keys.Key) {
+		if !seen[k.Value()] {
+			seen[k.Value()] = true
+			rows = append(rows, k)
 		}
-		key, keyErr := canonical(ch.Relation, ch.Key)
-		old, oldErr := canonical(ch.Relation, ch.OldKey)
-		if ch.Kind == cdc.Truncate || ch.Key == nil || keyErr != nil || oldErr != nil {
-			if keyErr != nil || oldErr != nil {
-				v.log.Warn("cannot build the key of a changed row; invalidating its whole table",
-					slog.String("table", table), slog.Any("error", keyErr), slog.Any("old_key_error", oldErr))
+	}
+	for _, tx := range txs {
+		for _, ch := range tx.Changes {
+			table := keys.QualifiedTable(ch.Relation.Schema, ch.Relation.Name)
+			vs := versions[table]
+			if len(vs) == 0 || flushed[table] {
+				continue // nothing of this table is cached, or all of it goes
 			}
-			flushed[table] = true
-			flush = append(flush, v.space(table, vs[0]))
-			continue
-		}
-		for _, ver := range vs {
-			sp := v.space(table, ver)
-			rows = append(rows, sp.Key(key...))
-			if old != nil {
-				rows = append(rows, sp.Key(old...))
+			key, keyErr := canonical(ch.Relation, ch.Key)
+			old, oldErr := canonical(ch.Relation, ch.OldKey)
+			if ch.Kind == cdc.Truncate || ch.Key == nil || keyErr != nil || oldErr != nil {
+				if keyErr != nil || oldErr != nil {
+					v.log.Warn("cannot build the key of a changed row; invalidating its whole table",
+						slog.String("table", table), slog.Any("error", keyErr), slog.Any("old_key_error", oldErr))
+				}
+				flushed[table] = true
+				flush = append(flush, v.space(table, vs[0]))
+				continue
+			}
+			for _, ver := range vs {
+				sp := v.space(table, ver)
+				add(sp.Key(key...))
+				if old != nil {
+					add(sp.Key(old...))
+				}
 			}
 		}
 	}

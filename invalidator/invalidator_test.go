@@ -2,7 +2,11 @@ package invalidator_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,23 +72,35 @@ func newEnv(t *testing.T) *env {
 // until it streams.
 func (e *env) start(t *testing.T) *cdc.Stream {
 	t.Helper()
-	s, err := cdc.NewStream(e.dbURL, cdc.Options{
+	s, _ := runStream(t, e.dbURL, cdc.Options{
 		Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}, StatusInterval: 100 * time.Millisecond,
 	}, e.inv)
+	return s
+}
+
+// runStream runs a stream into h until stop is called or the test ends, and waits until
+// it streams.
+func runStream(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler) (s *cdc.Stream, stop func()) {
+	t.Helper()
+	s, err := cdc.NewStream(connURL, opts, h)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("stream: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("stream: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	integration.Eventually(t, "stream connected", func() bool { return s.Stats().Connected })
-	return s
+	return s, stop
 }
 
 func (e *env) exec(t *testing.T, sql string) {
@@ -187,5 +203,70 @@ func TestGapFlushesTable(t *testing.T) {
 	}
 	if w, _ := e.get(t, 1); w.Name != "changed while no worker ran" {
 		t.Fatalf("after the gap Get = %+v", w)
+	}
+}
+
+// holdFirst is the invalidator, except that its first batch waits until the stream
+// has received want transactions, so that the next batch holds the rest of them.
+type holdFirst struct {
+	*invalidator.Invalidator
+	want   int
+	stream atomic.Pointer[cdc.Stream]
+
+	mu      sync.Mutex
+	batches []int // transactions per batch
+}
+
+func (h *holdFirst) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
+	h.mu.Lock()
+	first := len(h.batches) == 0
+	h.batches = append(h.batches, len(txs))
+	h.mu.Unlock()
+	for first && ctx.Err() == nil {
+		if s := h.stream.Load(); s != nil && s.Stats().Pending >= h.want {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return h.Invalidator.HandleBatch(ctx, txs)
+}
+
+// TestBacklogInBatches: transactions committed while no worker ran are handled in
+// batches on its return, every changed row's key deleted, and a row changed by several
+// transactions of a batch deleted once.
+func TestBacklogInBatches(t *testing.T) {
+	t.Parallel()
+	const txs = 40
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, 4) g`)
+	opts := cdc.Options{Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}, StatusInterval: 100 * time.Millisecond}
+	_, stop := runStream(t, e.dbURL, opts, e.inv) // creates the slot; the backlog waits in it
+	stop()
+
+	e.fill(t, 1, 2, 3, 4)
+	for i := range txs {
+		e.exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'v%d' WHERE id = %d`, i+1, i%4+1))
+	}
+	h := &holdFirst{Invalidator: e.inv, want: txs}
+	s, _ := runStream(t, e.dbURL, opts, h)
+	h.stream.Store(s)
+	integration.Eventually(t, "backlog handled", func() bool { return e.inv.Stats().Transactions >= txs })
+
+	for id := int64(1); id <= 4; id++ {
+		if e.cached(t, id) {
+			t.Errorf("row %d still cached", id)
+		}
+		if w, _ := e.get(t, id); w.Name != fmt.Sprint("v", txs-4+int(id)) {
+			t.Errorf("Get(%d) = %+v, want the last update", id, w)
+		}
+	}
+	h.mu.Lock()
+	batches := slices.Clone(h.batches)
+	h.mu.Unlock()
+	if slices.Max(batches) < 2 {
+		t.Fatalf("batches of %v transactions, want the backlog handled several at a time", batches)
+	}
+	if st := e.inv.Stats(); st.Transactions != txs || st.Changes != txs || st.KeysDeleted >= txs {
+		t.Fatalf("stats %+v: want %d transactions and changes, and fewer keys deleted (each row once per batch)", st, txs)
 	}
 }

@@ -15,6 +15,9 @@
 // Every flag can also be set through the environment variable named in its help.
 // It serves /healthz, /readyz and /metrics (Prometheus) on -listen, logs JSON to stderr,
 // and on SIGTERM or SIGINT finishes the transaction at hand, confirms it and exits 0.
+// /readyz answers 200 while the worker streams from its slot, any gap already flushed;
+// it does not wait for a backlog to drain: pgcache_lag_seconds and pgcache_lag_bytes
+// say how far behind the worker is. A standby waiting for the slot answers 503.
 //
 // Exit codes: 0 stopped by a signal; 1 other failure; 2 bad flags or configuration;
 // 3 wal_level is not logical; 4 the role lacks a privilege; 5 a table does not exist;
