@@ -25,3 +25,12 @@ func SetAfterCommit[T any](r *Repository[T], f func(key string)) {
 	}
 	r.hooks.afterCommit = f
 }
+
+// SetJoined makes f run once a miss has joined (or begun) its key's flight. Set it
+// before the repository is used.
+func SetJoined[T any](r *Repository[T], f func(key string)) {
+	if r.hooks == nil {
+		r.hooks = new(hooks)
+	}
+	r.hooks.joined = f
+}

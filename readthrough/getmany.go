@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"gorm.io/gorm/clause"
 
@@ -21,6 +22,7 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	start := time.Now()
 	ks := make([]keys.Key, len(ids))
 	for i, id := range ids {
 		k, err := r.model.key(id)
@@ -68,7 +70,7 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	}
 	if len(missing) > 0 {
 		r.stats.misses.Add(uint64(len(missing)))
-		if err := r.fillMany(ctx, ids, ks, missing, rows); err != nil {
+		if err := r.fillMany(ctx, start, ids, ks, missing, rows); err != nil {
 			return nil, err
 		}
 	}
@@ -96,7 +98,7 @@ func all(n int) []int {
 // fillMany resolves the missing ids into rows: leases in one round trip, one query for
 // the leased ids, fills in one round trip, and the single-row path for ids whose lease
 // another reader holds.
-func (r *Repository[T]) fillMany(ctx context.Context, ids []any, ks []keys.Key, missing []int, rows []*T) error {
+func (r *Repository[T]) fillMany(ctx context.Context, start time.Time, ids []any, ks []keys.Key, missing []int, rows []*T) error {
 	mks := make([]keys.Key, len(missing))
 	for j, i := range missing {
 		mks[j] = ks[i]
@@ -189,7 +191,7 @@ func (r *Repository[T]) fillMany(ctx context.Context, ids []any, ks []keys.Key, 
 	}
 
 	for _, j := range held {
-		row, ok, err := r.miss(ctx, mks[j], ids[missing[j]])
+		row, ok, err := r.miss(ctx, start, mks[j], ids[missing[j]], false)
 		if err != nil {
 			return err
 		}

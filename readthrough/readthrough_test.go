@@ -140,6 +140,100 @@ func TestStampede(t *testing.T) {
 	}
 }
 
+// TestFlightJoinedAfterWrite: concurrent misses of a key in one process share one
+// fill, but a read that begins after a write returned never gets the row that fill
+// read before the write (read-your-writes): it waits for a fill of its own.
+func TestFlightJoinedAfterWrite(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name, price) VALUES (8, 'old', 1)`)
+	repo := e.widgets(t, readthrough.ModelOptions{})
+	ctx := ctxT(t)
+	loaded, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	readthrough.SetAfterLoad(repo, func(string) {
+		once.Do(func() {
+			close(loaded)
+			<-release
+		})
+	})
+	joined := make(chan struct{}, 8)
+	readthrough.SetJoined(repo, func(string) { joined <- struct{}{} })
+	get := func() <-chan Widget {
+		out := make(chan Widget, 1)
+		go func() {
+			w, _, err := repo.Get(ctx, int64(8))
+			if err != nil {
+				t.Error(err)
+			}
+			out <- w
+		}()
+		return out
+	}
+
+	first := get()
+	<-joined
+	<-loaded // the fill has read 'old' and has not stored it yet
+	if err := repo.Save(ctx, &Widget{ID: 8, Name: "new", Price: 1}); err != nil {
+		t.Fatal(err)
+	}
+	second := get() // begins after Save returned
+	<-joined        // and joins the fill that read 'old'
+	close(release)
+	if w := <-first; w.Name != "old" {
+		t.Fatalf("the read that began the fill got %q, want the 'old' it read (else the test shows nothing)", w.Name)
+	}
+	if w := <-second; w.Name != "new" {
+		t.Fatalf("a read begun after Save returned got %q, want 'new'", w.Name)
+	}
+	if s := repo.Stats(); s.FillsRefused != 1 || s.Loads != 2 {
+		t.Fatalf("stats %+v, want the first fill refused and a second load", s)
+	}
+}
+
+// TestRedisDownSharesLoads: while Redis does not answer, concurrent reads of one key in
+// a process share one Postgres query, as misses do, rather than passing the whole burst
+// on to Postgres.
+func TestRedisDownSharesLoads(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one')`)
+	rd := integration.NewRedis(t, integration.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	if err := rd.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rd.Unpause(context.Background()) })
+	const readers = 50
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() {
+			w, ok, err := repo.Get(ctx, int64(1))
+			if err != nil || !ok || w.Name != "one" {
+				t.Errorf("Get = %+v, %v, %v; want the row from Postgres", w, ok, err)
+			}
+		})
+	}
+	wg.Wait()
+	// One query, or two if a reader was scheduled after the shared query began.
+	if n := e.queries.Load(); n > 2 {
+		t.Fatalf("%d database queries for %d concurrent reads of one key with Redis paused, want 1", n, readers)
+	}
+	if s := repo.Stats(); s.Errors != readers {
+		t.Fatalf("stats %+v, want %d Redis errors counted", s, readers)
+	}
+}
+
 // TestStampedeFillerDied: a lease whose holder died makes readers wait WaitTimeout, then
 // read Postgres themselves; they cache nothing, since they hold no lease.
 func TestStampedeFillerDied(t *testing.T) {

@@ -56,6 +56,8 @@ type hooks struct {
 	afterLoad func(key string)
 	// afterCommit runs after a write committed, before its cache effects.
 	afterCommit func(key string)
+	// joined runs once a miss has joined (or begun) the key's flight.
+	joined func(key string)
 	// unfenced makes fills plain SETs, as caches without fencing do, to show that the
 	// race tests can fail.
 	unfenced bool
@@ -117,12 +119,15 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 	if err != nil {
 		return row, false, err
 	}
+	start := time.Now()
 	entry, cached, err := r.store.Get(ctx, k)
 	if err != nil {
 		if err := r.fallBack(err); err != nil {
 			return row, false, err
 		}
-		return r.load(ctx, id)
+		// Concurrent reads of the key share one query, as misses do: when Redis is slow
+		// because of a burst of reads, Postgres does not get the burst instead.
+		return r.miss(ctx, start, k, id, true)
 	}
 	if cached {
 		if row, ok, err := r.decode(ctx, k, entry); err == nil {
@@ -130,7 +135,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		}
 	}
 	r.stats.misses.Add(1)
-	return r.miss(ctx, k, id)
+	return r.miss(ctx, start, k, id, false)
 }
 
 // decode turns a cached entry into a row, counting hits; an undecodable entry is deleted
@@ -157,25 +162,52 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 	return zero, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
 }
 
+// flight is what a fill hands to the misses that shared it: the entry, and a moment at
+// which the entry was the row's current state.
+type flight struct {
+	entry []byte
+	at    time.Time
+}
+
 // miss fills the row once per process: concurrent misses of one key share one flight.
-func (r *Repository[T]) miss(ctx context.Context, k keys.Key, id any) (row T, ok bool, err error) {
-	ch := r.group.DoChan(k.Value(), func() (any, error) {
-		// The flight outlives a caller that gives up; it is bounded by its own timeouts.
-		return r.fill(context.WithoutCancel(ctx), k, id)
-	})
-	select {
-	case <-ctx.Done():
-		return row, false, ctx.Err()
-	case res := <-ch:
+// With direct (Redis failed), the flight reads Postgres and stores nothing.
+//
+// A caller takes a flight's entry only if the entry was current at some moment after
+// the caller began (start). Otherwise the flight read the row before the caller
+// began, and a write may have committed and returned in between: handing that caller
+// the older row would break read-your-writes. Such a caller joins the next flight,
+// which begins after this one ended, and so after the caller began.
+func (r *Repository[T]) miss(ctx context.Context, start time.Time, k keys.Key, id any, direct bool) (row T, ok bool, err error) {
+	name, fill := k.Value(), r.fill
+	if direct {
+		name, fill = "db\x00"+name, r.loadFlight
+	}
+	for again := true; ; again = false {
+		ch := r.group.DoChan(name, func() (any, error) {
+			// The flight outlives a caller that gives up; it is bounded by its own timeouts.
+			return fill(context.WithoutCancel(ctx), k, id)
+		})
+		if r.hooks != nil && r.hooks.joined != nil {
+			r.hooks.joined(k.Value())
+		}
+		var res singleflight.Result
+		select {
+		case <-ctx.Done():
+			return row, false, ctx.Err()
+		case res = <-ch:
+		}
 		if res.Err != nil {
 			return row, false, res.Err
 		}
-		entry := res.Val.([]byte)
-		if entry[0] == entryAbsent {
+		f := res.Val.(flight)
+		if again && f.at.Before(start) {
+			continue
+		}
+		if f.entry[0] == entryAbsent {
 			return row, false, nil
 		}
 		// Each caller decodes its own copy, so callers never share slices or maps.
-		if err := r.opts.Codec.Unmarshal(entry[1:], &row); err != nil {
+		if err := r.opts.Codec.Unmarshal(f.entry[1:], &row); err != nil {
 			return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
 		}
 		return row, true, nil
@@ -192,7 +224,7 @@ func (r *Repository[T]) miss(ctx context.Context, k keys.Key, id any) (row T, ok
 // When another process holds the lease, this reader waits for its fill, polling with a
 // growing interval, for at most WaitTimeout; then it reads Postgres itself and caches
 // nothing, since it holds no lease.
-func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, error) {
+func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, error) {
 	if r.hooks != nil && r.hooks.unfenced {
 		return r.fillUnfenced(ctx, k, id)
 	}
@@ -200,17 +232,18 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, e
 	poll := time.Millisecond
 	waited := false
 	for {
+		at := time.Now()
 		lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
 		if err != nil {
 			if err := r.fallBack(err); err != nil {
-				return nil, err
+				return flight{}, err
 			}
-			return r.loadEntry(ctx, id)
+			return r.loadFlight(ctx, k, id)
 		}
 		switch lease.State {
 		case store.Found:
 			if _, _, err := r.decodeCheck(lease.Value); err == nil {
-				return lease.Value, nil
+				return flight{lease.Value, at}, nil
 			}
 			// Undecodable: fall through to waiting; the lease holder or TTL replaces it.
 		case store.Acquired:
@@ -222,7 +255,7 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, e
 		}
 		remaining := time.Until(deadline)
 		if remaining <= 0 {
-			return r.loadEntry(ctx, id)
+			return r.loadFlight(ctx, k, id)
 		}
 		wait := min(poll, remaining)
 		if lease.State == store.Held && lease.Wait > 0 {
@@ -232,7 +265,7 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) ([]byte, e
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, ctx.Err()
+			return flight{}, ctx.Err()
 		case <-t.C:
 		}
 		poll = min(2*poll, 50*time.Millisecond)
@@ -251,51 +284,56 @@ func (r *Repository[T]) decodeCheck(entry []byte) (T, bool, error) {
 	return row, false, errors.New("bad entry tag")
 }
 
-func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, token string) ([]byte, error) {
-	entry, err := r.loadEntry(ctx, id)
+// fillLeased loads the row and stores it under the lease token. The flight's moment is
+// when the store was sent if it was stored (no invalidation came between the load and
+// the store), else when the load began.
+func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, token string) (flight, error) {
+	f, err := r.loadFlight(ctx, k, id)
 	if err != nil {
 		if rerr := r.store.Release(ctx, k, token); rerr != nil {
 			r.redisFailed(rerr)
 		}
-		return nil, err
+		return f, err
 	}
 	if r.hooks != nil && r.hooks.afterLoad != nil {
 		r.hooks.afterLoad(k.Value())
 	}
-	ttl, cache := r.ttl(entry)
+	ttl, cache := r.ttl(f.entry)
 	if !cache {
 		if err := r.store.Release(ctx, k, token); err != nil {
 			r.redisFailed(err)
 		}
-		return entry, nil
+		return f, nil
 	}
-	stored, err := r.store.Fill(ctx, k, token, entry, ttl)
+	at := time.Now()
+	stored, err := r.store.Fill(ctx, k, token, f.entry, ttl)
 	switch {
 	case err != nil:
 		r.redisFailed(err)
 	case stored:
 		r.stats.fills.Add(1)
+		f.at = at
 	default:
 		r.stats.fillsRefused.Add(1)
 	}
-	return entry, nil
+	return f, nil
 }
 
-func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) ([]byte, error) {
-	entry, err := r.loadEntry(ctx, id)
+func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) (flight, error) {
+	f, err := r.loadFlight(ctx, k, id)
 	if err != nil {
-		return nil, err
+		return f, err
 	}
 	if r.hooks.afterLoad != nil {
 		r.hooks.afterLoad(k.Value())
 	}
-	if ttl, cache := r.ttl(entry); cache {
-		if err := r.store.Client().Set(ctx, k.Value(), entry, ttl).Err(); err != nil {
-			return nil, err
+	if ttl, cache := r.ttl(f.entry); cache {
+		if err := r.store.Client().Set(ctx, k.Value(), f.entry, ttl).Err(); err != nil {
+			return f, err
 		}
 		r.stats.fills.Add(1)
 	}
-	return entry, nil
+	return f, nil
 }
 
 // ttl returns how long to cache entry, and whether to cache it at all.
@@ -308,6 +346,14 @@ func (r *Repository[T]) ttl(entry []byte) (time.Duration, bool) {
 		ttl += time.Duration((rand.Float64()*2 - 1) * j * float64(ttl))
 	}
 	return max(ttl, time.Millisecond), true
+}
+
+// loadFlight reads the row from Postgres, for a flight: the entry is current as of when
+// the query was sent.
+func (r *Repository[T]) loadFlight(ctx context.Context, _ keys.Key, id any) (flight, error) {
+	at := time.Now()
+	entry, err := r.loadEntry(ctx, id)
+	return flight{entry, at}, err
 }
 
 // loadEntry reads the row from Postgres and encodes it as a cache entry.

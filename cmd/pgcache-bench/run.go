@@ -336,6 +336,15 @@ func (b *bench) stampede(ctx context.Context, r *results) error {
 	close(start)
 	wg.Wait()
 	r.StampedeDBQueries = int(b.queries.Load() - before)
+	var st readthrough.Stats
+	for _, repo := range repos {
+		s := repo.Stats()
+		st.Loads += s.Loads
+		st.StampedeWaits += s.StampedeWaits
+		st.Errors += s.Errors
+		st.Hits += s.Hits
+	}
+	b.log.Info("stampede done", "db_queries", r.StampedeDBQueries, "loads", st.Loads, "waits", st.StampedeWaits, "redis_errors", st.Errors, "hits", st.Hits)
 	return nil
 }
 
