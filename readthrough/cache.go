@@ -51,6 +51,8 @@ type Options struct {
 	Prefix string
 	// RedisTimeout bounds each Redis operation, on top of the caller's context; when it
 	// passes, a read falls back to Postgres. Default 100ms. ModelOptions may override it.
+	// It includes the wait for a connection from the client's pool: size PoolSize for
+	// the reads you run at once.
 	//
 	// The bound reaches the network only if the client honours context deadlines: set
 	// ContextTimeoutEnabled in the go-redis options. Without it a hung Redis holds a read
