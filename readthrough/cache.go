@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/singleflight"
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/internal/store"
@@ -248,7 +247,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		opts:      opts,
 		log:       c.log.With(slog.String("model", m.schema.Name)),
 		stats:     new(counters),
-		group:     new(singleflight.Group),
+		flights:   new(flights),
 		reg:       store.Model{Prefix: c.opts.Prefix, Table: m.space.Table(), Version: m.space.Version()},
 		wbStore:   c.store.WithTimeout(opts.WriteBack.Timeout),
 		noWaitAOF: new(atomic.Bool),

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"time"
 
 	"gorm.io/gorm/clause"
 
@@ -22,7 +21,7 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	start := time.Now()
+	start := r.flights.clock.Load()
 	ks := make([]keys.Key, len(ids))
 	for i, id := range ids {
 		k, err := r.model.key(id)
@@ -98,7 +97,7 @@ func all(n int) []int {
 // fillMany resolves the missing ids into rows: leases in one round trip, one query for
 // the leased ids, fills in one round trip, and the single-row path for ids whose lease
 // another reader holds.
-func (r *Repository[T]) fillMany(ctx context.Context, start time.Time, ids []any, ks []keys.Key, missing []int, rows []*T) error {
+func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, ks []keys.Key, missing []int, rows []*T) error {
 	mks := make([]keys.Key, len(missing))
 	for j, i := range missing {
 		mks[j] = ks[i]

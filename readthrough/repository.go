@@ -30,13 +30,13 @@ type Repository[T any] struct {
 	// commit (write-through fills).
 	base *gorm.DB
 	// tx collects the cache effects of writes made through In(tx); nil otherwise.
-	tx    *Tx
-	store *store.Store
-	model *model
-	opts  ModelOptions
-	log   *slog.Logger
-	stats *counters
-	group *singleflight.Group
+	tx      *Tx
+	store   *store.Store
+	model   *model
+	opts    ModelOptions
+	log     *slog.Logger
+	stats   *counters
+	flights *flights
 	// reg is what the registry lists for the model; every lease records it (see
 	// internal/store's registry).
 	reg store.Model
@@ -95,7 +95,7 @@ func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
 		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model,
-		opts: r.opts, log: r.log, stats: r.stats, hooks: r.hooks, group: r.group, reg: r.reg, wbStore: r.wbStore,
+		opts: r.opts, log: r.log, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
 		noWaitAOF: r.noWaitAOF,
 	}
 }
@@ -119,7 +119,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 	if err != nil {
 		return row, false, err
 	}
-	start := time.Now()
+	start := r.flights.clock.Load()
 	entry, cached, err := r.store.Get(ctx, k)
 	if err != nil {
 		if err := r.fallBack(err); err != nil {
@@ -162,28 +162,36 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 	return zero, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
 }
 
-// flight is what a fill hands to the misses that shared it: the entry, and a moment at
-// which the entry was the row's current state.
+// flights lets concurrent misses of a key in this process share one fill (see miss).
+type flights struct {
+	group singleflight.Group
+	// clock orders reads against fills: a read takes its value when it begins, and a
+	// fill takes the next value at a moment its entry was the row's current state.
+	clock atomic.Uint64
+}
+
+// flight is what a fill hands to the misses that shared it: the entry, and the clock
+// value of a moment at which the entry was the row's current state.
 type flight struct {
 	entry []byte
-	at    time.Time
+	at    uint64
 }
 
 // miss fills the row once per process: concurrent misses of one key share one flight.
 // With direct (Redis failed), the flight reads Postgres and stores nothing.
 //
 // A caller takes a flight's entry only if the entry was current at some moment after
-// the caller began (start). Otherwise the flight read the row before the caller
-// began, and a write may have committed and returned in between: handing that caller
-// the older row would break read-your-writes. Such a caller joins the next flight,
-// which begins after this one ended, and so after the caller began.
-func (r *Repository[T]) miss(ctx context.Context, start time.Time, k keys.Key, id any, direct bool) (row T, ok bool, err error) {
+// the caller began (start is the clock's value then). Otherwise the flight read the
+// row before the caller began, and a write may have committed and returned in between:
+// handing that caller the older row would break read-your-writes. Such a caller joins
+// the next flight, which begins after this one ended, and so after the caller began.
+func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id any, direct bool) (row T, ok bool, err error) {
 	name, fill := k.Value(), r.fill
 	if direct {
 		name, fill = "db\x00"+name, r.loadFlight
 	}
 	for again := true; ; again = false {
-		ch := r.group.DoChan(name, func() (any, error) {
+		ch := r.flights.group.DoChan(name, func() (any, error) {
 			// The flight outlives a caller that gives up; it is bounded by its own timeouts.
 			return fill(context.WithoutCancel(ctx), k, id)
 		})
@@ -200,7 +208,7 @@ func (r *Repository[T]) miss(ctx context.Context, start time.Time, k keys.Key, i
 			return row, false, res.Err
 		}
 		f := res.Val.(flight)
-		if again && f.at.Before(start) {
+		if again && f.at <= start {
 			continue
 		}
 		if f.entry[0] == entryAbsent {
@@ -232,7 +240,7 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 	poll := time.Millisecond
 	waited := false
 	for {
-		at := time.Now()
+		at := r.flights.clock.Add(1)
 		lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
 		if err != nil {
 			if err := r.fallBack(err); err != nil {
@@ -305,7 +313,7 @@ func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, toke
 		}
 		return f, nil
 	}
-	at := time.Now()
+	at := r.flights.clock.Add(1)
 	stored, err := r.store.Fill(ctx, k, token, f.entry, ttl)
 	switch {
 	case err != nil:
@@ -351,7 +359,7 @@ func (r *Repository[T]) ttl(entry []byte) (time.Duration, bool) {
 // loadFlight reads the row from Postgres, for a flight: the entry is current as of when
 // the query was sent.
 func (r *Repository[T]) loadFlight(ctx context.Context, _ keys.Key, id any) (flight, error) {
-	at := time.Now()
+	at := r.flights.clock.Add(1)
 	entry, err := r.loadEntry(ctx, id)
 	return flight{entry, at}, err
 }
