@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -18,39 +17,7 @@ import (
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/invalidator"
-	"github.com/pgcache/pgcache/readthrough"
 )
-
-// newEnvOn is newEnv on a database and a Redis of the test's choosing, with rows
-// 1..n of widgets named "v0".
-func newEnvOn(t *testing.T, pg *integration.Database, rd *integration.Redis, n int) *env {
-	t.Helper()
-	e := &env{dbURL: pg.RoleURL, slot: "slot_" + pg.Name, rdb: rd.Client(t), prefix: rd.Prefix(t)}
-	db, err := gorm.Open(postgres.Open(e.dbURL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	t.Cleanup(func() { sqlDB.Close() })
-	e.db = db
-	if err := db.AutoMigrate(&Widget{}); err != nil {
-		t.Fatal(err)
-	}
-	e.exec(t, fmt.Sprintf(`INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, %d) g`, n))
-	// A generous Redis timeout: on a loaded machine the default (100ms) makes some
-	// fills give up, and the tests count on reads filling the cache.
-	cache, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.repo, err = readthrough.Register[Widget](cache, readthrough.ModelOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if e.inv, err = invalidator.New(e.rdb, invalidator.Options{Prefix: e.prefix}); err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 // faultOptions are stream options for fault tests: frequent status updates and short
 // reconnection backoff.
@@ -115,73 +82,6 @@ func (o *observer) firstSince(t time.Time) (cdc.LSN, bool) {
 	return first, first != 0
 }
 
-// barrier commits a change to row id, cached first, and waits until its key is deleted.
-// Transactions are handled in commit order, so every transaction committed before the
-// barrier's has been handled when it returns.
-func (e *env) barrier(t *testing.T, id int64) {
-	t.Helper()
-	e.fill(t, id)
-	e.exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'barrier' WHERE id = %d`, id))
-	integration.Eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !e.cached(t, id) })
-}
-
-// stale returns the rows among 1..n whose cached entry differs from the database, and
-// how many are cached. Rows are never deleted in these tests, and nothing may write to
-// the table or the cache meanwhile.
-func (e *env) stale(t *testing.T, n int) (stale []string, cached int) {
-	t.Helper()
-	ctx := context.Background()
-	exists := make([]*redis.IntCmd, n)
-	_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range exists {
-			key, err := e.repo.Key(int64(i + 1))
-			if err != nil {
-				return err
-			}
-			exists[i] = p.Exists(ctx, key)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []any
-	for i, c := range exists {
-		if c.Val() == 1 {
-			ids = append(ids, int64(i+1))
-		}
-	}
-	if len(ids) == 0 {
-		return nil, 0
-	}
-	// These rows are cached: GetMany reads them from Redis alone and leaves out the
-	// ones cached as absent.
-	got, err := e.repo.GetMany(ctx, ids...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inCache := make(map[int64]string, len(got))
-	for _, w := range got {
-		inCache[w.ID] = w.Name
-	}
-	var inDB []Widget
-	if err := e.db.Raw(`SELECT id, name FROM widgets WHERE id IN ?`, ids).Scan(&inDB).Error; err != nil {
-		t.Fatal(err)
-	}
-	if len(inDB) != len(ids) {
-		t.Fatalf("%d of %d cached rows are in the database", len(inDB), len(ids))
-	}
-	for _, w := range inDB {
-		switch name, ok := inCache[w.ID]; {
-		case !ok:
-			stale = append(stale, fmt.Sprintf("row %d: cached as absent, database %q", w.ID, w.Name))
-		case name != w.Name:
-			stale = append(stale, fmt.Sprintf("row %d: cached %q, database %q", w.ID, name, w.Name))
-		}
-	}
-	return stale, len(ids)
-}
-
 // slotHolds reports whether the slot's confirmed position, as Postgres has it, is at
 // or before lsn, so that the transaction committed at lsn will be delivered again.
 func slotHolds(t *testing.T, admin *gorm.DB, slot string, lsn cdc.LSN) (bool, string) {
@@ -225,9 +125,9 @@ func TestRedisPaused(t *testing.T) {
 	e := newEnvOn(t, pg, rd, rows+1)
 	admin := openAdmin(t, pg.URL)
 	obs := newObserver(e.inv)
-	runStream(t, e.dbURL, faultOptions(e.slot), obs)
+	runStream(t, e.PG.RoleURL, faultOptions(e.slot), obs)
 	for id := int64(1); id <= rows; id++ {
-		e.fill(t, id)
+		e.Fill(t, id)
 	}
 
 	ctx := context.Background()
@@ -242,7 +142,7 @@ func TestRedisPaused(t *testing.T) {
 	})
 	pausedAt := time.Now()
 	for id := 1; id <= rows; id++ {
-		e.exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'changed while Redis was paused %d' WHERE id = %d`, id, id))
+		e.Exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'changed while Redis was paused %d' WHERE id = %d`, id, id))
 	}
 	var (
 		checks int
@@ -268,13 +168,13 @@ func TestRedisPaused(t *testing.T) {
 	}
 	paused = false
 
-	e.barrier(t, barrier)
+	e.Barrier(t, barrier)
 	for id := int64(1); id <= rows; id++ {
-		if e.cached(t, id) {
+		if e.Cached(t, id) {
 			t.Errorf("row %d changed while Redis was paused is still cached after catch-up", id)
 		}
 	}
-	if stale, _ := e.stale(t, rows); len(stale) > 0 {
+	if stale, _ := e.Stale(t, rows); len(stale) > 0 {
 		t.Errorf("stale rows:\n%s", strings.Join(stale, "\n"))
 	}
 	integration.Eventually(t, "the slot to confirm the caught-up changes", func() bool {
@@ -303,10 +203,10 @@ func TestPostgresRestarted(t *testing.T) {
 	srv := integration.NewPostgres(t, integration.PostgresOptions{})
 	pg := srv.NewDatabase(t)
 	e := newEnvOn(t, pg, servers.Redis(t), rows+1)
-	w, err := invalidator.NewWorker(e.rdb, invalidator.WorkerOptions{
+	w, err := invalidator.NewWorker(e.Redis, invalidator.WorkerOptions{
 		Postgres:    pg.RoleURL,
 		Stream:      faultOptions(e.slot),
-		Invalidator: invalidator.Options{Prefix: e.prefix},
+		Invalidator: invalidator.Options{Prefix: e.Prefix},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +230,7 @@ func TestPostgresRestarted(t *testing.T) {
 	)
 	wg.Go(func() {
 		for n := 0; load.Err() == nil; n++ {
-			err := e.db.Exec(`UPDATE widgets SET name = ? WHERE id = ?`, fmt.Sprint("v", n), 1+rand.N(rows)).Error
+			err := e.DB.Exec(`UPDATE widgets SET name = ? WHERE id = ?`, fmt.Sprint("v", n), 1+rand.N(rows)).Error
 			if err != nil {
 				failed.Add(1) // while Postgres restarts
 				time.Sleep(10 * time.Millisecond)
@@ -345,7 +245,7 @@ func TestPostgresRestarted(t *testing.T) {
 			for i := range ids {
 				ids[i] = int64(1 + rand.N(rows))
 			}
-			if _, err := e.repo.GetMany(load, ids...); err != nil {
+			if _, err := e.Repo.GetMany(load, ids...); err != nil {
 				time.Sleep(10 * time.Millisecond) // while Postgres restarts
 			}
 		}
@@ -363,8 +263,8 @@ func TestPostgresRestarted(t *testing.T) {
 	stopLoad()
 	wg.Wait()
 
-	e.barrier(t, barrier)
-	stale, cached := e.stale(t, rows)
+	e.Barrier(t, barrier)
+	stale, cached := e.Stale(t, rows)
 	t.Logf("%d commits (%d failed during the restart); %d of %d rows cached at the end; %d reconnects",
 		commits.Load(), failed.Load(), cached, rows, w.StreamStats().Reconnects)
 	if len(stale) > 0 {
@@ -385,15 +285,15 @@ func TestLargeTransaction(t *testing.T) {
 	t.Parallel()
 	const rows = 30000
 	e := newEnvOn(t, servers.Postgres(t).NewDatabase(t), servers.Redis(t), rows)
-	inv, err := invalidator.New(e.rdb, invalidator.Options{Prefix: e.prefix, RedisTimeout: 50 * time.Millisecond})
+	inv, err := invalidator.New(e.Redis, invalidator.Options{Prefix: e.Prefix, RedisTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	runStream(t, e.dbURL, faultOptions(e.slot), inv)
-	e.fill(t, 1, rows/2, rows)
-	e.exec(t, `UPDATE widgets SET name = 'changed'`)
+	runStream(t, e.PG.RoleURL, faultOptions(e.slot), inv)
+	e.Fill(t, 1, rows/2, rows)
+	e.Exec(t, `UPDATE widgets SET name = 'changed'`)
 	integration.Eventually(t, "the large transaction to be handled", func() bool { return inv.Stats().Transactions == 1 })
-	if e.cached(t, 1) || e.cached(t, rows/2) || e.cached(t, rows) {
+	if e.Cached(t, 1) || e.Cached(t, rows/2) || e.Cached(t, rows) {
 		t.Error("rows changed by the large transaction are still cached after it was handled")
 	}
 	if st := inv.Stats(); st.Changes != rows || st.KeysDeleted != rows {

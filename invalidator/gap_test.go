@@ -30,12 +30,12 @@ func (d *dyingGap) Gap(ctx context.Context, tables []string, reason string) erro
 func TestGapSurvivesCrash(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
-	e.fill(t, 1, 2)
-	e.exec(t, `UPDATE widgets SET name = 'changed while no worker ran' WHERE id = 1`)
+	e.Exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
+	e.Fill(t, 1, 2)
+	e.Exec(t, `UPDATE widgets SET name = 'changed while no worker ran' WHERE id = 1`)
 
 	dying := &dyingGap{Invalidator: e.inv, entered: make(chan struct{})}
-	s, err := cdc.NewStream(e.dbURL, cdc.Options{Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}}, dying)
+	s, err := cdc.NewStream(e.PG.RoleURL, cdc.Options{Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}}, dying)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,22 +48,22 @@ func TestGapSurvivesCrash(t *testing.T) {
 		t.Fatal("Gap was not called")
 	}
 	var slots int
-	if err := e.db.Raw(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = ?`, e.slot).Scan(&slots).Error; err != nil || slots != 1 {
+	if err := e.DB.Raw(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = ?`, e.slot).Scan(&slots).Error; err != nil || slots != 1 {
 		t.Fatalf("slot %s: %d (%v), want it created before Gap", e.slot, slots, err)
 	}
 	cancel() // the process dies
 	<-done
-	if !e.cached(t, 1) {
+	if !e.Cached(t, 1) {
 		t.Fatal("the dying worker flushed the table after all; the test shows nothing")
 	}
 
-	inv, err := invalidator.New(e.rdb, invalidator.Options{Prefix: e.prefix})
+	inv, err := invalidator.New(e.Redis, invalidator.Options{Prefix: e.Prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.inv = inv
 	e.start(t)
-	if e.cached(t, 1) || e.cached(t, 2) {
+	if e.Cached(t, 1) || e.Cached(t, 2) {
 		t.Fatal("the next worker found the slot and streamed without flushing the table")
 	}
 	if s := inv.Stats(); s.TablesFlushed != 1 {

@@ -10,59 +10,37 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
-
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/widgettest"
 	"github.com/pgcache/pgcache/invalidator"
-	"github.com/pgcache/pgcache/readthrough"
 )
 
 var servers integration.Shared
 
 func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 
-type Widget struct {
-	ID   int64 `gorm:"primaryKey"`
-	Name string
-}
-
+// env is a widgets table, with an Invalidator under its prefix and a slot name of the
+// test's own.
 type env struct {
-	db     *gorm.DB
-	dbURL  string
-	slot   string
-	rdb    *redis.Client
-	prefix string
-	repo   *readthrough.Repository[Widget]
-	inv    *invalidator.Invalidator
+	*widgettest.Table
+	slot string
+	inv  *invalidator.Invalidator
 }
 
+// newEnv is an empty widgets table on the shared servers.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	pg := servers.Postgres(t).NewDatabase(t)
-	rd := servers.Redis(t)
-	e := &env{dbURL: pg.RoleURL, slot: "slot_" + pg.Name, rdb: rd.Client(t), prefix: rd.Prefix(t)}
-	db, err := gorm.Open(postgres.Open(e.dbURL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	t.Cleanup(func() { sqlDB.Close() })
-	e.db = db
-	if err := db.AutoMigrate(&Widget{}); err != nil {
-		t.Fatal(err)
-	}
-	cache, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e.repo, err = readthrough.Register[Widget](cache, readthrough.ModelOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if e.inv, err = invalidator.New(e.rdb, invalidator.Options{Prefix: e.prefix}); err != nil {
+	return newEnvOn(t, servers.Postgres(t).NewDatabase(t), servers.Redis(t), 0)
+}
+
+// newEnvOn is a widgets table of rows 1..n named "v0" on a database and a Redis of the
+// test's choosing.
+func newEnvOn(t *testing.T, pg *integration.Database, rd *integration.Redis, n int) *env {
+	t.Helper()
+	e := &env{Table: widgettest.New(t, pg, rd, n), slot: "slot_" + pg.Name}
+	var err error
+	if e.inv, err = invalidator.New(e.Redis, invalidator.Options{Prefix: e.Prefix}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -72,7 +50,7 @@ func newEnv(t *testing.T) *env {
 // until it streams.
 func (e *env) start(t *testing.T) *cdc.Stream {
 	t.Helper()
-	s, _ := runStream(t, e.dbURL, cdc.Options{
+	s, _ := runStream(t, e.PG.RoleURL, cdc.Options{
 		Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}, StatusInterval: 100 * time.Millisecond,
 	}, e.inv)
 	return s
@@ -103,42 +81,9 @@ func runStream(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler) (s
 	return s, stop
 }
 
-func (e *env) exec(t *testing.T, sql string) {
+func (e *env) get(t *testing.T, id int64) (widgettest.Widget, bool) {
 	t.Helper()
-	if err := e.db.Exec(sql).Error; err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func (e *env) cached(t *testing.T, id int64) bool {
-	t.Helper()
-	key, err := e.repo.Key(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := e.rdb.Exists(context.Background(), key).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n == 1
-}
-
-// fill reads the rows through the cache and checks they are cached.
-func (e *env) fill(t *testing.T, ids ...int64) {
-	t.Helper()
-	for _, id := range ids {
-		if _, _, err := e.repo.Get(context.Background(), id); err != nil {
-			t.Fatal(err)
-		}
-		if !e.cached(t, id) {
-			t.Fatalf("row %d not cached after a read", id)
-		}
-	}
-}
-
-func (e *env) get(t *testing.T, id int64) (Widget, bool) {
-	t.Helper()
-	w, ok, err := e.repo.Get(context.Background(), id)
+	w, ok, err := e.Repo.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,31 +94,31 @@ func (e *env) get(t *testing.T, id int64) (Widget, bool) {
 func TestRawSQLChanges(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two'), (3, 'three')`)
+	e.Exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two'), (3, 'three')`)
 	e.start(t)
-	e.fill(t, 1, 2, 3, 404, 300)
+	e.Fill(t, 1, 2, 3, 404, 300)
 
-	e.exec(t, `UPDATE widgets SET name = 'uno' WHERE id = 1`)
-	integration.Eventually(t, "updated row invalidated", func() bool { return !e.cached(t, 1) })
+	e.Exec(t, `UPDATE widgets SET name = 'uno' WHERE id = 1`)
+	integration.Eventually(t, "updated row invalidated", func() bool { return !e.Cached(t, 1) })
 	if w, _ := e.get(t, 1); w.Name != "uno" {
 		t.Fatalf("after UPDATE, Get = %+v", w)
 	}
 
-	e.exec(t, `DELETE FROM widgets WHERE id = 2`)
-	integration.Eventually(t, "deleted row invalidated", func() bool { return !e.cached(t, 2) })
+	e.Exec(t, `DELETE FROM widgets WHERE id = 2`)
+	integration.Eventually(t, "deleted row invalidated", func() bool { return !e.Cached(t, 2) })
 	if _, ok := e.get(t, 2); ok {
 		t.Fatal("after DELETE, Get still finds the row")
 	}
 
-	e.exec(t, `INSERT INTO widgets (id, name) VALUES (404, 'found')`)
-	integration.Eventually(t, "negative entry of an inserted row cleared", func() bool { return !e.cached(t, 404) })
+	e.Exec(t, `INSERT INTO widgets (id, name) VALUES (404, 'found')`)
+	integration.Eventually(t, "negative entry of an inserted row cleared", func() bool { return !e.Cached(t, 404) })
 	if w, ok := e.get(t, 404); !ok || w.Name != "found" {
 		t.Fatalf("after INSERT, Get = %+v, %v", w, ok)
 	}
 
 	// A primary-key change: the old key and the new key (cached as absent) both go.
-	e.exec(t, `UPDATE widgets SET id = 300 WHERE id = 3`)
-	integration.Eventually(t, "old and new keys invalidated", func() bool { return !e.cached(t, 3) && !e.cached(t, 300) })
+	e.Exec(t, `UPDATE widgets SET id = 300 WHERE id = 3`)
+	integration.Eventually(t, "old and new keys invalidated", func() bool { return !e.Cached(t, 3) && !e.Cached(t, 300) })
 	if _, ok := e.get(t, 3); ok {
 		t.Fatal("after the key change, the old id is still found")
 	}
@@ -181,9 +126,9 @@ func TestRawSQLChanges(t *testing.T) {
 		t.Fatalf("after the key change, Get(300) = %+v, %v", w, ok)
 	}
 
-	e.fill(t, 1, 404, 300)
-	e.exec(t, `TRUNCATE widgets`)
-	integration.Eventually(t, "truncated table invalidated", func() bool { return !e.cached(t, 1) && !e.cached(t, 404) && !e.cached(t, 300) })
+	e.Fill(t, 1, 404, 300)
+	e.Exec(t, `TRUNCATE widgets`)
+	integration.Eventually(t, "truncated table invalidated", func() bool { return !e.Cached(t, 1) && !e.Cached(t, 404) && !e.Cached(t, 300) })
 }
 
 // TestGapFlushesTable: rows cached before the worker's slot existed may have changed
@@ -191,11 +136,11 @@ func TestRawSQLChanges(t *testing.T) {
 func TestGapFlushesTable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
-	e.fill(t, 1, 2)
-	e.exec(t, `UPDATE widgets SET name = 'changed while no worker ran' WHERE id = 1`)
+	e.Exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
+	e.Fill(t, 1, 2)
+	e.Exec(t, `UPDATE widgets SET name = 'changed while no worker ran' WHERE id = 1`)
 	e.start(t)
-	if e.cached(t, 1) || e.cached(t, 2) {
+	if e.Cached(t, 1) || e.Cached(t, 2) {
 		t.Fatal("rows cached before the slot existed survived the gap")
 	}
 	if s := e.inv.Stats(); s.TablesFlushed != 1 {
@@ -238,22 +183,22 @@ func TestBacklogInBatches(t *testing.T) {
 	t.Parallel()
 	const txs = 40
 	e := newEnv(t)
-	e.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, 4) g`)
+	e.Exec(t, `INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, 4) g`)
 	opts := cdc.Options{Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}, StatusInterval: 100 * time.Millisecond}
-	_, stop := runStream(t, e.dbURL, opts, e.inv) // creates the slot; the backlog waits in it
+	_, stop := runStream(t, e.PG.RoleURL, opts, e.inv) // creates the slot; the backlog waits in it
 	stop()
 
-	e.fill(t, 1, 2, 3, 4)
+	e.Fill(t, 1, 2, 3, 4)
 	for i := range txs {
-		e.exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'v%d' WHERE id = %d`, i+1, i%4+1))
+		e.Exec(t, fmt.Sprintf(`UPDATE widgets SET name = 'v%d' WHERE id = %d`, i+1, i%4+1))
 	}
 	h := &holdFirst{Invalidator: e.inv, want: txs}
-	s, _ := runStream(t, e.dbURL, opts, h)
+	s, _ := runStream(t, e.PG.RoleURL, opts, h)
 	h.stream.Store(s)
 	integration.Eventually(t, "backlog handled", func() bool { return e.inv.Stats().Transactions >= txs })
 
 	for id := int64(1); id <= 4; id++ {
-		if e.cached(t, id) {
+		if e.Cached(t, id) {
 			t.Errorf("row %d still cached", id)
 		}
 		if w, _ := e.get(t, id); w.Name != fmt.Sprint("v", txs-4+int(id)) {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/widgettest"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -16,34 +17,34 @@ func TestVersionAnnouncedLater(t *testing.T) {
 	t.Parallel()
 	e := newEnvOn(t, servers.Postgres(t).NewDatabase(t), servers.Redis(t), 2)
 	e.start(t)
-	e.fill(t, 1)
-	e.exec(t, `UPDATE widgets SET name = 'uno' WHERE id = 1`)
-	integration.Eventually(t, "row 1 invalidated under the first version", func() bool { return !e.cached(t, 1) })
+	e.Fill(t, 1)
+	e.Exec(t, `UPDATE widgets SET name = 'uno' WHERE id = 1`)
+	integration.Eventually(t, "row 1 invalidated under the first version", func() bool { return !e.Cached(t, 1) })
 
 	// Another application caches the table under a version of its own.
-	cache, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second})
+	cache, err := readthrough.New(e.DB, e.Redis, readthrough.Options{Prefix: e.Prefix, RedisTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{Version: "v2"})
+	v2, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{Version: "v2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k1, _ := e.repo.Key(int64(2))
+	k1, _ := e.Repo.Key(int64(2))
 	k2, _ := v2.Key(int64(2))
 	if k1 == k2 {
 		t.Fatalf("both versions give key %s", k1)
 	}
-	e.fill(t, 2)
+	e.Fill(t, 2)
 	if _, _, err := v2.Get(t.Context(), int64(2)); err != nil {
 		t.Fatal(err)
 	}
-	if e.rdb.Exists(t.Context(), k2).Val() != 1 {
+	if e.Redis.Exists(t.Context(), k2).Val() != 1 {
 		t.Fatal("row 2 not cached under the second version")
 	}
-	e.exec(t, `UPDATE widgets SET name = 'dos' WHERE id = 2`)
+	e.Exec(t, `UPDATE widgets SET name = 'dos' WHERE id = 2`)
 	integration.Eventually(t, "row 2 invalidated under both versions", func() bool {
-		return e.rdb.Exists(t.Context(), k1, k2).Val() == 0
+		return e.Redis.Exists(t.Context(), k1, k2).Val() == 0
 	})
 	if w, _, err := v2.Get(t.Context(), int64(2)); err != nil || w.Name != "dos" {
 		t.Fatalf("Get under the second version = %+v, %v", w, err)

@@ -23,7 +23,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/integration"
-	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/internal/widgettest"
 )
 
 // helperEnv, set to 1, makes the test binary run as the worker (see TestMain).
@@ -151,155 +151,30 @@ func (p *proc) metric(name string) float64 {
 	return -1
 }
 
-// fixture is a database with a widgets table of rows 1..n ("v0"), a Redis prefix, and a
-// readthrough repository of the widgets, all the test's own.
+// fixture is a widgets table of rows 1..n ("v0") and its repository, cached under a
+// Redis prefix of the test's own, and the address of that Redis for the worker.
 type fixture struct {
-	pg     *integration.Database
-	redis  string
-	rdb    *redis.Client
-	prefix string
-	db     *gorm.DB
-	repo   *readthrough.Repository[Widget]
+	*widgettest.Table
+	redisAddr string
 }
 
 func newFixture(t *testing.T, n int) *fixture {
 	t.Helper()
 	pg := servers.Postgres(t).NewDatabase(t)
 	rd := servers.Redis(t)
-	f := &fixture{pg: pg, redis: rd.Addr(), rdb: rd.Client(t), prefix: rd.Prefix(t)}
-	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	t.Cleanup(func() { sqlDB.Close() })
-	f.db = db
-	if err := db.AutoMigrate(&Widget{}); err != nil {
-		t.Fatal(err)
-	}
-	f.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, ?) g`, n)
-	// A generous Redis timeout: on a loaded machine the default (100ms) makes some
-	// fills give up, and the tests count on reads filling the cache.
-	cache, err := readthrough.New(db, f.rdb, readthrough.Options{Prefix: f.prefix, RedisTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if f.repo, err = readthrough.Register[Widget](cache, readthrough.ModelOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return &fixture{Table: widgettest.New(t, pg, rd, n), redisAddr: rd.Addr()}
 }
 
 // slot returns a slot name of the test's own: slot names are per server.
-func (f *fixture) slot(suffix string) string { return "s_" + f.pg.Name + "_" + suffix }
+func (f *fixture) slot(suffix string) string { return "s_" + f.PG.Name + "_" + suffix }
 
 // workerArgs returns the flags of a worker on the fixture, connected as the
 // non-superuser REPLICATION role.
 func (f *fixture) workerArgs(slot string) []string {
 	return []string{
-		"-postgres", f.pg.RoleURL, "-redis", f.redis, "-prefix", f.prefix,
+		"-postgres", f.PG.RoleURL, "-redis", f.redisAddr, "-prefix", f.Prefix,
 		"-tables", "widgets", "-slot", slot, "-status-interval", "100ms",
 	}
-}
-
-func (f *fixture) exec(t *testing.T, sql string, args ...any) {
-	t.Helper()
-	if err := f.db.Exec(sql, args...).Error; err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func (f *fixture) cached(t *testing.T, id int64) bool {
-	t.Helper()
-	key, err := f.repo.Key(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := f.rdb.Exists(context.Background(), key).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n == 1
-}
-
-// fill reads the rows through the cache until they are cached.
-func (f *fixture) fill(t *testing.T, ids ...int64) {
-	t.Helper()
-	for _, id := range ids {
-		integration.Eventually(t, fmt.Sprintf("row %d to be cached by a read", id), func() bool {
-			if _, _, err := f.repo.Get(context.Background(), id); err != nil {
-				t.Fatal(err)
-			}
-			return f.cached(t, id)
-		})
-	}
-}
-
-// barrier commits a change to row id, cached first, and waits for the worker to delete
-// its key. The worker handles transactions in commit order, so every transaction that
-// committed before the barrier's has been handled when it returns.
-func (f *fixture) barrier(t *testing.T, id int64) {
-	t.Helper()
-	f.fill(t, id)
-	f.exec(t, `UPDATE widgets SET name = 'barrier' WHERE id = ?`, id)
-	integration.Eventually(t, fmt.Sprintf("the barrier row %d to be invalidated", id), func() bool { return !f.cached(t, id) })
-}
-
-// stale returns the rows among 1..n whose cached entry differs from the database, and
-// how many of them are cached. Nothing may write to the table or the cache meanwhile.
-func (f *fixture) stale(t *testing.T, n int) (stale []string, cached int) {
-	t.Helper()
-	ctx := context.Background()
-	exists := make([]*redis.IntCmd, n)
-	_, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range exists {
-			key, err := f.repo.Key(int64(i + 1))
-			if err != nil {
-				return err
-			}
-			exists[i] = p.Exists(ctx, key)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []any
-	for i, c := range exists {
-		if c.Val() == 1 {
-			ids = append(ids, int64(i+1))
-		}
-	}
-	if len(ids) == 0 {
-		return nil, 0
-	}
-	// Every row exists, and the ones asked for are cached: GetMany reads them from
-	// Redis alone, and leaves out those cached as absent.
-	got, err := f.repo.GetMany(ctx, ids...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cachedName := make(map[int64]string, len(got))
-	for _, w := range got {
-		cachedName[w.ID] = w.Name
-	}
-	var inDB []Widget
-	if err := f.db.Raw(`SELECT id, name FROM widgets WHERE id IN ?`, ids).Scan(&inDB).Error; err != nil {
-		t.Fatal(err)
-	}
-	for _, w := range inDB {
-		name, ok := cachedName[w.ID]
-		switch {
-		case !ok:
-			stale = append(stale, fmt.Sprintf("row %d: cached as absent, database %q", w.ID, w.Name))
-		case name != w.Name:
-			stale = append(stale, fmt.Sprintf("row %d: cached %q, database %q", w.ID, name, w.Name))
-		}
-	}
-	if len(inDB) != len(ids) {
-		t.Fatalf("%d of %d cached rows found in the database; rows are never deleted here", len(inDB), len(ids))
-	}
-	return stale, len(ids)
 }
 
 // fillAll reads rows 1..n through the cache.
@@ -310,7 +185,7 @@ func (f *fixture) fillAll(t *testing.T, n int) {
 		for id := lo; id < lo+500 && id <= n; id++ {
 			ids = append(ids, int64(id))
 		}
-		if _, err := f.repo.GetMany(context.Background(), ids...); err != nil {
+		if _, err := f.Repo.GetMany(context.Background(), ids...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -354,7 +229,7 @@ func TestKilledMidBurst(t *testing.T) {
 		for ctx.Err() == nil {
 			var err error
 			if rand.N(5) == 0 {
-				err = f.db.Transaction(func(tx *gorm.DB) error {
+				err = f.DB.Transaction(func(tx *gorm.DB) error {
 					for range 5 {
 						if err := update(tx); err != nil {
 							return err
@@ -363,7 +238,7 @@ func TestKilledMidBurst(t *testing.T) {
 					return nil
 				})
 			} else {
-				err = update(f.db)
+				err = update(f.DB)
 			}
 			if err != nil {
 				t.Errorf("writer: %v", err)
@@ -380,7 +255,7 @@ func TestKilledMidBurst(t *testing.T) {
 				for i := range ids {
 					ids[i] = int64(1 + rand.N(rows))
 				}
-				if _, err := f.repo.GetMany(ctx, ids...); err != nil && ctx.Err() == nil {
+				if _, err := f.Repo.GetMany(ctx, ids...); err != nil && ctx.Err() == nil {
 					t.Errorf("reader: %v", err)
 					return
 				}
@@ -410,8 +285,8 @@ func TestKilledMidBurst(t *testing.T) {
 		return
 	}
 
-	f.barrier(t, barrier)
-	stale, cached := f.stale(t, rows)
+	f.Barrier(t, barrier)
+	stale, cached := f.Stale(t, rows)
 	t.Logf("%d commits, %d kills; %d of %d rows cached at the end; the last worker handled %v transactions",
 		commits.Load(), kills, cached, rows, w.metric("pgcache_transactions_total"))
 	if len(stale) > 0 {
@@ -445,7 +320,7 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM, want %d; logs:\n%s", code, exitOK, w.logs.String())
 	}
 
-	admin, err := gorm.Open(postgres.Open(f.pg.URL), &gorm.Config{Logger: logger.Discard})
+	admin, err := gorm.Open(postgres.Open(f.PG.URL), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,17 +333,17 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 	// Cached while no slot records changes: one row changes unseen, the others stay,
 	// and one is cached as absent and then inserted.
 	f.fillAll(t, rows)
-	f.fill(t, 4040)
+	f.Fill(t, 4040)
 	ctx := context.Background()
 	extraKeys := make([]string, extra)
 	for i := range extraKeys {
-		k, err := f.repo.Key(int64(100000 + i))
+		k, err := f.Repo.Key(int64(100000 + i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		extraKeys[i] = k
 	}
-	if _, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	if _, err := f.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range extraKeys {
 			p.Set(ctx, k, "x", time.Hour)
 		}
@@ -476,8 +351,8 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	f.exec(t, `UPDATE widgets SET name = 'changed with no slot' WHERE id = 1`)
-	f.exec(t, `INSERT INTO widgets (id, name) VALUES (4040, 'inserted with no slot')`)
+	f.Exec(t, `UPDATE widgets SET name = 'changed with no slot' WHERE id = 1`)
+	f.Exec(t, `INSERT INTO widgets (id, name) VALUES (4040, 'inserted with no slot')`)
 
 	w = startWorker(t, args...)
 	integration.Eventually(t, "the worker to be ready", func() bool {
@@ -487,19 +362,19 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 		return w.ready()
 	})
 	// No waiting from here on: ready means the gap has been invalidated.
-	if f.cached(t, 4040) {
+	if f.Cached(t, 4040) {
 		t.Error("row 4040, cached as absent, still cached when the worker reported ready after its slot was dropped")
 	}
-	if _, cached := f.stale(t, rows); cached > 0 {
+	if _, cached := f.Stale(t, rows); cached > 0 {
 		t.Errorf("%d of %d rows still cached when the worker reported ready after its slot was dropped", cached, rows)
 	}
-	if n, err := f.rdb.Exists(ctx, extraKeys...).Result(); err != nil || n > 0 {
+	if n, err := f.Redis.Exists(ctx, extraKeys...).Result(); err != nil || n > 0 {
 		t.Errorf("%d of %d other entries of the table still cached when the worker reported ready (%v)", n, extra, err)
 	}
 	if logs := w.logs.String(); !strings.Contains(logs, `"reason":"slot created"`) {
 		t.Errorf("no gap with reason %q in the logs:\n%s", "slot created", logs)
 	}
-	if got, _, err := f.repo.Get(context.Background(), int64(1)); err != nil || got.Name != "changed with no slot" {
+	if got, _, err := f.Repo.Get(context.Background(), int64(1)); err != nil || got.Name != "changed with no slot" {
 		t.Errorf("Get(1) = %+v, %v after the gap", got, err)
 	}
 	if v := w.metric("pgcache_tables_flushed_total"); v != 1 {
@@ -530,20 +405,20 @@ func TestStandbyTakeover(t *testing.T) {
 	if standby.ready() {
 		t.Fatal("the standby reports ready while the active worker holds the slot")
 	}
-	f.fill(t, 1)
-	f.exec(t, `UPDATE widgets SET name = 'seen by the active worker' WHERE id = 1`)
-	integration.Eventually(t, "the active worker to invalidate row 1", func() bool { return !f.cached(t, 1) })
+	f.Fill(t, 1)
+	f.Exec(t, `UPDATE widgets SET name = 'seen by the active worker' WHERE id = 1`)
+	integration.Eventually(t, "the active worker to invalidate row 1", func() bool { return !f.Cached(t, 1) })
 
-	f.fill(t, 2)
+	f.Fill(t, 2)
 	active.kill(t)
 	killed := time.Now()
-	f.exec(t, `UPDATE widgets SET name = 'seen by the standby' WHERE id = 2`)
+	f.Exec(t, `UPDATE widgets SET name = 'seen by the standby' WHERE id = 2`)
 	var readyAfter time.Duration
 	integration.Eventually(t, "the standby to invalidate row 2", func() bool {
 		if readyAfter == 0 && standby.ready() {
 			readyAfter = time.Since(killed)
 		}
-		return !f.cached(t, 2)
+		return !f.Cached(t, 2)
 	})
 	took := time.Since(killed)
 	t.Logf("after the active worker was killed, the standby was ready within %v and invalidated the new change within %v", readyAfter, took)

@@ -20,6 +20,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/widgettest"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -40,11 +41,6 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 	}
 	os.Exit(code)
-}
-
-type Widget struct {
-	ID   int64 `gorm:"primaryKey"`
-	Name string
 }
 
 func noEnv(string) string { return "" }
@@ -121,14 +117,14 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.AutoMigrate(&Widget{}); err != nil {
+	if err := db.AutoMigrate(&widgettest.Widget{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Exec(`INSERT INTO widgets VALUES (1, 'old')`).Error; err != nil {
 		t.Fatal(err)
 	}
 	cache, _ := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
-	repo, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{})
+	repo, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,21 +192,21 @@ func TestWorkerFlushesWriteBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.AutoMigrate(&Widget{}); err != nil {
+	if err := db.AutoMigrate(&widgettest.Widget{}); err != nil {
 		t.Fatal(err)
 	}
 	cache, _ := readthrough.New(db, rd.Client(t), readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
-	repo, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+	repo, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := repo.Save(ctx, &Widget{ID: 7, Name: "pending"}); err != nil {
+	if err := repo.Save(ctx, &widgettest.Widget{ID: 7, Name: "pending"}); err != nil {
 		t.Fatal(err)
 	}
 	var n int64
-	if err := db.Model(&Widget{}).Count(&n).Error; err != nil || n != 0 {
+	if err := db.Model(&widgettest.Widget{}).Count(&n).Error; err != nil || n != 0 {
 		t.Fatalf("before the worker: %d rows in Postgres (%v), want 0", n, err)
 	}
 
@@ -222,7 +218,7 @@ func TestWorkerFlushesWriteBack(t *testing.T) {
 			"-slot", "s_" + pg.Name, "-listen", addr, "-writeback", "-writeback-consumer", "worker-1"}, noEnv, &logs)
 	}()
 	integration.Eventually(t, "the write in Postgres", func() bool {
-		var w Widget
+		var w widgettest.Widget
 		return db.Where("id = 7").Take(&w).Error == nil && w.Name == "pending"
 	})
 	integration.Eventually(t, "flusher metrics", func() bool {
