@@ -1,11 +1,13 @@
 package readthrough_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -639,6 +641,85 @@ func TestWaitAOF(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "does not support WAITAOF"); !supported && n != 1 {
 		t.Fatalf("Redis %d.%d has no WAITAOF: %d warnings, want 1:\n%s", major, minor, n, logs.String())
+	}
+	if supported {
+		checkWaitAOFConnection(t, rdb, repo)
+	}
+}
+
+// checkWaitAOFConnection: WAITAOF waits only for the writes of the connection it is
+// sent on, so each write-back Save must send it on the connection that journaled the
+// write, right after it. Concurrent Saves on a pool of connections, watched through
+// MONITOR, show each connection's commands in order.
+func checkWaitAOFConnection(t *testing.T, rdb *redis.Client, repo *readthrough.Repository[Widget]) {
+	ctx := ctxT(t)
+	// MONITOR on a connection of its own: each command the server runs comes back as
+	// a line "+1700000000.123456 [0 172.17.0.1:50000] "EVALSHA" ...", where commands
+	// run by scripts show "lua" for the address.
+	mon, err := net.Dial("tcp", rdb.Options().Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close()
+	r := bufio.NewReader(mon)
+	if _, err := mon.Write([]byte("MONITOR\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || line != "+OK\r\n" {
+		t.Fatalf("MONITOR: %q, %v", line, err)
+	}
+	const writers, saves = 8, 3 // under appendfsync everysec each Save waits up to a second
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range saves {
+				if err := repo.Save(ctx, &Widget{ID: int64(10 + w), Name: fmt.Sprint(i)}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// A command of this connection's own marks the end of the writes in the stream.
+	if err := rdb.Echo(ctx, "end of writes").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	last := make(map[string]string) // connection → its previous command
+	var waits int
+	for {
+		if err := mon.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading MONITOR: %v", err)
+		}
+		if strings.Contains(line, `"end of writes"`) {
+			break
+		}
+		_, rest, ok := strings.Cut(line, "[")
+		if !ok {
+			continue
+		}
+		client, rest, _ := strings.Cut(rest, "] ")
+		fields := strings.Fields(client)
+		if len(fields) != 2 || fields[1] == "lua" {
+			continue
+		}
+		addr := fields[1]
+		name, _, _ := strings.Cut(strings.TrimPrefix(rest, `"`), `"`)
+		name = strings.ToUpper(name)
+		if name == "WAITAOF" {
+			waits++
+			if last[addr] != "EVALSHA" {
+				t.Errorf("WAITAOF on connection %s after %q, not after the journal script on that connection", addr, last[addr])
+			}
+		}
+		last[addr] = name
+	}
+	if waits != writers*saves {
+		t.Errorf("MONITOR saw %d WAITAOF, want one per Save (%d)", waits, writers*saves)
 	}
 }
 

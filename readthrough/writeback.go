@@ -70,8 +70,8 @@ func (r *Repository[T]) deleteBack(ctx context.Context, k keys.Key, id any) erro
 	return r.journal(ctx, opDelete, k, []byte{entryAbsent}, ttl, change)
 }
 
-// journal records the write in Redis in one script, then waits for the AOF fsync if
-// asked to. Save returns only after this.
+// journal records the write in Redis in one script, followed on the same connection by
+// the wait for the AOF fsync if asked to. Save returns only after this.
 func (r *Repository[T]) journal(ctx context.Context, o op, k keys.Key, entry []byte, ttl time.Duration, change writepolicy.Change) error {
 	fail := func(step string, err error) error {
 		r.stats.errors.Add(1)
@@ -81,22 +81,23 @@ func (r *Repository[T]) journal(ctx context.Context, o op, k keys.Key, entry []b
 	if err != nil {
 		return fmt.Errorf("readthrough: write-back %s %s: %w", o, r.model.schema.Name, err)
 	}
+	var wait *store.AOFWait
+	if wb := r.opts.WriteBack; wb.WaitAOF && !r.noWaitAOF.Load() {
+		wait = &store.AOFWait{Replicas: wb.WaitAOFReplicas, Timeout: wb.WaitAOFTimeout}
+	}
 	// Journal records the model in the registry, as a lease does, before it sets the
 	// value key, so the invalidator knows the version whose keys it must delete.
-	if _, err := r.wbStore.Journal(ctx, r.reg, store.JournalKey(r.cache.opts.Prefix), k, entry, ttl, payload); err != nil {
-		return fail("journal", err)
-	}
-	if wb := r.opts.WriteBack; wb.WaitAOF && !r.noWaitAOF.Load() {
-		err := r.wbStore.WaitAOF(ctx, 1, wb.WaitAOFReplicas, wb.WaitAOFTimeout)
-		switch {
-		case errors.Is(err, store.ErrUnsupported):
-			if r.noWaitAOF.CompareAndSwap(false, true) {
-				r.log.Warn("redis does not support WAITAOF (Redis 7.2 or later); write-back writes are acknowledged without waiting for the AOF fsync",
-					slog.Any("error", err))
-			}
-		case err != nil:
-			return fail("journaled, but not confirmed durable (it may still be applied)", err)
+	_, err = r.wbStore.Journal(ctx, r.reg, store.JournalKey(r.cache.opts.Prefix), k, entry, ttl, payload, wait)
+	switch {
+	case errors.Is(err, store.ErrUnsupported):
+		if r.noWaitAOF.CompareAndSwap(false, true) {
+			r.log.Warn("redis does not support WAITAOF (Redis 7.2 or later); write-back writes are acknowledged without waiting for the AOF fsync",
+				slog.Any("error", err))
 		}
+	case errors.Is(err, store.ErrNotDurable):
+		return fail("journaled, but not confirmed durable (it may still be applied)", err)
+	case err != nil:
+		return fail("journal", err)
 	}
 	r.stats.writes.Add(1)
 	return nil

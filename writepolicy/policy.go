@@ -65,14 +65,16 @@ func (p Policy) Valid() bool { return int(p) < len(policyNames) }
 type WriteBackOptions struct {
 	// WaitAOF makes Save wait, after the write, until Redis has fsynced it to its
 	// append-only file (WAITAOF, Redis 7.2 and later), so that an acknowledged write
-	// survives a crash of Redis even with appendfsync everysec. On a server without
-	// WAITAOF it is skipped, and a warning is logged once. With appendonly off the wait
-	// fails and so does Save.
+	// survives a crash of Redis even with appendfsync everysec. Under everysec that
+	// wait is up to a second (the next fsync); under appendfsync always it is nothing.
+	// On a server without WAITAOF it is skipped, and a warning is logged once. With
+	// appendonly off the wait fails and so does Save.
 	WaitAOF bool
 	// WaitAOFReplicas is how many replicas must also have fsynced the write (WAITAOF's
 	// numreplicas); it implies WaitAOF. Default 0.
 	WaitAOFReplicas int
-	// WaitAOFTimeout bounds the wait. Default 1s. When it passes Save returns an error;
+	// WaitAOFTimeout bounds the wait. Default 2s, over appendfsync everysec's second.
+	// When it passes Save returns an error;
 	// the write may still be applied (it is in Redis' memory and journal).
 	WaitAOFTimeout time.Duration
 	// Timeout bounds the round trip of a write to Redis. Default 1s: longer than the
@@ -87,7 +89,7 @@ func (o WriteBackOptions) WithDefaults() (WriteBackOptions, error) {
 		o.WaitAOF = true
 	}
 	if o.WaitAOFTimeout == 0 {
-		o.WaitAOFTimeout = time.Second
+		o.WaitAOFTimeout = 2 * time.Second
 	}
 	if o.Timeout == 0 {
 		o.Timeout = time.Second

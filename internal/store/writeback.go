@@ -61,6 +61,13 @@ redis.call('DEL', KEYS[2])
 return id
 `)
 
+// AOFWait asks Journal to wait until the write is fsynced to the append-only file of
+// the master and of Replicas replicas (WAITAOF), for at most Timeout.
+type AOFWait struct {
+	Replicas int
+	Timeout  time.Duration
+}
+
 // Journal records a write-back write of the row k in one atomic script: it appends
 // change to the journal, makes entry the row's pending record and its cached value
 // (for ttl; ttl 0 deletes the value key instead, leaving the pending record to answer
@@ -69,53 +76,69 @@ return id
 //
 // Like TakeLease, it records m in the registry first, in the same round trip: the
 // invalidator must know the version of the value key it sets.
-func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key, entry []byte, ttl time.Duration, change []byte) (string, error) {
-	ctx, cancel := s.ctx(ctx)
+//
+// With wait, WAITAOF follows the script in the same pipeline, so on the same
+// connection: WAITAOF waits only for the writes of the connection it is sent on, and
+// another pooled connection's last write may precede this one. When the write was
+// journaled but the wait failed, the id is returned with an error wrapping
+// ErrNotDurable, and also ErrUnsupported when the server does not know WAITAOF
+// (before Redis 7.2).
+func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key, entry []byte, ttl time.Duration, change []byte, wait *AOFWait) (string, error) {
+	var cancel context.CancelFunc
+	if wait == nil {
+		ctx, cancel = s.ctx(ctx)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, wait.Timeout+max(s.timeout, time.Second))
+	}
 	defer cancel()
 	ms := int64(0)
 	if ttl > 0 {
 		ms = max(ttl.Milliseconds(), 1)
 	}
-	var reg *redis.IntCmd
-	var cmd *redis.Cmd
-	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+	var (
+		reg    *redis.IntCmd
+		cmd    *redis.Cmd
+		waited *redis.Cmd
+	)
+	perr := s.pipelined(ctx, func(p redis.Pipeliner) {
 		reg = s.announce(ctx, p, m)
 		cmd = journalScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal}, entry, ms, change)
+		if wait != nil {
+			waited = p.Do(ctx, "WAITAOF", 1, wait.Replicas, max(wait.Timeout.Milliseconds(), 1))
+		}
 	}, journalScript)
+	id, err := cmd.Text()
 	if err == nil {
 		err = reg.Err()
 	}
+	if err == nil && perr != nil && (waited == nil || waited.Err() == nil) {
+		err = perr // a failure no command reports
+	}
 	if err != nil {
 		return "", fmt.Errorf("store: journal %s: %w", k, err)
 	}
-	id, err := cmd.Text()
-	if err != nil {
-		return "", fmt.Errorf("store: journal %s: %w", k, err)
+	if wait != nil {
+		if err := aofWaited(waited, wait); err != nil {
+			return id, fmt.Errorf("%w: %s: %w", ErrNotDurable, k, err)
+		}
 	}
 	return id, nil
 }
 
-// WaitAOF waits until the writes of this connection so far are fsynced to the AOF of
-// the master (numLocal 1) and of numReplicas replicas, for at most timeout. It returns
-// ErrUnsupported when the server does not know WAITAOF (before Redis 7.2).
-//
-// WAITAOF waits for the writes of the connection it is sent on; with a pooled client
-// the connection may differ from the one the write used. It still covers that write:
-// Redis fsyncs its AOF in order, so once an offset after the write is fsynced, the
-// write is too.
-func (s *Store) WaitAOF(ctx context.Context, numLocal, numReplicas int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout+max(s.timeout, time.Second))
-	defer cancel()
-	// Sent with Do: UniversalClient has no WaitAOF method.
-	got, err := s.rdb.Do(ctx, "WAITAOF", numLocal, numReplicas, max(timeout.Milliseconds(), 1)).Int64Slice()
+// ErrNotDurable reports a write journaled without the fsync confirmation asked for.
+var ErrNotDurable = errors.New("store: journaled, but not confirmed durable")
+
+// aofWaited checks WAITAOF's reply: how many servers (local, replicas) fsynced.
+func aofWaited(cmd *redis.Cmd, w *AOFWait) error {
+	got, err := cmd.Int64Slice()
 	if err != nil {
 		if strings.Contains(strings.ToLower(err.Error()), "unknown command") {
 			return fmt.Errorf("%w: WAITAOF: %v", ErrUnsupported, err)
 		}
-		return fmt.Errorf("store: waitaof: %w", err)
+		return fmt.Errorf("waitaof: %w", err)
 	}
-	if len(got) != 2 || got[0] < int64(numLocal) || got[1] < int64(numReplicas) {
-		return fmt.Errorf("store: waitaof: fsynced on %v (local, replicas) within %v, want %d local and %d replicas", got, timeout, numLocal, numReplicas)
+	if len(got) != 2 || got[0] < 1 || got[1] < int64(w.Replicas) {
+		return fmt.Errorf("waitaof: fsynced on %v (local, replicas) within %v, want 1 local and %d replicas", got, w.Timeout, w.Replicas)
 	}
 	return nil
 }
