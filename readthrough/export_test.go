@@ -34,3 +34,12 @@ func SetJoined[T any](r *Repository[T], f func(key string)) {
 	}
 	r.hooks.joined = f
 }
+
+// SetAfterLease makes f run after every miss took its lease and before it reads the
+// database. Set it before the repository is used.
+func SetAfterLease[T any](r *Repository[T], f func(key string)) {
+	if r.hooks == nil {
+		r.hooks = new(hooks)
+	}
+	r.hooks.afterLease = f
+}

@@ -54,6 +54,8 @@ type Repository[T any] struct {
 type hooks struct {
 	// afterLoad runs after a miss has read the database and before it stores the row.
 	afterLoad func(key string)
+	// afterLease runs after a miss took the row's lease and before it reads the database.
+	afterLease func(key string)
 	// afterCommit runs after a write committed, before its cache effects.
 	afterCommit func(key string)
 	// joined runs once a miss has joined (or begun) the key's flight.
@@ -255,7 +257,7 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 			}
 			// Undecodable: fall through to waiting; the lease holder or TTL replaces it.
 		case store.Acquired:
-			return r.fillLeased(ctx, k, id, lease.Token)
+			return r.fillLeased(ctx, k, id, lease.Token, at)
 		}
 		if !waited {
 			waited = true
@@ -292,11 +294,17 @@ func (r *Repository[T]) decodeCheck(entry []byte) (T, bool, error) {
 	return row, false, errors.New("bad entry tag")
 }
 
-// fillLeased loads the row and stores it under the lease token. The flight's moment is
-// when the store was sent if it was stored (no invalidation came between the load and
-// the store), else when the load began.
-func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, token string) (flight, error) {
+// fillLeased loads the row and stores it under the lease token, taken at clock value
+// leased. The flight's moment is when the store was sent if it was stored (no
+// invalidation or write-back write came between the lease and the store), else when
+// the lease was taken: under write-back, Postgres may lack writes acknowledged after
+// that, so a load sent later is not current for a reader begun after them.
+func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, token string, leased uint64) (flight, error) {
+	if r.hooks != nil && r.hooks.afterLease != nil {
+		r.hooks.afterLease(k.Value())
+	}
 	f, err := r.loadFlight(ctx, k, id)
+	f.at = leased
 	if err != nil {
 		if rerr := r.store.Release(ctx, k, token); rerr != nil {
 			r.redisFailed(rerr)

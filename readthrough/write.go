@@ -161,6 +161,7 @@ func (r *Repository[T]) afterCommit(ctx context.Context, k keys.Key, id any) {
 // the lease is not free, a reader's fill, begun after the invalidation and so reading
 // after the commit, does the work.
 func (r *Repository[T]) refill(ctx context.Context, k keys.Key, id any) {
+	leased := r.flights.clock.Add(1)
 	lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
 	if err != nil {
 		r.redisFailed(err)
@@ -169,7 +170,7 @@ func (r *Repository[T]) refill(ctx context.Context, k keys.Key, id any) {
 	if lease.State != store.Acquired {
 		return
 	}
-	if _, err := r.fillLeased(ctx, k, id, lease.Token); err != nil {
+	if _, err := r.fillLeased(ctx, k, id, lease.Token, leased); err != nil {
 		r.warn("write committed, but filling its cache entry failed; the next read loads it",
 			slog.String("key", k.Value()), slog.Any("error", err))
 	}

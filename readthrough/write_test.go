@@ -384,6 +384,71 @@ func TestTransactionWiring(t *testing.T) {
 // pending write (and a pending delete), also after the invalidator deleted the row's
 // value key or flushed the whole table, and never the older row in Postgres. The
 // flusher then applies it.
+// TestWriteBackFlightJoinedAfterDelete: under write-back, Postgres lacks acknowledged
+// writes until they are flushed, so a fill's load is current only as of its lease. A
+// read that begins after a write-back Delete returned, and joins a fill that took its
+// lease before the Delete and read Postgres after it, must not get the deleted row.
+func TestWriteBackFlightJoinedAfterDelete(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0')`)
+	ctx := ctxT(t)
+	// No negative caching: the Delete leaves no value key, so the second read misses.
+	repo := e.widgets(t, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack, NegativeTTL: -1})
+	leased, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	readthrough.SetAfterLease(repo, func(string) {
+		once.Do(func() {
+			close(leased)
+			<-release
+		})
+	})
+	joined := make(chan struct{}, 8)
+	readthrough.SetJoined(repo, func(string) { joined <- struct{}{} })
+	type got struct {
+		w  Widget
+		ok bool
+	}
+	get := func() <-chan got {
+		out := make(chan got, 1)
+		go func() {
+			w, ok, err := repo.Get(ctx, int64(1))
+			if err != nil {
+				t.Error(err)
+			}
+			out <- got{w, ok}
+		}()
+		return out
+	}
+
+	first := get()
+	wait(t, joined, "the first read to begin the fill")
+	wait(t, leased, "the fill to take the lease") // and not read Postgres yet
+	if err := repo.Delete(ctx, int64(1)); err != nil {
+		t.Fatal(err)
+	}
+	second := get()                                     // begins after the Delete returned
+	wait(t, joined, "the second read to join the fill") // which reads Postgres, where row 1 still is
+	close(release)
+	wait(t, first, "the first read") // began before the Delete: either answer is right
+	if g := wait(t, second, "the second read"); g.ok {
+		t.Fatalf("a read begun after a write-back Delete returned got %+v, want no row", g.w)
+	}
+}
+
+// wait receives from ch, failing the test if nothing comes within a minute.
+func wait[V any](t *testing.T, ch <-chan V, what string) V {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(time.Minute):
+		t.Fatalf("waited a minute for %s", what)
+		var zero V
+		return zero
+	}
+}
+
 func TestWriteBackReadsPending(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
