@@ -70,7 +70,9 @@ type Invalidator struct {
 
 	mu     sync.Mutex
 	spaces map[[2]string]keys.Space // (table, version) → space
-	known  map[string][]string      // the registry as the last Handle read it
+	known  map[string][]string      // every version the registry has listed, as of the last read
+	// lostWarned is set while the registry lacks versions it listed, warned about once.
+	lostWarned bool
 
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
 }
@@ -123,8 +125,9 @@ func (v *Invalidator) Stats() Stats {
 //
 // The registry is read once per call, after the commit (Handle runs after it). To spare
 // a round trip, the keys under the versions the previous call read are deleted while the
-// registry is read, and then those under any version the read adds; deleting under a
-// version that is no longer announced is harmless. Row keys are deleted in pipelines of
+// registry is read, and then those under any version the read adds. Versions the
+// registry listed once are kept: if it loses them, rows cached under them are still
+// invalidated. Row keys are deleted in pipelines of
 // at most deleteBatch rows, each bounded by RedisTimeout and retried on its own, so that
 // a transaction of any size makes progress.
 func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
@@ -163,10 +166,21 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		err = rerr
 	}
 	if err == nil {
+		fresh := added(versions, known)
+		lost := added(known, versions)
 		v.mu.Lock()
-		v.known = versions
+		v.known = union(known, fresh)
+		warn := lost != nil && !v.lostWarned
+		v.lostWarned = lost != nil
 		v.mu.Unlock()
-		err = v.apply(ctx, txs, added(versions, known))
+		if warn {
+			// The registry lost versions (a Redis restart without persistence, a Cluster
+			// node replaced, someone deleted it) while rows cached under them may remain:
+			// keep deleting under them.
+			v.log.Warn("the version registry no longer lists versions it listed; still invalidating under them",
+				slog.String("registry", v.prefix+":models"), slog.Any("versions", lost))
+		}
+		err = v.apply(ctx, txs, fresh)
 	}
 	if err != nil {
 		first, last := txs[0], txs[len(txs)-1]
@@ -219,6 +233,18 @@ func added(now, before map[string][]string) map[string][]string {
 				out[table] = append(out[table], ver)
 			}
 		}
+	}
+	return out
+}
+
+// union returns the versions listed in a or b, in a new map.
+func union(a, b map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(a)+len(b))
+	for table, vs := range a {
+		out[table] = slices.Clone(vs)
+	}
+	for table, vs := range b {
+		out[table] = append(out[table], vs...)
 	}
 	return out
 }

@@ -50,3 +50,23 @@ func TestVersionAnnouncedLater(t *testing.T) {
 		t.Fatalf("Get under the second version = %+v, %v", w, err)
 	}
 }
+
+// TestRegistryLost: when the version registry loses its entries (a Redis restart
+// without persistence, a Cluster node replaced) while rows stay cached under a version
+// it listed, the worker keeps invalidating under that version.
+func TestRegistryLost(t *testing.T) {
+	t.Parallel()
+	e := newEnvOn(t, servers.Postgres(t).NewDatabase(t), servers.Redis(t), 3)
+	e.start(t)
+	e.Fill(t, 1, 2)
+	e.Barrier(t, 3) // the worker has read the registry, which lists the version
+	if err := e.Redis.Del(t.Context(), e.Prefix+":models").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A change the worker handles after reading the now empty registry.
+	e.Exec(t, `UPDATE widgets SET name = 'after the loss' WHERE id = 1`)
+	integration.Eventually(t, "row 1 invalidated", func() bool { return !e.Cached(t, 1) })
+	// The next change comes after that read: only the versions the worker kept cover it.
+	e.Exec(t, `UPDATE widgets SET name = 'later' WHERE id = 2`)
+	integration.Eventually(t, "row 2 invalidated under the lost version", func() bool { return !e.Cached(t, 2) })
+}
