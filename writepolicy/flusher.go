@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -138,10 +139,11 @@ type Flusher struct {
 
 // hooks let tests stop a flush where crashes and races matter. nil in production.
 type hooks struct {
-	afterRead   func(held int) // entries were read or claimed; held is the batch so far
-	beforeApply func()         // the versions were checked; the transaction begins next
-	afterCommit func()         // a transaction committed; pending records not yet cleared
-	afterClear  func()         // pending records cleared; entries not yet acknowledged
+	afterRead    func(held int) // entries were read or claimed; held is the batch so far
+	beforeApply  func()         // the versions were checked; the transaction begins next
+	beforeCommit func()         // a transaction's statements ran and its versions matched
+	afterCommit  func()         // a transaction committed; pending records not yet cleared
+	afterClear   func()         // pending records cleared; entries not yet acknowledged
 }
 
 // NewFlusher returns a flusher applying to Postgres through db the writes journaled in
@@ -295,6 +297,7 @@ func (f *Flusher) stop(ctx context.Context, held []store.JournalEntry) error {
 type write struct {
 	id     string // journal entry id: the write's version
 	key    keys.Key
+	row    string  // the row's table and key values, the same under every schema version
 	raw    string  // the change as journaled
 	change *Change // nil when it could not be decoded
 	reason string  // why it goes to the dead-letter stream
@@ -335,13 +338,13 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 			continue // deleted from the stream: nothing to apply
 		}
 		w := &write{id: e.ID, raw: e.Change}
-		k, err := rowKey(e.Key)
+		k, row, err := rowKey(e.Key)
 		if err != nil {
 			w.reason = err.Error()
 			dead = append(dead, w)
 			continue
 		}
-		w.key = k
+		w.key, w.row = k, row
 		if c, err := f.dec.decode([]byte(e.Change)); err != nil {
 			w.reason = err.Error()
 		} else {
@@ -361,7 +364,7 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		rows = append(rows, w)
 	}
 	// A fixed order of rows makes concurrent flushers lock them in the same order.
-	slices.SortFunc(rows, func(a, b *write) int { return strings.Compare(a.key.Value(), b.key.Value()) })
+	slices.SortFunc(rows, func(a, b *write) int { return strings.Compare(a.row, b.row) })
 	live, err := f.current(op, rows)
 	if err != nil {
 		return err
@@ -489,17 +492,24 @@ var errSuperseded = errors.New("writepolicy: rows superseded during the transact
 //
 // The versions were checked before, but a newer write of a row may be journaled and
 // applied by another flusher meanwhile; committing this older one after it would put
-// the older row in Postgres for good. So the versions are checked again after the
-// statements ran, while the transaction holds the rows' locks. A row whose version
-// still matched then cannot have a newer write applied before this commit: the newer
-// write's flusher needs the row lock, which it gets after this commit, and it checks
-// its own version only after it got it. Rows that no longer match are dropped and the
-// transaction is run again without them.
+// the older row in Postgres for good. So the transaction first takes an advisory lock
+// per row (see lockRows), and the versions are checked again after the statements
+// ran, holding the locks. A row whose version still matched then cannot have a newer
+// write applied before this commit: the newer write's flusher needs the lock, which
+// it gets after this commit, and it checks its own version only after it got it. Rows
+// that no longer match are dropped and the transaction is run again without them.
+//
+// The locks are advisory, not only the rows' own, because a DELETE does not wait for
+// an INSERT of the same key that has not committed: it deletes nothing and commits,
+// and the insert's commit then brings back a row whose deletion was acknowledged.
 func (f *Flusher) applyTx(ctx context.Context, rows []*write) ([]*write, error) {
 	for len(rows) > 0 {
 		stale := make(map[*write]bool)
 		op, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opts.ApplyTimeout)
 		err := f.db.WithContext(op).Transaction(func(tx *gorm.DB) error {
+			if err := lockRows(op, tx, rows); err != nil {
+				return err
+			}
 			changes := make([]*Change, len(rows))
 			for i, w := range rows {
 				changes[i] = w.change
@@ -512,6 +522,9 @@ func (f *Flusher) applyTx(ctx context.Context, rows []*write) ([]*write, error) 
 				return err
 			}
 			if len(live) == len(rows) {
+				if f.hooks != nil && f.hooks.beforeCommit != nil {
+					f.hooks.beforeCommit()
+				}
 				return nil
 			}
 			for _, w := range rows {
@@ -535,17 +548,37 @@ func (f *Flusher) applyTx(ctx context.Context, rows []*write) ([]*write, error) 
 	return nil, nil
 }
 
-// rowKey returns the key of the row whose value key is s.
-func rowKey(s string) (keys.Key, error) {
+// lockRows takes a transaction-scoped advisory lock on each row, named by the 64-bit
+// FNV-1a hash of its identity, in the rows' order (sorted, so concurrent flushers
+// lock in the same order; a deadlock all the same is retried). Rows whose hashes
+// collide share a lock, which costs only waiting.
+func lockRows(ctx context.Context, tx *gorm.DB, rows []*write) error {
+	ids := make([]int64, len(rows))
+	for i, w := range rows {
+		h := fnv.New64a()
+		h.Write([]byte(w.row))
+		ids[i] = int64(h.Sum64())
+	}
+	_, err := tx.Statement.ConnPool.ExecContext(ctx,
+		`SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, n) ORDER BY n`, ids)
+	if err != nil {
+		return fmt.Errorf("writepolicy: lock %d rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// rowKey returns the key of the row whose value key is s, and the row's identity:
+// its table and key values, without the schema version.
+func rowKey(s string) (keys.Key, string, error) {
 	sp, pk, err := keys.ParseKey(s)
 	if err != nil {
-		return keys.Key{}, fmt.Errorf("%w: row key: %v", ErrBadChange, err)
+		return keys.Key{}, "", fmt.Errorf("%w: row key: %v", ErrBadChange, err)
 	}
 	k := sp.Key(pk...)
 	if k.Value() != s {
-		return keys.Key{}, fmt.Errorf("%w: %q is not a row's value key", ErrBadChange, s)
+		return keys.Key{}, "", fmt.Errorf("%w: %q is not a row's value key", ErrBadChange, s)
 	}
-	return k, nil
+	return k, sp.Table() + "\x00" + strings.Join(pk, "\x00"), nil
 }
 
 // idLess orders stream ids ("<ms>-<seq>") numerically.

@@ -130,6 +130,64 @@ func TestTwoFlushersRace(t *testing.T) {
 	}
 }
 
+// TestUpsertDeleteRace: flusher A inserts a row (write v1) and is about to commit when
+// the row is deleted (write v2) and flusher B applies the delete. Postgres' DELETE
+// does not wait for an INSERT of the same key that has not committed: without a lock
+// of its own, B deletes nothing and commits, and A's commit brings back a row whose
+// deletion was acknowledged. The flushers' per-row advisory lock makes B wait for A.
+func TestUpsertDeleteRace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := ctxT(t)
+	repo := e.widgets(t)
+	if err := repo.Save(ctx, &Widget{ID: 7, Name: "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.flusher(t, writepolicy.FlusherOptions{Consumer: "a"})
+	b := e.flusher(t, writepolicy.FlusherOptions{Consumer: "b"})
+	waiting := func() (bool, error) {
+		var n int
+		err := e.db.Raw(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n).Error
+		return n > 0, err
+	}
+	bctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	var once sync.Once
+	writepolicy.SetHooks(a, writepolicy.Hooks{BeforeCommit: func() {
+		once.Do(func() {
+			if err := repo.Delete(ctx, int64(7)); err != nil {
+				t.Error(err)
+			}
+			go func() { done <- b.Run(bctx) }()
+			// B either applies the delete now, or waits for A's lock on the row.
+			err := poll(10*time.Second, func() (bool, error) {
+				if b.Stats().Applied == 1 {
+					return true, nil
+				}
+				return waiting()
+			})
+			if err != nil {
+				t.Errorf("flusher b neither applied the delete nor waited: %v", err)
+			}
+		})
+	}})
+	drain(t, a)
+	if err := poll(10*time.Second, func() (bool, error) { return b.Stats().Applied == 1, nil }); err != nil {
+		t.Errorf("flusher b did not apply the delete: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+	if w, ok := e.rows(t)[7]; ok {
+		t.Fatalf("Postgres holds %+v after both flushes; the acknowledged delete was lost", w)
+	}
+	if _, ok, _ := repo.Get(ctx, int64(7)); ok {
+		t.Fatal("Get finds row 7 after its delete was flushed")
+	}
+}
+
 // TestPoisonDeadLetter: a write that violates a CHECK constraint goes to the
 // dead-letter stream with the reason; the other writes of its batch are applied;
 // readers of the poisoned row see Postgres' row again.
