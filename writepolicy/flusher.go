@@ -306,14 +306,16 @@ type write struct {
 
 // flush applies one batch of journal entries:
 //
-//  1. decode, and keep per row only the entry with the highest id (coalescing);
+//  1. decode, and keep per row only the entry with the highest id (coalescing), rows
+//     told apart by table and key values, whatever the schema version of their key;
 //  2. keep the rows whose pending record still holds that id: any other entry was
 //     superseded by a newer write of the row, which is journaled after it, or was
 //     applied and cleared before (a replay after a crash);
 //  3. apply them in one transaction and, holding the rows' locks, check the versions
 //     again (see applyTx); after a failure caused by a row's data, apply row by row
 //     and dead-letter the rows that keep failing;
-//  4. delete the pending records of the applied rows that still hold their version;
+//  4. delete the pending records of the applied rows that still hold their version,
+//     and of the older writes of step 1 (under another schema version's key);
 //  5. acknowledge and delete every entry of the batch.
 //
 // A crash between any two steps leaves the entries pending; whoever takes them up
@@ -326,7 +328,12 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 	op := context.WithoutCancel(ctx)
 	ids := make([]string, 0, len(batch))
 	seen := make(map[string]bool, len(batch))
-	latest := make(map[keys.Key]*write)
+	// The latest write of each row, by its identity: during a rolling deploy two schema
+	// versions may write the same row under different keys.
+	latest := make(map[string]*write)
+	// Older writes of rows that have a later one in the batch: their pending records
+	// are cleared with the latest's, when they still hold them (another version's).
+	var older []*write
 	var dead []*write
 	for _, e := range batch {
 		if seen[e.ID] {
@@ -350,13 +357,15 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		} else {
 			w.change = &c
 		}
-		if prev, ok := latest[k]; ok {
+		if prev, ok := latest[row]; ok {
 			f.stats.superseded.Add(1)
 			if idLess(w.id, prev.id) {
+				older = append(older, w)
 				continue
 			}
+			older = append(older, prev)
 		}
-		latest[k] = w
+		latest[row] = w
 	}
 
 	rows := make([]*write, 0, len(latest))
@@ -391,10 +400,12 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		if f.hooks != nil && f.hooks.afterCommit != nil {
 			f.hooks.afterCommit()
 		}
-		items := make([]store.Versioned, len(applied))
-		for i, w := range applied {
-			items[i] = store.Versioned{Key: w.key, Version: w.id}
-		}
+	}
+	items := make([]store.Versioned, 0, len(applied)+len(older))
+	for _, w := range slices.Concat(applied, older) {
+		items = append(items, store.Versioned{Key: w.key, Version: w.id})
+	}
+	if len(items) > 0 {
 		if _, err := f.store.ClearPending(op, items, false); err != nil {
 			return fmt.Errorf("writepolicy: clear pending records: %w", err)
 		}
