@@ -35,11 +35,11 @@ func SetJoined[T any](r *Repository[T], f func(key string)) {
 	r.hooks.joined = f
 }
 
-// SetAfterLease makes f run after every miss took its lease and before it reads the
-// database. Set it before the repository is used.
-func SetAfterLease[T any](r *Repository[T], f func(key string)) {
+// SetBeforeLoad makes f run before every miss reads the database, after it took its
+// lease if it takes one. Set it before the repository is used.
+func SetBeforeLoad[T any](r *Repository[T], f func(key string)) {
 	if r.hooks == nil {
 		r.hooks = new(hooks)
 	}
-	r.hooks.afterLease = f
+	r.hooks.beforeLoad = f
 }

@@ -92,6 +92,28 @@ func (e *env) widgets(tb testing.TB, opts readthrough.ModelOptions) *readthrough
 	return r
 }
 
+// ownRedis starts a Redis of the test's own, to stop or pause, and returns it with a
+// function registering Widget on it with RedisTimeout timeout, through a client that
+// does not retry and honours deadlines.
+func (e *env) ownRedis(tb testing.TB, opts integration.RedisOptions, timeout time.Duration) (*integration.Redis, func(readthrough.ModelOptions) *readthrough.Repository[Widget]) {
+	tb.Helper()
+	rd := integration.NewRedis(tb, opts)
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	tb.Cleanup(func() { rdb.Close() })
+	return rd, func(mo readthrough.ModelOptions) *readthrough.Repository[Widget] {
+		tb.Helper()
+		c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: timeout})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		repo, err := readthrough.Register[Widget](c, mo)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return repo
+	}
+}
+
 func (e *env) exec(tb testing.TB, sql string, args ...any) {
 	tb.Helper()
 	if err := e.db.Exec(sql, args...).Error; err != nil {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/integration"
@@ -198,23 +198,24 @@ func TestRedisDownSharesLoads(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one')`)
-	rd := integration.NewRedis(t, integration.RedisOptions{})
-	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rd, register := e.ownRedis(t, integration.RedisOptions{}, 300*time.Millisecond)
+	repo := register(readthrough.ModelOptions{})
 	ctx := ctxT(t)
+	const readers = 50
+	// The shared query waits until every reader has joined it: on a loaded machine the
+	// readers' timeouts may fire further apart than a query takes.
+	var joins atomic.Int64
+	readthrough.SetJoined(repo, func(string) { joins.Add(1) })
+	readthrough.SetBeforeLoad(repo, func(string) {
+		deadline := time.Now().Add(10 * time.Second)
+		for joins.Load() < readers && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	})
 	if err := rd.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rd.Unpause(context.Background()) })
-	const readers = 50
 	var wg sync.WaitGroup
 	for range readers {
 		wg.Go(func() {
@@ -225,7 +226,7 @@ func TestRedisDownSharesLoads(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// One query, or two if a reader was scheduled after the shared query began.
+	// One query, or two if a reader began after the shared query took its moment.
 	if n := e.queries.Load(); n > 2 {
 		t.Fatalf("%d database queries for %d concurrent reads of one key with Redis paused, want 1", n, readers)
 	}
@@ -376,17 +377,8 @@ func TestRedisDown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
-	rd := integration.NewRedis(t, integration.RedisOptions{})
-	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rd, register := e.ownRedis(t, integration.RedisOptions{}, 200*time.Millisecond)
+	repo := register(readthrough.ModelOptions{})
 	ctx := ctxT(t)
 	if _, _, err := repo.Get(ctx, int64(1)); err != nil { // cached
 		t.Fatal(err)

@@ -54,8 +54,9 @@ type Repository[T any] struct {
 type hooks struct {
 	// afterLoad runs after a miss has read the database and before it stores the row.
 	afterLoad func(key string)
-	// afterLease runs after a miss took the row's lease and before it reads the database.
-	afterLease func(key string)
+	// beforeLoad runs before a miss reads the database (after it took the lease, if
+	// it takes one).
+	beforeLoad func(key string)
 	// afterCommit runs after a write committed, before its cache effects.
 	afterCommit func(key string)
 	// joined runs once a miss has joined (or begun) the key's flight.
@@ -300,9 +301,6 @@ func (r *Repository[T]) decodeCheck(entry []byte) (T, bool, error) {
 // the lease was taken: under write-back, Postgres may lack writes acknowledged after
 // that, so a load sent later is not current for a reader begun after them.
 func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, token string, leased uint64) (flight, error) {
-	if r.hooks != nil && r.hooks.afterLease != nil {
-		r.hooks.afterLease(k.Value())
-	}
 	f, err := r.loadFlight(ctx, k, id)
 	f.at = leased
 	if err != nil {
@@ -366,8 +364,11 @@ func (r *Repository[T]) ttl(entry []byte) (time.Duration, bool) {
 
 // loadFlight reads the row from Postgres, for a flight: the entry is current as of when
 // the query was sent.
-func (r *Repository[T]) loadFlight(ctx context.Context, _ keys.Key, id any) (flight, error) {
+func (r *Repository[T]) loadFlight(ctx context.Context, k keys.Key, id any) (flight, error) {
 	at := r.flights.clock.Add(1)
+	if r.hooks != nil && r.hooks.beforeLoad != nil {
+		r.hooks.beforeLoad(k.Value())
+	}
 	entry, err := r.loadEntry(ctx, id)
 	return flight{entry, at}, err
 }

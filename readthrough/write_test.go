@@ -397,7 +397,7 @@ func TestWriteBackFlightJoinedAfterDelete(t *testing.T) {
 	repo := e.widgets(t, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack, NegativeTTL: -1})
 	leased, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	readthrough.SetAfterLease(repo, func(string) {
+	readthrough.SetBeforeLoad(repo, func(string) {
 		once.Do(func() {
 			close(leased)
 			<-release
@@ -539,18 +539,10 @@ func TestRedisDownWrites(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t)
-	rd := integration.NewRedis(t, integration.RedisOptions{})
-	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
+	rd, register := e.ownRedis(t, integration.RedisOptions{}, 200*time.Millisecond)
 	repos := make(map[writepolicy.Policy]*readthrough.Repository[Widget])
 	for _, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough, writepolicy.WriteBack} {
-		c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if repos[p], err = readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: p}); err != nil {
-			t.Fatal(err)
-		}
+		repos[p] = register(readthrough.ModelOptions{WritePolicy: p})
 	}
 	writeAll := func(state string) {
 		for id, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough} {
@@ -600,21 +592,9 @@ func TestWriteBackReadsRedisDown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t)
-	rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFAlways})
-	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr(), MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
-	register := func(p writepolicy.Policy) *readthrough.Repository[Widget] {
-		c, err := readthrough.New(e.db, rdb, readthrough.Options{RedisTimeout: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return repo
-	}
-	back, plain := register(writepolicy.WriteBack), register(writepolicy.Invalidate)
+	rd, register := e.ownRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFAlways}, 200*time.Millisecond)
+	back := register(readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+	plain := register(readthrough.ModelOptions{WritePolicy: writepolicy.Invalidate})
 	if err := e.db.Create(&Widget{ID: 1, Name: "in postgres"}).Error; err != nil {
 		t.Fatal(err)
 	}
