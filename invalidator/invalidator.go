@@ -16,9 +16,9 @@
 //
 // Handle (and HandleBatch, for several transactions) returns only after Redis has
 // acknowledged the deletions of the whole transaction; the stream confirms the
-// transaction to Postgres only then. A Redis
-// failure is retried for a while, then returned: the stream reconnects and delivers the
-// transaction again. Deleting twice is harmless.
+// transaction to Postgres only then. A Redis failure is retried for a while, then
+// returned: the stream reconnects and delivers the transaction again. Deleting twice
+// is harmless.
 package invalidator
 
 import (
@@ -127,9 +127,9 @@ func (v *Invalidator) Stats() Stats {
 // a round trip, the keys under the versions the previous call read are deleted while the
 // registry is read, and then those under any version the read adds. Versions the
 // registry listed once are kept: if it loses them, rows cached under them are still
-// invalidated. Row keys are deleted in pipelines of
-// at most deleteBatch rows, each bounded by RedisTimeout and retried on its own, so that
-// a transaction of any size makes progress.
+// invalidated. Row keys are deleted in pipelines of at most deleteBatch rows, each
+// bounded by RedisTimeout and retried on its own, so that a transaction of any size
+// makes progress.
 func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
 	return v.HandleBatch(ctx, []*cdc.Tx{tx})
 }
@@ -169,7 +169,9 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		fresh := added(versions, known)
 		lost := added(known, versions)
 		v.mu.Lock()
-		v.known = union(known, fresh)
+		if fresh != nil {
+			v.known = union(known, fresh)
+		}
 		warn := lost != nil && !v.lostWarned
 		v.lostWarned = lost != nil
 		v.mu.Unlock()

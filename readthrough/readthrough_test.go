@@ -172,18 +172,18 @@ func TestFlightJoinedAfterWrite(t *testing.T) {
 	}
 
 	first := get()
-	<-joined
-	<-loaded // the fill has read 'old' and has not stored it yet
+	wait(t, joined, "the first read to begin the fill")
+	wait(t, loaded, "the fill to read the row") // it has read 'old' and not stored it yet
 	if err := repo.Save(ctx, &Widget{ID: 8, Name: "new", Price: 1}); err != nil {
 		t.Fatal(err)
 	}
-	second := get() // begins after Save returned
-	<-joined        // and joins the fill that read 'old'
+	second := get()                                     // begins after Save returned
+	wait(t, joined, "the second read to join the fill") // which read 'old'
 	close(release)
-	if w := <-first; w.Name != "old" {
+	if w := wait(t, first, "the first read"); w.Name != "old" {
 		t.Fatalf("the read that began the fill got %q, want the 'old' it read (else the test shows nothing)", w.Name)
 	}
-	if w := <-second; w.Name != "new" {
+	if w := wait(t, second, "the second read"); w.Name != "new" {
 		t.Fatalf("a read begun after Save returned got %q, want 'new'", w.Name)
 	}
 	if s := repo.Stats(); s.FillsRefused != 1 || s.Loads != 2 {

@@ -331,8 +331,7 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 	// The latest write of each row, by its identity: during a rolling deploy two schema
 	// versions may write the same row under different keys.
 	latest := make(map[string]*write)
-	// Older writes of rows that have a later one in the batch: their pending records
-	// are cleared with the latest's, when they still hold them (another version's).
+	// Older writes of rows that have a later one in the batch (see step 4).
 	var older []*write
 	var dead []*write
 	for _, e := range batch {
@@ -372,6 +371,9 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 	for _, w := range latest {
 		rows = append(rows, w)
 	}
+	// An older write under the latest's key needs nothing: the latest replaced its
+	// pending record. One under another schema version's key left a record of its own.
+	older = slices.DeleteFunc(older, func(w *write) bool { return w.key == latest[w.row].key })
 	// A fixed order of rows makes concurrent flushers lock them in the same order.
 	slices.SortFunc(rows, func(a, b *write) int { return strings.Compare(a.row, b.row) })
 	live, err := f.current(op, rows)
