@@ -3,6 +3,7 @@ package cdc
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -18,7 +19,8 @@ type Column struct {
 	TypeOID uint32
 	// Key reports whether the column is part of the table's replica identity: the
 	// primary key under REPLICA IDENTITY DEFAULT, the index's columns under USING
-	// INDEX, every column under FULL.
+	// INDEX, every column under FULL. Which columns form the primary key is what
+	// [Relation.KeyColumns] says.
 	Key bool
 }
 
@@ -35,10 +37,15 @@ type Relation struct {
 	// primary key), 'n' (nothing), 'f' (full) or 'i' (index).
 	ReplicaIdentity byte
 
-	keyIdx []int // indexes into Columns of the key columns, in column order
+	keyIdx []int // indexes into Columns of the primary-key columns, in column order
 }
 
-// KeyColumns returns the key columns, in column order. It returns a new slice.
+// KeyColumns returns the primary-key columns, in column order: the columns the
+// decoder was told form the table's primary key ([Decoder.SetPrimaryKey]), or, for a
+// table it was not told of, the replica identity's columns under REPLICA IDENTITY
+// DEFAULT (which are the primary key's). It is empty when the primary key is unknown:
+// a table not described through SetPrimaryKey under FULL, USING INDEX or NOTHING, or
+// one whose primary-key columns are not all in the relation. It returns a new slice.
 func (r *Relation) KeyColumns() []Column {
 	cols := make([]Column, len(r.keyIdx))
 	for i, j := range r.keyIdx {
@@ -78,12 +85,13 @@ func (k ChangeKind) String() string {
 type Change struct {
 	Kind     ChangeKind
 	Relation *Relation
-	// Key holds the key column values, as Postgres text, in column order: of the new
-	// row for Insert and Update, of the old row for Delete. It is nil for Truncate, and
-	// also when the row's key cannot be known: the table has no key columns (REPLICA
-	// IDENTITY NOTHING, or DEFAULT without a primary key), or a key column arrived
-	// null or as an unchanged TOAST value that the old row does not supply. A handler
-	// must treat a change with a nil Key as touching every row of the table.
+	// Key holds the primary-key values ([Relation.KeyColumns]), as Postgres text, in
+	// column order: of the new row for Insert and Update, of the old row for Delete.
+	// It is nil for Truncate, and also when the row's key cannot be known: the primary
+	// key is unknown (see KeyColumns), or a key column arrived null (the old row of a
+	// table whose replica identity lacks it) or as an unchanged TOAST value that the
+	// old row does not supply. A handler must treat a change with a nil Key as touching
+	// every row of the table.
 	Key []string
 	// OldKey is set for an Update that changed the key: the key of the old row, which
 	// Postgres sends only when it differs. It is nil otherwise.
@@ -110,11 +118,50 @@ type Tx struct {
 type Decoder struct {
 	relations map[uint32]*Relation
 	tx        *Tx
+	// primaryKeys: the primary-key columns of tables, by [schema, name].
+	primaryKeys map[[2]string][]string
+	// partitions: the partitioned table each known partition belongs to, by [schema,
+	// name] of the partition; roots lists those partitioned tables.
+	partitions map[[2]string][2]string
+	roots      [][2]string
 }
 
 // NewDecoder returns a Decoder with no relations and no transaction in progress.
 func NewDecoder() *Decoder {
 	return &Decoder{relations: make(map[uint32]*Relation)}
+}
+
+// SetPrimaryKey tells the decoder the names of the primary-key columns of the table
+// schema.name, as the catalog lists them. Changes to the table then carry their primary
+// key in [Change.Key] whatever the table's replica identity: under FULL and USING INDEX
+// the relation message marks other columns as the identity, and only the primary key
+// names a row the same way on both sides. Call it before the table's relation message
+// is decoded.
+func (d *Decoder) SetPrimaryKey(schema, name string, columns []string) {
+	if d.primaryKeys == nil {
+		d.primaryKeys = make(map[[2]string][]string)
+	}
+	d.primaryKeys[[2]string{schema, name}] = slices.Clone(columns)
+}
+
+// SetPartitions tells the decoder the partitions of the partitioned table
+// root.  Under publish_via_partition_root, row changes arrive under the root's name,
+// but a TRUNCATE arrives under the names of the partitions it emptied: the decoder
+// reports it as a Truncate of the root. A TRUNCATE of a table it was told of by
+// neither SetPartitions nor SetPrimaryKey (a partition attached since) is reported as
+// it came and, in case it is one, as a Truncate of every partitioned table described
+// to SetPartitions.
+func (d *Decoder) SetPartitions(rootSchema, rootName string, partitions [][2]string) {
+	if d.partitions == nil {
+		d.partitions = make(map[[2]string][2]string)
+	}
+	root := [2]string{rootSchema, rootName}
+	if !slices.Contains(d.roots, root) {
+		d.roots = append(d.roots, root)
+	}
+	for _, p := range partitions {
+		d.partitions[p] = root
+	}
 }
 
 // InTransaction reports whether a Begin was decoded and its Commit was not.
@@ -243,15 +290,41 @@ func (d *Decoder) relation(r *reader) error {
 		flags := r.u8()
 		rel.Columns[i] = Column{Name: r.cstring(), TypeOID: r.u32(), Key: flags&1 != 0}
 		r.u32() // type modifier
-		if rel.Columns[i].Key {
-			rel.keyIdx = append(rel.keyIdx, i)
-		}
 	}
 	if r.err != nil {
 		return r.err
 	}
+	rel.keyIdx = d.primaryKey(rel)
 	d.relations[rel.ID] = rel
 	return nil
+}
+
+// primaryKey returns the indexes of rel's primary-key columns, or nil when they are
+// not known.
+func (d *Decoder) primaryKey(rel *Relation) []int {
+	names, ok := d.primaryKeys[[2]string{rel.Schema, rel.Name}]
+	if !ok {
+		if rel.ReplicaIdentity != 'd' {
+			return nil
+		}
+		var idx []int
+		for i, c := range rel.Columns {
+			if c.Key {
+				idx = append(idx, i)
+			}
+		}
+		return idx
+	}
+	idx := make([]int, 0, len(names))
+	for i, c := range rel.Columns {
+		if slices.Contains(names, c.Name) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) != len(names) {
+		return nil // the primary key changed since the catalog was read
+	}
+	return idx
 }
 
 func (d *Decoder) rel(id uint32) (*Relation, error) {
@@ -343,9 +416,37 @@ func (d *Decoder) truncate(r *reader) error {
 		if err != nil {
 			return err
 		}
+		name := [2]string{rel.Schema, rel.Name}
+		if root, ok := d.partitions[name]; ok {
+			d.truncated(root)
+			continue
+		}
 		d.tx.Changes = append(d.tx.Changes, Change{Kind: Truncate, Relation: rel})
+		if _, known := d.primaryKeys[name]; !known {
+			for _, root := range d.roots {
+				d.truncated(root)
+			}
+		}
 	}
 	return nil
+}
+
+// truncated adds the Truncate of a partitioned table, once per transaction.
+func (d *Decoder) truncated(root [2]string) {
+	for _, c := range d.tx.Changes {
+		if c.Kind == Truncate && c.Relation.Schema == root[0] && c.Relation.Name == root[1] {
+			return
+		}
+	}
+	// The root itself may never have been described on this connection; a Truncate
+	// needs its name only.
+	rel := &Relation{Schema: root[0], Name: root[1]}
+	for _, r := range d.relations {
+		if r.Schema == root[0] && r.Name == root[1] {
+			rel = r
+		}
+	}
+	d.tx.Changes = append(d.tx.Changes, Change{Kind: Truncate, Relation: rel})
 }
 
 // tupleCol is one column of a tuple. data aliases the message.

@@ -36,7 +36,11 @@ const uuid1 = "5f0e8c7a-3b1d-4e2f-9a6b-7c8d9e0f1a2b"
 // decodeAll feeds msgs to a new Decoder and returns the transactions it returned.
 func decodeAll(t *testing.T, msgs ...[]byte) []*cdc.Tx {
 	t.Helper()
-	d := cdc.NewDecoder()
+	return decodeWith(t, cdc.NewDecoder(), msgs...)
+}
+
+func decodeWith(t *testing.T, d *cdc.Decoder, msgs ...[]byte) []*cdc.Tx {
+	t.Helper()
 	var txs []*cdc.Tx
 	for i, m := range msgs {
 		tx, err := d.Decode(m)
@@ -172,8 +176,9 @@ func TestDecoderRelationReplaced(t *testing.T) {
 	feed(encBegin(0x10, 1))
 	feed(encInsert(relItems, text("1"), text("a")))
 	// ALTER TABLE items ADD COLUMN price int, and the key changed to (id, price):
-	// the server describes the relation again before its next change.
-	feed(encRelation(relItems, "public", "items", 'i', col{"id", oidInt8, true}, col{"name", oidText, false}, col{"price", oidInt4, true}))
+	// the server describes the relation again before its next change (the decoder was
+	// not told the primary key, so under DEFAULT it is the identity's columns).
+	feed(encRelation(relItems, "public", "items", 'd', col{"id", oidInt8, true}, col{"name", oidText, false}, col{"price", oidInt4, true}))
 	feed(encInsert(relItems, text("2"), text("b"), text("30")))
 	tx := feed(encCommit(0x10, 0x20))
 	got := describeAll(tx.Changes)
@@ -184,7 +189,7 @@ func TestDecoderRelationReplaced(t *testing.T) {
 	if len(tx.Changes[0].Relation.Columns) != 2 || len(tx.Changes[1].Relation.Columns) != 3 {
 		t.Error("an earlier change's relation was modified by the new relation message")
 	}
-	if r, ok := d.Relation(relItems); !ok || r.ReplicaIdentity != 'i' {
+	if r, ok := d.Relation(relItems); !ok || len(r.Columns) != 3 {
 		t.Errorf("Relation(%d) = %+v, %v; want the new description", relItems, r, ok)
 	}
 	// The old column count is gone: a three-column relation does not take two.
@@ -195,21 +200,26 @@ func TestDecoderRelationReplaced(t *testing.T) {
 }
 
 func TestDecoderKeylessAndToast(t *testing.T) {
-	txs := decodeAll(t,
+	d := cdc.NewDecoder()
+	d.SetPrimaryKey("public", "full", []string{"id"})
+	txs := decodeWith(t, d,
 		logRel, fullRel, itemsRel,
 		encBegin(0x10, 1),
 		// REPLICA IDENTITY NOTHING: no key columns, no key.
 		encInsert(relLog, text("hello")),
-		// REPLICA IDENTITY FULL: every column is a key column and the old row comes
-		// whole; an unchanged TOAST value of the new row is taken from the old one.
+		// REPLICA IDENTITY FULL: every column is an identity column and the old row
+		// comes whole, but the key is the primary key; an unchanged TOAST value of the
+		// new row is taken from the old one.
 		encUpdate(relFull, 'O', []val{text("7"), text("big")}, []val{text("7"), toast}),
-		// ... and a changed value shows up as a key change.
+		// A changed non-key value is not a key change...
 		encUpdate(relFull, 'O', []val{text("7"), text("big")}, []val{text("7"), text("bigger")}),
-		// A null key value (possible under FULL): the key is unknown.
-		encInsert(relFull, text("8"), null),
+		// ... a changed primary key is.
+		encUpdate(relFull, 'O', []val{text("7"), text("big")}, []val{text("8"), text("big")}),
+		// A null key value: the key is unknown.
+		encInsert(relFull, null, text("x")),
 		encDelete(relFull, 'O', text("8"), null),
 		// An unchanged TOAST key value without an old row to take it from.
-		encUpdate(relFull, 0, nil, []val{text("9"), toast}),
+		encUpdate(relFull, 0, nil, []val{toast, text("y")}),
 		// Non-key columns may be TOAST or null without harm.
 		encUpdate(relItems, 0, nil, []val{text("1"), toast}),
 		encCommit(0x10, 0x20),
@@ -217,10 +227,11 @@ func TestDecoderKeylessAndToast(t *testing.T) {
 	got := describeAll(txs[0].Changes)
 	want := []string{
 		`insert public.log []`,
-		`update public.full ["7" "big"]`,
-		`update public.full ["7" "bigger"] from ["7" "big"]`,
+		`update public.full ["7"]`,
+		`update public.full ["7"]`,
+		`update public.full ["8"] from ["7"]`,
 		`insert public.full []`,
-		`delete public.full []`,
+		`delete public.full ["8"]`,
 		`update public.full []`,
 		`update public.items ["1"]`,
 	}
@@ -228,8 +239,98 @@ func TestDecoderKeylessAndToast(t *testing.T) {
 		t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	for i, c := range txs[0].Changes {
-		if (i == 0 || i == 3 || i == 4 || i == 5) && c.Key != nil {
+		if (i == 0 || i == 4 || i == 6) && c.Key != nil {
 			t.Errorf("change %d: key %q, want nil", i, c.Key)
+		}
+	}
+}
+
+// TestDecoderPrimaryKey: the key is the primary key whatever the replica identity, in
+// column order, and unknown where the decoder cannot tell it.
+func TestDecoderPrimaryKey(t *testing.T) {
+	const (
+		relIdx   = 16430
+		relLines = 16431
+		relAnon  = 16432
+	)
+	// USING INDEX on (email): the old row carries the email only.
+	idxRel := encRelation(relIdx, "app", "users", 'i', col{"id", oidInt8, false}, col{"email", oidText, true})
+	// A composite key declared (order_id, line_no) on columns (line_no, order_id, qty).
+	linesRel := encRelation(relLines, "public", "lines", 'd', col{"line_no", oidInt4, true}, col{"order_id", oidInt8, true}, col{"qty", oidInt4, false})
+	// FULL, and the decoder was not told the primary key.
+	anonRel := encRelation(relAnon, "public", "anon", 'f', col{"id", oidInt8, true}, col{"v", oidText, true})
+	d := cdc.NewDecoder()
+	d.SetPrimaryKey("app", "users", []string{"id"})
+	d.SetPrimaryKey("public", "lines", []string{"order_id", "line_no"})
+	txs := decodeWith(t, d,
+		idxRel, linesRel, anonRel,
+		encBegin(0x10, 1),
+		encInsert(relIdx, text("1"), text("a@b.c")),
+		encUpdate(relIdx, 'K', []val{null, text("a@b.c")}, []val{text("1"), text("x@b.c")}),
+		encDelete(relIdx, 'K', null, text("x@b.c")),
+		encInsert(relLines, text("2"), text("1"), text("5")),
+		encUpdate(relLines, 'K', []val{text("2"), text("1"), null}, []val{text("3"), text("1"), text("5")}),
+		encInsert(relAnon, text("1"), text("v")),
+		encCommit(0x10, 0x20),
+	)
+	got := describeAll(txs[0].Changes)
+	want := []string{
+		`insert app.users ["1"]`,
+		`update app.users []`, // the old row's primary key is unknown
+		`delete app.users []`,
+		`insert public.lines ["2" "1"]`,
+		`update public.lines ["3" "1"] from ["2" "1"]`,
+		`insert public.anon []`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	rel, _ := d.Relation(relLines)
+	var names []string
+	for _, c := range rel.KeyColumns() {
+		names = append(names, c.Name)
+	}
+	if !reflect.DeepEqual(names, []string{"line_no", "order_id"}) {
+		t.Errorf("KeyColumns %q, want line_no, order_id (column order)", names)
+	}
+}
+
+// TestDecoderTruncatePartitions: a TRUNCATE arrives under the partitions' names and is
+// reported as one of their partitioned table; one of an unknown table (a partition
+// attached since) is reported for every partitioned table too.
+func TestDecoderTruncatePartitions(t *testing.T) {
+	const (
+		relP1    = 16440
+		relP2    = 16441
+		relNew   = 16442
+		relOther = 16443
+	)
+	d := cdc.NewDecoder()
+	d.SetPrimaryKey("public", "events", []string{"id"})
+	d.SetPrimaryKey("public", "other", []string{"id"})
+	d.SetPartitions("public", "events", [][2]string{{"public", "events_2025"}, {"public", "events_2026"}})
+	rel := func(id uint32, name string) []byte {
+		return encRelation(id, "public", name, 'd', col{"id", oidInt8, true})
+	}
+	txs := decodeWith(t, d,
+		rel(relP1, "events_2025"), rel(relP2, "events_2026"), rel(relNew, "events_2027"), rel(relOther, "other"),
+		encBegin(0x10, 1),
+		encTruncate(0, relP1, relP2),
+		encCommit(0x10, 0x20),
+		encBegin(0x30, 2),
+		encTruncate(0, relOther),
+		encCommit(0x30, 0x40),
+		encBegin(0x50, 3),
+		encTruncate(0, relNew),
+		encCommit(0x50, 0x60),
+	)
+	for i, want := range [][]string{
+		{`truncate public.events []`},
+		{`truncate public.other []`},
+		{`truncate public.events_2027 []`, `truncate public.events []`},
+	} {
+		if got := describeAll(txs[i].Changes); !reflect.DeepEqual(got, want) {
+			t.Errorf("tx %d: %q, want %q", i, got, want)
 		}
 	}
 }

@@ -27,6 +27,9 @@ const (
 	// GapTableAdded: the tables were added to the publication, so their earlier
 	// changes were not streamed.
 	GapTableAdded = "table added to publication"
+	// GapPublicationAltered: the publication published partitioned tables under the
+	// names of their partitions; it was altered to publish them under their own.
+	GapPublicationAltered = "publication altered"
 	// GapRecorded: a gap recorded through [GapRecorder] before it opened, whose Gap
 	// call never returned nil: the process died or failed in between.
 	GapRecorded = "gap recorded by an earlier run"
@@ -56,7 +59,7 @@ func (s *Stream) recordGap(ctx context.Context, tables []string, reason string) 
 	if !ok {
 		return nil
 	}
-	if err := r.RecordGap(ctx, tables, reason); err != nil {
+	if err := r.RecordGap(ctx, s.qualify(tables), reason); err != nil {
 		return fmt.Errorf("cdc: handler: RecordGap(%q): %w", reason, err)
 	}
 	return nil
@@ -75,7 +78,7 @@ type gap struct {
 
 // add merges a gap: a slot-wide reason covers every table and wins over a table-level one.
 func (g *gap) add(reason string, tables []string) {
-	if g.reason == "" || reason != GapTableAdded {
+	if g.reason == "" || reason != GapTableAdded && reason != GapPublicationAltered {
 		g.reason = reason
 	}
 	for _, t := range tables {
@@ -96,7 +99,24 @@ type catalogTable struct {
 	hasPK    bool
 	owned    bool // the role may alter it: it owns it, or is a member of its owner
 	owner    string
+	// pk: the primary-key columns; identityCols: the columns of the replica identity
+	// index (REPLICA IDENTITY USING INDEX).
+	pk, identityCols []string
+	// partitions of a partitioned table, at every level.
+	partitions []partition
 }
+
+// partition is a partition of a published partitioned table.
+type partition struct {
+	schema, name string
+	identity     string
+	pk           []string
+	identityCols []string
+}
+
+// name returns the table as Gap and RecordGap name it: schema.name, as the catalog spells
+// them.
+func (t catalogTable) qualifiedName() string { return t.schema + "." + t.name }
 
 func (t catalogTable) quoted() string { return pgx.Identifier{t.schema, t.name}.Sanitize() }
 
@@ -140,6 +160,7 @@ func (s *Stream) prepare(ctx context.Context) (LSN, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.catalog = tables
 	pubCreated, err := s.ensurePublication(ctx, conn, tables)
 	if err != nil {
 		return 0, err
@@ -212,13 +233,111 @@ func (s *Stream) resolveTables(ctx context.Context, conn *pgx.Conn) ([]catalogTa
 		if ct.kind != "r" && ct.kind != "p" {
 			return nil, fmt.Errorf("%w: %s (Options.Tables entry %q) is not a table (relkind %s); only tables can be published", ErrConfig, ct.quoted(), t.spec, ct.kind)
 		}
-		if ct.identity == "n" || ct.identity == "d" && !ct.hasPK {
-			s.log.Warn("cdc: table has no replica identity: Postgres rejects UPDATE and DELETE on it once it is published, and its changes carry no key; add a primary key or set REPLICA IDENTITY",
-				slog.String(logTable, ct.quoted()))
+		if ct.pk, ct.identityCols, err = indexColumns(qctx, conn, ct.oid); err != nil {
+			return nil, err
 		}
+		if err := checkIdentity(ct.quoted(), ct.identity, ct.pk, ct.identityCols); err != nil {
+			return nil, err
+		}
+		if ct.kind == "p" {
+			if ct.partitions, err = partitionsOf(qctx, conn, ct); err != nil {
+				return nil, err
+			}
+		}
+		s.names[t.spec] = ct.qualifiedName()
 		out = append(out, ct)
 	}
 	return out, nil
+}
+
+// indexColumns returns the columns of a table's primary key and of its replica
+// identity index, each in the index's order.
+func indexColumns(ctx context.Context, conn *pgx.Conn, oid uint32) (pk, identity []string, err error) {
+	err = conn.QueryRow(ctx, `
+		SELECT coalesce((SELECT array_agg(a.attname::text ORDER BY k.n)
+		                 FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n), pg_attribute a
+		                 WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1 AND a.attnum = k.attnum), '{}'),
+		       coalesce((SELECT array_agg(a.attname::text ORDER BY k.n)
+		                 FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n), pg_attribute a
+		                 WHERE i.indrelid = $1 AND i.indisreplident AND a.attrelid = $1 AND a.attnum = k.attnum), '{}')`,
+		oid).Scan(&pk, &identity)
+	if err != nil {
+		return nil, nil, classify("read the primary key and replica identity of a table", err)
+	}
+	return pk, identity, nil
+}
+
+// checkIdentity refuses a table whose changes would not carry the primary key of every
+// row they touch: the invalidation of such rows would be silently lost.
+func checkIdentity(table, identity string, pk, identityCols []string) error {
+	switch {
+	case len(pk) == 0:
+		return fmt.Errorf("%w: table %s has no primary key: cached rows are keyed by it, and without one its changes cannot name the rows they touch (Postgres also rejects its UPDATEs and DELETEs once it is published under REPLICA IDENTITY DEFAULT); add one: ALTER TABLE %s ADD PRIMARY KEY (...)",
+			ErrConfig, table, table)
+	case identity == "n":
+		return fmt.Errorf("%w: table %s has REPLICA IDENTITY NOTHING: Postgres rejects its UPDATEs and DELETEs once it is published, and its deletions would carry no key; ALTER TABLE %s REPLICA IDENTITY DEFAULT",
+			ErrConfig, table, table)
+	case identity == "i":
+		for _, c := range pk {
+			if !slices.Contains(identityCols, c) {
+				return fmt.Errorf("%w: table %s has REPLICA IDENTITY USING INDEX on columns (%s), which lack primary-key column %q: its DELETEs and primary-key changes would not say which row they touched; ALTER TABLE %s REPLICA IDENTITY DEFAULT (or FULL)",
+					ErrConfig, table, strings.Join(identityCols, ", "), c, table)
+			}
+		}
+	}
+	return nil
+}
+
+// partitionsOf returns the partitions of a partitioned table, checked as its own
+// rows are: each has its own replica identity.
+func partitionsOf(ctx context.Context, conn *pgx.Conn, t catalogTable) ([]partition, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT c.oid, n.nspname, c.relname, c.relreplident::text
+		FROM pg_partition_tree($1) p JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE p.relid <> $1::regclass ORDER BY p.level, n.nspname, c.relname`, t.oid)
+	if err != nil {
+		return nil, classify("list the partitions of "+t.quoted(), err)
+	}
+	type row struct {
+		oid                    uint32
+		schema, name, identity string
+	}
+	found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+		var x row
+		return x, r.Scan(&x.oid, &x.schema, &x.name, &x.identity)
+	})
+	if err != nil {
+		return nil, classify("list the partitions of "+t.quoted(), err)
+	}
+	out := make([]partition, 0, len(found))
+	for _, f := range found {
+		p := partition{schema: f.schema, name: f.name, identity: f.identity}
+		if p.pk, p.identityCols, err = indexColumns(ctx, conn, f.oid); err != nil {
+			return nil, err
+		}
+		name := pgx.Identifier{f.schema, f.name}.Sanitize()
+		if len(p.pk) == 0 {
+			p.pk = t.pk // a partition of a partitioned table with a key has it too
+		}
+		if err := checkIdentity(fmt.Sprintf("%s (a partition of %s)", name, t.quoted()), p.identity, p.pk, p.identityCols); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// qualify returns tables, entries of Options.Tables or names as Gap takes them, as
+// Gap takes them: schema.name as the catalog spells them.
+func (s *Stream) qualify(tables []string) []string {
+	out := make([]string, len(tables))
+	for i, t := range tables {
+		if q, ok := s.names[t]; ok {
+			t = q
+		}
+		out[i] = t
+	}
+	return out
 }
 
 // ensurePublication creates the publication, or adds the tables it lacks, and reports
@@ -228,14 +347,14 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 	defer cancel()
 	pub := pgx.Identifier{s.opts.Publication}.Sanitize()
 	var (
-		allTables, ins, upd, del, trunc, ownsPub bool
-		pubOwner                                 string
+		allTables, ins, upd, del, trunc, viaRoot, ownsPub bool
+		pubOwner                                          string
 	)
 	err = conn.QueryRow(qctx, `
-		SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate,
+		SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot,
 		       pg_has_role(pubowner, 'USAGE'), pg_get_userbyid(pubowner)
 		FROM pg_publication WHERE pubname = $1`, s.opts.Publication).
-		Scan(&allTables, &ins, &upd, &del, &trunc, &ownsPub, &pubOwner)
+		Scan(&allTables, &ins, &upd, &del, &trunc, &viaRoot, &ownsPub, &pubOwner)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Should the slot exist, it is recreated below; record that first.
 		if err := s.recordGap(ctx, s.opts.Tables, GapPublicationCreated); err != nil {
@@ -249,6 +368,11 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 	if !ins || !upd || !del || !trunc {
 		return false, fmt.Errorf("%w: publication %s does not publish every kind of change (insert=%v update=%v delete=%v truncate=%v), so changes would be missed: ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')",
 			ErrConfig, pub, ins, upd, del, trunc, pub)
+	}
+	if !viaRoot {
+		if err := s.publishViaRoot(qctx, conn, tables, pub, ownsPub, pubOwner); err != nil {
+			return false, err
+		}
 	}
 	if allTables {
 		return false, nil
@@ -298,6 +422,37 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 	s.log.Info("cdc: added tables to the publication", slog.String(logPublication, s.opts.Publication), slog.Any(logTables, specs))
 	s.gap.add(GapTableAdded, specs)
 	return false, nil
+}
+
+// publishViaRoot makes a publication created without publish_via_partition_root publish
+// the changes of partitioned tables under their own names, as the handler knows them,
+// not under the names of their partitions. It records a gap first: changes already in
+// the slot were decoded, or are yet to be, under the partitions' names.
+func (s *Stream) publishViaRoot(ctx context.Context, conn *pgx.Conn, tables []catalogTable, pub string, owns bool, owner string) error {
+	var partitioned []string
+	for _, t := range tables {
+		if t.kind == "p" {
+			partitioned = append(partitioned, t.spec)
+		}
+	}
+	if len(partitioned) == 0 {
+		return nil
+	}
+	sql := "ALTER PUBLICATION " + pub + " SET (publish_via_partition_root = true)"
+	if !owns {
+		return fmt.Errorf("%w: publication %s publishes the changes of partitioned tables %s under the names of their partitions, which nothing here knows, so they would never be invalidated; the publication belongs to %q: as its owner, %s",
+			ErrConfig, pub, strings.Join(partitioned, ", "), owner, sql)
+	}
+	if err := s.recordGap(ctx, partitioned, GapPublicationAltered); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return classify(sql, err)
+	}
+	s.log.Warn("cdc: the publication published partitioned tables under their partitions' names; set publish_via_partition_root",
+		slog.String(logPublication, s.opts.Publication), slog.Any(logTables, partitioned))
+	s.gap.add(GapPublicationAltered, partitioned)
+	return nil
 }
 
 func (s *Stream) createPublication(ctx context.Context, conn *pgx.Conn, tables []catalogTable) error {

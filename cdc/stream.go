@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +32,10 @@ import (
 type Handler interface {
 	// Gap is called before any transaction when changes to tables may have been
 	// missed: the slot was created (the first run, or it had gone), Postgres
-	// invalidated it, or tables were added to the publication. tables are entries of
-	// Options.Tables, spelled as there; reason is one of the Gap constants. Gap must
+	// invalidated it, or tables were added to the publication. tables are named
+	// schema.name, as the catalog spells them: entries of Options.Tables resolved as
+	// the role's search_path resolves them (the change stream names them so too);
+	// reason is one of the Gap constants. Gap must
 	// invalidate everything cached for those tables before it returns nil. After an
 	// error Run calls it again, after backoff, before streaming anything.
 	Gap(ctx context.Context, tables []string, reason string) error
@@ -104,6 +105,10 @@ type Stream struct {
 	gap       gap
 	staleSlot string // why the slot must be replaced before streaming; empty if not
 	warned    map[uint32]bool
+	// names maps entries of Options.Tables to schema.name, as resolved; catalog is the
+	// tables as the last session resolved them.
+	names   map[string]string
+	catalog []catalogTable
 
 	mu    sync.Mutex
 	stats Stats
@@ -144,6 +149,7 @@ func NewStream(connString string, opts Options, h Handler) (*Stream, error) {
 		h:          h,
 		log:        opts.Logger.With(slog.String(logSlot, opts.Slot)),
 		warned:     make(map[uint32]bool),
+		names:      make(map[string]string),
 	}, nil
 }
 
@@ -272,7 +278,7 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 		g := s.gap
 		s.log.Info("cdc: changes may have been missed; asking the handler to invalidate the tables",
 			slog.String(logReason, g.reason), slog.Any(logTables, g.tables))
-		if err := s.h.Gap(ctx, slices.Clone(g.tables), g.reason); err != nil {
+		if err := s.h.Gap(ctx, s.qualify(g.tables), g.reason); err != nil {
 			return 0, fmt.Errorf("cdc: handler: Gap(%q): %w", g.reason, err)
 		}
 		s.gap = gap{}
@@ -355,7 +361,7 @@ func sendStatus(conn *pgconn.PgConn, pos LSN, replyRequested bool) error {
 func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, p *pipeline) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		r := receiver{s: s, conn: conn, p: p, dec: NewDecoder()}
+		r := receiver{s: s, conn: conn, p: p, dec: s.newDecoder()}
 		return r.run(gctx)
 	})
 	g.Go(func() error { return s.handle(gctx, p) })
@@ -589,6 +595,25 @@ func (r *receiver) queue(ctx context.Context, tx *Tx) error {
 	}
 }
 
+// newDecoder returns a decoder told the primary keys and partitions the last session
+// found in the catalog.
+func (s *Stream) newDecoder() *Decoder {
+	d := NewDecoder()
+	for _, t := range s.catalog {
+		d.SetPrimaryKey(t.schema, t.name, t.pk)
+		if t.kind != "p" {
+			continue
+		}
+		names := make([][2]string, len(t.partitions))
+		for i, p := range t.partitions {
+			names[i] = [2]string{p.schema, p.name}
+			d.SetPrimaryKey(p.schema, p.name, p.pk)
+		}
+		d.SetPartitions(t.schema, t.name, names)
+	}
+	return d
+}
+
 // warnKeyless logs, once per relation, a change that came without a key.
 func (s *Stream) warnKeyless(tx *Tx) {
 	for _, c := range tx.Changes {
@@ -596,11 +621,11 @@ func (s *Stream) warnKeyless(tx *Tx) {
 			continue
 		}
 		s.warned[c.Relation.ID] = true
-		why := "a key column arrived null or as an unchanged TOAST value"
+		why := "a primary-key column arrived null or as an unchanged TOAST value"
 		if len(c.Relation.keyIdx) == 0 {
-			why = "the table has no key columns (REPLICA IDENTITY NOTHING, or no primary key)"
+			why = "the table's primary key is not known: it has none, or it changed since the stream started, or the table is not one of Options.Tables and its replica identity is not DEFAULT"
 		}
-		s.log.Warn("cdc: a change came without a key, so the handler must treat it as touching the whole table; set a primary key and REPLICA IDENTITY DEFAULT",
+		s.log.Warn("cdc: a change came without a primary key, so the handler must treat it as touching the whole table",
 			slog.String(logTable, pgx.Identifier{c.Relation.Schema, c.Relation.Name}.Sanitize()),
 			slog.String(logReason, why), slog.Uint64(logXID, uint64(tx.XID)))
 	}

@@ -256,8 +256,10 @@ func TestChangeKinds(t *testing.T) {
 			)
 			rec := newRecorder()
 			r := start(t, connURL, fastOptions(t, slotName(db, "kinds"), kindTables...), rec)
-			if g := rec.nextGap(t); g.reason != cdc.GapSlotCreated || !reflect.DeepEqual(g.tables, kindTables) {
-				t.Fatalf("Gap(%q, %q), want (%q, %q)", g.tables, g.reason, kindTables, cdc.GapSlotCreated)
+			// Gap names the tables as the catalog does, schema included.
+			resolved := []string{"public.items", "public.tags", "Sales.Order Items"}
+			if g := rec.nextGap(t); g.reason != cdc.GapSlotCreated || !reflect.DeepEqual(g.tables, resolved) {
+				t.Fatalf("Gap(%q, %q), want (%q, %q)", g.tables, g.reason, resolved, cdc.GapSlotCreated)
 			}
 			r.waitConnected(t)
 
@@ -422,8 +424,8 @@ func TestGap(t *testing.T) {
 	}
 
 	rec := runOnce(opts, "1")
-	if g := rec.nextGap(t); g.reason != cdc.GapSlotCreated || !reflect.DeepEqual(g.tables, []string{"items"}) {
-		t.Fatalf("first run: Gap(%q, %q), want ([items], %q)", g.tables, g.reason, cdc.GapSlotCreated)
+	if g := rec.nextGap(t); g.reason != cdc.GapSlotCreated || !reflect.DeepEqual(g.tables, []string{"public.items"}) {
+		t.Fatalf("first run: Gap(%q, %q), want ([public.items], %q)", g.tables, g.reason, cdc.GapSlotCreated)
 	}
 	rec.noGap(t)
 
@@ -444,15 +446,15 @@ func TestGap(t *testing.T) {
 
 	opts.Tables = []string{"items", "extra"}
 	rec = runOnce(opts, "4")
-	if g := rec.nextGap(t); g.reason != cdc.GapTableAdded || !reflect.DeepEqual(g.tables, []string{"extra"}) {
-		t.Fatalf("after adding a table: Gap(%q, %q), want ([extra], %q)", g.tables, g.reason, cdc.GapTableAdded)
+	if g := rec.nextGap(t); g.reason != cdc.GapTableAdded || !reflect.DeepEqual(g.tables, []string{"public.extra"}) {
+		t.Fatalf("after adding a table: Gap(%q, %q), want ([public.extra], %q)", g.tables, g.reason, cdc.GapTableAdded)
 	}
 	rec.noGap(t)
 
 	exec(t, conn, `DROP PUBLICATION pgcache`)
 	rec = runOnce(opts, "5")
-	if g := rec.nextGap(t); g.reason != cdc.GapPublicationCreated || !reflect.DeepEqual(g.tables, []string{"items", "extra"}) {
-		t.Fatalf("after the publication was dropped: Gap(%q, %q), want ([items extra], %q)", g.tables, g.reason, cdc.GapPublicationCreated)
+	if g := rec.nextGap(t); g.reason != cdc.GapPublicationCreated || !reflect.DeepEqual(g.tables, []string{"public.items", "public.extra"}) {
+		t.Fatalf("after the publication was dropped: Gap(%q, %q), want ([public.items public.extra], %q)", g.tables, g.reason, cdc.GapPublicationCreated)
 	}
 }
 
@@ -571,6 +573,41 @@ func TestFatalErrors(t *testing.T) {
 		err := runErr(t, db.URL, fastOptions(t, slotName(db, "pub"), "items"))
 		if !errors.Is(err, cdc.ErrConfig) || !strings.Contains(err.Error(), "ALTER PUBLICATION") {
 			t.Fatalf("err %v, want ErrConfig saying how to fix the publication", err)
+		}
+	})
+
+	// Tables whose changes would not name the rows they touch are refused, with the fix.
+	for _, tc := range []struct {
+		name, create, want string
+	}{
+		{"no primary key", `CREATE TABLE items (id bigint, v text); ALTER TABLE items REPLICA IDENTITY FULL`, "ADD PRIMARY KEY"},
+		{"replica identity nothing", `CREATE TABLE items (id bigint PRIMARY KEY); ALTER TABLE items REPLICA IDENTITY NOTHING`, "REPLICA IDENTITY DEFAULT"},
+		{"identity index without the primary key", `CREATE TABLE items (id bigint PRIMARY KEY, email text NOT NULL UNIQUE);
+			ALTER TABLE items REPLICA IDENTITY USING INDEX items_email_key`, "REPLICA IDENTITY DEFAULT"},
+		{"partition without identity", `CREATE TABLE items (id bigint PRIMARY KEY) PARTITION BY RANGE (id);
+			CREATE TABLE items_1 PARTITION OF items FOR VALUES FROM (0) TO (100);
+			ALTER TABLE items_1 REPLICA IDENTITY NOTHING`, "items_1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			db := servers.Postgres(t).NewDatabase(t)
+			exec(t, connect(t, db.RoleURL), tc.create)
+			err := runErr(t, db.RoleURL, fastOptions(t, slotName(db, "ident"), "items"))
+			if !errors.Is(err, cdc.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want ErrConfig saying %q", err, tc.want)
+			}
+		})
+	}
+
+	t.Run("publication of partitions not via root", func(t *testing.T) {
+		t.Parallel()
+		db := servers.Postgres(t).NewDatabase(t)
+		exec(t, connect(t, db.RoleURL), `CREATE TABLE items (id bigint PRIMARY KEY) PARTITION BY RANGE (id)`)
+		// An administrator's publication, as the permission error suggests creating it.
+		exec(t, connect(t, db.URL), `CREATE PUBLICATION pgcache FOR TABLE items`)
+		err := runErr(t, db.RoleURL, fastOptions(t, slotName(db, "viaroot"), "items"))
+		if !errors.Is(err, cdc.ErrConfig) || !strings.Contains(err.Error(), "publish_via_partition_root = true") {
+			t.Fatalf("err %v, want ErrConfig saying to set publish_via_partition_root", err)
 		}
 	})
 }
@@ -747,8 +784,8 @@ func TestSlotInvalidated(t *testing.T) {
 
 	rec = newRecorder()
 	r = start(t, db.URL, opts, rec)
-	if g := rec.nextGap(t); g.reason != cdc.GapSlotInvalidated || !reflect.DeepEqual(g.tables, []string{"items"}) {
-		t.Fatalf("Gap(%q, %q), want ([items], %q)", g.tables, g.reason, cdc.GapSlotInvalidated)
+	if g := rec.nextGap(t); g.reason != cdc.GapSlotInvalidated || !reflect.DeepEqual(g.tables, []string{"public.items"}) {
+		t.Fatalf("Gap(%q, %q), want ([public.items], %q)", g.tables, g.reason, cdc.GapSlotInvalidated)
 	}
 	r.waitConnected(t)
 	exec(t, conn, `DELETE FROM items WHERE id = 7`)
