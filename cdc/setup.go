@@ -178,7 +178,7 @@ func (s *Stream) prepare(ctx context.Context) (LSN, error) {
 			return 0, fmt.Errorf("cdc: handler: RecordedGap: %w", err)
 		}
 		if len(recorded) > 0 {
-			s.gap.add(GapRecorded, recorded)
+			s.gap.add(GapRecorded, s.qualify(recorded))
 		}
 	}
 	return lsn, nil
@@ -420,7 +420,7 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 		return false, classify(sql, err)
 	}
 	s.log.Info("cdc: added tables to the publication", slog.String(logPublication, s.opts.Publication), slog.Any(logTables, specs))
-	s.gap.add(GapTableAdded, specs)
+	s.gap.add(GapTableAdded, s.qualify(specs))
 	return false, nil
 }
 
@@ -451,7 +451,7 @@ func (s *Stream) publishViaRoot(ctx context.Context, conn *pgx.Conn, tables []ca
 	}
 	s.log.Warn("cdc: the publication published partitioned tables under their partitions' names; set publish_via_partition_root",
 		slog.String(logPublication, s.opts.Publication), slog.Any(logTables, partitioned))
-	s.gap.add(GapPublicationAltered, partitioned)
+	s.gap.add(GapPublicationAltered, s.qualify(partitioned))
 	return nil
 }
 
@@ -582,7 +582,7 @@ func (s *Stream) createSlot(ctx context.Context, conn *pgx.Conn, reason string) 
 	s.log.Info("cdc: created the replication slot", slog.String(logLSN, lsn.String()), slog.String(logReason, reason))
 	// The slot exists from here on; should the process die before Gap returns, the
 	// next run finds the slot and calls Gap only if the handler is a GapRecorder.
-	s.gap.add(reason, s.opts.Tables)
+	s.gap.add(reason, s.qualify(s.opts.Tables))
 	return lsn, nil
 }
 

@@ -16,8 +16,9 @@ import (
 var _ cdc.GapRecorder = (*Invalidator)(nil)
 
 // Gap invalidates every cached row of the tables, under every version: the change stream
-// may have missed changes to them. tables are spelled as in cdc.Options.Tables; a name
-// without a schema is taken to be in "public". It then clears the tables' gap records
+// may have missed changes to them. tables are named schema.name, as cdc.Handler's Gap
+// says; a name without a schema (recorded by an older version) is taken to be in
+// "public". It then clears the tables' gap records
 // (RecordGap), unless they were recorded again meanwhile.
 func (v *Invalidator) Gap(ctx context.Context, tables []string, reason string) error {
 	v.log.Warn("change stream has a gap; invalidating whole tables", slog.String("reason", reason), slog.Any("tables", tables))

@@ -295,7 +295,9 @@ func (v *Invalidator) plan(txs []*cdc.Tx, versions map[string][]string) (rows []
 	return rows, flush
 }
 
-// canonical turns key values in Postgres text into canonical key values.
+// canonical turns primary-key values in Postgres text, in column order, into the
+// canonical values a key takes, in the order of their column names (keys.Order): the
+// order the read side builds them in, whatever order the table or the struct declares.
 func canonical(rel *cdc.Relation, vals []string) ([]string, error) {
 	if vals == nil {
 		return nil, nil
@@ -304,13 +306,17 @@ func canonical(rel *cdc.Relation, vals []string) ([]string, error) {
 	if len(cols) != len(vals) {
 		return nil, fmt.Errorf("%d key values for %d key columns", len(vals), len(cols))
 	}
-	out := make([]string, len(vals))
+	names := make([]string, len(cols))
 	for i, c := range cols {
-		s, err := keys.FromText(keys.KindOf(c.TypeOID), vals[i])
+		names[i] = c.Name
+	}
+	out := make([]string, len(vals))
+	for j, i := range keys.Order(names) {
+		s, err := keys.FromText(keys.KindOf(cols[i].TypeOID), vals[i])
 		if err != nil {
 			return nil, err
 		}
-		out[i] = s
+		out[j] = s
 	}
 	return out, nil
 }

@@ -50,7 +50,7 @@ const testUUIDText = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
 
 func TestKindString(t *testing.T) {
 	for k, want := range map[keys.Kind]string{
-		keys.Text: "text", keys.Int: "int", keys.UUID: "uuid", keys.Numeric: "numeric", keys.Bytes: "bytes", 9: "Kind(9)",
+		keys.Text: "text", keys.Int: "int", keys.UUID: "uuid", keys.Numeric: "numeric", keys.Bytes: "bytes", keys.Char: "char", 9: "Kind(9)",
 	} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", k, got, want)
@@ -65,10 +65,61 @@ func TestKindOf(t *testing.T) {
 	}{
 		{20, keys.Int}, {21, keys.Int}, {23, keys.Int}, {26, keys.Int},
 		{2950, keys.UUID}, {1700, keys.Numeric}, {17, keys.Bytes},
-		{25, keys.Text}, {1043, keys.Text}, {1042, keys.Text}, {0, keys.Text}, {16, keys.Text},
+		{25, keys.Text}, {1043, keys.Text}, {1042, keys.Char}, {0, keys.Text}, {16, keys.Text},
 	} {
 		if got := keys.KindOf(tt.oid); got != tt.want {
 			t.Errorf("KindOf(%d) = %v, want %v", tt.oid, got, tt.want)
+		}
+	}
+}
+
+func TestKindOfType(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		want keys.Kind
+		ok   bool
+	}{
+		{"bigint", keys.Int, true}, {"int8", keys.Int, true}, {"INTEGER", keys.Int, true}, {"smallint", keys.Int, true},
+		{"uuid", keys.UUID, true}, {"numeric(10,2)", keys.Numeric, true}, {"NUMERIC", keys.Numeric, true},
+		{"bytea", keys.Bytes, true}, {"character(8)", keys.Char, true}, {"bpchar", keys.Char, true},
+		{"text", keys.Text, true}, {"character varying(20)", keys.Text, true}, {"varchar", keys.Text, true},
+		{"citext", keys.Text, false}, {"double precision", keys.Text, false}, {"timestamp with time zone", keys.Text, false},
+		{"date", keys.Text, false},
+	} {
+		if got, ok := keys.KindOfType(tt.name); got != tt.want || ok != tt.ok {
+			t.Errorf("KindOfType(%q) = %v, %v; want %v, %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestChar: char(n) values are compared without their padding, so the key is too.
+func TestChar(t *testing.T) {
+	for _, in := range []any{"abc", "abc     ", ptr("abc  ")} {
+		got, err := keys.FromGo(keys.Char, in)
+		if err != nil || got != "abc" {
+			t.Errorf("FromGo(Char, %#v) = %q, %v; want \"abc\"", in, got, err)
+		}
+	}
+	if got, _ := keys.FromText(keys.Char, "abc     "); got != "abc" {
+		t.Errorf("FromText(Char, padded) = %q, want \"abc\"", got)
+	}
+	if got, _ := keys.FromText(keys.Char, " a b "); got != " a b" {
+		t.Errorf("FromText(Char) trimmed leading or inner spaces: %q", got)
+	}
+}
+
+func TestOrder(t *testing.T) {
+	for _, tt := range []struct {
+		cols []string
+		want []int
+	}{
+		{[]string{"id"}, []int{0}},
+		{[]string{"order_id", "line_no"}, []int{1, 0}},
+		{[]string{"line_no", "order_id"}, []int{0, 1}},
+		{[]string{"b", "C", "a"}, []int{1, 2, 0}}, // bytewise: upper case first
+	} {
+		if got := keys.Order(tt.cols); !slices.Equal(got, tt.want) {
+			t.Errorf("Order(%q) = %v, want %v", tt.cols, got, tt.want)
 		}
 	}
 }

@@ -26,6 +26,10 @@ const (
 	Numeric
 	// Bytes is bytea: `\x` followed by lower-case hex.
 	Bytes
+	// Char is character(n) (bpchar): the bytes without trailing spaces. Postgres pads
+	// char(n) values with spaces, prints them padded, and ignores trailing spaces when
+	// it compares them, so 'abc' finds the row it prints as 'abc  '.
+	Char
 )
 
 // String returns the lower-case name of k, or Kind(n) for an unknown kind.
@@ -41,6 +45,8 @@ func (k Kind) String() string {
 		return "numeric"
 	case Bytes:
 		return "bytes"
+	case Char:
+		return "char"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -48,6 +54,7 @@ func (k Kind) String() string {
 // Postgres type OIDs, as found in pgoutput relation messages.
 const (
 	oidBytea   = 17
+	oidBpchar  = 1042
 	oidInt8    = 20
 	oidInt2    = 21
 	oidInt4    = 23
@@ -69,8 +76,41 @@ func KindOf(oid uint32) Kind {
 		return Numeric
 	case oidBytea:
 		return Bytes
+	case oidBpchar:
+		return Char
 	}
 	return Text
+}
+
+// KindOfType maps the name of a Postgres column type, as format_type or GORM's
+// ColumnTypes print it (int8, bigint, character(8), bpchar, uuid, numeric(10,2),
+// character varying, text, bytea, ...), to the Kind of its values. ok is false for
+// types whose text spelling is not canonical and that no Kind canonicalises, such as
+// citext (which compares case-insensitively) or floating-point, date and time
+// types: such a column cannot be part of a cached key, because the change side would
+// spell a value differently from the application that looked it up.
+func KindOfType(name string) (k Kind, ok bool) {
+	t := strings.ToLower(strings.TrimSpace(name))
+	if i := strings.IndexByte(t, '('); i >= 0 {
+		t = strings.TrimSpace(t[:i])
+	}
+	t = strings.TrimPrefix(t, "pg_catalog.")
+	switch t {
+	case "int2", "int4", "int8", "smallint", "integer", "int", "bigint", "oid",
+		"smallserial", "serial", "bigserial", "serial2", "serial4", "serial8":
+		return Int, true
+	case "uuid":
+		return UUID, true
+	case "numeric", "decimal":
+		return Numeric, true
+	case "bytea":
+		return Bytes, true
+	case "bpchar", "character", "char":
+		return Char, true
+	case "text", "varchar", "character varying", "name", `"char"`:
+		return Text, true
+	}
+	return Text, false
 }
 
 // FromText canonicalises s, a value of kind k in Postgres text form, as
@@ -95,6 +135,8 @@ func FromText(k Kind, s string) (string, error) {
 		return numericFromText(s)
 	case Bytes:
 		return bytesFromText(s)
+	case Char:
+		return strings.TrimRight(s, " "), nil
 	}
 	return "", fmt.Errorf("%w: unknown %v for value %s", ErrBadValue, k, quote(s))
 }
@@ -434,7 +476,7 @@ const maxIndirections = 16
 // The error wraps ErrBadValue for nil, NULL or an invalid value, and
 // ErrUnsupportedType, naming the type, for anything else.
 func FromGo(k Kind, v any) (string, error) {
-	if k > Bytes {
+	if k > Char {
 		return "", fmt.Errorf("%w: unknown %v for Go value of type %T", ErrBadValue, k, v)
 	}
 	return fromGo(k, v, 0)
@@ -514,7 +556,7 @@ func fromGo(k Kind, v any, depth int) (string, error) {
 		}
 		return FromText(k, strconv.FormatFloat(rv.Float(), 'f', -1, bits))
 	case reflect.Bool:
-		if k != Text {
+		if k != Text && k != Char {
 			return "", unsupported(k, v, "")
 		}
 		if rv.Bool() {
@@ -549,7 +591,7 @@ func unsupported(k Kind, v any, why string) error {
 
 func fromInt(k Kind, x int64, v any) (string, error) {
 	switch k {
-	case Text, Int, Numeric:
+	case Text, Char, Int, Numeric:
 		return strconv.FormatInt(x, 10), nil
 	}
 	return "", unsupported(k, v, "integers are only accepted for int, numeric and text columns")
@@ -557,7 +599,7 @@ func fromInt(k Kind, x int64, v any) (string, error) {
 
 func fromUint(k Kind, x uint64, v any) (string, error) {
 	switch k {
-	case Text, Int, Numeric:
+	case Text, Char, Int, Numeric:
 		return strconv.FormatUint(x, 10), nil
 	}
 	return "", unsupported(k, v, "integers are only accepted for int, numeric and text columns")
@@ -577,7 +619,7 @@ func fromByteSlice(k Kind, p []byte) (string, error) {
 
 func fromArray16(k Kind, u *[16]byte, v any) (string, error) {
 	switch k {
-	case UUID, Text:
+	case UUID, Text, Char:
 		return formatUUID(u), nil
 	case Bytes:
 		return hexBytes(u[:]), nil

@@ -90,7 +90,10 @@ type ModelOptions struct {
 	// cache VERSION). Change it to drop every cached row of the model at once.
 	Version string
 	// Schema is the Postgres schema of the model's table when its table name is not
-	// qualified. Default "public".
+	// qualified. By default it is the schema in which the connection's search_path
+	// finds the table, as GORM's queries do; when set, GORM's queries must reach the
+	// same table (Register checks). Register reads the table's primary key from the
+	// catalog, so the table must exist by then.
 	Schema string
 	// WritePolicy says what Create, Save and Delete do to the cache:
 	// writepolicy.Invalidate (the default) deletes the row's entry after the commit,

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/keys"
@@ -82,9 +81,13 @@ func TestKeysAgreeWithChangeSide(t *testing.T) {
 		if err := rows.Scan(dest...); err != nil {
 			t.Fatal(err)
 		}
+		names := make([]string, len(texts))
+		for i := range names {
+			names[i] = cols[2*i].Name()
+		}
 		canon := make([]string, len(texts))
-		for i := range texts {
-			if canon[i], err = keys.FromText(keys.KindOf(oids[i]), texts[i]); err != nil {
+		for j, i := range keys.Order(names) {
+			if canon[j], err = keys.FromText(keys.KindOf(oids[i]), texts[i]); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -141,14 +144,29 @@ func TestKeysAgreeWithChangeSide(t *testing.T) {
 	}
 }
 
-// dryDB is a *gorm.DB that never connects, for tests of model parsing.
-func dryDB(t *testing.T) *gorm.DB {
+// modelDB is a database with the tables of the models these tests register: Register
+// reads each table's primary key from the catalog.
+func modelDB(t *testing.T) *gorm.DB {
 	t.Helper()
-	db, err := gorm.Open(postgres.New(postgres.Config{DSN: "host=invalid.example"}), &gorm.Config{DryRun: true, DisableAutomaticPing: true})
-	if err != nil {
+	e := newEnv(t)
+	e.exec(t, `CREATE SCHEMA "Sales"`)
+	if err := e.db.AutoMigrate(&OrderItem{}); err != nil {
 		t.Fatal(err)
 	}
-	return db
+	e.exec(t, `CREATE TABLE float_keys (id float8 PRIMARY KEY)`)
+	e.exec(t, `CREATE TABLE other_keys (id bigint, tenant bigint, PRIMARY KEY (tenant, id))`)
+	return e.db
+}
+
+// otherKey declares a primary key its table does not have.
+type otherKey struct {
+	ID     int64 `gorm:"primaryKey"`
+	Tenant int64
+}
+
+// missingTable has no table.
+type missingTable struct {
+	ID int64 `gorm:"primaryKey"`
 }
 
 // WidgetV2 is Widget with one more column: a new struct, so a new schema version.
@@ -163,7 +181,7 @@ func (WidgetV2) TableName() string { return "widgets" }
 
 func TestSchemaVersion(t *testing.T) {
 	t.Parallel()
-	db := dryDB(t)
+	db := modelDB(t)
 	version := func(register func(c *readthrough.Cache) (string, error)) string {
 		t.Helper()
 		c, err := readthrough.New(db, e0(), readthrough.Options{})
@@ -217,7 +235,7 @@ type floatKey struct {
 
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
-	db := dryDB(t)
+	db := modelDB(t)
 	c, err := readthrough.New(db, e0(), readthrough.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +266,15 @@ func TestConfigErrors(t *testing.T) {
 		"float primary key": {func() error {
 			_, err := readthrough.Register[floatKey](c, readthrough.ModelOptions{})
 			return err
-		}, "no canonical key form"},
+		}, "use an integer, text"},
+		"primary key unlike the table's": {func() error {
+			_, err := readthrough.Register[otherKey](c, readthrough.ModelOptions{})
+			return err
+		}, "primary key is (tenant, id)"},
+		"no table": {func() error {
+			_, err := readthrough.Register[missingTable](c, readthrough.ModelOptions{})
+			return err
+		}, "before Register"},
 		"bad version": {func() error {
 			_, err := readthrough.Register[Widget](c, readthrough.ModelOptions{Version: "v 1"})
 			return err

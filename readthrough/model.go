@@ -20,7 +20,9 @@ type model struct {
 	schema *schema.Schema
 	pk     []*schema.Field
 	kinds  []keys.Kind
-	space  keys.Space
+	// order is the order in which the key takes the pk fields' values (keys.Order).
+	order []int
+	space keys.Space
 
 	// For write-back changes: the table, unquoted, and the columns a whole-row
 	// upsert writes and updates.
@@ -42,31 +44,46 @@ func parseModel(db *gorm.DB, value any, prefix string, opts ModelOptions) (*mode
 		return nil, fmt.Errorf("readthrough: model %s has no primary key: tag a field `gorm:\"primaryKey\"`", sch.Name)
 	}
 	m := &model{schema: sch, pk: sch.PrimaryFields}
-	for _, f := range m.pk {
-		k, err := kindOf(f)
-		if err != nil {
-			return nil, fmt.Errorf("readthrough: model %s: %w", sch.Name, err)
-		}
-		m.kinds = append(m.kinds, k)
-	}
 
-	schemaName, table := opts.Schema, sch.Table
+	// The table and its key as the catalog has them: the change side knows no other.
+	ref := quoteRef(opts.Schema, unquote(sch.Table))
 	if s, t, ok := strings.Cut(sch.Table, "."); ok {
-		schemaName, table = s, t
+		ref = quoteRef(unquote(s), unquote(t))
 	}
-	if schemaName == "" {
-		schemaName = "public"
+	tab, err := lookUpTable(db, ref)
+	if err != nil {
+		return nil, fmt.Errorf("readthrough: model %s: %w", sch.Name, err)
 	}
+	if opts.Schema != "" && !strings.Contains(sch.Table, ".") {
+		// GORM's queries name the table unqualified: they must reach the same one.
+		reached, err := lookUpTable(db, quoteRef("", unquote(sch.Table)))
+		if err != nil || reached.schema != tab.schema {
+			return nil, fmt.Errorf("%w: model %s: ModelOptions.Schema is %q, but GORM's queries of table %s reach another table through the connection's search_path (%s.%s, err %v): qualify the table name (a TableName method returning \"%s.%s\") or leave Schema empty",
+				ErrConfig, sch.Name, opts.Schema, sch.Table, reached.schema, reached.name, err, opts.Schema, sch.Table)
+		}
+	}
+	names := make([]string, len(m.pk))
+	for i, f := range m.pk {
+		names[i] = f.DBName
+	}
+	if err := checkPrimaryKey(sch.Name, names, tab.pk, keys.QualifiedTable(tab.schema, tab.name)); err != nil {
+		return nil, err
+	}
+	for _, f := range m.pk {
+		m.kinds = append(m.kinds, tab.kinds[f.DBName])
+	}
+	m.order = keys.Order(names)
+
 	version := opts.Version
 	if version == "" {
 		version = schemaVersion(sch, opts.Codec)
 	}
-	space, err := keys.NewSpace(prefix, keys.QualifiedTable(unquote(schemaName), unquote(table)), version)
+	space, err := keys.NewSpace(prefix, keys.QualifiedTable(tab.schema, tab.name), version)
 	if err != nil {
 		return nil, fmt.Errorf("readthrough: model %s: %w", sch.Name, err)
 	}
 	m.space = space
-	m.pgSchema, m.pgTable = unquote(schemaName), unquote(table)
+	m.pgSchema, m.pgTable = tab.schema, tab.name
 	for _, f := range m.pk {
 		m.pkNamesList = append(m.pkNamesList, f.DBName)
 	}
@@ -101,41 +118,15 @@ func unquote(s string) string {
 // to fresh keys, so bytes written by an older build are never decoded into it.
 func schemaVersion(sch *schema.Schema, codec Codec) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00", sch.Table, codec.Name())
+	// keyFormat names how keys are built from the primary key (composite values in
+	// the order of their column names since 2), so that keys of another format, which
+	// could name another row, are never read.
+	const keyFormat = "keys2"
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", sch.Table, codec.Name(), keyFormat)
 	for _, f := range sch.Fields {
 		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%t\x00", f.Name, f.DBName, f.DataType, f.FieldType, f.PrimaryKey)
 	}
 	return "s" + hex.EncodeToString(h.Sum(nil)[:5])
-}
-
-var byteArray16 = reflect.TypeOf([16]byte{})
-
-// kindOf says how a primary-key field's values are canonicalised, from its Go type and
-// its column type.
-func kindOf(f *schema.Field) (keys.Kind, error) {
-	t := f.FieldType
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	colType := strings.ToLower(f.TagSettings["TYPE"] + " " + string(f.DataType))
-	switch {
-	case strings.Contains(colType, "uuid") || t.ConvertibleTo(byteArray16) && t.Kind() == reflect.Array:
-		return keys.UUID, nil
-	case strings.Contains(colType, "numeric") || strings.Contains(colType, "decimal"):
-		return keys.Numeric, nil
-	}
-	switch t.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return keys.Int, nil
-	case reflect.String:
-		return keys.Text, nil
-	case reflect.Slice:
-		if t.Elem().Kind() == reflect.Uint8 {
-			return keys.Bytes, nil
-		}
-	}
-	return 0, fmt.Errorf("primary-key field %s has type %s, which has no canonical key form: use an integer, string, UUID, numeric or []byte", f.Name, f.FieldType)
 }
 
 // key returns the row key of an id given by the caller: one value, or for a composite key
@@ -154,12 +145,12 @@ func (m *model) key(id any) (keys.Key, error) {
 			m.schema.Name, m.pkNames(), len(m.pk), id)
 	}
 	canon := make([]string, len(vals))
-	for i, v := range vals {
-		c, err := keys.FromGo(m.kinds[i], v)
+	for j, i := range m.order {
+		c, err := keys.FromGo(m.kinds[i], vals[i])
 		if err != nil {
 			return keys.Key{}, fmt.Errorf("readthrough: %s id %v, column %s: %w", m.schema.Name, id, m.pk[i].DBName, err)
 		}
-		canon[i] = c
+		canon[j] = c
 	}
 	return m.space.Key(canon...), nil
 }
@@ -167,13 +158,14 @@ func (m *model) key(id any) (keys.Key, error) {
 // rowKey returns the key of a loaded row, from its primary-key fields.
 func (m *model) rowKey(ctx context.Context, row reflect.Value) (keys.Key, error) {
 	canon := make([]string, len(m.pk))
-	for i, f := range m.pk {
+	for j, i := range m.order {
+		f := m.pk[i]
 		v, _ := f.ValueOf(ctx, row)
 		c, err := keys.FromGo(m.kinds[i], v)
 		if err != nil {
 			return keys.Key{}, fmt.Errorf("readthrough: %s row key, column %s: %w", m.schema.Name, f.DBName, err)
 		}
-		canon[i] = c
+		canon[j] = c
 	}
 	return m.space.Key(canon...), nil
 }
