@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -38,6 +39,8 @@ type Relation struct {
 	ReplicaIdentity byte
 
 	keyIdx []int // indexes into Columns of the primary-key columns, in column order
+	// partition: the relation is a partition of the table it is named as.
+	partition bool
 }
 
 // KeyColumns returns the primary-key columns, in column order: the columns the
@@ -124,6 +127,8 @@ type Decoder struct {
 	// name] of the partition; roots lists those partitioned tables.
 	partitions map[[2]string][2]string
 	roots      [][2]string
+	// others: published tables known not to be partitions of roots.
+	others map[[2]string]bool
 }
 
 // NewDecoder returns a Decoder with no relations and no transaction in progress.
@@ -144,13 +149,17 @@ func (d *Decoder) SetPrimaryKey(schema, name string, columns []string) {
 	d.primaryKeys[[2]string{schema, name}] = slices.Clone(columns)
 }
 
-// SetPartitions tells the decoder the partitions of the partitioned table
-// root.  Under publish_via_partition_root, row changes arrive under the root's name,
-// but a TRUNCATE arrives under the names of the partitions it emptied: the decoder
-// reports it as a Truncate of the root. A TRUNCATE of a table it was told of by
-// neither SetPartitions nor SetPrimaryKey (a partition attached since) is reported as
-// it came and, in case it is one, as a Truncate of every partitioned table described
-// to SetPartitions.
+// SetPartitions tells the decoder the partitions of the partitioned table root, at
+// every level. A publication without publish_via_partition_root sends the changes of a
+// partitioned table under the names of its partitions (and a TRUNCATE of one partition
+// only so: with publish_via_partition_root it is not sent at all). The decoder reports
+// them as changes of root: their Relation is named as root, with the partition's own
+// columns. Each partition must be described to SetPrimaryKey too.
+//
+// Once SetPartitions was called, a relation the decoder was told of by neither
+// SetPrimaryKey nor SetOthers (a partition attached since the catalog was read, say)
+// makes Decode fail with an error wrapping [ErrCatalogChanged]: its changes could belong
+// to root, and the catalog must be read again before they are decoded.
 func (d *Decoder) SetPartitions(rootSchema, rootName string, partitions [][2]string) {
 	if d.partitions == nil {
 		d.partitions = make(map[[2]string][2]string)
@@ -161,6 +170,17 @@ func (d *Decoder) SetPartitions(rootSchema, rootName string, partitions [][2]str
 	}
 	for _, p := range partitions {
 		d.partitions[p] = root
+	}
+}
+
+// SetOthers tells the decoder of published tables that are not partitions of the
+// tables given to SetPartitions (see there).
+func (d *Decoder) SetOthers(tables [][2]string) {
+	if d.others == nil {
+		d.others = make(map[[2]string]bool)
+	}
+	for _, t := range tables {
+		d.others[t] = true
 	}
 }
 
@@ -216,6 +236,9 @@ func (d *Decoder) Decode(msg []byte) (*Tx, error) {
 	}
 	if err == nil {
 		err = r.finish()
+	}
+	if errors.Is(err, ErrCatalogChanged) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s message: %v", ErrProtocol, messageName(typ), err)
@@ -294,7 +317,15 @@ func (d *Decoder) relation(r *reader) error {
 	if r.err != nil {
 		return r.err
 	}
+	name := [2]string{rel.Schema, rel.Name}
+	_, known := d.primaryKeys[name]
+	if !known && len(d.roots) > 0 && !d.others[name] {
+		return fmt.Errorf("%w: relation %s.%s, not in the catalog as read when the stream started", ErrCatalogChanged, rel.Schema, rel.Name)
+	}
 	rel.keyIdx = d.primaryKey(rel)
+	if root, ok := d.partitions[name]; ok {
+		rel.Schema, rel.Name, rel.partition = root[0], root[1], true
+	}
 	d.relations[rel.ID] = rel
 	return nil
 }
@@ -416,37 +447,22 @@ func (d *Decoder) truncate(r *reader) error {
 		if err != nil {
 			return err
 		}
-		name := [2]string{rel.Schema, rel.Name}
-		if root, ok := d.partitions[name]; ok {
-			d.truncated(root)
-			continue
+		if rel.partition && d.truncated(rel) {
+			continue // another partition of the table was truncated in this message
 		}
 		d.tx.Changes = append(d.tx.Changes, Change{Kind: Truncate, Relation: rel})
-		if _, known := d.primaryKeys[name]; !known {
-			for _, root := range d.roots {
-				d.truncated(root)
-			}
-		}
 	}
 	return nil
 }
 
-// truncated adds the Truncate of a partitioned table, once per transaction.
-func (d *Decoder) truncated(root [2]string) {
+// truncated reports whether the transaction already truncated the table rel is named as.
+func (d *Decoder) truncated(rel *Relation) bool {
 	for _, c := range d.tx.Changes {
-		if c.Kind == Truncate && c.Relation.Schema == root[0] && c.Relation.Name == root[1] {
-			return
+		if c.Kind == Truncate && c.Relation.Schema == rel.Schema && c.Relation.Name == rel.Name {
+			return true
 		}
 	}
-	// The root itself may never have been described on this connection; a Truncate
-	// needs its name only.
-	rel := &Relation{Schema: root[0], Name: root[1]}
-	for _, r := range d.relations {
-		if r.Schema == root[0] && r.Name == root[1] {
-			rel = r
-		}
-	}
-	d.tx.Changes = append(d.tx.Changes, Change{Kind: Truncate, Relation: rel})
+	return false
 }
 
 // tupleCol is one column of a tuple. data aliases the message.

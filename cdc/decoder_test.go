@@ -295,43 +295,52 @@ func TestDecoderPrimaryKey(t *testing.T) {
 	}
 }
 
-// TestDecoderTruncatePartitions: a TRUNCATE arrives under the partitions' names and is
-// reported as one of their partitioned table; one of an unknown table (a partition
-// attached since) is reported for every partitioned table too.
-func TestDecoderTruncatePartitions(t *testing.T) {
+// TestDecoderPartitions: changes of partitions arrive under their names and are
+// reported as changes of their partitioned table; a relation the catalog did not list is
+// an error, so that the stream reads the catalog again.
+func TestDecoderPartitions(t *testing.T) {
 	const (
 		relP1    = 16440
 		relP2    = 16441
 		relNew   = 16442
 		relOther = 16443
 	)
-	d := cdc.NewDecoder()
-	d.SetPrimaryKey("public", "events", []string{"id"})
-	d.SetPrimaryKey("public", "other", []string{"id"})
-	d.SetPartitions("public", "events", [][2]string{{"public", "events_2025"}, {"public", "events_2026"}})
-	rel := func(id uint32, name string) []byte {
-		return encRelation(id, "public", name, 'd', col{"id", oidInt8, true})
+	newDecoder := func() *cdc.Decoder {
+		d := cdc.NewDecoder()
+		d.SetPrimaryKey("public", "events", []string{"id"})
+		d.SetPrimaryKey("public", "events_2025", []string{"id"})
+		d.SetPrimaryKey("public", "events_2026", []string{"id"})
+		d.SetPartitions("public", "events", [][2]string{{"public", "events_2025"}, {"public", "events_2026"}})
+		d.SetOthers([][2]string{{"public", "other"}})
+		return d
 	}
-	txs := decodeWith(t, d,
-		rel(relP1, "events_2025"), rel(relP2, "events_2026"), rel(relNew, "events_2027"), rel(relOther, "other"),
+	rel := func(id uint32, name string) []byte {
+		return encRelation(id, "public", name, 'd', col{"v", oidText, false}, col{"id", oidInt8, true})
+	}
+	txs := decodeWith(t, newDecoder(),
+		rel(relP1, "events_2025"), rel(relP2, "events_2026"), rel(relOther, "other"),
 		encBegin(0x10, 1),
-		encTruncate(0, relP1, relP2),
+		encInsert(relP1, text("a"), text("1")),
+		encDelete(relP2, 'K', null, text("2")),
 		encCommit(0x10, 0x20),
 		encBegin(0x30, 2),
-		encTruncate(0, relOther),
+		encTruncate(0, relP1, relP2, relOther),
 		encCommit(0x30, 0x40),
-		encBegin(0x50, 3),
-		encTruncate(0, relNew),
-		encCommit(0x50, 0x60),
 	)
 	for i, want := range [][]string{
-		{`truncate public.events []`},
-		{`truncate public.other []`},
-		{`truncate public.events_2027 []`, `truncate public.events []`},
+		{`insert public.events ["1"]`, `delete public.events ["2"]`},
+		{`truncate public.events []`, `truncate public.other []`},
 	} {
 		if got := describeAll(txs[i].Changes); !reflect.DeepEqual(got, want) {
 			t.Errorf("tx %d: %q, want %q", i, got, want)
 		}
+	}
+	if _, err := newDecoder().Decode(rel(relNew, "events_2027")); !errors.Is(err, cdc.ErrCatalogChanged) {
+		t.Errorf("relation the catalog did not list: err %v, want ErrCatalogChanged", err)
+	}
+	d := cdc.NewDecoder() // without partitioned tables, unknown relations pass
+	if _, err := d.Decode(rel(relNew, "events_2027")); err != nil {
+		t.Errorf("unknown relation without partitioned tables: %v", err)
 	}
 }
 

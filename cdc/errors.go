@@ -22,6 +22,10 @@ var (
 	// ErrSlotInUse: another connection streams from the slot. Not fatal: Run keeps
 	// retrying, which is how a standby waits to take over.
 	ErrSlotInUse = errors.New("cdc: replication slot is in use")
+	// ErrCatalogChanged: the stream met a table it did not know when the session
+	// began (a partition attached since), or partitions were attached or detached. Not
+	// fatal: Run reads the catalog again and resumes from the last confirmed position.
+	ErrCatalogChanged = errors.New("cdc: the published tables changed")
 	// ErrProtocol: the server sent a message the decoder cannot accept. Not fatal:
 	// Run reconnects and the server sends it again.
 	ErrProtocol = errors.New("cdc: malformed or unexpected pgoutput message")

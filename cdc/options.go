@@ -39,6 +39,12 @@ type Options struct {
 	// standby takes over within about a second of the active stream's end.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+	// PartitionCheckInterval is how often the partitions of partitioned tables are
+	// read while streaming: attaching, detaching or dropping one changes the table's
+	// rows with no row change in the stream, so the stream stops, reads the catalog
+	// again and reports a Gap for the table. It bounds how long such rows stay cached.
+	// Default 1s. Only tables in Options.Tables that are partitioned are read.
+	PartitionCheckInterval time.Duration
 	// Logger receives the stream's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -47,6 +53,7 @@ const (
 	defaultStatusInterval = 10 * time.Second
 	defaultMinBackoff     = 100 * time.Millisecond
 	defaultMaxBackoff     = 10 * time.Second
+	defaultPartitionCheck = time.Second
 	maxIdentifierLen      = 63 // NAMEDATALEN - 1
 )
 
@@ -106,6 +113,7 @@ func (o Options) withDefaults() (Options, []table, error) {
 		{"StatusInterval", &o.StatusInterval, defaultStatusInterval},
 		{"MinBackoff", &o.MinBackoff, defaultMinBackoff},
 		{"MaxBackoff", &o.MaxBackoff, defaultMaxBackoff},
+		{"PartitionCheckInterval", &o.PartitionCheckInterval, defaultPartitionCheck},
 	} {
 		if *d.v < 0 {
 			return o, nil, fmt.Errorf("%w: Options.%s is negative (%v): use 0 for the default, %v", ErrConfig, d.name, *d.v, d.def)

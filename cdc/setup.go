@@ -27,9 +27,13 @@ const (
 	// GapTableAdded: the tables were added to the publication, so their earlier
 	// changes were not streamed.
 	GapTableAdded = "table added to publication"
-	// GapPublicationAltered: the publication published partitioned tables under the
-	// names of their partitions; it was altered to publish them under their own.
+	// GapPublicationAltered: the publication published partitioned tables via their
+	// root, which leaves TRUNCATEs of single partitions out; it was altered.
 	GapPublicationAltered = "publication altered"
+	// GapPartitions: partitions of a partitioned table were attached, detached or
+	// dropped, which changes its rows without a row change in the stream; or the
+	// Stream has just started and cannot know whether they were while it was away.
+	GapPartitions = "partitions may have changed"
 	// GapRecorded: a gap recorded through [GapRecorder] before it opened, whose Gap
 	// call never returned nil: the process died or failed in between.
 	GapRecorded = "gap recorded by an earlier run"
@@ -136,22 +140,11 @@ type slotState struct {
 // prepare checks the server and the role, ensures the publication and the slot, and
 // returns the slot's confirmed position. Gaps found are added to s.gap.
 func (s *Stream) prepare(ctx context.Context) (LSN, error) {
-	cfg, err := pgx.ParseConfig(s.connString)
+	conn, err := s.connect(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("%w: connection string: %v", ErrConfig, err)
+		return 0, err
 	}
-	delete(cfg.RuntimeParams, "replication")
-	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
-	conn, err := pgx.ConnectConfig(cctx, cfg)
-	cancel()
-	if err != nil {
-		return 0, classify("connect", err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = conn.Close(cctx)
-	}()
+	defer closeConn(ctx, conn)
 
 	if err := s.checkServer(ctx, conn); err != nil {
 		return 0, err
@@ -160,7 +153,13 @@ func (s *Stream) prepare(ctx context.Context) (LSN, error) {
 	if err != nil {
 		return 0, err
 	}
+	if changed := partitionsChanged(s.catalog, tables); len(changed) > 0 {
+		s.gap.add(GapPartitions, s.qualify(changed))
+	}
 	s.catalog = tables
+	if s.others, err = s.publishedOthers(ctx, conn, tables); err != nil {
+		return 0, err
+	}
 	pubCreated, err := s.ensurePublication(ctx, conn, tables)
 	if err != nil {
 		return 0, err
@@ -182,6 +181,76 @@ func (s *Stream) prepare(ctx context.Context) (LSN, error) {
 		}
 	}
 	return lsn, nil
+}
+
+// connect opens a connection for catalog queries.
+func (s *Stream) connect(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(s.connString)
+	if err != nil {
+		return nil, fmt.Errorf("%w: connection string: %v", ErrConfig, err)
+	}
+	delete(cfg.RuntimeParams, "replication")
+	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, classify("connect", err)
+	}
+	return conn, nil
+}
+
+func closeConn(ctx context.Context, conn *pgx.Conn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = conn.Close(cctx)
+}
+
+// partitionsChangedError: the partitions of a table changed while the session streamed.
+// The session owes a Gap for it, whatever the catalog says when the next one begins (the
+// change may have been undone by then, after rows were cached).
+type partitionsChangedError struct{ spec, table string }
+
+func (e *partitionsChangedError) Error() string {
+	return fmt.Sprintf("%v: the partitions of %s changed", ErrCatalogChanged, e.table)
+}
+
+func (e *partitionsChangedError) Unwrap() error { return ErrCatalogChanged }
+
+// watchPartitions reads the partitions of the session's partitioned tables every
+// PartitionCheckInterval and returns an error wrapping ErrCatalogChanged once they
+// differ from what the session began with: attaching, detaching or dropping a partition
+// changes the table's rows with no row change in the stream, so the next session
+// invalidates the table (GapPartitions). It returns nil when ctx is done.
+func (s *Stream) watchPartitions(ctx context.Context, tables []catalogTable) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(ctx, conn)
+	t := time.NewTicker(s.opts.PartitionCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, tab := range tables {
+			qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+			now, err := partitionsOf(qctx, conn, tab)
+			cancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			same := slices.EqualFunc(tab.partitions, now, func(a, b partition) bool { return a.schema == b.schema && a.name == b.name })
+			if !same {
+				return &partitionsChangedError{spec: tab.spec, table: tab.quoted()}
+			}
+		}
+	}
 }
 
 func (s *Stream) checkServer(ctx context.Context, conn *pgx.Conn) error {
@@ -327,6 +396,51 @@ func partitionsOf(ctx context.Context, conn *pgx.Conn, t catalogTable) ([]partit
 	return out, nil
 }
 
+// partitionsChanged returns the partitioned tables of now whose partitions differ from
+// before, or all of them when before is nil (the Stream has just started, and cannot
+// know what changed while it was away).
+func partitionsChanged(before, now []catalogTable) []string {
+	var out []string
+	for _, t := range now {
+		if t.kind != "p" {
+			continue
+		}
+		i := slices.IndexFunc(before, func(b catalogTable) bool { return b.oid == t.oid })
+		if before == nil || i < 0 || !slices.EqualFunc(before[i].partitions, t.partitions, func(a, b partition) bool {
+			return a.schema == b.schema && a.name == b.name
+		}) {
+			out = append(out, t.spec)
+		}
+	}
+	return out
+}
+
+// publishedOthers returns the tables the publication publishes besides tables and their
+// partitions: their changes are delivered as they are (see Decoder.SetOthers).
+func (s *Stream) publishedOthers(ctx context.Context, conn *pgx.Conn, tables []catalogTable) ([][2]string, error) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	rows, err := conn.Query(qctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1`, s.opts.Publication)
+	if err != nil {
+		return nil, classify("list the tables of the publication", err)
+	}
+	all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([2]string, error) {
+		var t [2]string
+		return t, r.Scan(&t[0], &t[1])
+	})
+	if err != nil {
+		return nil, classify("list the tables of the publication", err)
+	}
+	ours := make(map[[2]string]bool)
+	for _, t := range tables {
+		ours[[2]string{t.schema, t.name}] = true
+		for _, p := range t.partitions {
+			ours[[2]string{p.schema, p.name}] = true
+		}
+	}
+	return slices.DeleteFunc(all, func(t [2]string) bool { return ours[t] }), nil
+}
+
 // qualify returns tables, entries of Options.Tables or names as Gap takes them, as
 // Gap takes them: schema.name as the catalog spells them.
 func (s *Stream) qualify(tables []string) []string {
@@ -369,8 +483,8 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 		return false, fmt.Errorf("%w: publication %s does not publish every kind of change (insert=%v update=%v delete=%v truncate=%v), so changes would be missed: ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')",
 			ErrConfig, pub, ins, upd, del, trunc, pub)
 	}
-	if !viaRoot {
-		if err := s.publishViaRoot(qctx, conn, tables, pub, ownsPub, pubOwner); err != nil {
+	if viaRoot {
+		if err := s.publishViaPartitions(qctx, conn, tables, pub, ownsPub, pubOwner); err != nil {
 			return false, err
 		}
 	}
@@ -424,11 +538,12 @@ func (s *Stream) ensurePublication(ctx context.Context, conn *pgx.Conn, tables [
 	return false, nil
 }
 
-// publishViaRoot makes a publication created without publish_via_partition_root publish
-// the changes of partitioned tables under their own names, as the handler knows them,
-// not under the names of their partitions. It records a gap first: changes already in
-// the slot were decoded, or are yet to be, under the partitions' names.
-func (s *Stream) publishViaRoot(ctx context.Context, conn *pgx.Conn, tables []catalogTable, pub string, owns bool, owner string) error {
+// publishViaPartitions makes a publication created with publish_via_partition_root
+// publish the changes of partitioned tables under their partitions' names: under the
+// root's, a TRUNCATE of one partition is not published at all, and the rows it emptied
+// would stay cached. The decoder reports changes of partitions as changes of their
+// table. It records a gap first: truncated partitions were not published until now.
+func (s *Stream) publishViaPartitions(ctx context.Context, conn *pgx.Conn, tables []catalogTable, pub string, owns bool, owner string) error {
 	var partitioned []string
 	for _, t := range tables {
 		if t.kind == "p" {
@@ -438,9 +553,9 @@ func (s *Stream) publishViaRoot(ctx context.Context, conn *pgx.Conn, tables []ca
 	if len(partitioned) == 0 {
 		return nil
 	}
-	sql := "ALTER PUBLICATION " + pub + " SET (publish_via_partition_root = true)"
+	sql := "ALTER PUBLICATION " + pub + " SET (publish_via_partition_root = false)"
 	if !owns {
-		return fmt.Errorf("%w: publication %s publishes the changes of partitioned tables %s under the names of their partitions, which nothing here knows, so they would never be invalidated; the publication belongs to %q: as its owner, %s",
+		return fmt.Errorf("%w: publication %s publishes partitioned tables %s via their root, under which a TRUNCATE of one partition is not published and the rows it emptied would stay cached; the publication belongs to %q: as its owner, %s",
 			ErrConfig, pub, strings.Join(partitioned, ", "), owner, sql)
 	}
 	if err := s.recordGap(ctx, partitioned, GapPublicationAltered); err != nil {
@@ -449,7 +564,7 @@ func (s *Stream) publishViaRoot(ctx context.Context, conn *pgx.Conn, tables []ca
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		return classify(sql, err)
 	}
-	s.log.Warn("cdc: the publication published partitioned tables under their partitions' names; set publish_via_partition_root",
+	s.log.Warn("cdc: the publication published partitioned tables via their root, which hides TRUNCATEs of partitions; it now publishes them under their partitions' names",
 		slog.String(logPublication, s.opts.Publication), slog.Any(logTables, partitioned))
 	s.gap.add(GapPublicationAltered, s.qualify(partitioned))
 	return nil
@@ -471,9 +586,9 @@ func (s *Stream) createPublication(ctx context.Context, conn *pgx.Conn, tables [
 	if err := checkOwned(tables, pub); err != nil {
 		return err
 	}
-	// publish_via_partition_root: changes of a partitioned table arrive under the
-	// table's own name, not the partition's.
-	sql := "CREATE PUBLICATION " + pub + " FOR TABLE " + tableList(tables) + " WITH (publish_via_partition_root = true)"
+	// Without publish_via_partition_root (see publishViaPartitions): changes of a
+	// partitioned table arrive under the names of its partitions.
+	sql := "CREATE PUBLICATION " + pub + " FOR TABLE " + tableList(tables)
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		return classify(sql, err)
 	}

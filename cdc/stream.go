@@ -109,6 +109,7 @@ type Stream struct {
 	// tables as the last session resolved them.
 	names   map[string]string
 	catalog []catalogTable
+	others  [][2]string
 
 	mu    sync.Mutex
 	stats Stats
@@ -318,6 +319,9 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
 	err = s.stream(ctx, conn, p)
 	streamed := time.Since(start)
+	if pe, ok := errors.AsType[*partitionsChangedError](err); ok {
+		s.gap.add(GapPartitions, s.qualify([]string{pe.spec}))
+	}
 	s.setPipeline(nil)
 	// Report what was handled, on a stop as on an error, so that a successor does not
 	// receive it again. The walsender reads this before the Terminate sent by Close.
@@ -365,6 +369,15 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, p *pipeline) e
 		return r.run(gctx)
 	})
 	g.Go(func() error { return s.handle(gctx, p) })
+	var partitioned []catalogTable
+	for _, t := range s.catalog {
+		if t.kind == "p" {
+			partitioned = append(partitioned, t)
+		}
+	}
+	if len(partitioned) > 0 {
+		g.Go(func() error { return s.watchPartitions(gctx, partitioned) })
+	}
 	return g.Wait()
 }
 
@@ -611,6 +624,7 @@ func (s *Stream) newDecoder() *Decoder {
 		}
 		d.SetPartitions(t.schema, t.name, names)
 	}
+	d.SetOthers(s.others)
 	return d
 }
 
