@@ -23,6 +23,7 @@ package invalidator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -59,6 +60,9 @@ type Stats struct {
 	KeysDeleted   uint64 // row keys deleted (value and lease, under every version)
 	TablesFlushed uint64 // whole-table invalidations (TRUNCATE, keyless changes, gaps)
 	Errors        uint64 // failed Redis attempts
+	// RegistryMissing counts batches handled while the registry was missing: their
+	// tables flushed whole, or refused (ErrWrongPrefix).
+	RegistryMissing uint64
 }
 
 // Invalidator is a cdc.Handler that deletes cached rows. It is safe for concurrent use.
@@ -73,8 +77,14 @@ type Invalidator struct {
 	known  map[string][]string      // every version the registry has listed, as of the last read
 	// lostWarned is set while the registry lacks versions it listed, warned about once.
 	lostWarned bool
+	// registries: every prefix's registry as last read, at registriesAt.
+	registries   map[string][]string
+	registriesAt time.Time
+
+	lastMissingWarn atomic.Int64 // unix nanoseconds of the last missing-registry log
 
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
+	registryMissingCount                                      atomic.Uint64
 }
 
 var _ cdc.BatchHandler = (*Invalidator)(nil)
@@ -111,11 +121,12 @@ func New(rdb redis.UniversalClient, opts Options) (*Invalidator, error) {
 // Stats returns a snapshot of the counters.
 func (v *Invalidator) Stats() Stats {
 	return Stats{
-		Transactions:  v.transactions.Load(),
-		Changes:       v.changes.Load(),
-		KeysDeleted:   v.keysDeleted.Load(),
-		TablesFlushed: v.tablesFlushed.Load(),
-		Errors:        v.errors.Load(),
+		Transactions:    v.transactions.Load(),
+		Changes:         v.changes.Load(),
+		KeysDeleted:     v.keysDeleted.Load(),
+		TablesFlushed:   v.tablesFlushed.Load(),
+		Errors:          v.errors.Load(),
+		RegistryMissing: v.registryMissingCount.Load(),
 	}
 }
 
@@ -164,6 +175,11 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 	}
 	if rerr := <-read; err == nil {
 		err = rerr
+	}
+	if err == nil && len(versions) == 0 {
+		// No registry: nothing is cached under the prefix, or the registry was lost
+		// while rows stayed cached, or no application uses the prefix.
+		err = v.registryMissing(ctx, txs)
 	}
 	if err == nil {
 		fresh := added(versions, known)
@@ -221,6 +237,87 @@ func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, versions map[str
 		v.tablesFlushed.Add(1)
 	}
 	return nil
+}
+
+// ErrWrongPrefix: the invalidator's registry is missing while another prefix's lists a
+// table whose rows changed: applications cache it under that prefix, and the
+// invalidator's Prefix is not theirs. HandleBatch returns it without confirming
+// anything (the stream retries), so nothing is lost once the prefix is put right.
+var ErrWrongPrefix = errors.New("invalidator: no application caches under this prefix")
+
+// registriesTTL is how long the list of other prefixes' registries is reused.
+const registriesTTL = 10 * time.Second
+
+// registryMissing handles txs when the registry is missing. It refuses them when
+// applications cache a changed table under another prefix (ErrWrongPrefix). Otherwise
+// it flushes the changed tables: rows cached under versions the lost registry listed
+// can only be found that way, and with nothing cached the flush finds nothing.
+func (v *Invalidator) registryMissing(ctx context.Context, txs []*cdc.Tx) error {
+	var tables []string
+	for _, tx := range txs {
+		for _, ch := range tx.Changes {
+			if t := keys.QualifiedTable(ch.Relation.Schema, ch.Relation.Name); !slices.Contains(tables, t) {
+				tables = append(tables, t)
+			}
+		}
+	}
+	others, err := v.otherRegistries(ctx)
+	if err != nil {
+		return err
+	}
+	for _, table := range tables {
+		for prefix, listed := range others {
+			if prefix != v.prefix && slices.Contains(listed, table) {
+				v.registryMissingCount.Add(1)
+				return fmt.Errorf("%w: registry %s:models is missing, but applications cache table %s under prefix %q (registry %s:models): set this worker's prefix to the applications' readthrough.Options.Prefix; changes are not confirmed until then",
+					ErrWrongPrefix, v.prefix, table, prefix, prefix)
+			}
+		}
+	}
+	v.registryMissingCount.Add(1)
+	if now := time.Now().UnixNano(); now-v.lastMissingWarn.Load() > int64(registriesTTL) {
+		v.lastMissingWarn.Store(now)
+		v.log.Error("the version registry is missing: no application has cached a row under this prefix yet, or the registry was lost; invalidating changed tables whole. If applications run, check that the prefix equals their readthrough.Options.Prefix",
+			slog.String("registry", v.prefix+":models"), slog.Any("tables", tables))
+	}
+	for _, table := range tables {
+		sp, err := keys.NewSpace(v.prefix, table, "any")
+		if err != nil {
+			return err
+		}
+		err = v.retry(ctx, func(ctx context.Context) error {
+			_, err := v.store.DeleteMatching(ctx, sp.TablePattern())
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		v.tablesFlushed.Add(1)
+	}
+	return nil
+}
+
+// otherRegistries returns every prefix's registry, read at most every registriesTTL.
+func (v *Invalidator) otherRegistries(ctx context.Context) (map[string][]string, error) {
+	v.mu.Lock()
+	if time.Since(v.registriesAt) < registriesTTL {
+		r := v.registries
+		v.mu.Unlock()
+		return r, nil
+	}
+	v.mu.Unlock()
+	var r map[string][]string
+	err := v.retry(ctx, func(ctx context.Context) (err error) {
+		r, err = v.store.Registries(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	v.registries, v.registriesAt = r, time.Now()
+	v.mu.Unlock()
+	return r, nil
 }
 
 // added returns the versions listed in now and not in before.

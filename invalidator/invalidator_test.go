@@ -26,6 +26,8 @@ type env struct {
 	*widgettest.Table
 	slot string
 	inv  *invalidator.Invalidator
+	// stop stops the stream start started.
+	stop func()
 }
 
 // newEnv is an empty widgets table on the shared servers.
@@ -50,9 +52,10 @@ func newEnvOn(t *testing.T, pg *integration.Database, rd *integration.Redis, n i
 // until it streams.
 func (e *env) start(t *testing.T) *cdc.Stream {
 	t.Helper()
-	s, _ := runStream(t, e.PG.RoleURL, cdc.Options{
+	s, stop := runStream(t, e.PG.RoleURL, cdc.Options{
 		Slot: e.slot, Publication: "pgcache", Tables: []string{"widgets"}, StatusInterval: 100 * time.Millisecond,
 	}, e.inv)
+	e.stop = stop
 	return s
 }
 

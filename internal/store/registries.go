@@ -1,0 +1,59 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Registries returns every registry in Redis, by prefix: the tables each lists. A worker
+// whose own registry is missing uses it to tell a fresh or lost registry (nothing to
+// find) from a worker started with a prefix no application uses (another prefix caches
+// its tables). It walks the keyspace with SCAN on every master, so it is for rare use.
+func (s *Store) Registries(ctx context.Context) (map[string][]string, error) {
+	var mu sync.Mutex
+	out := make(map[string][]string)
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		for {
+			batch, next, err := c.ScanType(ctx, cursor, "*"+registrySuffix, 1000, "hash").Result()
+			if err != nil {
+				return err
+			}
+			for _, k := range batch {
+				fields, err := c.HKeys(ctx, k).Result()
+				if err != nil {
+					return err
+				}
+				var tables []string
+				for _, f := range fields {
+					if i := strings.LastIndexByte(f, '|'); i > 0 {
+						tables = append(tables, f[:i])
+					}
+				}
+				mu.Lock()
+				out[strings.TrimSuffix(k, registrySuffix)] = tables
+				mu.Unlock()
+			}
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
+	}
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, s.rdb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: list registries: %w", err)
+	}
+	return out, nil
+}
+
+const registrySuffix = ":models"
