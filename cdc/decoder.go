@@ -111,6 +111,9 @@ type Tx struct {
 	EndLSN     LSN
 	CommitTime time.Time
 	Changes    []Change
+	// Whole reports that the transaction had more row changes than the decoder keeps
+	// (Options.MaxTxChanges): Changes holds one change per table, with a nil Key.
+	Whole bool
 }
 
 // Decoder turns pgoutput (protocol version 1) messages into transactions. It keeps the
@@ -129,6 +132,11 @@ type Decoder struct {
 	roots      [][2]string
 	// others: published tables known not to be partitions of roots.
 	others map[[2]string]bool
+	// maxChanges: past this many changes a transaction keeps one keyless change per
+	// table (see SetMaxChanges); 0 for no limit. whole: the tables that have one, for
+	// the transaction in progress.
+	maxChanges int
+	whole      map[[2]string]bool
 }
 
 // NewDecoder returns a Decoder with no relations and no transaction in progress.
@@ -172,6 +180,13 @@ func (d *Decoder) SetPartitions(rootSchema, rootName string, partitions [][2]str
 		d.partitions[p] = root
 	}
 }
+
+// SetMaxChanges bounds the memory a transaction takes: once it has n row changes, the
+// decoder keeps one change per table it touched, with a nil Key (touching every row of
+// the table), instead of one per row, and sets [Tx.Whole]. A backfill or migration of
+// tens of millions of rows then costs the decoder a few bytes per table, and the handler
+// one whole-table invalidation per table. n <= 0 means no bound.
+func (d *Decoder) SetMaxChanges(n int) { d.maxChanges = n }
 
 // SetOthers tells the decoder of published tables that are not partitions of the
 // tables given to SetPartitions (see there).
@@ -279,7 +294,7 @@ func (d *Decoder) commit(r *reader) (*Tx, error) {
 		return nil, fmt.Errorf("commit outside a transaction")
 	}
 	tx := d.tx
-	d.tx = nil
+	d.tx, d.whole = nil, nil
 	tx.CommitLSN = LSN(commitLSN)
 	tx.EndLSN = LSN(endLSN)
 	tx.CommitTime = pgTime(int64(commitTime))
@@ -426,8 +441,39 @@ func (d *Decoder) change(typ byte, r *reader) error {
 		c.Kind = Delete
 		c.Key = key(rel, old, nil)
 	}
-	d.tx.Changes = append(d.tx.Changes, c)
+	d.add(c)
 	return nil
+}
+
+// add adds a row change to the transaction, or a keyless change of its table once the
+// transaction is past maxChanges.
+func (d *Decoder) add(c Change) {
+	if d.whole == nil && (d.maxChanges <= 0 || len(d.tx.Changes) < d.maxChanges) {
+		d.tx.Changes = append(d.tx.Changes, c)
+		return
+	}
+	if d.whole == nil {
+		d.tx.Whole = true
+		d.whole = make(map[[2]string]bool)
+		rows := d.tx.Changes
+		d.tx.Changes = nil
+		for _, c := range rows {
+			d.addWhole(c)
+		}
+	}
+	d.addWhole(c)
+}
+
+func (d *Decoder) addWhole(c Change) {
+	name := [2]string{c.Relation.Schema, c.Relation.Name}
+	if c.Kind == Truncate {
+		d.tx.Changes = append(d.tx.Changes, c)
+		return
+	}
+	if !d.whole[name] {
+		d.whole[name] = true
+		d.tx.Changes = append(d.tx.Changes, Change{Kind: c.Kind, Relation: c.Relation})
+	}
 }
 
 func (d *Decoder) truncate(r *reader) error {

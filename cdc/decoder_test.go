@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -419,5 +420,61 @@ func TestChangeKindString(t *testing.T) {
 		if got := k.String(); got != want {
 			t.Errorf("ChangeKind(%d).String() = %q, want %q", uint8(k), got, want)
 		}
+	}
+}
+
+// TestDecoderMaxChanges: past the bound, a transaction keeps one keyless change per table.
+func TestDecoderMaxChanges(t *testing.T) {
+	d := cdc.NewDecoder()
+	d.SetMaxChanges(3)
+	msgs := [][]byte{itemsRel, fullRel, encBegin(0x10, 1)}
+	for i := range 5 {
+		msgs = append(msgs, encInsert(relItems, text(fmt.Sprint(i)), text("x")))
+	}
+	msgs = append(msgs, encInsert(relFull, text("1"), text("y")), encTruncate(0, relItems), encCommit(0x10, 0x20),
+		encBegin(0x30, 2), encInsert(relItems, text("9"), text("x")), encCommit(0x30, 0x40))
+	txs := decodeWith(t, d, msgs...)
+	want := []string{`insert public.items []`, `insert public.full []`, `truncate public.items []`}
+	if got := describeAll(txs[0].Changes); !txs[0].Whole || !reflect.DeepEqual(got, want) {
+		t.Errorf("large transaction: whole %v, changes %q; want whole, %q", txs[0].Whole, got, want)
+	}
+	if got := describeAll(txs[1].Changes); txs[1].Whole || !reflect.DeepEqual(got, []string{`insert public.items ["9"]`}) {
+		t.Errorf("the next transaction: whole %v, changes %q; want its row", txs[1].Whole, got)
+	}
+}
+
+// TestDecoderLargeTransactionMemory: a transaction of many rows takes bounded memory
+// while it is decoded; without the bound (the control) it takes memory per row.
+func TestDecoderLargeTransactionMemory(t *testing.T) {
+	const rows = 200000
+	inUse := func(limit int) uint64 {
+		d := cdc.NewDecoder()
+		d.SetMaxChanges(limit)
+		if _, err := d.Decode(itemsRel); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Decode(encBegin(0x10, 1)); err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range rows {
+			if _, err := d.Decode(encInsert(relItems, text(fmt.Sprintf("%020d", i)), text("x"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		runtime.KeepAlive(d)
+		return after.HeapInuse - min(after.HeapInuse, before.HeapInuse)
+	}
+	bounded, unbounded := inUse(1000), inUse(0)
+	t.Logf("heap in use after %d rows: %d bytes bounded, %d unbounded", rows, bounded, unbounded)
+	if unbounded < 10<<20 {
+		t.Fatalf("control: without a bound %d rows took only %d bytes; the test cannot tell", rows, unbounded)
+	}
+	if bounded > 2<<20 {
+		t.Errorf("with a bound of 1000 changes, %d rows took %d bytes", rows, bounded)
 	}
 }

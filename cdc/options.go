@@ -45,6 +45,12 @@ type Options struct {
 	// again and reports a Gap for the table. It bounds how long such rows stay cached.
 	// Default 1s. Only tables in Options.Tables that are partitioned are read.
 	PartitionCheckInterval time.Duration
+	// MaxTxChanges bounds the memory a large transaction takes while it is decoded: past
+	// this many row changes, its changes are kept as one keyless change per table
+	// (Tx.Whole), which a handler treats as touching every row of the table. Default
+	// 100000, about 10 MB of keys; a backfill of tens of millions of rows then costs
+	// a whole-table invalidation per table instead of the worker's memory.
+	MaxTxChanges int
 	// Logger receives the stream's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -54,6 +60,7 @@ const (
 	defaultMinBackoff     = 100 * time.Millisecond
 	defaultMaxBackoff     = 10 * time.Second
 	defaultPartitionCheck = time.Second
+	defaultMaxTxChanges   = 100000
 	maxIdentifierLen      = 63 // NAMEDATALEN - 1
 )
 
@@ -121,6 +128,12 @@ func (o Options) withDefaults() (Options, []table, error) {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
+	}
+	switch {
+	case o.MaxTxChanges < 0:
+		return o, nil, fmt.Errorf("%w: Options.MaxTxChanges is negative (%d): use 0 for the default, %d", ErrConfig, o.MaxTxChanges, defaultMaxTxChanges)
+	case o.MaxTxChanges == 0:
+		o.MaxTxChanges = defaultMaxTxChanges
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		return o, nil, fmt.Errorf("%w: Options.MaxBackoff (%v) is less than Options.MinBackoff (%v)", ErrConfig, o.MaxBackoff, o.MinBackoff)

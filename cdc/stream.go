@@ -625,6 +625,7 @@ func (s *Stream) newDecoder() *Decoder {
 		d.SetPartitions(t.schema, t.name, names)
 	}
 	d.SetOthers(s.others)
+	d.SetMaxChanges(s.opts.MaxTxChanges)
 	return d
 }
 

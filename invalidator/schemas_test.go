@@ -279,3 +279,22 @@ func TestPartitions(t *testing.T) {
 	follows(t, e, repo, int64(201), `ALTER TABLE events ATTACH PARTITION events_3 FOR VALUES FROM (200) TO (300)`, &event{201, "d"})
 	follows(t, e, repo, int64(201), `DROP TABLE events_3`, nil)
 }
+
+// TestTransactionPastMaxChanges: a transaction past cdc.Options.MaxTxChanges invalidates its
+// tables whole.
+func TestTransactionPastMaxChanges(t *testing.T) {
+	t.Parallel()
+	e := newSchemaEnv(t, "",
+		`CREATE TABLE full_rows (id bigint PRIMARY KEY, v text)`,
+		`INSERT INTO full_rows SELECT g, 'v0' FROM generate_series(1, 2000) g`,
+	)
+	repo := register[fullRow](t, e)
+	runStream(t, e.url, cdc.Options{
+		Slot: "slot_" + e.pg.Name, Publication: "pgcache", Tables: []string{"full_rows"},
+		StatusInterval: 100 * time.Millisecond, MaxTxChanges: 100,
+	}, e.inv)
+	follows(t, e, repo, int64(7), `UPDATE full_rows SET v = 'backfilled'`, &fullRow{7, "backfilled"})
+	if st := e.inv.Stats(); st.TablesFlushed == 0 {
+		t.Errorf("invalidator stats %+v: want the table flushed whole", st)
+	}
+}
