@@ -40,7 +40,8 @@ const (
 // config is what the flags and the environment say.
 type config struct {
 	postgres, redis, prefix, slot, publication, tables, listen, logLevel string
-	statusInterval                                                       time.Duration
+	statusInterval, partitionCheck                                       time.Duration
+	maxTxChanges                                                         int
 
 	// writeBack runs a write-back flusher beside the invalidator.
 	writeBack         bool
@@ -68,8 +69,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	str(&c.logLevel, "log-level", "PGCACHE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.writeBackConsumer, "writeback-consumer", "PGCACHE_WRITEBACK_CONSUMER", "",
 		"this flusher's name in the journal's consumer group; keep it stable per replica so a restart takes its entries back at once (default: host, pid and random bytes)")
-	var intervalStr, claimStr string
+	var intervalStr, claimStr, partitionStr, maxTxStr string
 	str(&intervalStr, "status-interval", "PGCACHE_STATUS_INTERVAL", "10s", "how often to confirm the position to Postgres")
+	str(&partitionStr, "partition-check", "PGCACHE_PARTITION_CHECK", "1s",
+		"how often to read the partitions of partitioned tables: attaching, detaching or dropping one invalidates the table within about this long")
+	str(&maxTxStr, "max-tx-changes", "PGCACHE_MAX_TX_CHANGES", "100000",
+		"row changes kept per transaction; a larger transaction invalidates its tables whole, in bounded memory")
 	writeBackEnv, err := envBool(getenv, "PGCACHE_WRITEBACK")
 	if err != nil {
 		return c, err
@@ -85,6 +90,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	}
 	if c.claimAfter, err = time.ParseDuration(claimStr); err != nil {
 		return c, fmt.Errorf("-writeback-claim-after %q: %v", claimStr, err)
+	}
+	if c.partitionCheck, err = time.ParseDuration(partitionStr); err != nil || c.partitionCheck <= 0 {
+		return c, fmt.Errorf("-partition-check %q: want a positive duration such as 1s", partitionStr)
+	}
+	if c.maxTxChanges, err = strconv.Atoi(maxTxStr); err != nil || c.maxTxChanges <= 0 {
+		return c, fmt.Errorf("-max-tx-changes %q: want a positive number of row changes", maxTxStr)
 	}
 	switch {
 	case c.postgres == "":
@@ -143,7 +154,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Postgres: cfg.postgres,
 		Stream: cdc.Options{
 			Slot: cfg.slot, Publication: cfg.publication, Tables: tables,
-			StatusInterval: cfg.statusInterval, Logger: log,
+			StatusInterval: cfg.statusInterval, PartitionCheckInterval: cfg.partitionCheck,
+			MaxTxChanges: cfg.maxTxChanges, Logger: log,
 		},
 		Invalidator: invalidator.Options{Prefix: cfg.prefix, Logger: log},
 	})
