@@ -48,6 +48,12 @@
 //     The scale of a numeric column is not part of the key: 12.50 and 12.5
 //     are the same key.
 //   - [Bytes]: Postgres hex output, `\x` followed by lower-case hex.
+//   - [Char]: character(n) without its trailing spaces, which Postgres pads
+//     with and ignores in comparisons.
+//
+// The values of a key of several columns go in the order of their column names
+// ([Order]): the application and the table may declare the columns in different
+// orders, and both sides know the names.
 //
 // Timestamp and floating-point key columns are not supported: their Go and
 // Postgres spellings differ in ways this package does not model, so [FromGo]

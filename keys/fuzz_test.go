@@ -196,7 +196,7 @@ func FuzzFromText(f *testing.F) {
 	}{
 		{keys.Int, "-0042"}, {keys.Int, "18446744073709551615"}, {keys.UUID, "{A0EEBC99-9C0B4EF8-BB6D6BB9-BD380A11}"},
 		{keys.Numeric, "-000.0100e+3"}, {keys.Numeric, "NaN"}, {keys.Bytes, `\x DE ad`}, {keys.Bytes, `a\\\001`},
-		{keys.Text, "a,b"}, {9, ""},
+		{keys.Text, "a,b"}, {keys.Char, "abc  "}, {9, ""},
 	} {
 		f.Add(uint8(seed.k), seed.s)
 	}
@@ -204,7 +204,7 @@ func FuzzFromText(f *testing.F) {
 	canonicalUUID := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 	canonicalBytes := regexp.MustCompile(`^\\x([0-9a-f]{2})*$`)
 	f.Fuzz(func(t *testing.T, kind uint8, s string) {
-		k := keys.Kind(kind % 6)
+		k := keys.Kind(kind % 7) // every kind, and one unknown
 		got, err := keys.FromText(k, s)
 		if _, gerr := keys.FromGo(k, s); (gerr == nil) != (err == nil) {
 			t.Fatalf("FromText(%v, %q) error %v but FromGo error %v", k, s, err, gerr)
@@ -247,6 +247,10 @@ func FuzzFromText(f *testing.F) {
 		case keys.Text:
 			if got != s {
 				t.Fatalf("FromText(Text, %q) = %q", s, got)
+			}
+		case keys.Char:
+			if got != strings.TrimRight(s, " ") {
+				t.Fatalf("FromText(Char, %q) = %q", s, got)
 			}
 		}
 		// Every canonical value goes into a key and back.
