@@ -65,8 +65,18 @@ func TestTorture(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	for _, sql := range oddSchema {
+		if err := setup.Exec(sql).Error; err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
 	h := newHistory()
 	start := time.Now()
+	for shard := range int32(nOddShards) {
+		for n := 1; n <= nOddCodes; n++ {
+			h.committed(row{"odd_items", oddID(shard, n)}, 1, start)
+		}
+	}
 	for id := int64(1); id <= nItems; id++ {
 		h.committed(row{"items", id}, 1, start)
 	}
@@ -86,7 +96,7 @@ func TestTorture(t *testing.T) {
 	}
 
 	var (
-		sqlWrites, workerKills, redisRestarts atomic.Int64
+		sqlWrites, truncates, workerKills, redisRestarts atomic.Int64
 		wg                                    sync.WaitGroup
 	)
 	chaos, stopChaos := context.WithTimeout(ctx, duration)
@@ -110,6 +120,55 @@ func TestTorture(t *testing.T) {
 			h.committed(row{"items", id}, ver, time.Now())
 			sqlWrites.Add(1)
 			sleep(chaos, time.Duration(rand.Int64N(int64(3*time.Millisecond))))
+		}
+	})
+	// A raw-SQL writer of the odd items: updates, and now and then a TRUNCATE of a
+	// partition with its rows written again, at their next versions, in the same
+	// transaction.
+	wg.Go(func() {
+		for chaos.Err() == nil {
+			shard := rand.Int32N(nOddShards)
+			if rand.IntN(40) > 0 {
+				n := rand.IntN(nOddCodes) + 1
+				var ver int64
+				err := setup.WithContext(ctx).Raw(`UPDATE odd_items SET ver = ver + 1, val = ? WHERE shard = ? AND code = ? RETURNING ver`,
+					rand.Int64(), shard, fmt.Sprintf("c%d", n)).Scan(&ver).Error
+				if err != nil {
+					fail(err)
+					return
+				}
+				h.committed(row{"odd_items", oddID(shard, n)}, ver, time.Now())
+			} else {
+				var rows []OddItem
+				err := setup.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+					if err := tx.Raw(`SELECT * FROM odd_items WHERE shard = ? ORDER BY code FOR UPDATE`, shard).Scan(&rows).Error; err != nil {
+						return err
+					}
+					for _, sql := range []string{
+						fmt.Sprintf(`CREATE TEMP TABLE odd_copy ON COMMIT DROP AS SELECT * FROM odd_items_%d`, shard),
+						fmt.Sprintf(`TRUNCATE odd_items_%d`, shard),
+						`INSERT INTO odd_items SELECT code, ver + 1, val, shard FROM odd_copy`,
+					} {
+						if err := tx.Exec(sql).Error; err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					fail(err)
+					return
+				}
+				at := time.Now()
+				for _, r := range rows {
+					var n int
+					fmt.Sscanf(r.Code, "c%d", &n)
+					h.committed(row{"odd_items", oddID(shard, n)}, r.Ver+1, at)
+				}
+				truncates.Add(1)
+			}
+			sqlWrites.Add(1)
+			sleep(chaos, time.Duration(rand.Int64N(int64(5*time.Millisecond))))
 		}
 	})
 	// Chaos: kill the worker with SIGKILL and restart it; restart Redis.
@@ -211,6 +270,26 @@ func TestTorture(t *testing.T) {
 			return got.Ver, err
 		})
 	}
+	odds, err := readthrough.Register[OddItem](checker, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbOdds []OddItem
+	if err := setup.Order("shard, code").Find(&dbOdds).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(dbOdds) != nOddShards*nOddCodes {
+		t.Fatalf("%d odd items in Postgres, want %d", len(dbOdds), nOddShards*nOddCodes)
+	}
+	for _, o := range dbOdds {
+		var n int
+		fmt.Sscanf(o.Code, "c%d", &n)
+		id := oddID(o.Shard, n)
+		awaitCoherent(t, ctx, rdb, deadline, "odd item", id, o.Ver, func(any) (string, error) { return odds.Key(oddKey(id)) }, func() (int64, error) {
+			got, _, err := odds.Get(ctx, oddKey(id))
+			return got.Ver, err
+		})
+	}
 
 	// Every read. Rows written outside write-back: no older than the longest downtime
 	// of the worker or Redis plus the margin. Write-back rows: never older than a write
@@ -247,8 +326,8 @@ func TestTorture(t *testing.T) {
 		counts[p.role] = p.counts
 		libWrites += p.counts["writes"]
 	}
-	t.Logf("torture %v, %d cache processes: %d reads, %d library writes, %d raw-SQL writes, %d worker kills, %d Redis restarts; worst staleness %v (bound %v), write-back rows %v (bound 0)",
-		duration, len(procs), nReads, libWrites, sqlWrites.Load(), workerKills.Load(), redisRestarts.Load(),
+	t.Logf("torture %v, %d cache processes: %d reads, %d library writes, %d raw-SQL writes (%d partition TRUNCATEs), %d worker kills, %d Redis restarts; worst staleness %v (bound %v), write-back rows %v (bound 0)",
+		duration, len(procs), nReads, libWrites, sqlWrites.Load(), truncates.Load(), workerKills.Load(), redisRestarts.Load(),
 		worst.Round(time.Millisecond), bound, worstBack)
 	for _, p := range procs {
 		t.Logf("  %-13s %v", p.role, p.counts)

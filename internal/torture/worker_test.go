@@ -45,7 +45,7 @@ func startWorker(t *testing.T, bin, pgURL, redisAddr, prefix, slot string) *work
 	addr := l.Addr().String()
 	l.Close()
 	cmd := exec.Command(bin, "-postgres", pgURL, "-redis", redisAddr, "-prefix", prefix, "-slot", slot,
-		"-tables", "items,back_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
+		"-tables", "items,back_items,odd_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
 		"-writeback", "-writeback-consumer", "torture-worker")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
