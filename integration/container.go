@@ -104,6 +104,18 @@ func (s *server) unpause(ctx context.Context) error {
 	})
 }
 
+// kill sends SIGKILL to the server's processes: a crash, with no shutdown work (no
+// final fsync, no save). The container stays, stopped, for start.
+func (s *server) kill(ctx context.Context) error {
+	if s == nil {
+		return ErrNoContainer
+	}
+	return s.docker(ctx, func(cli *testcontainers.DockerClient) error {
+		_, err := cli.ContainerKill(ctx, s.ctr.GetContainerID(), client.ContainerKillOptions{Signal: "KILL"})
+		return err
+	})
+}
+
 func (s *server) docker(ctx context.Context, f func(*testcontainers.DockerClient) error) error {
 	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
 	if err != nil {

@@ -162,6 +162,10 @@ func (r *Redis) Client(tb testing.TB) *redis.Client {
 // Stop stops the server. Its address stays reserved for Start.
 func (r *Redis) Stop(ctx context.Context) error { return r.srv.stop(ctx) }
 
+// Kill kills the server with SIGKILL, as a crash would: what it had not persisted is
+// lost. Start brings it back at the same address.
+func (r *Redis) Kill(ctx context.Context) error { return r.srv.kill(ctx) }
+
 // Start starts a stopped server at the same address and waits until it answers.
 func (r *Redis) Start(ctx context.Context) error {
 	if err := r.srv.start(ctx); err != nil {
