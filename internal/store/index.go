@@ -156,11 +156,18 @@ func (s *Store) FlushTable(ctx context.Context, space keys.Space) (int, error) {
 		}
 		cursor = next
 	}
-	// The walk's cost already covers removing as many expired entries as it visited.
-	rctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if err := pruneIndexScript.Run(rctx, s.rdb, []string{idx}, max(visited, indexPrune)).Err(); err != nil {
-		return visited, fmt.Errorf("store: flush %s: prune index %s: %w", space.Table(), idx, err)
+	// The walk's cost covers removing as many expired entries as it visited, by chunks
+	// so that no script holds Redis long.
+	for pruned := 0; pruned < max(visited, 1); {
+		rctx, cancel := s.ctx(ctx)
+		n, err := pruneIndexScript.Run(rctx, s.rdb, []string{idx}, flushChunk).Int()
+		cancel()
+		if err != nil {
+			return visited, fmt.Errorf("store: flush %s: prune index %s: %w", space.Table(), idx, err)
+		}
+		if pruned += n; n < flushChunk {
+			break
+		}
 	}
 	return visited, nil
 }
