@@ -24,24 +24,27 @@ import (
 // # Why a flush misses no fill
 //
 // A fill (TakeLease or TakeLeases, then a database load, then Fill) and a flush (the
-// invalidator, after a TRUNCATE committed or a gap opened) can interleave in these
-// ways. Call the fill's index entry I, its lease L, its load D, its store S, and the
-// flush's walk W. The fill loads only once the lease pipeline answered, so I and L
-// both happened before D began, in whatever order (on a Cluster they run on different
-// servers at once).
+// invalidator, after a TRUNCATE committed, or after a gap in which changes were missed)
+// can interleave in these ways. Call the fill's index entry I, its lease L, its load D,
+// its store S, and the flush's walk W. The fill loads only once the lease pipeline
+// answered, so I and L both happened before D began, in whatever order (on a Cluster
+// they run on different servers at once).
 //
-//   - D began after the commit (or the gap): the row it loads is current. Nothing to do.
-//   - D began before the commit. Then I and L came before the commit, so before W
-//     began: the entry is in the index for the whole walk, since nothing removes an
-//     entry before its score, which is later than any moment its value or lease can
-//     exist. ZSCAN returns every element present for the whole walk, so W visits the
-//     entry, and deletes the row's value and lease at some moment V:
-//   - S before V: the stale value is stored, and V deletes it.
-//   - S after V: V deleted the lease (L came before W), so S finds the lease gone and
-//     stores nothing.
+//  1. D began after the commit: the row it loads is current. Nothing to do.
+//  2. D began before the commit. Then I and L came before the commit, so before W
+//     began, and the entry is in the index for the whole walk: nothing removes an
+//     entry before its score, and the score (I's time + the model's Lifetime, the
+//     lease duration plus the longest TTL, + indexMargin) is later than any moment the
+//     row's lease or the value S stores can exist. ZSCAN returns every element present
+//     for the whole walk, so W visits the entry and deletes the row's value and lease,
+//     at a moment V.
+//     a. S before V: the old row was stored, and V deletes it.
+//     b. S after V: V deleted the lease (L came before W), so S finds the lease gone
+//     and stores nothing.
 //
-// Either way the row is absent or fresh once the flush returns. A fill that stores
-// between two flushes is caught by the later one, whose walk also visits its entry.
+// Either way the row is absent or current once the flush returns. A write-back write
+// sets the value and adds the entry in one script, and its pending record, which a
+// flush leaves alone, answers reads anyway.
 //
 // That is also why a flush removes from the index only expired entries, never the ones
 // it processed: an entry's lease may still be on its way. On a Cluster I and L run

@@ -19,6 +19,12 @@
 // cached, so neither a reader nor a fill ever puts Postgres' older row in front of an
 // acknowledged write. Invalidate deletes V and F only; nothing but the flusher deletes
 // P.
+//
+// # Table flushes
+//
+// Every lease and write-back write also lists its row in the table's index, a sorted
+// set in a slot of its own, so that FlushTable deletes every row of a table by walking
+// the index rather than the keyspace, and misses no fill under way (see index.go).
 package store
 
 import (
