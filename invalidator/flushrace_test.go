@@ -146,11 +146,13 @@ func newRaceEnv(t *testing.T) *raceEnv {
 	e.fill = newFillGate("")
 	repoDB := client()
 	repoDB.AddHook(e.fill)
-	cache, err := readthrough.New(e.DB, repoDB, readthrough.Options{Prefix: e.Prefix, RedisTimeout: 5 * time.Second})
+	// Long timeouts and lease: the held fill must still hold its lease, and its store
+	// must not time out, however slowly a loaded machine gets to the flush.
+	cache, err := readthrough.New(e.DB, repoDB, readthrough.Options{Prefix: e.Prefix, RedisTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.repo, err = readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{}); err != nil {
+	if e.repo, err = readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{FenceDuration: 2 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	if e.key, err = e.repo.Key(int64(1)); err != nil {
@@ -162,8 +164,13 @@ func newRaceEnv(t *testing.T) *raceEnv {
 	}
 	e.invDB = client()
 	e.walk = &walkGate{fill: e.fill}
+	t.Cleanup(func() { // a test that failed before the walk lets its fill end
+		if e.walk.fired.CompareAndSwap(false, true) {
+			close(e.fill.release)
+		}
+	})
 	e.invDB.AddHook(e.walk)
-	if e.inv, err = invalidator.New(e.invDB, invalidator.Options{Prefix: e.Prefix, RedisTimeout: 5 * time.Second}); err != nil {
+	if e.inv, err = invalidator.New(e.invDB, invalidator.Options{Prefix: e.Prefix, RedisTimeout: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -206,12 +213,11 @@ func (e *raceEnv) cached(t *testing.T) string {
 // was under way: otherwise the test did not force the race.
 func (e *raceEnv) checkFilledDuringWalk(t *testing.T, got <-chan widgettest.Widget) {
 	t.Helper()
-	w := <-got
-	if w.Name != "v0" {
-		t.Fatalf("the fill read %+v, want the row as it was before", w)
-	}
 	if !e.walk.fired.Load() {
 		t.Fatal("the flush's walk never let the fill go")
+	}
+	if w := <-got; w.Name != "v0" {
+		t.Fatalf("the fill read %+v, want the row as it was before", w)
 	}
 	if s := e.repo.Stats(); s.Fills != 1 {
 		t.Fatalf("stats %+v: the fill was refused before the walk reached its row; the race was not forced", s)

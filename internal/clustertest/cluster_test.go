@@ -364,11 +364,13 @@ func testFlushRace(t *testing.T, cl *integration.RedisCluster) {
 	repoDB, workerDB, plain := cl.Client(t), cl.Client(t), cl.Client(t)
 	repoDB.AddHook(fillHook{race})
 	workerDB.AddHook(walkHook{race})
-	cache, err := readthrough.New(db, repoDB, readthrough.Options{Prefix: "clrace", RedisTimeout: 5 * time.Second})
+	// Long timeouts and lease: the held fill must still hold its lease, and its store
+	// must not time out, however slowly a loaded machine gets to the flush.
+	cache, err := readthrough.New(db, repoDB, readthrough.Options{Prefix: "clrace", RedisTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := readthrough.Register[Trinket](cache, readthrough.ModelOptions{})
+	repo, err := readthrough.Register[Trinket](cache, readthrough.ModelOptions{FenceDuration: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +389,7 @@ func testFlushRace(t *testing.T, cl *integration.RedisCluster) {
 	w, err := invalidator.NewWorker(workerDB, invalidator.WorkerOptions{
 		Postgres:    pg.RoleURL,
 		Stream:      cdc.Options{Slot: "s_" + pg.Name, Publication: "pgcache", Tables: []string{"trinkets"}, StatusInterval: 100 * time.Millisecond},
-		Invalidator: invalidator.Options{Prefix: "clrace", RedisTimeout: 5 * time.Second},
+		Invalidator: invalidator.Options{Prefix: "clrace", RedisTimeout: time.Minute},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -422,8 +424,12 @@ func testFlushRace(t *testing.T, cl *integration.RedisCluster) {
 		t.Fatal(err)
 	}
 	integration.Eventually(t, "the truncated table flushed", func() bool { return w.Stats().TablesFlushed > flushed })
-	if row := <-got; row.Name != "old" || !race.fired.Load() || repo.Stats().Fills != 1 {
-		t.Fatalf("read %+v, walk fired %v, stats %+v: the fill did not store during the walk", row, race.fired.Load(), repo.Stats())
+	if race.fired.CompareAndSwap(false, true) {
+		close(race.release) // let the fill end
+		t.Fatal("the flush's walk never let the fill go")
+	}
+	if row := <-got; row.Name != "old" || repo.Stats().Fills != 1 {
+		t.Fatalf("read %+v, stats %+v: the fill did not store during the walk", row, repo.Stats())
 	}
 	if n := plain.Exists(ctx, race.key).Val(); n != 0 {
 		t.Fatalf("after the TRUNCATE's flush, row 1 is cached: %q", plain.Get(ctx, race.key).Val())
