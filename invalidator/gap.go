@@ -41,8 +41,9 @@ func (v *Invalidator) Gap(ctx context.Context, tables []string, reason string) e
 		if err != nil {
 			return fmt.Errorf("invalidator: gap in %s: %w", spec, err)
 		}
+		// Every version shares the table's index, so any version names it.
 		err = v.retry(ctx, func(ctx context.Context) error {
-			_, err := v.store.DeleteMatching(ctx, sp.TablePattern())
+			_, err := v.store.FlushTable(ctx, sp)
 			return err
 		})
 		if err != nil {

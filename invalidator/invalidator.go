@@ -227,8 +227,11 @@ func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, versions map[str
 		v.keysDeleted.Add(uint64(len(batch)))
 	}
 	for _, sp := range flush {
+		// The table's index, not the keyspace: it lists every row of every version
+		// leased or cached before the commit, fills under way included (see
+		// store.FlushTable).
 		err := v.retry(ctx, func(ctx context.Context) error {
-			_, err := v.store.DeleteMatching(ctx, sp.TablePattern())
+			_, err := v.store.FlushTable(ctx, sp)
 			return err
 		})
 		if err != nil {

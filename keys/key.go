@@ -247,6 +247,22 @@ func (s Space) TablePattern() string {
 	return s.head[:cut] + "*}:[vf]"
 }
 
+// TableIndex returns the Redis key of the table's index: a sorted set of the
+// value keys of the table's rows that were leased, filled or written under any
+// schema version, which a whole-table invalidation walks instead of the
+// keyspace. Its hash tag is the escaped table, so it is in a slot of its own,
+// not in a row's, and never matches Pattern or TablePattern. All versions of a
+// table share it. On the zero Space it returns "".
+func (s Space) TableIndex() string {
+	if s.head == "" {
+		return ""
+	}
+	// head is prefix{esc(table)|version|; esc(table) never contains '|' or braces.
+	start := len(s.prefix) + 1
+	end := start + strings.IndexByte(s.head[start:], '|')
+	return s.prefix + ":rows{" + s.head[start:end] + "}"
+}
+
 // Key is the key of one row. It is a small immutable value, comparable with
 // ==, and safe for concurrent use. The zero Key has empty Value and Fence.
 type Key struct {

@@ -159,6 +159,12 @@ func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
 	return o, nil
 }
 
+// longestTTL is the longest an entry of the model is cached: TTL with the most jitter,
+// or NegativeTTL.
+func (o ModelOptions) longestTTL() time.Duration {
+	return max(o.TTL+time.Duration(o.TTLJitter*float64(o.TTL))+time.Millisecond, o.NegativeTTL)
+}
+
 // Cache holds the models registered for one Postgres database and one Redis. Create it
 // with New and register models with Register. It is safe for concurrent use.
 type Cache struct {
@@ -251,7 +257,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		log:       c.log.With(slog.String("model", m.schema.Name)),
 		stats:     new(counters),
 		flights:   new(flights),
-		reg:       store.Model{Prefix: c.opts.Prefix, Table: m.space.Table(), Version: m.space.Version()},
+		reg:       store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()),
 		wbStore:   c.store.WithTimeout(opts.WriteBack.Timeout),
 		noWaitAOF: new(atomic.Bool),
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +39,7 @@ func TestCluster(t *testing.T) {
 	rdb := cl.Client(t)
 	t.Run("reads and invalidation", func(t *testing.T) { testReads(t, rdb) })
 	t.Run("writes", func(t *testing.T) { testWrites(t, rdb) })
+	t.Run("table flush races a fill", func(t *testing.T) { testFlushRace(t, cl) })
 }
 
 // testReads: reads, multi-gets, fenced fills and change-driven invalidation work on a
@@ -278,5 +281,157 @@ func testWrites(t *testing.T, rdb *redis.ClusterClient) {
 	}
 	if _, ok, err := inval.Get(ctx, int64(11)); err != nil || ok {
 		t.Fatalf("Get of a deleted row = %v, %v", ok, err)
+	}
+}
+
+type Trinket struct {
+	ID   int64 `gorm:"primaryKey"`
+	Name string
+}
+
+// flushRace orders a fill of one row and a table flush: the fill's store (the fill
+// script on the row, after its load) waits until the flush's walk of the table index
+// has read its last batch, and the walk goes on once the fill stored.
+type flushRace struct {
+	key            string
+	loaded, stored chan struct{}
+	release        chan struct{}
+	hold, answered sync.Once
+	armed, fired   atomic.Bool
+}
+
+// fillHook gates the repository's client.
+type fillHook struct{ *flushRace }
+
+func (h fillHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h fillHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h fillHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if !(cmd.Name() == "evalsha" || cmd.Name() == "eval") || len(args) < 5 || fmt.Sprint(args[2]) != "2" || args[3] != h.key {
+			return next(ctx, cmd)
+		}
+		h.hold.Do(func() { close(h.loaded); <-h.release })
+		err := next(ctx, cmd)
+		if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			h.answered.Do(func() { close(h.stored) })
+		}
+		return err
+	}
+}
+
+// walkHook gates the worker's client.
+type walkHook struct{ *flushRace }
+
+func (h walkHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h walkHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h walkHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if sc, ok := cmd.(*redis.ScanCmd); ok && err == nil && h.armed.Load() {
+			if _, cursor := sc.Val(); cursor == 0 && h.fired.CompareAndSwap(false, true) {
+				close(h.release)
+				<-h.stored
+			}
+		}
+		return err
+	}
+}
+
+// testFlushRace: on a Cluster, where the table's index is in a slot of its own, a fill
+// that read a row before a TRUNCATE and stores it while the worker's flush walks the
+// index leaves nothing cached (contract item 21; invalidator's TestTruncateRacesFill on
+// a single Redis, with its control).
+func testFlushRace(t *testing.T, cl *integration.RedisCluster) {
+	pg := servers.Postgres(t).NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AutoMigrate(&Trinket{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec(`INSERT INTO trinkets VALUES (1, 'old')`).Error; err != nil {
+		t.Fatal(err)
+	}
+	race := &flushRace{loaded: make(chan struct{}), stored: make(chan struct{}), release: make(chan struct{})}
+	repoDB, workerDB, plain := cl.Client(t), cl.Client(t), cl.Client(t)
+	repoDB.AddHook(fillHook{race})
+	workerDB.AddHook(walkHook{race})
+	// Long timeouts and lease: the held fill must still hold its lease, and its store
+	// must not time out, however slowly a loaded machine gets to the flush.
+	cache, err := readthrough.New(db, repoDB, readthrough.Options{Prefix: "clrace", RedisTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := readthrough.Register[Trinket](cache, readthrough.ModelOptions{FenceDuration: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if race.key, err = repo.Key(int64(1)); err != nil {
+		t.Fatal(err)
+	}
+	sp, _, err := keys.ParseKey(race.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rowNode, _ := plain.MasterForKey(ctx, race.key)
+	idxNode, _ := plain.MasterForKey(ctx, sp.TableIndex())
+	t.Logf("row in slot %d on %s, table index in slot %d on %s", keys.HashSlot(race.key), rowNode.Options().Addr,
+		keys.HashSlot(sp.TableIndex()), idxNode.Options().Addr)
+
+	w, err := invalidator.NewWorker(workerDB, invalidator.WorkerOptions{
+		Postgres:    pg.RoleURL,
+		Stream:      cdc.Options{Slot: "s_" + pg.Name, Publication: "pgcache", Tables: []string{"trinkets"}, StatusInterval: 100 * time.Millisecond},
+		Invalidator: invalidator.Options{Prefix: "clrace", RedisTimeout: time.Minute},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+	integration.Eventually(t, "worker ready", w.Ready) // its gap flush is over
+	flushed := w.Stats().TablesFlushed
+
+	got := make(chan Trinket, 1)
+	go func() {
+		row, _, err := repo.Get(ctx, int64(1))
+		if err != nil {
+			t.Errorf("Get: %v", err)
+		}
+		got <- row
+	}()
+	select {
+	case <-race.loaded:
+	case <-ctx.Done():
+		t.Fatal("the fill never reached its store")
+	}
+	race.armed.Store(true)
+	if err := db.Exec(`TRUNCATE trinkets`).Error; err != nil {
+		t.Fatal(err)
+	}
+	integration.Eventually(t, "the truncated table flushed", func() bool { return w.Stats().TablesFlushed > flushed })
+	if race.fired.CompareAndSwap(false, true) {
+		close(race.release) // let the fill end
+		t.Fatal("the flush's walk never let the fill go")
+	}
+	if row := <-got; row.Name != "old" || repo.Stats().Fills != 1 {
+		t.Fatalf("read %+v, stats %+v: the fill did not store during the walk", row, repo.Stats())
+	}
+	if n := plain.Exists(ctx, race.key).Val(); n != 0 {
+		t.Fatalf("after the TRUNCATE's flush, row 1 is cached: %q", plain.Get(ctx, race.key).Val())
 	}
 }

@@ -28,9 +28,14 @@ import (
 func RegistryKey(prefix string) string { return prefix + ":models" }
 
 // Model names what the registry lists: a table cached under a schema version and a key
-// prefix.
+// prefix; and what a lease adds to the table's index (see index.go). Build it with
+// NewModel.
 type Model struct {
 	Prefix, Table, Version string
+	// Index is the table's index key (keys.Space.TableIndex).
+	Index string
+	// Lifetime bounds how long after a lease is taken the row's value may exist.
+	Lifetime time.Duration
 }
 
 // announce adds the command recording m in the registry to p.
@@ -72,8 +77,10 @@ func (s *Store) Versions(ctx context.Context, prefix string) (map[string][]strin
 }
 
 // DeleteMatching deletes every key matching pattern with SCAN and UNLINK, in batches,
-// on every master of a Cluster. It does not block Redis as KEYS would; keys created
-// while it runs may survive it.
+// on every master of a Cluster. It does not block Redis as KEYS would, but it walks the
+// whole keyspace, and a key created while it runs may survive it, even when it
+// replaces one that existed before (a fill turning a lease into a value): do not use
+// it to invalidate a table, use FlushTable.
 func (s *Store) DeleteMatching(ctx context.Context, pattern string) (int, error) {
 	var total atomic.Int64
 	scan := func(ctx context.Context, c redis.Cmdable) error {

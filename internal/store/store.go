@@ -19,6 +19,12 @@
 // cached, so neither a reader nor a fill ever puts Postgres' older row in front of an
 // acknowledged write. Invalidate deletes V and F only; nothing but the flusher deletes
 // P.
+//
+// # Table flushes
+//
+// Every lease and write-back write also lists its row in the table's index, a sorted
+// set in a slot of its own, so that FlushTable deletes every row of a table by walking
+// the index rather than the keyspace, and misses no fill under way (see index.go).
 package store
 
 import (
@@ -160,7 +166,9 @@ func (s *Store) token() string {
 // write-back write, or another lease is live. In the same round trip, before the lease,
 // it records m in the registry (see Announce): so whenever a lease is live, the server
 // holding it lists the row's version, even if Redis restarted empty since the model's
-// first fill.
+// first fill. It also adds the row to m's table index, for m.Lifetime (see index.go), so
+// that a table flush that begins after TakeLease returned visits the row. A lease is
+// returned only when both were acknowledged.
 func (s *Store) TakeLease(ctx context.Context, m Model, k keys.Key, d time.Duration) (Lease, error) {
 	ls, err := s.TakeLeases(ctx, m, []keys.Key{k}, d)
 	if err != nil {
@@ -179,16 +187,29 @@ func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.D
 	for i := range toks {
 		toks[i] = s.token()
 	}
-	var reg *redis.IntCmd
+	if len(ks) == 0 {
+		return nil, nil
+	}
+	if m.Index == "" {
+		return nil, fmt.Errorf("store: lease %d keys of %s: the Model has no table index; build it with NewModel", len(ks), m.Table)
+	}
+	var (
+		reg *redis.IntCmd
+		idx *redis.Cmd
+	)
 	cmds := make([]*redis.Cmd, len(ks))
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
 		reg = s.announce(ctx, p, m)
+		idx = s.index(ctx, p, m, ks)
 		for i, k := range ks {
 			cmds[i] = leaseScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending()}, toks[i], d.Milliseconds())
 		}
 	}, leaseScript)
 	if err == nil {
 		err = reg.Err()
+	}
+	if err == nil {
+		err = idx.Err()
 	}
 	out := make([]Lease, len(ks))
 	for i, c := range cmds {
@@ -201,7 +222,8 @@ func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.D
 		}
 	}
 	if err != nil {
-		// Leases taken without their registry entry must not be filled: give them back.
+		// Leases taken without their registry or index entry must not be filled: give
+		// them back.
 		for i, c := range cmds {
 			if res, cerr := c.Slice(); cerr == nil && len(res) > 0 && res[0] == int64(2) {
 				_ = s.Release(context.WithoutCancel(ctx), ks[i], toks[i])

@@ -46,13 +46,21 @@ const (
 // ErrUnsupported reports a command the Redis server does not know (WAITAOF before 7.2).
 var ErrUnsupported = errors.New("store: command not supported by this Redis")
 
-// journalScript records one write. KEYS: V, F, P, journal. ARGV: entry, value TTL in
-// ms (0: delete V instead), change.
+// journalScript records one write. KEYS: V, F, P, journal, the table's index. ARGV:
+// entry, value TTL in ms (0: delete V instead), change, the index entry's lifetime in
+// ms, how many expired index entries to prune. A V it sets is in the table's index
+// before the script ends (see index.go); the script runs on a single Redis only, so it
+// may touch keys of several slots.
 var journalScript = redis.NewScript(`
 local id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[3])
 redis.call('HSET', KEYS[3], 'v', id, 'e', ARGV[1])
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[5], 'GT', now + tonumber(ARGV[4]), KEYS[1])
+  local old = redis.call('ZRANGE', KEYS[5], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
+  if #old > 0 then redis.call('ZREM', KEYS[5], unpack(old)) end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 else
   redis.call('DEL', KEYS[1])
@@ -75,7 +83,8 @@ type AOFWait struct {
 // returns the write's version (the journal entry id).
 //
 // Like TakeLease, it records m in the registry first, in the same round trip: the
-// invalidator must know the version of the value key it sets.
+// invalidator must know the version of the value key it sets. The script adds the row
+// to m's table index, for ttl, before it sets the value key.
 //
 // With wait, WAITAOF follows the script in the same pipeline, so on the same
 // connection: WAITAOF waits only for the writes of the connection it is sent on, and
@@ -95,6 +104,10 @@ func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key
 	if ttl > 0 {
 		ms = max(ttl.Milliseconds(), 1)
 	}
+	if m.Index == "" {
+		return "", fmt.Errorf("store: journal %s: the Model has no table index; build it with NewModel", k)
+	}
+	iargs := indexArgs(ttl, nil)
 	var (
 		reg    *redis.IntCmd
 		cmd    *redis.Cmd
@@ -102,7 +115,7 @@ func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key
 	)
 	perr := s.pipelined(ctx, func(p redis.Pipeliner) {
 		reg = s.announce(ctx, p, m)
-		cmd = journalScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal}, entry, ms, change)
+		cmd = journalScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.Index}, entry, ms, change, iargs[0], iargs[1])
 		if wait != nil {
 			waited = p.Do(ctx, "WAITAOF", 1, wait.Replicas, max(wait.Timeout.Milliseconds(), 1))
 		}
