@@ -42,14 +42,9 @@ func (v *Invalidator) Gap(ctx context.Context, tables []string, reason string) e
 			return fmt.Errorf("invalidator: gap in %s: %w", spec, err)
 		}
 		// Every version shares the table's index, so any version names it.
-		err = v.retry(ctx, func(ctx context.Context) error {
-			_, err := v.store.FlushTable(ctx, sp)
-			return err
-		})
-		if err != nil {
+		if err := v.flushTable(ctx, sp); err != nil {
 			return fmt.Errorf("invalidator: gap in %s: %w", spec, err)
 		}
-		v.tablesFlushed.Add(1)
 		if tok, ok := records[spec]; ok {
 			clear[spec] = tok
 		}

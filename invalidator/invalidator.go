@@ -227,18 +227,25 @@ func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, versions map[str
 		v.keysDeleted.Add(uint64(len(batch)))
 	}
 	for _, sp := range flush {
-		// The table's index, not the keyspace: it lists every row of every version
-		// leased or cached before the commit, fills under way included (see
-		// store.FlushTable).
-		err := v.retry(ctx, func(ctx context.Context) error {
-			_, err := v.store.FlushTable(ctx, sp)
-			return err
-		})
-		if err != nil {
+		if err := v.flushTable(ctx, sp); err != nil {
 			return err
 		}
-		v.tablesFlushed.Add(1)
 	}
+	return nil
+}
+
+// flushTable invalidates every cached row of sp's table, under every version. It walks
+// the table's index, not the keyspace: the index lists every row of every version leased
+// or cached before the commit, fills under way included (see store.FlushTable).
+func (v *Invalidator) flushTable(ctx context.Context, sp keys.Space) error {
+	err := v.retry(ctx, func(ctx context.Context) error {
+		_, err := v.store.FlushTable(ctx, sp)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	v.tablesFlushed.Add(1)
 	return nil
 }
 
@@ -284,18 +291,13 @@ func (v *Invalidator) registryMissing(ctx context.Context, txs []*cdc.Tx) error 
 			slog.String("registry", v.prefix+":models"), slog.Any("tables", tables))
 	}
 	for _, table := range tables {
-		sp, err := keys.NewSpace(v.prefix, table, "any")
+		sp, err := keys.NewSpace(v.prefix, table, "any") // every version shares the index
 		if err != nil {
 			return err
 		}
-		err = v.retry(ctx, func(ctx context.Context) error {
-			_, err := v.store.DeleteMatching(ctx, sp.TablePattern())
-			return err
-		})
-		if err != nil {
+		if err := v.flushTable(ctx, sp); err != nil {
 			return err
 		}
-		v.tablesFlushed.Add(1)
 	}
 	return nil
 }
