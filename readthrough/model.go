@@ -97,11 +97,17 @@ func unquote(s string) string {
 }
 
 // schemaVersion digests what decides the shape of the cached bytes: the table, the
-// codec, and every field's column, type and Go type. Changing the struct moves the model
-// to fresh keys, so bytes written by an older build are never decoded into it.
+// entry format ("columns": a column record, see columns.go) and its codec, the columns
+// the record holds, in order, and every field's column, type and Go type. Changing the
+// struct moves the model to fresh keys, so bytes written by an older build are never
+// decoded into it.
 func schemaVersion(sch *schema.Schema, codec Codec) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00", sch.Table, codec.Name())
+	fmt.Fprintf(h, "%s\x00columns\x00%s\x00", sch.Table, codec.Name())
+	for _, f := range mappedFields(sch) {
+		fmt.Fprintf(h, "%s\x00", f.DBName)
+	}
+	fmt.Fprintf(h, "\x00")
 	for _, f := range sch.Fields {
 		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%t\x00", f.Name, f.DBName, f.DataType, f.FieldType, f.PrimaryKey)
 	}
