@@ -219,7 +219,17 @@ func TestValuesJSONCannotHold(t *testing.T) {
 	ctx := ctxT(t)
 	rows, err := repo.GetMany(ctx, int64(1), int64(2), int64(3), int64(4))
 	if err != nil || len(rows) != 4 {
-		t.Fatalf("GetMany = %d rows, %v; want 4 rows", len(rows), err)
+		t.Errorf("GetMany = %d rows, %v; want 4 rows", len(rows), err)
+	}
+	for id := int64(1); id <= 4; id++ { // a failed GetMany must not keep leases
+		fence, _ := repo.Key(id)
+		fence = strings.TrimSuffix(fence, ":v") + ":f"
+		if n, err := e.rdb.Exists(ctx, fence).Result(); err != nil || n != 0 {
+			t.Errorf("after GetMany the lease of row %d is still taken (EXISTS %s = %d, %v)", id, fence, n, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 	for id := int64(1); id <= 4; id++ {
 		hitEqualsFirst(t, e, repo, id)
