@@ -332,3 +332,52 @@ func TestUncacheableWriteBack(t *testing.T) {
 		t.Fatalf("write-back Save of an uncacheable row: %v, want an error naming column count", err)
 	}
 }
+
+// Prefs is a Scanner that takes the []byte the driver gives for jsonb, but whose Valuer
+// returns a string, as many hand-written JSON column types do: its column record (what
+// Value returns) cannot be scanned back.
+type Prefs struct{ Theme string }
+
+func (p Prefs) Value() (driver.Value, error) {
+	b, err := json.Marshal(p)
+	return string(b), err
+}
+
+func (p *Prefs) Scan(src any) error {
+	b, ok := src.([]byte)
+	if !ok {
+		return fmt.Errorf("prefs: scan %T, want []byte", src)
+	}
+	return json.Unmarshal(b, p)
+}
+
+type Profile struct {
+	ID    int64 `gorm:"primaryKey"`
+	Prefs Prefs `gorm:"type:jsonb"`
+}
+
+// TestUncacheableValuer: a row whose column record would not come back as it went in is
+// served from Postgres, uncached and counted, rather than cached and failing (or
+// differing) on every hit.
+func TestUncacheableValuer(t *testing.T) {
+	t.Parallel()
+	e, repo := fidelityEnv[Profile](t, `CREATE TABLE profiles (id bigint PRIMARY KEY, prefs jsonb)`, readthrough.ModelOptions{})
+	e.exec(t, `INSERT INTO profiles VALUES (1, '{"Theme": "dark"}')`)
+	ctx := ctxT(t)
+	var want Profile
+	if err := e.db.First(&want, int64(1)).Error; err != nil || want.Prefs.Theme != "dark" {
+		t.Fatalf("First = %+v, %v: the test's row is wrong", want, err)
+	}
+	for i := range 2 {
+		got, ok, err := repo.Get(ctx, int64(1))
+		if err != nil || !ok || got != want {
+			t.Fatalf("Get #%d = %+v, %v, %v; want %+v", i+1, got, ok, err, want)
+		}
+	}
+	if _, _, cached, err := repo.Peek(ctx, int64(1)); cached || err != nil {
+		t.Fatalf("the row was cached (%v, %v)", cached, err)
+	}
+	if s := repo.Stats(); s.Uncacheable != 2 || s.DecodeErrors != 0 || s.Hits != 0 {
+		t.Fatalf("stats %+v: want 2 uncacheable reads, no decode error, no hit", s)
+	}
+}
