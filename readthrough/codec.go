@@ -19,14 +19,14 @@ import (
 
 // Codec turns a row's column record into the bytes cached in Redis and back.
 //
-// The record holds one value per column GORM maps (see Repository), as the database
-// would store it: each value is nil (NULL), int64, float64, bool, []byte, string or
-// time.Time, the types of database/sql/driver.Value. A codec must give back exactly the
-// values it was given: NaN and infinities, strings that are not UTF-8, bytes, times of
-// any year with their location (UTC, Local, or a fixed zone by name and offset), and the
-// difference between a string and []byte. The cache checks this for every row it
-// stores, and serves from Postgres, uncached, a row whose record does not come back
-// equal (counted in Stats.Uncacheable).
+// The record holds one value per column GORM maps (see the package doc), as the
+// database would store it: each value is nil (NULL), int64, float64, bool, []byte,
+// string or time.Time, the types of database/sql/driver.Value; a []byte is never nil.
+// A codec must give back exactly the values it was given: NaN and infinities, strings
+// that are not UTF-8, bytes, times of any year with their location (UTC, Local, or a
+// fixed zone by name and offset), and the difference between a string and []byte. The
+// cache checks this for every row it stores, and serves from Postgres, uncached, a row
+// whose record does not come back equal (counted in Stats.Uncacheable).
 //
 // Name is part of the model's schema version, so switching codecs never decodes one
 // codec's bytes with another. Implementations must be safe for concurrent use.

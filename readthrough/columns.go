@@ -177,12 +177,21 @@ func sameValue(a, b driver.Value) bool {
 	return false
 }
 
+// describe names a column value's kind without its content, which may be a secret
+// (the message is logged).
 func describe(v driver.Value) string {
-	s := fmt.Sprintf("%T %#v", v, v)
-	if len(s) > 80 {
-		s = s[:77] + "..."
+	switch v := v.(type) {
+	case nil:
+		return "NULL"
+	case string:
+		return fmt.Sprintf("a string of %d bytes", len(v))
+	case []byte:
+		return fmt.Sprintf("%d bytes", len(v))
+	case time.Time:
+		name, offset, _ := zoneOf(v)
+		return fmt.Sprintf("a time in zone %q (%+ds)", name, offset)
 	}
-	return s
+	return fmt.Sprintf("a %T", v)
 }
 
 // uncacheable counts a row served without caching and logs why: the first time, then
