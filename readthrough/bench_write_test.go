@@ -26,8 +26,11 @@ func BenchmarkSave(b *testing.B) {
 			}
 		}},
 		{"baseline-redis-set", func(b *testing.B, e *env) func(context.Context, int) error {
-			entry, _ := (readthrough.JSON{}).Marshal(Widget{ID: 1, Name: name, Price: 42})
-			entry = append([]byte{'v'}, entry...)
+			repo := e.widgets(b, readthrough.ModelOptions{})
+			entry, err := readthrough.Entry(repo, Widget{ID: 1, Name: name, Price: 42})
+			if err != nil {
+				b.Fatal(err)
+			}
 			key := e.prefix + "{bench}:v"
 			return func(ctx context.Context, i int) error { return e.rdb.Set(ctx, key, entry, time.Hour).Err() }
 		}},

@@ -10,6 +10,18 @@
 // share one load per process and one across processes. Redis failures fall back to
 // Postgres and are counted, not returned.
 //
+// # What is cached
+//
+// A row is cached as its column record: for each column GORM maps (schema.DBNames,
+// embedded structs included, json tags ignored) the field's value as the database
+// stores it (through its driver.Valuer, if any), encoded by the model's Codec. A hit
+// sets the fields back through GORM's own setters, as a load does, so Scanner types,
+// serializers, pointers and NULLs come back as an uncached First returns them, and a
+// read-modify-write Save writes back what the row held. A row whose record would not
+// come back as it is (a uint64 past 1<<63-1, a Valuer its Scan cannot read back) is
+// served from Postgres uncached and counted in Stats.Uncacheable; GORM's AfterFind
+// hooks run on loads only, so their effects are cached with the row.
+//
 // # Writes
 //
 // Writes go to Postgres and, after the commit, invalidate the row's entry (the

@@ -1,5 +1,12 @@
 package readthrough
 
+import "context"
+
+// Entry returns the cache entry of row, as a fill would store it.
+func Entry[T any](r *Repository[T], row T) ([]byte, error) {
+	return r.encode(context.Background(), &row, true)
+}
+
 // SetAfterLoad makes f run after every miss has read the database and before it stores
 // the row. Set it before the repository is used.
 func SetAfterLoad[T any](r *Repository[T], f func(key string)) {

@@ -118,7 +118,7 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 	for j, l := range leases {
 		switch l.State {
 		case store.Found:
-			if row, ok, err := r.decodeCheck(l.Value); err == nil {
+			if row, ok, err := r.decodeCheck(ctx, l.Value); err == nil {
 				if ok {
 					rows[missing[j]] = &row
 				}
@@ -137,19 +137,25 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 		for n, j := range leased {
 			lids[n] = ids[missing[j]]
 		}
-		loaded, err := r.loadMany(ctx, lids)
-		if err != nil {
-			for _, j := range leased {
-				if rerr := r.store.Release(ctx, mks[j], leases[j].Token); rerr != nil {
-					r.redisFailed(rerr)
+		// release gives back the leases of rows it is not storing, so that the next
+		// read of each loads it at once instead of waiting for a fill that never comes.
+		release := func(js ...int) {
+			for _, j := range js {
+				if err := r.store.Release(ctx, mks[j], leases[j].Token); err != nil {
+					r.redisFailed(err)
 				}
 			}
+		}
+		loaded, err := r.loadMany(ctx, lids)
+		if err != nil {
+			release(leased...)
 			return err
 		}
 		byKey := make(map[keys.Key]*T, len(loaded))
 		for n := range loaded {
 			k, err := r.model.rowKey(ctx, reflect.ValueOf(&loaded[n]).Elem())
 			if err != nil {
+				release(leased...)
 				return err
 			}
 			byKey[k] = &loaded[n]
@@ -163,15 +169,16 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 		for _, j := range leased {
 			row := byKey[mks[j]]
 			rows[missing[j]] = row
-			entry, err := r.encode(row, row != nil)
+			entry, err := r.encode(ctx, row, row != nil)
 			if err != nil {
-				return err
+				// Served as loaded, uncached; the other rows are stored.
+				r.uncacheable(err)
+				release(j)
+				continue
 			}
 			ttl, cache := r.ttl(entry)
 			if !cache {
-				if err := r.store.Release(ctx, mks[j], leases[j].Token); err != nil {
-					r.redisFailed(err)
-				}
+				release(j)
 				continue
 			}
 			items = append(items, store.FillItem{Key: mks[j], Token: leases[j].Token, Entry: entry, TTL: ttl})

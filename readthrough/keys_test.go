@@ -226,6 +226,18 @@ func TestSchemaVersion(t *testing.T) {
 	if pinned != "v7" {
 		t.Errorf("Version override gave %q", pinned)
 	}
+	jsonCodec := version(func(c *readthrough.Cache) (string, error) {
+		r, err := readthrough.Register[Widget](c, readthrough.ModelOptions{Codec: readthrough.JSON{}})
+		return r.Version(), err
+	})
+	// Widget's versions when a row was cached as the struct through encoding/json or
+	// msgpack: column records must never be read from those keys, nor those bytes from
+	// these keys.
+	for _, v := range []string{v1, msgpack, jsonCodec} {
+		if v == "s3d593c345a" || v == "sc54e764a1e" {
+			t.Errorf("version %q is the one of the struct encoding: a deploy would read its entries as column records", v)
+		}
+	}
 }
 
 type noKey struct{ Name string }

@@ -114,15 +114,21 @@ func unquote(s string) string {
 }
 
 // schemaVersion digests what decides the shape of the cached bytes: the table, the
-// codec, and every field's column, type and Go type. Changing the struct moves the model
-// to fresh keys, so bytes written by an older build are never decoded into it.
+// entry format ("columns": a column record, see columns.go) and its codec, the columns
+// the record holds, in order, and every field's column, type and Go type. Changing the
+// struct moves the model to fresh keys, so bytes written by an older build are never
+// decoded into it.
 func schemaVersion(sch *schema.Schema, codec Codec) string {
 	h := sha256.New()
 	// keyFormat names how keys are built from the primary key (composite values in
 	// the order of their column names since 2), so that keys of another format, which
 	// could name another row, are never read.
 	const keyFormat = "keys2"
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", sch.Table, codec.Name(), keyFormat)
+	fmt.Fprintf(h, "%s\x00columns\x00%s\x00%s\x00", sch.Table, codec.Name(), keyFormat)
+	for _, f := range mappedFields(sch) {
+		fmt.Fprintf(h, "%s\x00", f.DBName)
+	}
+	fmt.Fprintf(h, "\x00")
 	for _, f := range sch.Fields {
 		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%t\x00", f.Name, f.DBName, f.DataType, f.FieldType, f.PrimaryKey)
 	}

@@ -2,10 +2,12 @@ package readthrough
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +35,7 @@ type Repository[T any] struct {
 	tx      *Tx
 	store   *store.Store
 	model   *model
+	rec     *recorder
 	opts    ModelOptions
 	log     *slog.Logger
 	stats   *counters
@@ -68,7 +71,7 @@ type hooks struct {
 
 // Cached entries start with one byte saying what follows.
 const (
-	entryRow    = 'v' // the codec's bytes of the row follow
+	entryRow    = 'v' // the codec's bytes of the row's column record follow
 	entryAbsent = 'n' // the row does not exist
 )
 
@@ -97,7 +100,7 @@ func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 // clone returns a copy of r sharing its state (counters, flights, hooks).
 func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
-		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model,
+		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model, rec: r.rec,
 		opts: r.opts, log: r.log, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
 		noWaitAOF: r.noWaitAOF,
 	}
@@ -149,7 +152,7 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 		return row, false, nil
 	}
 	if len(entry) > 0 && entry[0] == entryRow {
-		if err = r.opts.Codec.Unmarshal(entry[1:], &row); err == nil {
+		if err = r.decodeRow(ctx, entry[1:], &row); err == nil {
 			r.stats.hits.Add(1)
 			return row, true, nil
 		}
@@ -178,6 +181,9 @@ type flights struct {
 type flight struct {
 	entry []byte
 	at    uint64
+	// row is the loaded row (a *T) when it has no entry because it cannot be cached
+	// exactly; entry is nil then.
+	row any
 }
 
 // miss fills the row once per process: concurrent misses of one key share one flight.
@@ -214,11 +220,19 @@ func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id a
 		if again && f.at <= start {
 			continue
 		}
+		if f.entry == nil {
+			// The row cannot be cached. Only the caller that loaded it takes it; the
+			// others load their own copy rather than share its slices and maps.
+			if !res.Shared {
+				return *f.row.(*T), true, nil
+			}
+			return r.load(ctx, id)
+		}
 		if f.entry[0] == entryAbsent {
 			return row, false, nil
 		}
 		// Each caller decodes its own copy, so callers never share slices or maps.
-		if err := r.opts.Codec.Unmarshal(f.entry[1:], &row); err != nil {
+		if err := r.decodeRow(ctx, f.entry[1:], &row); err != nil {
 			return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
 		}
 		return row, true, nil
@@ -253,8 +267,8 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 		}
 		switch lease.State {
 		case store.Found:
-			if _, _, err := r.decodeCheck(lease.Value); err == nil {
-				return flight{lease.Value, at}, nil
+			if _, _, err := r.decodeCheck(ctx, lease.Value); err == nil {
+				return flight{entry: lease.Value, at: at}, nil
 			}
 			// Undecodable: fall through to waiting; the lease holder or TTL replaces it.
 		case store.Acquired:
@@ -283,16 +297,22 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 	}
 }
 
-func (r *Repository[T]) decodeCheck(entry []byte) (T, bool, error) {
+func (r *Repository[T]) decodeCheck(ctx context.Context, entry []byte) (T, bool, error) {
 	var row T
 	if len(entry) == 1 && entry[0] == entryAbsent {
 		return row, false, nil
 	}
 	if len(entry) > 0 && entry[0] == entryRow {
-		err := r.opts.Codec.Unmarshal(entry[1:], &row)
+		err := r.decodeRow(ctx, entry[1:], &row)
 		return row, err == nil, err
 	}
 	return row, false, errors.New("bad entry tag")
+}
+
+// decodeRow sets row from the codec's bytes of its column record.
+func (r *Repository[T]) decodeRow(ctx context.Context, data []byte, row *T) error {
+	cols := make([]driver.Value, len(r.rec.fields))
+	return r.rec.decode(ctx, data, reflect.ValueOf(row).Elem(), cols)
 }
 
 // fillLeased loads the row and stores it under the lease token, taken at clock value
@@ -311,6 +331,12 @@ func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, toke
 	}
 	if r.hooks != nil && r.hooks.afterLoad != nil {
 		r.hooks.afterLoad(k.Value())
+	}
+	if f.entry == nil { // uncacheable
+		if err := r.store.Release(ctx, k, token); err != nil {
+			r.redisFailed(err)
+		}
+		return f, nil
 	}
 	ttl, cache := r.ttl(f.entry)
 	if !cache {
@@ -341,6 +367,9 @@ func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) (f
 	if r.hooks.afterLoad != nil {
 		r.hooks.afterLoad(k.Value())
 	}
+	if f.entry == nil {
+		return f, nil
+	}
 	if ttl, cache := r.ttl(f.entry); cache {
 		if err := r.store.Client().Set(ctx, k.Value(), f.entry, ttl).Err(); err != nil {
 			return f, err
@@ -369,30 +398,29 @@ func (r *Repository[T]) loadFlight(ctx context.Context, k keys.Key, id any) (fli
 	if r.hooks != nil && r.hooks.beforeLoad != nil {
 		r.hooks.beforeLoad(k.Value())
 	}
-	entry, err := r.loadEntry(ctx, id)
-	return flight{entry, at}, err
-}
-
-// loadEntry reads the row from Postgres and encodes it as a cache entry.
-func (r *Repository[T]) loadEntry(ctx context.Context, id any) ([]byte, error) {
 	row, ok, err := r.load(ctx, id)
 	if err != nil {
-		return nil, err
+		return flight{at: at}, err
 	}
-	return r.encode(&row, ok)
+	entry, err := r.encode(ctx, &row, ok)
+	if err != nil {
+		// Served from Postgres, uncached: a read never fails because of the cache.
+		r.uncacheable(err)
+		return flight{at: at, row: &row}, nil
+	}
+	return flight{entry: entry, at: at}, nil
 }
 
-func (r *Repository[T]) encode(row *T, ok bool) ([]byte, error) {
+// encode returns the cache entry of row (of no row when !ok). The error wraps
+// errUncacheable: the row's column record would not come back as it is.
+func (r *Repository[T]) encode(ctx context.Context, row *T, ok bool) ([]byte, error) {
 	if !ok {
 		return []byte{entryAbsent}, nil
 	}
-	b, err := r.opts.Codec.Marshal(row)
+	entry, err := r.rec.appendRow(ctx, []byte{entryRow}, reflect.ValueOf(row).Elem())
 	if err != nil {
-		return nil, fmt.Errorf("readthrough: encode %s with %s: %w", r.model.schema.Name, r.opts.Codec.Name(), err)
+		return nil, fmt.Errorf("readthrough: encode %s with codec %s: %w", r.model.schema.Name, r.rec.codec.Name(), err)
 	}
-	entry := make([]byte, 1+len(b))
-	entry[0] = entryRow
-	copy(entry[1:], b)
 	return entry, nil
 }
 
@@ -469,6 +497,27 @@ func (r *Repository[T]) warn(msg string, attrs ...slog.Attr) {
 		return
 	}
 	r.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+}
+
+// Peek returns what Redis holds for the row with this id, without reading Postgres,
+// taking a lease or counting anything, for inspection and tests (reads use Get).
+// cached is false when Redis holds no entry; ok is false when the entry says there is
+// no such row. An entry that cannot be decoded is an error. A write-back write pending
+// under a deleted entry is not looked at.
+func (r *Repository[T]) Peek(ctx context.Context, id any) (row T, ok, cached bool, err error) {
+	k, err := r.model.key(id)
+	if err != nil {
+		return row, false, false, err
+	}
+	entry, cached, err := r.store.Get(ctx, k)
+	if err != nil || !cached {
+		return row, false, false, err
+	}
+	row, ok, err = r.decodeCheck(ctx, entry)
+	if err != nil {
+		return row, false, true, fmt.Errorf("readthrough: decode %s: %w", k, err)
+	}
+	return row, ok, true, nil
 }
 
 // Key returns the Redis key of the row with this id, for inspection and tests.

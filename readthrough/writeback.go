@@ -38,9 +38,10 @@ func (r *Repository[T]) saveBack(ctx context.Context, row *T, o op) error {
 	if err != nil {
 		return fmt.Errorf("readthrough: write-back %s %s: %w", o, r.model.schema.Name, err)
 	}
-	entry, err := r.encode(row, true)
+	entry, err := r.encode(ctx, row, true)
 	if err != nil {
-		return err
+		// The entry is the row until the flush: it must be exact.
+		return fmt.Errorf("%w (write-back keeps the row in Redis until it is flushed, so it must be cached exactly: fix the field's Value/Scan pair or use another write policy)", err)
 	}
 	ttl, _ := r.ttl(entry)
 	return r.journal(ctx, o, k, entry, ttl, change)

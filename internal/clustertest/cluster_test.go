@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -198,18 +197,11 @@ func testWrites(t *testing.T, rdb *redis.ClusterClient) {
 
 	// cached returns the row in the cache, with ok false when there is no entry.
 	cached := func(repo *readthrough.Repository[Gadget], id int64) (g Gadget, ok bool) {
-		key, _ := repo.Key(id)
-		b, err := rdb.Get(ctx, key).Bytes()
-		if err == redis.Nil {
-			return g, false
-		}
+		g, _, ok, err := repo.Peek(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(b[1:], &g); err != nil {
-			t.Fatalf("entry %q: %v", b, err)
-		}
-		return g, true
+		return g, ok
 	}
 	masters := map[string]bool{}
 	for id := int64(1); id <= 60; id++ {
