@@ -41,6 +41,12 @@ var (
 	// read fails rather than return an older row; models under the other policies read
 	// Postgres instead.
 	ErrRedisUnavailable = errors.New("readthrough: Redis unavailable; a write-back model is not read from Postgres alone")
+	// ErrOtherVersionPending reports a read or a soft delete of a write-back row whose
+	// pending write was made by another schema version of the model (another build,
+	// during a rolling deploy), which this build cannot decode: the read waited
+	// WaitTimeout for a flusher to apply it. Postgres lacks that write, so the row is
+	// not read from there; retry once it is flushed, or run a flusher.
+	ErrOtherVersionPending = errors.New("readthrough: the row's pending write-back write was made by another schema version of the model")
 )
 
 // Options configure a Cache. The zero value is ready to use.
@@ -222,11 +228,20 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.softDelete, err = softDeleteField(m.schema); err != nil {
+		return nil, err
+	}
+	if m.space.Version() == writeBackVersion {
+		return nil, fmt.Errorf("%w: model %s: Version %q is reserved for write-back keys: choose another", ErrConfig, m.schema.Name, writeBackVersion)
+	}
 	if opts.WritePolicy == writepolicy.WriteBack {
 		switch c.store.Client().(type) {
 		case *redis.ClusterClient, *redis.Ring:
 			return nil, fmt.Errorf("%w: model %s: write-back needs a single Redis or Sentinel: a write updates the journal and the row in one script, and Cluster and Ring put them on different nodes",
 				ErrConfig, m.schema.Name)
+		}
+		if err := m.setWriteBackKeys(c.opts.Prefix); err != nil {
+			return nil, err
 		}
 	}
 	c.mu.Lock()
@@ -248,7 +263,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		log:       c.log.With(slog.String("model", m.schema.Name)),
 		stats:     new(counters),
 		flights:   new(flights),
-		reg:       store.Model{Prefix: c.opts.Prefix, Table: m.space.Table(), Version: m.space.Version()},
+		reg:       store.Model{Prefix: c.opts.Prefix, Table: m.space.Table(), Version: m.space.Version(), Entry: m.envelope},
 		wbStore:   c.store.WithTimeout(opts.WriteBack.Timeout),
 		noWaitAOF: new(atomic.Bool),
 	}

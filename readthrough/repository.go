@@ -133,7 +133,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		return r.miss(ctx, start, k, id, true)
 	}
 	if cached {
-		if row, ok, err := r.decode(ctx, k, entry); err == nil {
+		if row, ok, err := r.cachedRow(ctx, k, id, entry); err == nil {
 			return row, ok, nil
 		}
 	}
@@ -150,15 +150,14 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 	}
 	if len(entry) > 0 && entry[0] == entryRow {
 		if err = r.opts.Codec.Unmarshal(entry[1:], &row); err == nil {
-			r.stats.hits.Add(1)
-			return row, true, nil
+			return r.inScope(ctx, row)
 		}
 	} else {
 		err = fmt.Errorf("entry starts with %q, want %q or %q", entry[:min(len(entry), 1)], entryRow, entryAbsent)
 	}
 	r.stats.decodeErrors.Add(1)
 	r.warn("undecodable cache entry deleted", slog.String("key", k.Value()), slog.Any("error", err))
-	if derr := r.store.DeleteEntry(ctx, k, entry); derr != nil {
+	if derr := r.store.DeleteEntry(ctx, k, r.seal(entry)); derr != nil {
 		r.redisFailed(derr)
 	}
 	var zero T
@@ -214,15 +213,28 @@ func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id a
 		if again && f.at <= start {
 			continue
 		}
-		if f.entry[0] == entryAbsent {
-			return row, false, nil
-		}
-		// Each caller decodes its own copy, so callers never share slices or maps.
-		if err := r.opts.Codec.Unmarshal(f.entry[1:], &row); err != nil {
-			return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
-		}
-		return row, true, nil
+		return r.flightRow(ctx, k, id, f.entry)
 	}
+}
+
+// flightRow turns an entry of this model's version (its envelope removed, as in a
+// flight) into a row in the repository's scope.
+func (r *Repository[T]) flightRow(ctx context.Context, k keys.Key, id any, entry []byte) (row T, ok bool, err error) {
+	switch entry[0] {
+	case entryAbsent:
+		return row, false, nil
+	case entrySoftDelete:
+		return r.softDeleted(ctx, k, id, entry)
+	}
+	// Each caller decodes its own copy, so callers never share slices or maps.
+	if err := r.opts.Codec.Unmarshal(entry[1:], &row); err != nil {
+		return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
+	}
+	if !r.visible(ctx, &row) {
+		var zero T
+		return zero, false, nil
+	}
+	return row, true, nil
 }
 
 // fill loads the row under a lease and stores it if the lease survived the load.
@@ -242,6 +254,7 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 	deadline := time.Now().Add(r.opts.WaitTimeout)
 	poll := time.Millisecond
 	waited := false
+	foreign := false // the row's pending write is another schema version's
 	for {
 		at := r.flights.clock.Add(1)
 		lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
@@ -253,8 +266,16 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 		}
 		switch lease.State {
 		case store.Found:
-			if _, _, err := r.decodeCheck(lease.Value); err == nil {
-				return flight{lease.Value, at}, nil
+			inner, mine := r.open(lease.Value)
+			if !mine {
+				// Only a pending write of another version is returned (see the lease
+				// script): wait for a flusher to apply it, then fill from Postgres.
+				foreign = true
+				break
+			}
+			foreign = false
+			if _, _, err := r.decodeCheck(inner); err == nil {
+				return flight{inner, at}, nil
 			}
 			// Undecodable: fall through to waiting; the lease holder or TTL replaces it.
 		case store.Acquired:
@@ -265,6 +286,9 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 			r.stats.stampedeWaits.Add(1)
 		}
 		remaining := time.Until(deadline)
+		if remaining <= 0 && foreign {
+			return flight{}, fmt.Errorf("%w: %s: waited %v for a flusher to apply it", ErrOtherVersionPending, k, r.opts.WaitTimeout)
+		}
 		if remaining <= 0 {
 			return r.loadFlight(ctx, k, id)
 		}
@@ -291,6 +315,13 @@ func (r *Repository[T]) decodeCheck(entry []byte) (T, bool, error) {
 	if len(entry) > 0 && entry[0] == entryRow {
 		err := r.opts.Codec.Unmarshal(entry[1:], &row)
 		return row, err == nil, err
+	}
+	if len(entry) > 0 && entry[0] == entrySoftDelete {
+		_, base, err := parseSoftDelete(entry)
+		if inner, mine := r.open(base); err == nil && len(base) > 0 && mine {
+			_, _, err = r.decodeCheck(inner)
+		}
+		return row, false, err
 	}
 	return row, false, errors.New("bad entry tag")
 }
@@ -320,7 +351,7 @@ func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, toke
 		return f, nil
 	}
 	at := r.flights.clock.Add(1)
-	stored, err := r.store.Fill(ctx, k, token, f.entry, ttl)
+	stored, err := r.store.Fill(ctx, k, token, r.seal(f.entry), ttl)
 	switch {
 	case err != nil:
 		r.redisFailed(err)
@@ -342,7 +373,7 @@ func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) (f
 		r.hooks.afterLoad(k.Value())
 	}
 	if ttl, cache := r.ttl(f.entry); cache {
-		if err := r.store.Client().Set(ctx, k.Value(), f.entry, ttl).Err(); err != nil {
+		if err := r.store.Client().Set(ctx, k.Value(), r.seal(f.entry), ttl).Err(); err != nil {
 			return f, err
 		}
 		r.stats.fills.Add(1)
@@ -373,9 +404,10 @@ func (r *Repository[T]) loadFlight(ctx context.Context, k keys.Key, id any) (fli
 	return flight{entry, at}, err
 }
 
-// loadEntry reads the row from Postgres and encodes it as a cache entry.
+// loadEntry reads the row from Postgres and encodes it as a cache entry: the row as
+// Postgres holds it, soft-deleted or not, whatever the scope of the reader.
 func (r *Repository[T]) loadEntry(ctx context.Context, id any) ([]byte, error) {
-	row, ok, err := r.load(ctx, id)
+	row, ok, err := r.all().load(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,9 @@ func (e *env) cached(tb testing.TB, r *readthrough.Repository[Widget], id int64)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	if len(b) > 0 && b[0] == '@' { // a write-back model's entry: "@<version>:" first
+		b = b[bytes.IndexByte(b, ':')+1:]
+	}
 	if len(b) == 1 && b[0] == 'n' {
 		return w, true // cached as absent
 	}
@@ -208,7 +211,10 @@ func TestConcurrentWriters(t *testing.T) {
 				t.Parallel()
 				e := newEnv(t)
 				e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0')`)
-				reader := e.widgets(t, readthrough.ModelOptions{})
+				// Readers of a write-back model register it as write-back too: its
+				// entries live in keys of their own (and Postgres lacks its pending
+				// writes, so reads must not fall back there).
+				reader := e.widgets(t, readthrough.ModelOptions{WritePolicy: p})
 				a, b := e.writer(t, p), e.writer(t, p)
 				sc.run(t, e, a, b, reader)
 				if c, ok := e.cached(t, reader, 1); ok && c.Name != "v2" {

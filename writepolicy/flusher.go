@@ -353,6 +353,8 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		w.key, w.row = k, row
 		if c, err := f.dec.decode([]byte(e.Change)); err != nil {
 			w.reason = err.Error()
+		} else if c.Base, err = f.base(c, e.Base); err != nil {
+			w.reason = err.Error()
 		} else {
 			w.change = &c
 		}
@@ -422,6 +424,22 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		return fmt.Errorf("writepolicy: acknowledge: %w", err)
 	}
 	return nil
+}
+
+// base decodes the change a soft delete carries (see store.SoftDelete): an upsert of
+// the same row, or nothing.
+func (f *Flusher) base(c Change, raw string) (*Change, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	b, err := f.dec.decode([]byte(raw))
+	if err != nil {
+		return nil, fmt.Errorf("base write: %w", err)
+	}
+	if c.SoftDelete == "" || b.Delete || b.Schema != c.Schema || b.Table != c.Table || !slices.Equal(b.Key, c.Key) {
+		return nil, fmt.Errorf("%w: %s.%s: a base write goes only with a soft delete, and must be an upsert of the same table", ErrBadChange, c.Schema, c.Table)
+	}
+	return &b, nil
 }
 
 // current returns the rows whose pending record still holds their version.

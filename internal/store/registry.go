@@ -31,6 +31,11 @@ func RegistryKey(prefix string) string { return prefix + ":models" }
 // prefix.
 type Model struct {
 	Prefix, Table, Version string
+	// Entry, when set, starts every entry the model stores: its keys are shared by
+	// every schema version of the model (write-back models, whose pending writes must
+	// be seen by every build), so the entry says which version wrote it. See
+	// TakeLeases.
+	Entry string
 }
 
 // announce adds the command recording m in the registry to p.
