@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/internal/widgettest"
+	"github.com/pgcache/pgcache/readthrough"
 )
 
 // helperEnv, set to 1, makes the test binary run as the worker (see TestMain).
@@ -248,6 +250,11 @@ func TestKilledMidBurst(t *testing.T) {
 		}
 	})
 	// The readers keep the cache full: a lost invalidation shows only on a cached row.
+	// A read whose database load outlived its LoadTimeout (a loaded machine, the
+	// worker restarting beside it) is slowness, not a violation: it is counted and the
+	// reader goes on. Every read that succeeds is checked: no row is ever deleted here,
+	// so each must come back, holding a name some commit wrote.
+	var reads, timeouts atomic.Int64
 	for range 2 {
 		wg.Go(func() {
 			ids := make([]any, 50)
@@ -255,8 +262,20 @@ func TestKilledMidBurst(t *testing.T) {
 				for i := range ids {
 					ids[i] = int64(1 + rand.N(rows))
 				}
-				if _, err := f.Repo.GetMany(ctx, ids...); err != nil && ctx.Err() == nil {
+				got, err := f.Repo.GetMany(ctx, ids...)
+				switch {
+				case ctx.Err() != nil:
+					return
+				case errors.Is(err, context.DeadlineExceeded):
+					timeouts.Add(1)
+					continue
+				case err != nil:
 					t.Errorf("reader: %v", err)
+					return
+				}
+				reads.Add(1)
+				if msg := checkRead(ids, got, version.Load()); msg != "" {
+					t.Errorf("reader: %s", msg)
 					return
 				}
 			}
@@ -287,8 +306,8 @@ func TestKilledMidBurst(t *testing.T) {
 
 	f.Barrier(t, barrier)
 	stale, cached := f.Stale(t, rows)
-	t.Logf("%d commits, %d kills; %d of %d rows cached at the end; the last worker handled %v transactions",
-		commits.Load(), kills, cached, rows, w.metric("pgcache_transactions_total"))
+	t.Logf("%d commits, %d kills; %d reads checked, %d timed out; %d of %d rows cached at the end; the last worker handled %v transactions",
+		commits.Load(), kills, reads.Load(), timeouts.Load(), cached, rows, w.metric("pgcache_transactions_total"))
 	if len(stale) > 0 {
 		t.Errorf("%d stale rows after catch-up:\n%s", len(stale), strings.Join(stale[:min(len(stale), 20)], "\n"))
 	}
@@ -297,6 +316,74 @@ func TestKilledMidBurst(t *testing.T) {
 	}
 	if cached < rows/10 {
 		t.Errorf("only %d rows cached at the end; the staleness check checked little", cached)
+	}
+}
+
+// checkRead checks a read of TestKilledMidBurst: every id asked for came back (no row
+// is deleted there), and each row holds "v0" or a name written by one of the first
+// written updates. It returns what is wrong, or "".
+func checkRead(ids []any, got []widgettest.Widget, written int64) string {
+	byID := make(map[int64]string, len(got))
+	for _, w := range got {
+		byID[w.ID] = w.Name
+	}
+	for _, id := range ids {
+		name, ok := byID[id.(int64)]
+		if !ok {
+			return fmt.Sprintf("row %d, which exists, missing from a read", id)
+		}
+		n, err := strconv.ParseInt(strings.TrimPrefix(name, "v"), 10, 64)
+		if !strings.HasPrefix(name, "v") || err != nil || n < 0 || n > written {
+			return fmt.Sprintf("row %d read as %q, which no commit wrote (%d updates so far)", id, name, written)
+		}
+	}
+	return ""
+}
+
+// TestKilledMidBurstReads is the control of TestKilledMidBurst's readers: a read whose
+// load outlives LoadTimeout (here, behind a lock on the table) fails with an error
+// that is context.DeadlineExceeded, which they count as slowness; and checkRead finds
+// a row missing from a read and a name no commit wrote.
+func TestKilledMidBurstReads(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 10)
+	cache, err := readthrough.New(f.DB, f.Redis, readthrough.Options{Prefix: f.Prefix, RedisTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{LoadTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := f.DB.Begin()
+	defer tx.Rollback()
+	// A second connection, idle in the pool, so the read waits for the lock and not
+	// for a new connection.
+	if err := f.DB.Exec(`SELECT 1`).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Exec(`LOCK TABLE widgets IN ACCESS EXCLUSIVE MODE`).Error; err != nil {
+		t.Fatal(err)
+	}
+	_, err = slow.GetMany(context.Background(), int64(1), int64(2))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a load past LoadTimeout failed with %v; TestKilledMidBurst's readers would take it for a violation", err)
+	}
+	t.Logf("a load past LoadTimeout: %v", err)
+
+	ids := []any{int64(1), int64(2)}
+	for _, c := range []struct {
+		got  []widgettest.Widget
+		want string
+	}{
+		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v7"}}, ""},
+		{[]widgettest.Widget{{ID: 1, Name: "v0"}}, "row 2, which exists, missing"},
+		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v9"}}, "which no commit wrote"},
+		{[]widgettest.Widget{{ID: 1, Name: "x"}, {ID: 2, Name: "v1"}}, "which no commit wrote"},
+	} {
+		if msg := checkRead(ids, c.got, 8); c.want == "" && msg != "" || !strings.Contains(msg, c.want) {
+			t.Errorf("checkRead(%+v) = %q, want %q", c.got, msg, c.want)
+		}
 	}
 }
 
