@@ -115,6 +115,9 @@ func (d *decoder) decode(b []byte) (Change, error) {
 		case "delete":
 			proto.Delete = true
 		case "softdelete":
+			if h.Soft == "" {
+				return Change{}, fmt.Errorf("%w: op softdelete names no column", ErrBadChange)
+			}
 			proto.Delete, proto.SoftDelete = true, h.Soft
 		default:
 			return Change{}, fmt.Errorf("%w: op %q, want upsert, delete or softdelete", ErrBadChange, h.Op)

@@ -295,13 +295,15 @@ func (f *Flusher) stop(ctx context.Context, held []store.JournalEntry) error {
 
 // write is the latest journaled write of one row in a batch.
 type write struct {
-	id     string // journal entry id: the write's version
-	key    keys.Key
-	row    string  // the row's table and key values, the same under every schema version
-	raw    string  // the change as journaled
-	change *Change // nil when it could not be decoded
-	reason string  // why it goes to the dead-letter stream
-	tries  int
+	id  string // journal entry id: the write's version
+	key keys.Key
+	row string // the row's table and key values, the same under every schema version
+	raw string // the change as journaled
+	// rawBase is the write a soft delete carries (see store.SoftDelete), as journaled.
+	rawBase string
+	change  *Change // nil when it could not be decoded
+	reason  string  // why it goes to the dead-letter stream
+	tries   int
 }
 
 // flush applies one batch of journal entries:
@@ -343,7 +345,7 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		if e.Empty {
 			continue // deleted from the stream: nothing to apply
 		}
-		w := &write{id: e.ID, raw: e.Change}
+		w := &write{id: e.ID, raw: e.Change, rawBase: e.Base}
 		k, row, err := rowKey(e.Key)
 		if err != nil {
 			w.reason = err.Error()
