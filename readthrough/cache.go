@@ -93,7 +93,9 @@ type ModelOptions struct {
 	// RedisTimeout overrides Options.RedisTimeout for this model.
 	RedisTimeout time.Duration
 	// Version overrides the schema version derived from the model (like Django's
-	// cache VERSION). Change it to drop every cached row of the model at once.
+	// cache VERSION). Change it to drop every cached row of the model at once. "_wb"
+	// is reserved: write-back models keep their schema version in each entry and
+	// "_wb" in their keys, which every version of the model shares.
 	Version string
 	// Schema is the Postgres schema of the model's table when its table name is not
 	// qualified. Default "public".
@@ -103,7 +105,9 @@ type ModelOptions struct {
 	// writepolicy.WriteThrough fills it again from Postgres after the commit, and
 	// writepolicy.WriteBack writes to Redis only, for a Flusher to apply to Postgres
 	// later (see package writepolicy for what each promises). Every process that
-	// writes the model must use the same policy.
+	// writes the model must use the same policy, and every process that reads a
+	// write-back model must register it as write-back too: its entries are kept under
+	// keys of their own, and its reads must not fall back to Postgres.
 	WritePolicy writepolicy.Policy
 	// WriteBack configures the durability of write-back writes; it is used only under
 	// writepolicy.WriteBack.

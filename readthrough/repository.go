@@ -516,5 +516,7 @@ func (r *Repository[T]) Key(id any) (string, error) {
 // Postgres would need quotes.
 func (r *Repository[T]) Table() string { return r.model.space.Table() }
 
-// Version returns the model's schema version, part of every key.
+// Version returns the version in the model's keys: its schema version, or "_wb" for a
+// write-back model, whose keys every schema version shares (each entry records its
+// own).
 func (r *Repository[T]) Version() string { return r.model.space.Version() }
