@@ -220,10 +220,12 @@ func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id a
 // flightRow turns an entry of this model's version (its envelope removed, as in a
 // flight) into a row in the repository's scope.
 func (r *Repository[T]) flightRow(ctx context.Context, k keys.Key, id any, entry []byte) (row T, ok bool, err error) {
-	switch entry[0] {
-	case entryAbsent:
+	switch {
+	case len(entry) == 0 || entry[0] != entryRow && entry[0] != entryAbsent && entry[0] != entrySoftDelete:
+		return row, false, fmt.Errorf("readthrough: decode %s: entry starts with %q", k, entry[:min(len(entry), 1)])
+	case entry[0] == entryAbsent:
 		return row, false, nil
-	case entrySoftDelete:
+	case entry[0] == entrySoftDelete:
 		return r.softDeleted(ctx, k, id, entry)
 	}
 	// Each caller decodes its own copy, so callers never share slices or maps.
