@@ -235,6 +235,9 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	if m.softDelete, err = softDeleteField(m.schema); err != nil {
 		return nil, err
 	}
+	if err := m.markUnscopedFills(c.opts.Prefix, opts); err != nil {
+		return nil, err
+	}
 	if m.space.Version() == writeBackVersion {
 		return nil, fmt.Errorf("%w: model %s: Version %q is reserved for write-back keys: choose another", ErrConfig, m.schema.Name, writeBackVersion)
 	}

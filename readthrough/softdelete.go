@@ -265,6 +265,22 @@ func (r *Repository[T]) open(entry []byte) (inner []byte, mine bool) {
 	return nil, false
 }
 
+// markUnscopedFills changes the derived schema version of a soft-delete model, so
+// that its keys differ from those of builds before fills read unscoped: those cached
+// a soft-deleted row as absent, which an unscoped reader must not be told. A pinned
+// ModelOptions.Version is left alone.
+func (m *model) markUnscopedFills(prefix string, opts ModelOptions) error {
+	if m.softDelete == nil || opts.Version != "" {
+		return nil
+	}
+	space, err := keys.NewSpace(prefix, m.space.Table(), m.space.Version()+".u")
+	if err != nil {
+		return fmt.Errorf("readthrough: model %s: %w", m.schema.Name, err)
+	}
+	m.space = space
+	return nil
+}
+
 // setWriteBackKeys moves a write-back model to the key space every version shares;
 // its entries start with "@<version>:" instead.
 func (m *model) setWriteBackKeys(prefix string) error {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writepolicy"
@@ -405,4 +408,71 @@ func TestWriteBackVersionsSeePending(t *testing.T) {
 	if g, ok, err := ga.Get(ctx, int64(1)); err != nil || !ok || g.Name != "a" {
 		t.Errorf("after the refused delete Get = %+v, %v, %v; want the pending save", g, ok, err)
 	}
+}
+
+// plugDeleted stands for a soft-delete plugin's column type: it adds query clauses the
+// cache does not know.
+type plugDeleted int64
+
+func (plugDeleted) QueryClauses(*schema.Field) []clause.Interface {
+	return []clause.Interface{clause.Where{}}
+}
+
+// TestSoftDeleteConfig: soft-delete setups whose scope the cache cannot apply to a
+// cached row are refused at Register, saying what to do; gorm.DeletedAt, plain or
+// in gorm.Model, is accepted, and moves the model to keys of its own.
+func TestSoftDeleteConfig(t *testing.T) {
+	t.Parallel()
+	c, err := readthrough.New(dryDB(t), e0(), readthrough.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type twice struct {
+		ID        int64 `gorm:"primaryKey"`
+		DeletedAt gorm.DeletedAt
+		RemovedAt gorm.DeletedAt
+	}
+	type zero struct {
+		ID        int64          `gorm:"primaryKey"`
+		DeletedAt gorm.DeletedAt `gorm:"zeroValue:1970-01-01 00:00:00"`
+	}
+	type plugin struct {
+		ID        int64 `gorm:"primaryKey"`
+		DeletedAt plugDeleted
+	}
+	for name, err := range map[string]error{
+		"two fields":    registerErr[twice](c),
+		"zeroValue tag": registerErr[zero](c),
+		"plugin":        registerErr[plugin](c),
+	} {
+		if !errors.Is(err, readthrough.ErrConfig) {
+			t.Errorf("%s: Register error %v, want ErrConfig", name, err)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	type embedded struct {
+		gorm.Model
+		Name string
+	}
+	if err := registerErr[embedded](c); err != nil {
+		t.Errorf("gorm.Model refused: %v", err)
+	}
+	plain, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soft, err := readthrough.Register[Gadget](c, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(soft.Version(), ".u") || strings.HasSuffix(plain.Version(), ".u") {
+		t.Errorf("versions %q (soft deletes) and %q: a soft-delete model's fills read unscoped, so its keys must differ from older builds'",
+			soft.Version(), plain.Version())
+	}
+}
+
+func registerErr[T any](c *readthrough.Cache) error {
+	_, err := readthrough.Register[T](c, readthrough.ModelOptions{})
+	return err
 }
