@@ -95,7 +95,8 @@ func flush(t *testing.T, c *readthrough.Cache) {
 // of its scope: in the default scope a soft-deleted row is absent, unscoped it is
 // there with its deleted_at. Under write-back the same holds while the delete is
 // pending and after it is flushed, and the flush sets deleted_at rather than deleting
-// the row. A Save after the delete brings the row back everywhere.
+// the row. A Create of the deleted row's key fails as in GORM (write-back: an upsert),
+// and a Save after the delete brings the row back everywhere.
 func TestSoftDeleteScopes(t *testing.T) {
 	t.Parallel()
 	for _, p := range []writepolicy.Policy{writepolicy.Invalidate, writepolicy.WriteThrough, writepolicy.WriteBack} {
@@ -142,7 +143,7 @@ func TestSoftDeleteScopes(t *testing.T) {
 			fromDB := func(id int64, un bool) (Gadget, bool) { return uncached(t, e.db, id, un) }
 			check("before", fromDB)
 
-			// Row 1 is cached by both scopes before its delete, row 2 by neither.
+			// Both scopes cached every row above; each check reads a miss, then a hit.
 			for _, id := range []any{int64(1), int64(2)} {
 				if err := scoped.Delete(ctx, id); err != nil {
 					t.Fatal(err)
@@ -200,8 +201,20 @@ func TestSoftDeleteScopes(t *testing.T) {
 			}
 			check("after a second delete", fromDB)
 
+			// Create of a soft-deleted row's key fails in Postgres (the row is there),
+			// and changes nothing; under write-back Create is an upsert, like Save.
 			// Save brings row 1 back (GORM's Save upserts, clearing deleted_at).
-			if err := scoped.Save(ctx, &Gadget{ID: 1, Name: "back"}); err != nil {
+			if p != writepolicy.WriteBack {
+				if err := scoped.Create(ctx, &Gadget{ID: 1, Name: "created"}); err == nil {
+					t.Fatal("Create of a soft-deleted row's key succeeded; Postgres holds the row")
+				}
+				check("after a refused create", fromDB)
+			}
+			revive := scoped.Save
+			if p == writepolicy.WriteBack {
+				revive = scoped.Create
+			}
+			if err := revive(ctx, &Gadget{ID: 1, Name: "back"}); err != nil {
 				t.Fatal(err)
 			}
 			if p == writepolicy.WriteBack {
