@@ -41,6 +41,12 @@ var (
 	// read fails rather than return an older row; models under the other policies read
 	// Postgres instead.
 	ErrRedisUnavailable = errors.New("readthrough: Redis unavailable; a write-back model is not read from Postgres alone")
+	// ErrOtherVersionPending reports a read or a soft delete of a write-back row whose
+	// pending write was made by another schema version of the model (another build,
+	// during a rolling deploy), which this build cannot decode: the read waited
+	// WaitTimeout for a flusher to apply it. Postgres lacks that write, so the row is
+	// not read from there; retry once it is flushed, or run a flusher.
+	ErrOtherVersionPending = errors.New("readthrough: the row's pending write-back write was made by another schema version of the model")
 )
 
 // Options configure a Cache. The zero value is ready to use.
@@ -90,7 +96,9 @@ type ModelOptions struct {
 	// RedisTimeout overrides Options.RedisTimeout for this model.
 	RedisTimeout time.Duration
 	// Version overrides the schema version derived from the model (like Django's
-	// cache VERSION). Change it to drop every cached row of the model at once.
+	// cache VERSION). Change it to drop every cached row of the model at once. "_wb"
+	// is reserved: write-back models keep their schema version in each entry and
+	// "_wb" in their keys, which every version of the model shares.
 	Version string
 	// Schema is the Postgres schema of the model's table when its table name is not
 	// qualified. By default it is the schema in which the connection's search_path
@@ -103,7 +111,9 @@ type ModelOptions struct {
 	// writepolicy.WriteThrough fills it again from Postgres after the commit, and
 	// writepolicy.WriteBack writes to Redis only, for a Flusher to apply to Postgres
 	// later (see package writepolicy for what each promises). Every process that
-	// writes the model must use the same policy.
+	// writes the model must use the same policy, and every process that reads a
+	// write-back model must register it as write-back too: its entries are kept under
+	// keys of their own, and its reads must not fall back to Postgres.
 	WritePolicy writepolicy.Policy
 	// WriteBack configures the durability of write-back writes; it is used only under
 	// writepolicy.WriteBack.
@@ -234,11 +244,23 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	if err != nil {
 		return nil, err
 	}
+	if m.softDelete, err = softDeleteField(m.schema); err != nil {
+		return nil, err
+	}
+	if err := m.markUnscopedFills(c.opts.Prefix, opts); err != nil {
+		return nil, err
+	}
+	if m.space.Version() == writeBackVersion {
+		return nil, fmt.Errorf("%w: model %s: Version %q is reserved for write-back keys: choose another", ErrConfig, m.schema.Name, writeBackVersion)
+	}
 	if opts.WritePolicy == writepolicy.WriteBack {
 		switch c.store.Client().(type) {
 		case *redis.ClusterClient, *redis.Ring:
 			return nil, fmt.Errorf("%w: model %s: write-back needs a single Redis or Sentinel: a write updates the journal and the row in one script, and Cluster and Ring put them on different nodes",
 				ErrConfig, m.schema.Name)
+		}
+		if err := m.setWriteBackKeys(c.opts.Prefix); err != nil {
+			return nil, err
 		}
 	}
 	c.mu.Lock()
@@ -261,7 +283,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		log:       c.log.With(slog.String("model", m.schema.Name)),
 		stats:     new(counters),
 		flights:   new(flights),
-		reg:       store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()),
+		reg:       withEntry(store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()), m.envelope),
 		wbStore:   c.store.WithTimeout(opts.WriteBack.Timeout),
 		noWaitAOF: new(atomic.Bool),
 	}
@@ -306,4 +328,11 @@ func contextTimeouts(rdb redis.UniversalClient) bool {
 		return c.Options().ContextTimeoutEnabled
 	}
 	return true // unknown implementations: assume they do
+}
+
+// withEntry returns m with the entry prefix its stored entries start with (see
+// store.Model.Entry).
+func withEntry(m store.Model, entry string) store.Model {
+	m.Entry = entry
+	return m
 }

@@ -29,6 +29,13 @@
 // Redis only, journaled and pending, for a writepolicy.Flusher to apply (write-back;
 // Cache.NewFlusher makes one). After a write returns, readers in every process see it.
 //
+// # Soft deletes
+//
+// A model with a gorm.DeletedAt field is cached as Postgres holds it, soft-deleted rows
+// included, and read in the scope of the repository's *gorm.DB: the default scope
+// finds no soft-deleted row, WithDB(db.Unscoped()) finds it with its deleted_at, both
+// from the same entry. Delete soft-deletes under every write policy (see Delete).
+//
 // # Transactions
 //
 // Reads inside a transaction go to Postgres and are never cached. The cache effects of

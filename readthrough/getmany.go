@@ -58,7 +58,7 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 			missing = append(missing, i)
 			continue
 		}
-		row, ok, err := r.decode(ctx, ks[i], e)
+		row, ok, err := r.cachedRow(ctx, ks[i], ids[i], e)
 		if err != nil {
 			missing = append(missing, i)
 			continue
@@ -118,12 +118,15 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 	for j, l := range leases {
 		switch l.State {
 		case store.Found:
-			if row, ok, err := r.decodeCheck(ctx, l.Value); err == nil {
-				if ok {
-					rows[missing[j]] = &row
+			if inner, mine := r.open(l.Value); mine {
+				if row, ok, err := r.flightRow(ctx, mks[j], ids[missing[j]], inner); err == nil {
+					if ok {
+						rows[missing[j]] = &row
+					}
+					continue
 				}
-				continue
 			}
+			// Undecodable, or another version's pending write: the single-row path waits.
 			held = append(held, j)
 		case store.Acquired:
 			leased = append(leased, j)
@@ -146,7 +149,8 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 				}
 			}
 		}
-		loaded, err := r.loadMany(ctx, lids)
+		// Cached as Postgres holds them, soft-deleted rows included (see softdelete.go).
+		loaded, err := r.all().loadMany(ctx, lids)
 		if err != nil {
 			release(leased...)
 			return err
@@ -168,7 +172,9 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 		items := make([]store.FillItem, 0, len(leased))
 		for _, j := range leased {
 			row := byKey[mks[j]]
-			rows[missing[j]] = row
+			if row != nil && r.visible(ctx, row) {
+				rows[missing[j]] = row
+			}
 			entry, err := r.encode(ctx, row, row != nil)
 			if err != nil {
 				// Served as loaded, uncached; the other rows are stored.
@@ -181,7 +187,7 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 				release(j)
 				continue
 			}
-			items = append(items, store.FillItem{Key: mks[j], Token: leases[j].Token, Entry: entry, TTL: ttl})
+			items = append(items, store.FillItem{Key: mks[j], Token: leases[j].Token, Entry: r.seal(entry), TTL: ttl})
 		}
 		stored, err := r.store.FillMany(ctx, items)
 		if err != nil {

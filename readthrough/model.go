@@ -32,6 +32,11 @@ type model struct {
 	writeNames        []string
 	updateNames       []string
 	autoTime          []*schema.Field
+
+	// softDelete is the gorm.DeletedAt field, nil if none (see softdelete.go);
+	// envelope starts every entry of a write-back model ("" for other models).
+	softDelete *schema.Field
+	envelope   string
 }
 
 func parseModel(db *gorm.DB, value any, prefix string, opts ModelOptions) (*model, error) {

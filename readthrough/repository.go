@@ -136,7 +136,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		return r.miss(ctx, start, k, id, true)
 	}
 	if cached {
-		if row, ok, err := r.decode(ctx, k, entry); err == nil {
+		if row, ok, err := r.cachedRow(ctx, k, id, entry); err == nil {
 			return row, ok, nil
 		}
 	}
@@ -153,15 +153,14 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 	}
 	if len(entry) > 0 && entry[0] == entryRow {
 		if err = r.decodeRow(ctx, entry[1:], &row); err == nil {
-			r.stats.hits.Add(1)
-			return row, true, nil
+			return r.inScope(ctx, row)
 		}
 	} else {
 		err = fmt.Errorf("entry starts with %q, want %q or %q", entry[:min(len(entry), 1)], entryRow, entryAbsent)
 	}
 	r.stats.decodeErrors.Add(1)
 	r.warn("undecodable cache entry deleted", slog.String("key", k.Value()), slog.Any("error", err))
-	if derr := r.store.DeleteEntry(ctx, k, entry); derr != nil {
+	if derr := r.store.DeleteEntry(ctx, k, r.seal(entry)); derr != nil {
 		r.redisFailed(derr)
 	}
 	var zero T
@@ -222,21 +221,40 @@ func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id a
 		}
 		if f.entry == nil {
 			// The row cannot be cached. Only the caller that loaded it takes it; the
-			// others load their own copy rather than share its slices and maps.
+			// others load their own copy rather than share its slices and maps. It was
+			// loaded as Postgres holds it, soft-deleted or not: apply the scope.
 			if !res.Shared {
-				return *f.row.(*T), true, nil
+				if row := f.row.(*T); r.visible(ctx, row) {
+					return *row, true, nil
+				}
+				return row, false, nil
 			}
 			return r.load(ctx, id)
 		}
-		if f.entry[0] == entryAbsent {
-			return row, false, nil
-		}
-		// Each caller decodes its own copy, so callers never share slices or maps.
-		if err := r.decodeRow(ctx, f.entry[1:], &row); err != nil {
-			return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
-		}
-		return row, true, nil
+		return r.flightRow(ctx, k, id, f.entry)
 	}
+}
+
+// flightRow turns an entry of this model's version (its envelope removed, as in a
+// flight) into a row in the repository's scope.
+func (r *Repository[T]) flightRow(ctx context.Context, k keys.Key, id any, entry []byte) (row T, ok bool, err error) {
+	switch {
+	case len(entry) == 0 || entry[0] != entryRow && entry[0] != entryAbsent && entry[0] != entrySoftDelete:
+		return row, false, fmt.Errorf("readthrough: decode %s: entry starts with %q", k, entry[:min(len(entry), 1)])
+	case entry[0] == entryAbsent:
+		return row, false, nil
+	case entry[0] == entrySoftDelete:
+		return r.softDeleted(ctx, k, id, entry)
+	}
+	// Each caller decodes its own copy, so callers never share slices or maps.
+	if err := r.decodeRow(ctx, entry[1:], &row); err != nil {
+		return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
+	}
+	if !r.visible(ctx, &row) {
+		var zero T
+		return zero, false, nil
+	}
+	return row, true, nil
 }
 
 // fill loads the row under a lease and stores it if the lease survived the load.
@@ -256,6 +274,7 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 	deadline := time.Now().Add(r.opts.WaitTimeout)
 	poll := time.Millisecond
 	waited := false
+	foreign := false // the row's pending write is another schema version's
 	for {
 		at := r.flights.clock.Add(1)
 		lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
@@ -267,8 +286,16 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 		}
 		switch lease.State {
 		case store.Found:
-			if _, _, err := r.decodeCheck(ctx, lease.Value); err == nil {
-				return flight{entry: lease.Value, at: at}, nil
+			inner, mine := r.open(lease.Value)
+			if !mine {
+				// Only a pending write of another version is returned (see the lease
+				// script): wait for a flusher to apply it, then fill from Postgres.
+				foreign = true
+				break
+			}
+			foreign = false
+			if _, _, err := r.decodeCheck(ctx, inner); err == nil {
+				return flight{entry: inner, at: at}, nil
 			}
 			// Undecodable: fall through to waiting; the lease holder or TTL replaces it.
 		case store.Acquired:
@@ -279,6 +306,9 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 			r.stats.stampedeWaits.Add(1)
 		}
 		remaining := time.Until(deadline)
+		if remaining <= 0 && foreign {
+			return flight{}, fmt.Errorf("%w: %s: waited %v for a flusher to apply it", ErrOtherVersionPending, k, r.opts.WaitTimeout)
+		}
 		if remaining <= 0 {
 			return r.loadFlight(ctx, k, id)
 		}
@@ -305,6 +335,13 @@ func (r *Repository[T]) decodeCheck(ctx context.Context, entry []byte) (T, bool,
 	if len(entry) > 0 && entry[0] == entryRow {
 		err := r.decodeRow(ctx, entry[1:], &row)
 		return row, err == nil, err
+	}
+	if len(entry) > 0 && entry[0] == entrySoftDelete {
+		_, base, err := parseSoftDelete(entry)
+		if inner, mine := r.open(base); err == nil && len(base) > 0 && mine {
+			_, _, err = r.decodeCheck(ctx, inner)
+		}
+		return row, false, err
 	}
 	return row, false, errors.New("bad entry tag")
 }
@@ -346,7 +383,7 @@ func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, toke
 		return f, nil
 	}
 	at := r.flights.clock.Add(1)
-	stored, err := r.store.Fill(ctx, k, token, f.entry, ttl)
+	stored, err := r.store.Fill(ctx, k, token, r.seal(f.entry), ttl)
 	switch {
 	case err != nil:
 		r.redisFailed(err)
@@ -371,7 +408,7 @@ func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) (f
 		return f, nil
 	}
 	if ttl, cache := r.ttl(f.entry); cache {
-		if err := r.store.Client().Set(ctx, k.Value(), f.entry, ttl).Err(); err != nil {
+		if err := r.store.Client().Set(ctx, k.Value(), r.seal(f.entry), ttl).Err(); err != nil {
 			return f, err
 		}
 		r.stats.fills.Add(1)
@@ -398,7 +435,8 @@ func (r *Repository[T]) loadFlight(ctx context.Context, k keys.Key, id any) (fli
 	if r.hooks != nil && r.hooks.beforeLoad != nil {
 		r.hooks.beforeLoad(k.Value())
 	}
-	row, ok, err := r.load(ctx, id)
+	// Cached as Postgres holds it, soft-deleted or not, whatever the reader's scope.
+	row, ok, err := r.all().load(ctx, id)
 	if err != nil {
 		return flight{at: at}, err
 	}
@@ -513,7 +551,11 @@ func (r *Repository[T]) Peek(ctx context.Context, id any) (row T, ok, cached boo
 	if err != nil || !cached {
 		return row, false, false, err
 	}
-	row, ok, err = r.decodeCheck(ctx, entry)
+	inner, mine := r.open(entry)
+	if !mine {
+		return row, false, true, fmt.Errorf("readthrough: %s holds an entry of another schema version", k)
+	}
+	row, ok, err = r.decodeCheck(ctx, inner)
 	if err != nil {
 		return row, false, true, fmt.Errorf("readthrough: decode %s: %w", k, err)
 	}
@@ -533,5 +575,7 @@ func (r *Repository[T]) Key(id any) (string, error) {
 // Postgres would need quotes.
 func (r *Repository[T]) Table() string { return r.model.space.Table() }
 
-// Version returns the model's schema version, part of every key.
+// Version returns the version in the model's keys: its schema version, or "_wb" for a
+// write-back model, whose keys every schema version shares (each entry records its
+// own).
 func (r *Repository[T]) Version() string { return r.model.space.Version() }

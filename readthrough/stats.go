@@ -5,7 +5,7 @@ import "sync/atomic"
 // Stats counts what a repository did. Counters only grow.
 type Stats struct {
 	Hits          uint64 // reads answered from Redis with a row
-	NegativeHits  uint64 // reads answered from Redis with "no such row"
+	NegativeHits  uint64 // reads answered from Redis with "no such row" (a soft-deleted row, in the default scope, included)
 	Misses        uint64 // reads that found nothing usable in Redis
 	Loads         uint64 // database queries made on misses
 	Fills         uint64 // entries stored after a load

@@ -59,6 +59,14 @@ func (r *Repository[T]) Save(ctx context.Context, row *T) error {
 // finds no row. Deleting a row that does not exist is not an error. Under write-back
 // the delete is journaled like a Save, and reads return no row until and after the
 // flusher deletes it in Postgres.
+//
+// For a model with a gorm.DeletedAt field, Delete soft-deletes (sets deleted_at where
+// it is NULL, as GORM does) under every policy, and through WithDB(db.Unscoped()) it
+// deletes the row. Reads in the default scope then find no row; unscoped reads find
+// it with its deleted_at, from the same cache entry. Under write-back a soft delete
+// journaled over a write of the row still pending carries that write, so the flush
+// applies both; over a pending write made by another schema version of the model it
+// returns ErrOtherVersionPending and writes nothing.
 func (r *Repository[T]) Delete(ctx context.Context, id any) error {
 	k, err := r.model.key(id)
 	if err != nil {

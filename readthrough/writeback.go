@@ -53,6 +53,9 @@ func (r *Repository[T]) deleteBack(ctx context.Context, k keys.Key, id any) erro
 	if r.inTx {
 		return fmt.Errorf("%w: delete %s", ErrWriteBackInTx, r.model.schema.Name)
 	}
+	if !r.unscoped() {
+		return r.softDeleteBack(ctx, k, id)
+	}
 	vals, err := r.idValues(id)
 	if err != nil {
 		return err
@@ -74,6 +77,18 @@ func (r *Repository[T]) deleteBack(ctx context.Context, k keys.Key, id any) erro
 // journal records the write in Redis in one script, followed on the same connection by
 // the wait for the AOF fsync if asked to. Save returns only after this.
 func (r *Repository[T]) journal(ctx context.Context, o op, k keys.Key, entry []byte, ttl time.Duration, change writepolicy.Change) error {
+	entry = r.seal(entry)
+	return r.journalWith(ctx, o, change, func(payload []byte, wait *store.AOFWait) error {
+		// Journal records the model in the registry, as a lease does, before it sets
+		// the value key, so the invalidator knows the version whose keys it must delete.
+		_, err := r.wbStore.Journal(ctx, r.reg, store.JournalKey(r.cache.opts.Prefix), k, entry, ttl, payload, wait)
+		return err
+	})
+}
+
+// journalWith marshals change and runs the journal script through run, with the
+// AOF wait asked for, and handles its errors.
+func (r *Repository[T]) journalWith(ctx context.Context, o op, change writepolicy.Change, run func(payload []byte, wait *store.AOFWait) error) error {
 	fail := func(step string, err error) error {
 		r.stats.errors.Add(1)
 		return fmt.Errorf("readthrough: write-back %s %s: %s: %w", o, r.model.schema.Name, step, err)
@@ -86,9 +101,7 @@ func (r *Repository[T]) journal(ctx context.Context, o op, k keys.Key, entry []b
 	if wb := r.opts.WriteBack; wb.WaitAOF && !r.noWaitAOF.Load() {
 		wait = &store.AOFWait{Replicas: wb.WaitAOFReplicas, Timeout: wb.WaitAOFTimeout}
 	}
-	// Journal records the model in the registry, as a lease does, before it sets the
-	// value key, so the invalidator knows the version whose keys it must delete.
-	_, err = r.wbStore.Journal(ctx, r.reg, store.JournalKey(r.cache.opts.Prefix), k, entry, ttl, payload, wait)
+	err = run(payload, wait)
 	switch {
 	case errors.Is(err, store.ErrUnsupported):
 		if r.noWaitAOF.CompareAndSwap(false, true) {
@@ -97,6 +110,8 @@ func (r *Repository[T]) journal(ctx context.Context, o op, k keys.Key, entry []b
 		}
 	case errors.Is(err, store.ErrNotDurable):
 		return fail("journaled, but not confirmed durable (it may still be applied)", err)
+	case errors.Is(err, ErrOtherVersionPending):
+		return fmt.Errorf("readthrough: write-back %s %s: %w", o, r.model.schema.Name, err)
 	case err != nil:
 		return fail("journal", err)
 	}

@@ -30,7 +30,9 @@ func (c *Change) qualifiedTable() string {
 func (c *Change) shape() string {
 	var b strings.Builder
 	b.WriteString(c.qualifiedTable())
-	if c.Delete {
+	if c.SoftDelete != "" {
+		b.WriteString(" S ")
+	} else if c.Delete {
 		b.WriteString(" D ")
 	} else {
 		b.WriteString(" U ")
@@ -49,6 +51,19 @@ func (c *Change) shape() string {
 // statement locks the rows it writes until the transaction ends, which is what the
 // flusher's version check relies on.
 func applyChanges(ctx context.Context, tx *gorm.DB, changes []*Change) error {
+	// A soft delete journaled over a pending write carries that write, which it
+	// superseded in the journal: apply the write first.
+	var bases []*Change
+	for _, c := range changes {
+		if c.Base != nil {
+			bases = append(bases, c.Base)
+		}
+	}
+	if len(bases) > 0 {
+		if err := applyChanges(ctx, tx, bases); err != nil {
+			return err
+		}
+	}
 	groups := make(map[string][]*Change)
 	var order []string
 	for _, c := range changes {
@@ -62,7 +77,10 @@ func applyChanges(ctx context.Context, tx *gorm.DB, changes []*Change) error {
 	for _, s := range order {
 		g := groups[s]
 		per := max(1, maxParams/len(g[0].Columns))
-		if g[0].Delete {
+		switch {
+		case g[0].SoftDelete != "":
+			per = 1 // each row its own time: one UPDATE per row
+		case g[0].Delete:
 			per = max(1, maxParams/len(g[0].Key))
 		}
 		for chunk := range slices.Chunk(g, per) {
@@ -76,7 +94,10 @@ func applyChanges(ctx context.Context, tx *gorm.DB, changes []*Change) error {
 }
 
 func verb(c *Change) string {
-	if c.Delete {
+	switch {
+	case c.SoftDelete != "":
+		return "soft-delete"
+	case c.Delete:
 		return "delete"
 	}
 	return "upsert"
@@ -91,6 +112,19 @@ func statement(changes []*Change) (string, []any) {
 	param := func() string {
 		n++
 		return "$" + strconv.Itoa(n)
+	}
+	if first.SoftDelete != "" {
+		// As GORM's Delete of a model with gorm.DeletedAt: a row deleted already keeps
+		// its time. One row per statement (see applyChanges).
+		col := quoteIdent(first.SoftDelete)
+		fmt.Fprintf(&b, "UPDATE %s SET %s = $1 WHERE %s IS NULL", first.qualifiedTable(), col, col)
+		args = append(args, first.Values[slices.Index(first.Columns, first.SoftDelete)])
+		n = 1
+		for _, k := range first.Key {
+			fmt.Fprintf(&b, " AND %s = %s", quoteIdent(k), param())
+			args = append(args, first.Values[slices.Index(first.Columns, k)])
+		}
+		return b.String(), args
 	}
 	if first.Delete {
 		fmt.Fprintf(&b, "DELETE FROM %s WHERE ", first.qualifiedTable())

@@ -29,6 +29,14 @@ type Change struct {
 	Update []string
 	// Delete makes the change a delete of the row with these key values.
 	Delete bool
+	// SoftDelete, with Delete, makes the delete a soft delete (gorm.DeletedAt): the
+	// row's column SoftDelete is set to its value in Values where it is NULL, as GORM's
+	// Delete does, and the row is kept. Columns are then the key and this column.
+	SoftDelete string
+	// Base is, for a soft delete journaled over a row's pending write, that write: it
+	// is applied first, since the soft delete supersedes it in the journal. Set by the
+	// Flusher from the journal entry, never marshaled with the change.
+	Base *Change
 }
 
 // The journal's form of a Change is a JSON header naming the operation, table and
@@ -45,6 +53,9 @@ type header struct {
 	Key    []string `json:"key"`
 	Cols   []string `json:"cols"`
 	Update []string `json:"update,omitempty"`
+	// Soft is a soft delete's column (op "softdelete": a flusher that does not know it
+	// refuses the change rather than delete the row).
+	Soft string `json:"soft,omitempty"`
 }
 
 // Marshal encodes the change for the journal. It fails on a value that is not a
@@ -56,6 +67,9 @@ func (c Change) Marshal() ([]byte, error) {
 	h := header{Op: "upsert", Schema: c.Schema, Table: c.Table, Key: c.Key, Cols: c.Columns, Update: c.Update}
 	if c.Delete {
 		h.Op = "delete"
+	}
+	if c.SoftDelete != "" {
+		h.Op, h.Soft = "softdelete", c.SoftDelete
 	}
 	b, err := json.Marshal(h)
 	if err != nil {
@@ -100,8 +114,13 @@ func (d *decoder) decode(b []byte) (Change, error) {
 		case "upsert":
 		case "delete":
 			proto.Delete = true
+		case "softdelete":
+			if h.Soft == "" {
+				return Change{}, fmt.Errorf("%w: op softdelete names no column", ErrBadChange)
+			}
+			proto.Delete, proto.SoftDelete = true, h.Soft
 		default:
-			return Change{}, fmt.Errorf("%w: op %q, want upsert or delete", ErrBadChange, h.Op)
+			return Change{}, fmt.Errorf("%w: op %q, want upsert, delete or softdelete", ErrBadChange, h.Op)
 		}
 		if err := proto.checkShape(); err != nil {
 			return Change{}, err
@@ -162,6 +181,11 @@ func (c Change) checkShape() error {
 	for _, u := range c.Update {
 		if !seen[u] || slices.Contains(c.Key, u) {
 			return bad("update column %q is not a written non-key column", u)
+		}
+	}
+	if c.SoftDelete != "" {
+		if !c.Delete || len(c.Columns) != len(c.Key)+1 || !seen[c.SoftDelete] || slices.Contains(c.Key, c.SoftDelete) {
+			return bad("soft delete of column %q: columns must be the key and that column", c.SoftDelete)
 		}
 	}
 	return nil

@@ -20,6 +20,8 @@ func TestChangeRoundTrip(t *testing.T) {
 			Update:  []string{"name", "price"},
 		},
 		{Schema: "Sales", Table: `Order "Items"`, Key: []string{"a", "b"}, Columns: []string{"a", "b"}, Values: []any{"x", int64(2)}, Delete: true},
+		{Schema: "public", Table: "gadgets", Key: []string{"id"}, Columns: []string{"id", "deleted_at"}, Values: []any{int64(7), at},
+			Delete: true, SoftDelete: "deleted_at"},
 	} {
 		b, err := c.Marshal()
 		if err != nil {
@@ -55,6 +57,11 @@ func TestChangeRejects(t *testing.T) {
 		"update the key":     {Table: "t", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{int64(1)}, Update: []string{"id"}},
 		"not a driver value": {Table: "t", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{[]string{"x"}}},
 		"int is not int64":   {Table: "t", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{1}},
+		"soft delete of the key": {Table: "t", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{int64(1)},
+			Delete: true, SoftDelete: "id"},
+		"soft upsert": {Table: "t", Key: []string{"id"}, Columns: []string{"id", "d"}, Values: []any{int64(1), nil}, SoftDelete: "d"},
+		"soft delete of other columns": {Table: "t", Key: []string{"id"}, Columns: []string{"id", "d", "e"}, Values: []any{int64(1), nil, nil},
+			Delete: true, SoftDelete: "d"},
 	} {
 		if _, err := c.Marshal(); !errors.Is(err, writepolicy.ErrBadChange) {
 			t.Errorf("%s: Marshal error %v, want ErrBadChange", name, err)
@@ -70,6 +77,7 @@ func TestChangeRejects(t *testing.T) {
 		head + "10:tyesterday", head + "0:", head + ":i1", head + "9:i1", head + "-1:i", head + "2:n1",
 		`{"op":"upsert","table":"","key":["id"],"cols":["id"]}` + "\n2:i1",
 		`{"op":"upsert","table":"t","key":["id"],"cols":["x"]}` + "\n2:i1",
+		`{"op":"softdelete","table":"t","key":["id"],"cols":["id","d"]}` + "\n2:i11:n",
 	} {
 		if _, err := writepolicy.UnmarshalChange([]byte(in)); !errors.Is(err, writepolicy.ErrBadChange) {
 			t.Errorf("UnmarshalChange(%q) error %v, want ErrBadChange", in, err)

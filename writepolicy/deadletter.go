@@ -24,6 +24,9 @@ type DeadLetter struct {
 	Table string
 	// Change is the journaled change, as written (see Change and UnmarshalChange).
 	Change string
+	// Base is, for a soft delete journaled over a pending write, that write's change,
+	// to apply before Change (see Change.Base); "" otherwise.
+	Base string
 	// Reason is the last error.
 	Reason string
 	// Attempts is how many times the write was tried on its own.
@@ -40,6 +43,7 @@ const (
 	dlVersion  = "version"
 	dlTable    = "table"
 	dlChange   = "change"
+	dlBase     = "base"
 	dlReason   = "reason"
 	dlAttempts = "attempts"
 	dlConsumer = "consumer"
@@ -60,7 +64,7 @@ func (f *Flusher) deadLetter(ctx context.Context, ws []*write) error {
 	letters := make([]DeadLetter, len(ws))
 	var clear []store.Versioned
 	for i, w := range ws {
-		d := DeadLetter{Key: w.key.Value(), Version: w.id, Change: w.raw, Reason: w.reason,
+		d := DeadLetter{Key: w.key.Value(), Version: w.id, Change: w.raw, Base: w.rawBase, Reason: w.reason,
 			Attempts: w.tries, Consumer: f.opts.Consumer, FailedAt: now}
 		if w.change != nil {
 			d.Table = w.change.qualifiedTable()
@@ -69,6 +73,9 @@ func (f *Flusher) deadLetter(ctx context.Context, ws []*write) error {
 		entries[i] = []string{dlKey, d.Key, dlVersion, d.Version, dlTable, d.Table, dlChange, d.Change,
 			dlReason, d.Reason, dlAttempts, strconv.Itoa(d.Attempts), dlConsumer, d.Consumer,
 			dlFailedAt, d.FailedAt.Format(time.RFC3339Nano)}
+		if d.Base != "" {
+			entries[i] = append(entries[i], dlBase, d.Base)
+		}
 		if w.key != (keys.Key{}) {
 			clear = append(clear, store.Versioned{Key: w.key, Version: w.id})
 		}
@@ -100,7 +107,7 @@ func (f *Flusher) DeadLetters(ctx context.Context, count int) ([]DeadLetter, err
 	out := make([]DeadLetter, len(es))
 	for i, e := range es {
 		d := DeadLetter{ID: e.ID, Key: e.Fields[dlKey], Version: e.Fields[dlVersion], Table: e.Fields[dlTable],
-			Change: e.Fields[dlChange], Reason: e.Fields[dlReason], Consumer: e.Fields[dlConsumer]}
+			Change: e.Fields[dlChange], Base: e.Fields[dlBase], Reason: e.Fields[dlReason], Consumer: e.Fields[dlConsumer]}
 		d.Attempts, _ = strconv.Atoi(e.Fields[dlAttempts])
 		d.FailedAt, _ = time.Parse(time.RFC3339Nano, e.Fields[dlFailedAt])
 		out[i] = d

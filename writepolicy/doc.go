@@ -53,6 +53,23 @@
 // grow, even after a pending record is deleted, so an old journal entry replayed after a
 // crash never passes for a newer write of the row.
 //
+// A row has one value key and one pending record whatever the model's schema version
+// (the key holds "_wb" where other models' keys hold their version), and each entry
+// starts with the version that wrote it. So during a rolling deploy a reader of one
+// build sees the other build's pending write: it cannot decode it, so it waits for a
+// flusher to apply it and then reads Postgres, or fails with
+// readthrough.ErrOtherVersionPending after its WaitTimeout; it never returns the older
+// row. The lease script, given the reader's version, answers with the pending record
+// whatever its version, and refills a value key another version wrote.
+//
+// A Delete of a model with gorm.DeletedAt is a soft delete: the change (op
+// "softdelete") sets the column where it is NULL, as GORM's Delete does, one UPDATE
+// per row. Its journal script builds the entry from the row's pending write, if any,
+// and copies that write's change into the journal entry (field b): the soft delete
+// supersedes the write when the flusher coalesces the row's writes, so the flusher
+// applies the write first and then the soft delete. A pending delete makes it a no-op;
+// a pending write of another schema version makes it fail (nothing is written).
+//
 // Write-back needs a single Redis (or Sentinel): the journal and the row are in
 // different hash slots, which Redis Cluster does not allow in one script, so Register
 // rejects write-back models on a Cluster client. Keep write-back keys from eviction:

@@ -295,13 +295,15 @@ func (f *Flusher) stop(ctx context.Context, held []store.JournalEntry) error {
 
 // write is the latest journaled write of one row in a batch.
 type write struct {
-	id     string // journal entry id: the write's version
-	key    keys.Key
-	row    string  // the row's table and key values, the same under every schema version
-	raw    string  // the change as journaled
-	change *Change // nil when it could not be decoded
-	reason string  // why it goes to the dead-letter stream
-	tries  int
+	id  string // journal entry id: the write's version
+	key keys.Key
+	row string // the row's table and key values, the same under every schema version
+	raw string // the change as journaled
+	// rawBase is the write a soft delete carries (see store.SoftDelete), as journaled.
+	rawBase string
+	change  *Change // nil when it could not be decoded
+	reason  string  // why it goes to the dead-letter stream
+	tries   int
 }
 
 // flush applies one batch of journal entries:
@@ -343,7 +345,7 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		if e.Empty {
 			continue // deleted from the stream: nothing to apply
 		}
-		w := &write{id: e.ID, raw: e.Change}
+		w := &write{id: e.ID, raw: e.Change, rawBase: e.Base}
 		k, row, err := rowKey(e.Key)
 		if err != nil {
 			w.reason = err.Error()
@@ -352,6 +354,8 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		}
 		w.key, w.row = k, row
 		if c, err := f.dec.decode([]byte(e.Change)); err != nil {
+			w.reason = err.Error()
+		} else if c.Base, err = f.base(c, e.Base); err != nil {
 			w.reason = err.Error()
 		} else {
 			w.change = &c
@@ -422,6 +426,22 @@ func (f *Flusher) flush(ctx context.Context, batch []store.JournalEntry) error {
 		return fmt.Errorf("writepolicy: acknowledge: %w", err)
 	}
 	return nil
+}
+
+// base decodes the change a soft delete carries (see store.SoftDelete): an upsert of
+// the same row, or nothing.
+func (f *Flusher) base(c Change, raw string) (*Change, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	b, err := f.dec.decode([]byte(raw))
+	if err != nil {
+		return nil, fmt.Errorf("base write: %w", err)
+	}
+	if c.SoftDelete == "" || b.Delete || b.Schema != c.Schema || b.Table != c.Table || !slices.Equal(b.Key, c.Key) {
+		return nil, fmt.Errorf("%w: %s.%s: a base write goes only with a soft delete, and must be an upsert of the same table", ErrBadChange, c.Schema, c.Table)
+	}
+	return &b, nil
 }
 
 // current returns the rows whose pending record still holds their version.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/internal/widgettest"
+	"github.com/pgcache/pgcache/readthrough"
 )
 
 // helperEnv, set to 1, makes the test binary run as the worker (see TestMain).
@@ -208,7 +211,8 @@ func TestKilledMidBurst(t *testing.T) {
 		kills   = 3
 	)
 	f := newFixture(t, rows+1)
-	args := f.workerArgs(f.slot("kill"))
+	slot := f.slot("kill")
+	args := f.workerArgs(slot)
 	w := startWorker(t, args...)
 	w.waitReady(t) // the slot exists, and its gap (nothing cached yet) is behind us
 	f.fillAll(t, rows)
@@ -219,34 +223,87 @@ func TestKilledMidBurst(t *testing.T) {
 		wg      sync.WaitGroup
 		commits atomic.Int64
 		version atomic.Int64
+		// written holds, for each row, the number in the name of its last committed
+		// update; confirmed a copy of it that the worker has confirmed (see below).
+		mu        sync.Mutex
+		written   = make(map[int64]int64)
+		confirmed atomic.Pointer[map[int64]int64]
+		confirms  atomic.Int64
 	)
-	update := func(db *gorm.DB) error {
-		return db.Exec(`UPDATE widgets SET name = ? WHERE id = ?`, fmt.Sprint("v", version.Add(1)), 1+rand.N(rows)).Error
-	}
+	confirmed.Store(&map[int64]int64{})
 	// The writer: single-row updates, and now and then a transaction of several.
 	wg.Go(func() {
 		for ctx.Err() == nil {
-			var err error
+			n := 1
 			if rand.N(5) == 0 {
-				err = f.DB.Transaction(func(tx *gorm.DB) error {
-					for range 5 {
-						if err := update(tx); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-			} else {
-				err = update(f.DB)
+				n = 5
 			}
+			done := make(map[int64]int64, n)
+			err := f.DB.Transaction(func(tx *gorm.DB) error {
+				for range n {
+					id, v := int64(1+rand.N(rows)), version.Add(1)
+					if err := tx.Exec(`UPDATE widgets SET name = ? WHERE id = ?`, fmt.Sprint("v", v), id).Error; err != nil {
+						return err
+					}
+					done[id] = v
+				}
+				return nil
+			})
 			if err != nil {
 				t.Errorf("writer: %v", err)
 				return
 			}
+			mu.Lock()
+			maps.Copy(written, done)
+			mu.Unlock()
 			commits.Add(1)
 		}
 	})
+	// The confirmer: the worker confirms a position to the slot only once Redis has
+	// deleted the keys of every transaction before it. So once the slot's confirmed
+	// position passes a WAL position taken after a set of commits returned, no cached
+	// entry holds a row older than those commits, and a read begun afterwards must
+	// return each row at least as new as its last write among them. (Each worker kill
+	// holds this back; that is the lag the promise allows.)
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			mu.Lock()
+			snap := maps.Clone(written)
+			mu.Unlock()
+			lsn, err := walPosition(ctx, f.DB)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("confirmer: %v", err)
+				}
+				return
+			}
+			for ctx.Err() == nil {
+				passed, err := confirmedPast(ctx, f.DB, slot, lsn)
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("confirmer: %v", err)
+					}
+					return
+				}
+				if passed {
+					confirmed.Store(&snap)
+					confirms.Add(1)
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+	})
 	// The readers keep the cache full: a lost invalidation shows only on a cached row.
+	// A read whose database load outlived its LoadTimeout (a loaded machine, the
+	// worker restarting beside it) is slowness, not a violation: it is counted and the
+	// reader goes on. Every read that succeeds is checked: no row is ever deleted here,
+	// so each must come back, holding a name some commit wrote, and not older than what
+	// the worker had confirmed when the read began.
+	var reads, timeouts atomic.Int64
 	for range 2 {
 		wg.Go(func() {
 			ids := make([]any, 50)
@@ -254,8 +311,21 @@ func TestKilledMidBurst(t *testing.T) {
 				for i := range ids {
 					ids[i] = int64(1 + rand.N(rows))
 				}
-				if _, err := f.Repo.GetMany(ctx, ids...); err != nil && ctx.Err() == nil {
+				floor := *confirmed.Load()
+				got, err := f.Repo.GetMany(ctx, ids...)
+				switch {
+				case ctx.Err() != nil:
+					return
+				case errors.Is(err, context.DeadlineExceeded):
+					timeouts.Add(1)
+					continue
+				case err != nil:
 					t.Errorf("reader: %v", err)
+					return
+				}
+				reads.Add(1)
+				if msg := checkRead(ids, got, version.Load(), floor); msg != "" {
+					t.Errorf("reader: %s", msg)
 					return
 				}
 			}
@@ -286,8 +356,8 @@ func TestKilledMidBurst(t *testing.T) {
 
 	f.Barrier(t, barrier)
 	stale, cached := f.Stale(t, rows)
-	t.Logf("%d commits, %d kills; %d of %d rows cached at the end; the last worker handled %v transactions",
-		commits.Load(), kills, cached, rows, w.metric("pgcache_transactions_total"))
+	t.Logf("%d commits, %d kills; %d reads checked (against %d confirmed positions), %d timed out; %d of %d rows cached at the end; the last worker handled %v transactions",
+		commits.Load(), kills, reads.Load(), confirms.Load(), timeouts.Load(), cached, rows, w.metric("pgcache_transactions_total"))
 	if len(stale) > 0 {
 		t.Errorf("%d stale rows after catch-up:\n%s", len(stale), strings.Join(stale[:min(len(stale), 20)], "\n"))
 	}
@@ -296,6 +366,137 @@ func TestKilledMidBurst(t *testing.T) {
 	}
 	if cached < rows/10 {
 		t.Errorf("only %d rows cached at the end; the staleness check checked little", cached)
+	}
+}
+
+// walPosition returns the WAL insert position: every commit that returned is before it.
+func walPosition(ctx context.Context, db *gorm.DB) (string, error) {
+	var lsn string
+	err := db.WithContext(ctx).Raw(`SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn).Error
+	return lsn, err
+}
+
+// confirmedPast reports whether the slot's confirmed position has reached lsn.
+func confirmedPast(ctx context.Context, db *gorm.DB, slot, lsn string) (bool, error) {
+	var passed bool
+	err := db.WithContext(ctx).Raw(`SELECT coalesce(bool_or(confirmed_flush_lsn >= ?::pg_lsn), false) FROM pg_replication_slots WHERE slot_name = ?`,
+		lsn, slot).Scan(&passed).Error
+	return passed, err
+}
+
+// checkRead checks a read of TestKilledMidBurst: every id asked for came back (no row
+// is deleted there), and each row holds "v0" or a name written by one of the first
+// written updates, not older than "v<floor[id]>", the row's last write the worker had
+// confirmed when the read began. It returns what is wrong, or "".
+func checkRead(ids []any, got []widgettest.Widget, written int64, floor map[int64]int64) string {
+	byID := make(map[int64]string, len(got))
+	for _, w := range got {
+		byID[w.ID] = w.Name
+	}
+	for _, id := range ids {
+		name, ok := byID[id.(int64)]
+		if !ok {
+			return fmt.Sprintf("row %d, which exists, missing from a read", id)
+		}
+		n, err := strconv.ParseInt(strings.TrimPrefix(name, "v"), 10, 64)
+		if !strings.HasPrefix(name, "v") || err != nil || n < 0 || n > written {
+			return fmt.Sprintf("row %d read as %q, which no commit wrote (%d updates so far)", id, name, written)
+		}
+		if least := floor[id.(int64)]; n < least {
+			return fmt.Sprintf("row %d read as %q, stale: the worker had confirmed the commit of v%d, so its key was deleted, before the read began", id, name, least)
+		}
+	}
+	return ""
+}
+
+// TestKilledMidBurstReads is the control of TestKilledMidBurst's readers: a read whose
+// load outlives LoadTimeout (here, behind a lock on the table) fails with an error
+// that is context.DeadlineExceeded, which they count as slowness; and checkRead finds
+// a row missing from a read, a name no commit wrote, and a row older than the floor.
+func TestKilledMidBurstReads(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 10)
+	cache, err := readthrough.New(f.DB, f.Redis, readthrough.Options{Prefix: f.Prefix, RedisTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{LoadTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := f.DB.Begin()
+	defer tx.Rollback()
+	// A second connection, idle in the pool, so the read waits for the lock and not
+	// for a new connection.
+	if err := f.DB.Exec(`SELECT 1`).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Exec(`LOCK TABLE widgets IN ACCESS EXCLUSIVE MODE`).Error; err != nil {
+		t.Fatal(err)
+	}
+	_, err = slow.GetMany(context.Background(), int64(1), int64(2))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a load past LoadTimeout failed with %v; TestKilledMidBurst's readers would take it for a violation", err)
+	}
+	t.Logf("a load past LoadTimeout: %v", err)
+
+	ids := []any{int64(1), int64(2)}
+	for _, c := range []struct {
+		got  []widgettest.Widget
+		want string
+	}{
+		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v7"}}, ""},
+		{[]widgettest.Widget{{ID: 1, Name: "v0"}}, "row 2, which exists, missing"},
+		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v9"}}, "which no commit wrote"},
+		{[]widgettest.Widget{{ID: 1, Name: "x"}, {ID: 2, Name: "v1"}}, "which no commit wrote"},
+		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v4"}}, "stale: the worker had confirmed the commit of v5"},
+	} {
+		if msg := checkRead(ids, c.got, 8, map[int64]int64{2: 5}); c.want == "" && msg != "" || !strings.Contains(msg, c.want) {
+			t.Errorf("checkRead(%+v) = %q, want %q", c.got, msg, c.want)
+		}
+	}
+}
+
+// TestKilledMidBurstStale is the control of TestKilledMidBurst's staleness check: a
+// cache whose invalidations are lost (under a prefix the worker does not serve) keeps
+// a row's old value after the worker confirmed its update, and the check says so.
+func TestKilledMidBurstStale(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2)
+	slot := f.slot("stale")
+	w := startWorker(t, f.workerArgs(slot)...)
+	w.waitReady(t)
+	cache, err := readthrough.New(f.DB, f.Redis, readthrough.Options{Prefix: f.Prefix + "lost", RedisTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ids := []any{int64(1), int64(2)}
+	if _, err := lost.GetMany(ctx, ids...); err != nil {
+		t.Fatal(err)
+	}
+	f.Exec(t, `UPDATE widgets SET name = 'v1' WHERE id = 2`)
+	lsn, err := walPosition(ctx, f.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	integration.Eventually(t, "the worker to confirm the update", func() bool {
+		ok, err := confirmedPast(ctx, f.DB, slot, lsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	})
+	got, err := lost.GetMany(ctx, ids...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := checkRead(ids, got, 1, map[int64]int64{2: 1}); !strings.Contains(msg, "stale") {
+		t.Fatalf("read %+v of a cache that lost the invalidation: check said %q, want stale", got, msg)
 	}
 }
 

@@ -36,6 +36,11 @@ type Model struct {
 	Index string
 	// Lifetime bounds how long after a lease is taken the row's value may exist.
 	Lifetime time.Duration
+	// Entry, when set, starts every entry the model stores: its keys are shared by
+	// every schema version of the model (write-back models, whose pending writes must
+	// be seen by every build), so the entry says which version wrote it. See
+	// TakeLeases.
+	Entry string
 }
 
 // announce adds the command recording m in the registry to p.

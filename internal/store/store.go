@@ -133,9 +133,15 @@ type Lease struct {
 // latest acknowledged write, not yet in Postgres, whose V the invalidator may have
 // deleted: filling from the database would put an older row over it), else sets F to
 // the token unless another lease is live.
+//
+// ARGV[3] is the model's entry prefix (Model.Entry), "" for models whose key holds
+// their schema version. With a prefix, V counts only when it starts with it: a V
+// written by another schema version of the model (another build, during a deploy)
+// is replaced by this fill, unless P holds a pending write, which is returned
+// whatever its version.
 var leaseScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
-if v then return {1, v} end
+if v and (ARGV[3] == '' or string.sub(v, 1, #ARGV[3]) == ARGV[3]) then return {1, v} end
 local p = redis.call('HGET', KEYS[3], 'e')
 if p then return {1, p} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
@@ -202,7 +208,7 @@ func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.D
 		reg = s.announce(ctx, p, m)
 		idx = s.index(ctx, p, m, ks)
 		for i, k := range ks {
-			cmds[i] = leaseScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending()}, toks[i], d.Milliseconds())
+			cmds[i] = leaseScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending()}, toks[i], d.Milliseconds(), m.Entry)
 		}
 	}, leaseScript)
 	if err == nil {

@@ -41,26 +41,20 @@ func DeadLetterKey(prefix string) string { return prefix + ":deadletter" }
 const (
 	fieldKey    = "k"
 	fieldChange = "d"
+	fieldBase   = "b" // a soft delete's: the change of the pending write it supersedes
 )
 
 // ErrUnsupported reports a command the Redis server does not know (WAITAOF before 7.2).
 var ErrUnsupported = errors.New("store: command not supported by this Redis")
 
-// journalScript records one write. KEYS: V, F, P, journal, the table's index. ARGV:
-// entry, value TTL in ms (0: delete V instead), change, the index entry's lifetime in
-// ms, how many expired index entries to prune. A V it sets is in the table's index
-// before the script ends (see index.go); the script runs on a single Redis only, so it
-// may touch keys of several slots.
-var journalScript = redis.NewScript(`
+// journalScript records one write. KEYS: V, F, P, journal. ARGV: entry, value TTL in
+// ms (0: delete V instead), change.
+var journalScript = redis.NewScript(indexLua + `
 local id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[3])
 redis.call('HSET', KEYS[3], 'v', id, 'e', ARGV[1])
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[5], 'GT', now + tonumber(ARGV[4]), KEYS[1])
-  local old = redis.call('ZRANGE', KEYS[5], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[5]))
-  if #old > 0 then redis.call('ZREM', KEYS[5], unpack(old)) end
+  index(ARGV[#ARGV - 1], ARGV[#ARGV])
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 else
   redis.call('DEL', KEYS[1])
@@ -83,8 +77,7 @@ type AOFWait struct {
 // returns the write's version (the journal entry id).
 //
 // Like TakeLease, it records m in the registry first, in the same round trip: the
-// invalidator must know the version of the value key it sets. The script adds the row
-// to m's table index, for ttl, before it sets the value key.
+// invalidator must know the version of the value key it sets.
 //
 // With wait, WAITAOF follows the script in the same pipeline, so on the same
 // connection: WAITAOF waits only for the writes of the connection it is sent on, and
@@ -93,6 +86,34 @@ type AOFWait struct {
 // ErrNotDurable, and also ErrUnsupported when the server does not know WAITAOF
 // (before Redis 7.2).
 func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key, entry []byte, ttl time.Duration, change []byte, wait *AOFWait) (string, error) {
+	reply, err := s.journal(ctx, m, journalScript, k, journal, wait, ttl, entry, ttlMillis(ttl), change)
+	if reply == nil {
+		return "", err
+	}
+	id, _ := reply.(string)
+	return id, err
+}
+
+func ttlMillis(ttl time.Duration) int64 {
+	if ttl > 0 {
+		return max(ttl.Milliseconds(), 1)
+	}
+	return 0
+}
+
+// journal runs one of the journal scripts (KEYS: V, F, P, journal) after recording
+// m in the registry, followed by WAITAOF when asked to, in one pipeline. It returns
+// the script's reply, and with it an ErrNotDurable error when only the wait failed.
+//
+// The scripts run on a single Redis only, so they may touch keys of several slots:
+// KEYS[5] is the table's index, to which a script adds the row before it sets its value
+// key (see index.go), and the last two ARGV are the index entry's lifetime in ms and how
+// many expired entries to prune, appended here for the value's TTL.
+func (s *Store) journal(ctx context.Context, m Model, script *redis.Script, k keys.Key, journal string, wait *AOFWait, ttl time.Duration, args ...any) (any, error) {
+	if m.Index == "" {
+		return nil, fmt.Errorf("store: journal %s: the Model has no table index; build it with NewModel", k)
+	}
+	args = append(args, indexArgs(ttl, nil)...)
 	var cancel context.CancelFunc
 	if wait == nil {
 		ctx, cancel = s.ctx(ctx)
@@ -100,14 +121,6 @@ func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key
 		ctx, cancel = context.WithTimeout(ctx, wait.Timeout+max(s.timeout, time.Second))
 	}
 	defer cancel()
-	ms := int64(0)
-	if ttl > 0 {
-		ms = max(ttl.Milliseconds(), 1)
-	}
-	if m.Index == "" {
-		return "", fmt.Errorf("store: journal %s: the Model has no table index; build it with NewModel", k)
-	}
-	iargs := indexArgs(ttl, nil)
 	var (
 		reg    *redis.IntCmd
 		cmd    *redis.Cmd
@@ -115,12 +128,12 @@ func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key
 	)
 	perr := s.pipelined(ctx, func(p redis.Pipeliner) {
 		reg = s.announce(ctx, p, m)
-		cmd = journalScript.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.Index}, entry, ms, change, iargs[0], iargs[1])
+		cmd = script.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.Index}, args...)
 		if wait != nil {
 			waited = p.Do(ctx, "WAITAOF", 1, wait.Replicas, max(wait.Timeout.Milliseconds(), 1))
 		}
-	}, journalScript)
-	id, err := cmd.Text()
+	}, script)
+	reply, err := cmd.Result()
 	if err == nil {
 		err = reg.Err()
 	}
@@ -128,14 +141,95 @@ func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key
 		err = perr // a failure no command reports
 	}
 	if err != nil {
-		return "", fmt.Errorf("store: journal %s: %w", k, err)
+		return nil, fmt.Errorf("store: journal %s: %w", k, err)
 	}
 	if wait != nil {
 		if err := aofWaited(waited, wait); err != nil {
-			return id, fmt.Errorf("%w: %s: %w", ErrNotDurable, k, err)
+			return reply, fmt.Errorf("%w: %s: %w", ErrNotDurable, k, err)
 		}
 	}
-	return id, nil
+	return reply, nil
+}
+
+// softDeleteScript journals a soft delete (see SoftDelete). KEYS: V, F, P, journal.
+// ARGV: the model's entry prefix, the entry's soft-delete header, value TTL in ms (0:
+// delete V instead), change. Replies: {1, id} journaled; {0} nothing to do (the
+// pending write deletes the row already); {2, entry} the pending write is another
+// schema version's.
+var softDeleteScript = redis.NewScript(indexLua + `
+local p = redis.call('HMGET', KEYS[3], 'v', 'e')
+local base, based = '', nil
+if p[1] and p[2] then
+  local e = p[2]
+  if string.sub(e, 1, #ARGV[1]) ~= ARGV[1] then return {2, e} end
+  if string.sub(e, #ARGV[1] + 1, #ARGV[1] + 1) ~= 'v' then return {0} end
+  local m = redis.call('XRANGE', KEYS[4], p[1], p[1])
+  if #m == 0 then return redis.error_reply('pending write ' .. p[1] .. ' of ' .. KEYS[1] .. ' is not in the journal') end
+  for i = 1, #m[1][2], 2 do
+    if m[1][2][i] == 'd' then based = m[1][2][i + 1] end
+  end
+  if not based then return redis.error_reply('journal entry ' .. p[1] .. ' has no change') end
+  base = e
+end
+local entry = ARGV[1] .. ARGV[2] .. base
+local id
+if based then
+  id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[4], 'b', based)
+else
+  id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[4])
+end
+redis.call('HSET', KEYS[3], 'v', id, 'e', entry)
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  index(ARGV[#ARGV - 1], ARGV[#ARGV])
+  redis.call('SET', KEYS[1], entry, 'PX', ttl)
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('DEL', KEYS[2])
+return {1, id}
+`)
+
+// SoftDeleteOutcome says what SoftDelete did.
+type SoftDeleteOutcome uint8
+
+const (
+	// SoftDeleted: the soft delete was journaled.
+	SoftDeleted SoftDeleteOutcome = iota + 1
+	// AlreadyDeleted: the row's pending write deletes it already (a delete, or an
+	// earlier soft delete); nothing was journaled, as a soft delete of a row already
+	// deleted changes nothing in Postgres.
+	AlreadyDeleted
+	// OtherVersionPending: the row's pending write is another schema version's (its
+	// entry does not start with m.Entry); nothing was journaled.
+	OtherVersionPending
+)
+
+// SoftDelete journals a soft delete of the row k of a write-back model whose entries
+// start with m.Entry, like Journal, with an entry built in the script from the row's
+// pending write, if it has one: m.Entry, then head, then the pending write's entry
+// (empty when there is none: the row is Postgres'). The journal entry carries change
+// and, when there is a pending write, that write's change too (field b), because the
+// soft delete supersedes it in the flusher, which must apply both.
+func (s *Store) SoftDelete(ctx context.Context, m Model, journal string, k keys.Key, head string, ttl time.Duration, change []byte, wait *AOFWait) (SoftDeleteOutcome, string, error) {
+	reply, err := s.journal(ctx, m, softDeleteScript, k, journal, wait, ttl, m.Entry, head, ttlMillis(ttl), change)
+	if reply == nil {
+		return 0, "", err
+	}
+	r, _ := reply.([]any)
+	if len(r) == 0 {
+		return 0, "", fmt.Errorf("store: soft delete %s: unexpected reply %v", k, reply)
+	}
+	switch n, _ := r[0].(int64); {
+	case n == 1 && len(r) == 2:
+		id, _ := r[1].(string)
+		return SoftDeleted, id, err
+	case n == 0:
+		return AlreadyDeleted, "", nil
+	case n == 2:
+		return OtherVersionPending, "", nil
+	}
+	return 0, "", fmt.Errorf("store: soft delete %s: unexpected reply %v", k, reply)
 }
 
 // ErrNotDurable reports a write journaled without the fsync confirmation asked for.
@@ -164,6 +258,9 @@ type JournalEntry struct {
 	Key string
 	// Change is the change recorded by the writer, opaque to the store.
 	Change string
+	// Base is, for a soft delete journaled over a pending write (see SoftDelete), the
+	// change of that write, to apply before Change; "" otherwise.
+	Base string
 	// Empty is set for an entry that was deleted from the stream while still pending.
 	Empty bool
 }
@@ -174,6 +271,7 @@ func journalEntries(msgs []redis.XMessage) []JournalEntry {
 		e := JournalEntry{ID: m.ID, Empty: len(m.Values) == 0}
 		e.Key, _ = m.Values[fieldKey].(string)
 		e.Change, _ = m.Values[fieldChange].(string)
+		e.Base, _ = m.Values[fieldBase].(string)
 		out[i] = e
 	}
 	return out
@@ -549,3 +647,16 @@ func (s *Store) PruneConsumers(ctx context.Context, journal, group, self string,
 	}
 	return n, nil
 }
+
+// indexLua defines index(lifetime, prune) for the journal scripts: it adds KEYS[1] to
+// the table's index KEYS[5] with the score now + lifetime ms, by the server's clock, and
+// prunes up to prune expired entries (see index.go).
+const indexLua = `
+local function index(lifetime, prune)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[5], 'GT', now + tonumber(lifetime), KEYS[1])
+  local old = redis.call('ZRANGE', KEYS[5], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(prune))
+  if #old > 0 then redis.call('ZREM', KEYS[5], unpack(old)) end
+end
+`
