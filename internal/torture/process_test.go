@@ -162,9 +162,9 @@ func runCache(getenv func(string) string, rep *report) error {
 
 	var (
 		reads, writes, refused, unavailable, slow atomic.Int64
-		wg                                  sync.WaitGroup
-		errOnce                             sync.Once
-		failure                             error
+		wg                                        sync.WaitGroup
+		errOnce                                   sync.Once
+		failure                                   error
 	)
 	fail := func(err error) {
 		errOnce.Do(func() { failure = err; cancel() })

@@ -97,7 +97,7 @@ func TestTorture(t *testing.T) {
 
 	var (
 		sqlWrites, truncates, workerKills, redisRestarts, redisKills atomic.Int64
-		wg                                    sync.WaitGroup
+		wg                                                           sync.WaitGroup
 	)
 	chaos, stopChaos := context.WithTimeout(ctx, duration)
 	defer stopChaos()
