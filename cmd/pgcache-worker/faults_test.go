@@ -466,6 +466,9 @@ func TestKilledMidBurstStale(t *testing.T) {
 	slot := f.slot("stale")
 	w := startWorker(t, f.workerArgs(slot)...)
 	w.waitReady(t)
+	// The worker's own applications cache too: with its registry missing it would
+	// refuse to confirm changes to a table another prefix caches (ErrWrongPrefix).
+	f.Fill(t, 1)
 	cache, err := readthrough.New(f.DB, f.Redis, readthrough.Options{Prefix: f.Prefix + "lost", RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

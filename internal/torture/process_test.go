@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +90,9 @@ const (
 	envRedis    = "PGCACHE_TORTURE_REDIS"
 	envPrefix   = "PGCACHE_TORTURE_PREFIX"
 	envFor      = "PGCACHE_TORTURE_FOR"
+	// envVersions is where a write-back process's versions start: a process started
+	// after one was killed writes versions above all of its predecessor's.
+	envVersions = "PGCACHE_TORTURE_VERSIONS"
 )
 
 // report writes the lines a cache process tells the test: "c table id ver unixnano" for
@@ -103,6 +107,11 @@ func (r *report) line(format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fmt.Fprintf(r.w, format+"\n", args...)
+	if format[0] == 'c' {
+		// A commit or acknowledgement reaches the test at once: the process may be
+		// killed next, and what it acknowledged must be checked.
+		_ = r.w.Flush()
+	}
 }
 
 func (r *report) flush() {
@@ -227,6 +236,7 @@ func runCache(getenv func(string) string, rep *report) error {
 			}
 		})
 	}
+	base, _ := strconv.ParseInt(getenv(envVersions), 10, 64)
 	wg.Go(func() {
 		next := make(map[int64]int64) // write-back: the next version of each row
 		for ctx.Err() == nil {
@@ -234,7 +244,7 @@ func runCache(getenv func(string) string, rep *report) error {
 			switch role {
 			case roleWriteBack:
 				id := rand.Int64N(nBackItems) + 1
-				ver := max(next[id], 2)
+				ver := max(next[id], base+2)
 				next[id] = ver + 1 // a failed Save may still have happened: never reuse its version
 				err = backs.Save(ctx, &BackItem{ID: id, Ver: ver, Val: rand.Int64()})
 				if err == nil {

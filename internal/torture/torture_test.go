@@ -90,13 +90,21 @@ func TestTorture(t *testing.T) {
 	worker.waitReady(t)
 
 	// The cache processes, one per way of writing; each reads both tables.
-	var procs []*cacheProc
+	var (
+		procs    []*cacheProc
+		procsMu  sync.Mutex
+		backProc *cacheProc // the write-back process running now
+	)
 	for _, role := range []string{roleInvalidate, roleWriteThrough, roleRaw, roleWriteBack} {
-		procs = append(procs, startCache(t, role, pg.RoleURL, rd.Addr(), prefix, duration, h))
+		p := startCache(t, role, pg.RoleURL, rd.Addr(), prefix, duration, 0, h)
+		procs = append(procs, p)
+		if role == roleWriteBack {
+			backProc = p
+		}
 	}
 
 	var (
-		sqlWrites, truncates, workerKills, redisRestarts, redisKills atomic.Int64
+		sqlWrites, truncates, workerKills, redisRestarts, redisKills, appKills atomic.Int64
 		wg                                                           sync.WaitGroup
 	)
 	chaos, stopChaos := context.WithTimeout(ctx, duration)
@@ -179,6 +187,22 @@ func TestTorture(t *testing.T) {
 				return
 			}
 			from := time.Now()
+			if rand.IntN(4) == 0 {
+				// The write-back application SIGKILLed mid-write and started again for
+				// the rest of the time: every write it acknowledged must reach Postgres.
+				// Not downtime: the other processes read and write on.
+				backProc.kill()
+				end, _ := chaos.Deadline()
+				left := time.Until(end)
+				if left <= time.Second {
+					continue
+				}
+				p := startCache(t, roleWriteBack, pg.RoleURL, rd.Addr(), prefix, left, (appKills.Add(1))*1_000_000_000, h)
+				procsMu.Lock()
+				procs, backProc = append(procs, p), p
+				procsMu.Unlock()
+				continue
+			}
 			if rand.IntN(3) == 0 {
 				// A graceful stop or a crash: under appendfsync always, every write
 				// Redis acknowledged survives both.
@@ -210,6 +234,8 @@ func TestTorture(t *testing.T) {
 		}
 	})
 	wg.Wait()
+	procsMu.Lock()
+	defer procsMu.Unlock()
 	for _, p := range procs {
 		if err := p.wait(); err != nil {
 			t.Fatal(err)
@@ -330,14 +356,19 @@ func TestTorture(t *testing.T) {
 	counts := map[string]map[string]int64{}
 	var libWrites int64
 	for _, p := range procs {
-		counts[p.role] = p.counts
+		if counts[p.role] == nil {
+			counts[p.role] = map[string]int64{}
+		}
+		for k, n := range p.counts { // a role's processes, the killed ones included
+			counts[p.role][k] += n
+		}
 		libWrites += p.counts["writes"]
 	}
-	t.Logf("torture %v, %d cache processes: %d reads, %d library writes, %d raw-SQL writes (%d partition TRUNCATEs), %d worker kills, %d Redis restarts (%d of them SIGKILLs); worst staleness %v (bound %v), write-back rows %v (bound 0)",
-		duration, len(procs), nReads, libWrites, sqlWrites.Load(), truncates.Load(), workerKills.Load(), redisRestarts.Load(), redisKills.Load(),
+	t.Logf("torture %v, %d cache processes: %d reads, %d library writes, %d raw-SQL writes (%d partition TRUNCATEs), %d worker kills, %d Redis restarts (%d of them SIGKILLs), %d write-back processes SIGKILLed; worst staleness %v (bound %v), write-back rows %v (bound 0)",
+		duration, len(procs), nReads, libWrites, sqlWrites.Load(), truncates.Load(), workerKills.Load(), redisRestarts.Load(), redisKills.Load(), appKills.Load(),
 		worst.Round(time.Millisecond), bound, worstBack)
-	for _, p := range procs {
-		t.Logf("  %-13s %v", p.role, p.counts)
+	for role, c := range counts {
+		t.Logf("  %-13s %v", role, c)
 	}
 	if over > 0 {
 		t.Errorf("%d reads returned a row older than %v", over, bound)
@@ -345,7 +376,15 @@ func TestTorture(t *testing.T) {
 	if overBack > 0 {
 		t.Errorf("%d reads of write-back rows missed an acknowledged write", overBack)
 	}
-	if nReads == 0 || workerKills.Load()+redisRestarts.Load() == 0 || counts[roleWriteBack]["writes"] == 0 {
+	backAcks := 0 // write-back writes acknowledged, by every write-back process
+	h.mu.Lock()
+	for r, cs := range h.commits {
+		if r.table == "back_items" {
+			backAcks += len(cs) - 1
+		}
+	}
+	h.mu.Unlock()
+	if nReads == 0 || workerKills.Load()+redisRestarts.Load() == 0 || backAcks == 0 {
 		t.Fatal("the torture did nothing: no reads, no faults or no write-back writes")
 	}
 }
