@@ -35,6 +35,10 @@ func TestMain(m *testing.M) {
 // included.
 const margin = 3 * time.Second
 
+// quiescence bounds how long after the chaos the journal must be flushed and every
+// cached row equal Postgres.
+const quiescence = 90 * time.Second
+
 func TestTorture(t *testing.T) {
 	duration := 8 * time.Second
 	if v := os.Getenv("PGCACHE_TORTURE_DURATION"); v != "" {
@@ -266,10 +270,19 @@ func TestTorture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	integration.Eventually(t, "the write-back journal flushed", func() bool {
+	// Quiescence is bounded generously: a flusher in backoff after Redis restarts, on a
+	// loaded two-core machine, is slow, not wrong; a journal that never drains fails.
+	quiet := time.Now().Add(quiescence)
+	for {
 		n, err := flusher.Backlog(ctx)
-		return err == nil && n == 0
-	})
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Now().After(quiet) {
+			t.Fatalf("the write-back journal still holds %d writes (err %v) %v after the chaos ended", n, err, quiescence)
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
 	if dl, err := flusher.DeadLetters(ctx, 10); err != nil || len(dl) > 0 {
 		t.Fatalf("dead letters: %+v, %v", dl, err)
 	}
@@ -290,7 +303,7 @@ func TestTorture(t *testing.T) {
 			t.Errorf("back item %d: Postgres has version %d, but version %d was acknowledged: a write-back write was lost", b.ID, b.Ver, acked)
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(quiescence)
 	for _, it := range dbItems {
 		awaitCoherent(t, ctx, rdb, deadline, "item", it.ID, it.Ver, items.Key, func() (int64, error) {
 			got, _, err := items.Get(ctx, it.ID)
@@ -413,7 +426,7 @@ func awaitCoherent(t *testing.T, ctx context.Context, rdb *redis.Client, deadlin
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s %d: cache still holds version %d 30s after the writes stopped (Postgres %d)", what, id, ver, want)
+			t.Fatalf("%s %d: cache still holds version %d %v after the writes stopped (Postgres %d)", what, id, ver, quiescence, want)
 		}
 		sleep(ctx, 20*time.Millisecond)
 	}
