@@ -109,7 +109,7 @@ func TestTorture(t *testing.T) {
 
 	var (
 		sqlWrites, truncates, workerKills, redisRestarts, redisKills, appKills atomic.Int64
-		wg                                                           sync.WaitGroup
+		wg                                                                     sync.WaitGroup
 	)
 	chaos, stopChaos := context.WithTimeout(ctx, duration)
 	defer stopChaos()
