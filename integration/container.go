@@ -89,7 +89,21 @@ func (s *server) pause(ctx context.Context) error {
 		return ErrNoContainer
 	}
 	return s.docker(ctx, func(cli *testcontainers.DockerClient) error {
-		_, err := cli.ContainerPause(ctx, s.ctr.GetContainerID(), client.ContainerPauseOptions{})
+		// The kernel's freezer can fail to stop every process at once on a loaded
+		// machine ("unable to freeze"); docker leaves the container running then, so
+		// try again.
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			if _, err = cli.ContainerPause(ctx, s.ctr.GetContainerID(), client.ContainerPauseOptions{}); err == nil ||
+				!strings.Contains(err.Error(), "unable to freeze") {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		return err
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
@@ -66,7 +67,9 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), ContextTimeoutEnabled: true})
 	defer rdb.Close()
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "cluster"})
+	// A multi-get's pipeline goes to every master at once; give it more than the
+	// default 100ms, so that a slow machine does not turn its fills into fallbacks.
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "cluster", RedisTimeout: time.Second})
 	if err != nil {
 		return err
 	}
