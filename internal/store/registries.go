@@ -44,16 +44,18 @@ func (s *Store) Registries(ctx context.Context) (map[string][]string, error) {
 			cursor = next
 		}
 	}
-	var err error
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, s.rdb)
-	}
-	if err != nil {
+	if err := s.eachMaster(ctx, scan); err != nil {
 		return nil, fmt.Errorf("store: list registries: %w", err)
 	}
 	return out, nil
+}
+
+// eachMaster runs f on every master of a Cluster, concurrently, or on the one server.
+func (s *Store) eachMaster(ctx context.Context, f func(context.Context, redis.Cmdable) error) error {
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return f(ctx, c) })
+	}
+	return f(ctx, s.rdb)
 }
 
 const registrySuffix = ":models"

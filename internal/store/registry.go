@@ -115,13 +115,7 @@ func (s *Store) DeleteMatching(ctx context.Context, pattern string) (int, error)
 			cursor = next
 		}
 	}
-	var err error
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, s.rdb)
-	}
-	if err != nil {
+	if err := s.eachMaster(ctx, scan); err != nil {
 		return int(total.Load()), fmt.Errorf("store: delete keys matching %s: %w", pattern, err)
 	}
 	return int(total.Load()), nil
