@@ -1,8 +1,12 @@
 package readthrough_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -438,4 +442,53 @@ func TestUndecodableEntry(t *testing.T) {
 			t.Fatalf("undecodable entry %q left in place", garbage)
 		}
 	}
+}
+
+// TestWarningsRateLimitedAcrossCopies: repositories copied with WithDB share the rate
+// limit of their warnings, so a copy per request cannot flood the log.
+func TestWarningsRateLimitedAcrossCopies(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) VALUES (9, 'nine')`)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	c, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	key, _ := repo.Key(int64(9))
+	start := time.Now()
+	for range 5 {
+		if err := e.rdb.Set(ctx, key, "x", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := repo.WithDB(e.db).Get(ctx, int64(9)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At most one warning a second: however slow the machine, five copies warned
+	// fewer times than that allows only if they share the limit.
+	allowed := int(time.Since(start)/time.Second) + 1
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "undecodable cache entry"); n > allowed || n == 0 {
+		t.Errorf("%d warnings from five copies in %v, want 1 to %d:\n%s", n, time.Since(start), allowed, logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -47,8 +47,9 @@ type Repository[T any] struct {
 	wbStore *store.Store
 	// noWaitAOF is set once the server turned out not to know WAITAOF.
 	noWaitAOF *atomic.Bool
-	// lastLog rate-limits warnings (unix nanoseconds of the last one).
-	lastLog atomic.Int64
+	// lastLog rate-limits warnings (unix nanoseconds of the last one); copies from
+	// WithDB and In share it.
+	lastLog *atomic.Int64
 
 	hooks *hooks
 }
@@ -101,7 +102,7 @@ func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
 		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model, rec: r.rec,
-		opts: r.opts, log: r.log, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
+		opts: r.opts, log: r.log, lastLog: r.lastLog, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
 		noWaitAOF: r.noWaitAOF,
 	}
 }
