@@ -45,7 +45,7 @@ func startWorker(t *testing.T, bin, pgURL, redisAddr, prefix, slot string) *work
 	addr := l.Addr().String()
 	l.Close()
 	cmd := exec.Command(bin, "-postgres", pgURL, "-redis", redisAddr, "-prefix", prefix, "-slot", slot,
-		"-tables", "items,back_items,odd_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
+		"-tables", "items,back_items,odd_items,soft_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
 		"-writeback", "-writeback-consumer", "torture-worker")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -131,13 +131,15 @@ func (p *cacheProc) parse(line string, h *history) {
 	f := strings.Fields(rest)
 	num := func(i int) int64 { n, _ := strconv.ParseInt(f[i], 10, 64); return n }
 	switch {
-	case (kind == "c" || kind == "r") && len(f) == 4:
+	case (kind == "c" || kind == "d" || kind == "r") && len(f) == 4:
 		r, ver, at := row{f[0], num(1)}, num(2), time.Unix(0, num(3))
-		if kind == "c" {
-			h.committed(r, ver, at)
-		} else {
+		if kind == "r" {
 			h.read(r, ver, at)
+		} else {
+			h.committedState(r, ver, kind == "d", at)
 		}
+	case kind == "a" && len(f) == 3:
+		h.readAbsent(row{f[0], num(1)}, time.Unix(0, num(2)))
 	case kind == "n" && len(f) == 2:
 		p.counts[f[0]] = num(1)
 	case kind == "e":
