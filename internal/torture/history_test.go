@@ -138,6 +138,27 @@ func (d *downtime) add(from, to time.Time) {
 	d.spans = append(d.spans, [2]time.Time{from, to})
 }
 
+// overlap returns how much of [from, to] the spans cover (they do not overlap: the
+// chaos makes one fault at a time).
+func (d *downtime) overlap(from, to time.Time) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var sum time.Duration
+	for _, s := range d.spans {
+		lo, hi := s[0], s[1]
+		if lo.Before(from) {
+			lo = from
+		}
+		if hi.After(to) {
+			hi = to
+		}
+		if hi.After(lo) {
+			sum += hi.Sub(lo)
+		}
+	}
+	return sum
+}
+
 // longest returns the longest span.
 func (d *downtime) longest() time.Duration {
 	d.mu.Lock()
