@@ -7,5 +7,6 @@
 // and started again (crash recovery), the write-back application killed and started
 // again, soft deletes and revivals of a gorm.DeletedAt model, and a checker of every read and of the cache and Postgres
 // at quiescence. It has only tests;
-// PGCACHE_TORTURE_DURATION sets how long the chaos lasts (default 8s).
+// PGCACHE_TORTURE_DURATION sets how long the chaos lasts with Postgres up (default
+// 8s; Postgres outages are added, and it lasts until Postgres was killed once).
 package torture

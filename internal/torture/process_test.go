@@ -140,17 +140,17 @@ func (r *report) flush() {
 
 // cacheProcess is the main of a cache process: two readers of both tables and one
 // writer in the role's way, until the time is up. It returns the exit code.
-func cacheProcess(getenv func(string) string, stdout io.Writer) int {
+func cacheProcess(getenv func(string) string, stdin io.Reader, stdout io.Writer) int {
 	rep := &report{w: bufio.NewWriterSize(stdout, 1<<16)}
 	defer rep.flush()
-	if err := runCache(getenv, rep); err != nil {
+	if err := runCache(getenv, stdin, rep); err != nil {
 		rep.line("e %s", strings.ReplaceAll(err.Error(), "\n", " "))
 		return 1
 	}
 	return 0
 }
 
-func runCache(getenv func(string) string, rep *report) error {
+func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 	role := getenv(envRole)
 	d, err := time.ParseDuration(getenv(envFor))
 	if err != nil {
@@ -158,6 +158,12 @@ func runCache(getenv func(string) string, rep *report) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	// The test closes stdin to stop the process (or dies, which closes it too); this
+	// goroutine ends then.
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		cancel()
+	}()
 
 	rdb := redis.NewClient(&redis.Options{Addr: getenv(envRedis), ContextTimeoutEnabled: true, MaxRetries: -1})
 	defer rdb.Close()

@@ -25,7 +25,7 @@ var servers integration.Shared
 func TestMain(m *testing.M) {
 	if os.Getenv(envRole) != "" {
 		// Re-executed by startCache as a cache process.
-		os.Exit(cacheProcess(os.Getenv, os.Stdout))
+		os.Exit(cacheProcess(os.Getenv, os.Stdin, os.Stdout))
 	}
 	os.Exit(servers.Run(m))
 }
@@ -104,8 +104,11 @@ func TestTorture(t *testing.T) {
 		procsMu  sync.Mutex
 		backProc *cacheProc // the write-back process running now
 	)
+	// Cache processes run until the test closes their stdin, at the end of the chaos;
+	// their own time limit is only a backstop.
+	end, _ := ctx.Deadline()
 	for _, role := range []string{roleInvalidate, roleWriteThrough, roleRaw, roleWriteBack} {
-		p := startCache(t, role, pg.RoleURL, rd.Addr(), prefix, duration, 0, h)
+		p := startCache(t, role, pg.RoleURL, rd.Addr(), prefix, time.Until(end), 0, h)
 		procs = append(procs, p)
 		if role == roleWriteBack {
 			backProc = p
@@ -115,10 +118,25 @@ func TestTorture(t *testing.T) {
 	var (
 		sqlWrites, truncates, workerKills, redisRestarts, redisKills, appKills atomic.Int64
 		pgKills, pgRefused                                                     atomic.Int64
+		pgOutage                                                               atomic.Int64 // nanoseconds Postgres was down
 		wg                                                                     sync.WaitGroup
 	)
-	chaos, stopChaos := context.WithTimeout(ctx, duration)
+	chaos, stopChaos := context.WithCancel(ctx)
 	defer stopChaos()
+	// The chaos lasts duration with Postgres up: a Postgres outage (seconds, on a loaded
+	// machine up to most of a short run) is added to it, and it lasts until Postgres
+	// was killed once (the second fault, however slow the first), so that every run
+	// does work and has every kind of fault.
+	chaosStart := time.Now()
+	wg.Go(func() {
+		for chaos.Err() == nil {
+			if time.Since(chaosStart) >= duration+time.Duration(pgOutage.Load()) && pgKills.Load() > 0 {
+				stopChaos()
+				return
+			}
+			sleep(chaos, 50*time.Millisecond)
+		}
+	})
 	errs := make(chan error, 8)
 	fail := func(err error) {
 		select {
@@ -235,6 +253,7 @@ func TestTorture(t *testing.T) {
 					return
 				}
 				down.add(from, time.Now())
+				pgOutage.Add(int64(time.Since(from)))
 				continue
 			}
 			if rand.IntN(4) == 0 {
@@ -242,12 +261,7 @@ func TestTorture(t *testing.T) {
 				// the rest of the time: every write it acknowledged must reach Postgres.
 				// Not downtime: the other processes read and write on.
 				backProc.kill()
-				end, _ := chaos.Deadline()
-				left := time.Until(end)
-				if left <= time.Second {
-					continue
-				}
-				p := startCache(t, roleWriteBack, pg.RoleURL, rd.Addr(), prefix, left, (appKills.Add(1))*1_000_000_000, h)
+				p := startCache(t, roleWriteBack, pg.RoleURL, rd.Addr(), prefix, time.Until(end), (appKills.Add(1))*1_000_000_000, h)
 				procsMu.Lock()
 				procs, backProc = append(procs, p), p
 				procsMu.Unlock()
@@ -286,6 +300,9 @@ func TestTorture(t *testing.T) {
 	wg.Wait()
 	procsMu.Lock()
 	defer procsMu.Unlock()
+	for _, p := range procs {
+		p.stop()
+	}
 	for _, p := range procs {
 		if err := p.wait(); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -94,13 +95,14 @@ func (w *workerProc) waitReady(t *testing.T) {
 type cacheProc struct {
 	role   string
 	cmd    *exec.Cmd
+	stdin  io.WriteCloser // closed to stop the process
 	counts map[string]int64
 	failed string // its "e" line
 	lines  sync.WaitGroup
 	killed bool // by the test, with SIGKILL
 }
 
-// startCache starts a cache process in role for d, feeding what it reports into h. A
+// startCache starts a cache process in role for at most d (stop ends it), feeding what it reports into h. A
 // write-back process writes versions above versions.
 func startCache(t *testing.T, role, pgURL, redisAddr, prefix string, d time.Duration, versions int64, h *history) *cacheProc {
 	t.Helper()
@@ -112,7 +114,11 @@ func startCache(t *testing.T, role, pgURL, redisAddr, prefix string, d time.Dura
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cacheProc{role: role, cmd: cmd, counts: map[string]int64{}}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cacheProc{role: role, cmd: cmd, stdin: in, counts: map[string]int64{}}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +154,9 @@ func (p *cacheProc) parse(line string, h *history) {
 		p.failed = "unreadable report line: " + line
 	}
 }
+
+// stop tells the process to finish: it reports its counts and exits.
+func (p *cacheProc) stop() { _ = p.stdin.Close() }
 
 // kill kills the process with SIGKILL, mid-write: what it acknowledged must survive.
 func (p *cacheProc) kill() {
