@@ -282,8 +282,14 @@ func (d *Database) Drop(ctx context.Context) error {
 // Stop stops the server. Its address stays reserved for Start.
 func (p *Postgres) Stop(ctx context.Context) error { return p.srv.stop(ctx) }
 
-// Start starts a stopped server at the same address and waits until it accepts
-// connections.
+// Kill kills the server with SIGKILL, as a crash would: no shutdown checkpoint, every
+// connection cut. Start brings it back at the same address after crash recovery
+// (committed transactions and replication slots survive; a slot may come back at an
+// older confirmed position, from its last checkpoint).
+func (p *Postgres) Kill(ctx context.Context) error { return p.srv.kill(ctx) }
+
+// Start starts a stopped or killed server at the same address and waits until it
+// accepts connections.
 func (p *Postgres) Start(ctx context.Context) error {
 	if err := p.srv.start(ctx); err != nil {
 		return err

@@ -3,8 +3,10 @@
 // by Invalidate), raw-SQL writers (one on a partitioned, REPLICA IDENTITY FULL table
 // with an out-of-order composite char(6) key, TRUNCATEs of partitions included), the
 // invalidation worker (which also flushes the write-back journal) killed with SIGKILL
-// and restarted, Redis stopped or killed and restarted, the write-back application
-// killed and started again, and a checker of every read and of the cache and Postgres
+// and restarted, Redis stopped or killed and restarted, Postgres killed with SIGKILL
+// and started again (crash recovery), the write-back application killed and started
+// again, soft deletes and revivals of a gorm.DeletedAt model, and a checker of every read and of the cache and Postgres
 // at quiescence. It has only tests;
-// PGCACHE_TORTURE_DURATION sets how long the chaos lasts (default 8s).
+// PGCACHE_TORTURE_DURATION sets how long the chaos lasts with Postgres up (default
+// 8s; Postgres outages are added, and it lasts until Postgres was killed once).
 package torture

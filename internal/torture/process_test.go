@@ -3,16 +3,20 @@ package torture
 import (
 	"bufio"
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -50,6 +54,17 @@ type OddItem struct {
 	Val   int64
 }
 
+// SoftItem is soft-deletable (gorm.DeletedAt), written through the library by the
+// invalidate process only: Delete soft-deletes it, in a transaction that also bumps
+// Ver, so a soft delete is a version of its own; Save revives it at the next version.
+// Every process reads it in the default scope, where a soft-deleted row is no row.
+type SoftItem struct {
+	ID        int64 `gorm:"primaryKey"`
+	Ver       int64
+	Val       int64
+	DeletedAt gorm.DeletedAt
+}
+
 // oddSchema creates the odd_items table with its rows at version 1.
 var oddSchema = []string{
 	`CREATE TABLE odd_items (code char(6) NOT NULL, ver bigint NOT NULL, val bigint NOT NULL, shard int NOT NULL,
@@ -73,6 +88,7 @@ const (
 	nBackItems = 20
 	nOddShards = 2
 	nOddCodes  = 10
+	nSoftItems = 10
 )
 
 // Roles of cache processes: how their writer writes.
@@ -96,8 +112,10 @@ const (
 )
 
 // report writes the lines a cache process tells the test: "c table id ver unixnano" for
-// a committed or acknowledged write, "r table id ver unixnano" for a read (the time it
-// began), "n name count" for its counts, "e message" for the failure that ended it.
+// a committed or acknowledged write ("d ..." when the version is a soft delete),
+// "r table id ver unixnano" for a read (the time it began), "a table id unixnano" for a
+// read that found no row, "n name count" for its counts, "e message" for the failure
+// that ended it.
 type report struct {
 	mu sync.Mutex
 	w  *bufio.Writer
@@ -107,7 +125,7 @@ func (r *report) line(format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fmt.Fprintf(r.w, format+"\n", args...)
-	if format[0] == 'c' {
+	if format[0] == 'c' || format[0] == 'd' {
 		// A commit or acknowledgement reaches the test at once: the process may be
 		// killed next, and what it acknowledged must be checked.
 		_ = r.w.Flush()
@@ -122,17 +140,17 @@ func (r *report) flush() {
 
 // cacheProcess is the main of a cache process: two readers of both tables and one
 // writer in the role's way, until the time is up. It returns the exit code.
-func cacheProcess(getenv func(string) string, stdout io.Writer) int {
+func cacheProcess(getenv func(string) string, stdin io.Reader, stdout io.Writer) int {
 	rep := &report{w: bufio.NewWriterSize(stdout, 1<<16)}
 	defer rep.flush()
-	if err := runCache(getenv, rep); err != nil {
+	if err := runCache(getenv, stdin, rep); err != nil {
 		rep.line("e %s", strings.ReplaceAll(err.Error(), "\n", " "))
 		return 1
 	}
 	return 0
 }
 
-func runCache(getenv func(string) string, rep *report) error {
+func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 	role := getenv(envRole)
 	d, err := time.ParseDuration(getenv(envFor))
 	if err != nil {
@@ -140,37 +158,74 @@ func runCache(getenv func(string) string, rep *report) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
+	// The test closes stdin to stop the process (or dies, which closes it too); this
+	// goroutine ends then.
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		cancel()
+	}()
 
-	db, err := gorm.Open(postgres.Open(getenv(envPostgres)), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		return err
-	}
 	rdb := redis.NewClient(&redis.Options{Addr: getenv(envRedis), ContextTimeoutEnabled: true, MaxRetries: -1})
 	defer rdb.Close()
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: getenv(envPrefix), RedisTimeout: 200 * time.Millisecond})
-	if err != nil {
-		return err
-	}
 	policy := writepolicy.Invalidate
 	if role == roleWriteThrough {
 		policy = writepolicy.WriteThrough
 	}
-	items, err := readthrough.Register[Item](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: policy})
-	if err != nil {
+	var (
+		db    *gorm.DB
+		items *readthrough.Repository[Item]
+		backs *readthrough.Repository[BackItem]
+		odds  *readthrough.Repository[OddItem]
+		softs *readthrough.Repository[SoftItem]
+	)
+	open := func() error {
+		var err error
+		if db, err = gorm.Open(postgres.Open(getenv(envPostgres)), &gorm.Config{Logger: logger.Discard}); err != nil {
+			return err
+		}
+		cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: getenv(envPrefix), RedisTimeout: 200 * time.Millisecond})
+		if err != nil {
+			return err
+		}
+		opts := readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond}
+		if items, err = readthrough.Register[Item](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: policy}); err != nil {
+			return err
+		}
+		if backs, err = readthrough.Register[BackItem](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: writepolicy.WriteBack}); err != nil {
+			return err
+		}
+		if odds, err = readthrough.Register[OddItem](cache, opts); err != nil {
+			return err
+		}
+		softs, err = readthrough.Register[SoftItem](cache, opts)
 		return err
 	}
-	backs, err := readthrough.Register[BackItem](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: writepolicy.WriteBack})
-	if err != nil {
-		return err
+	// Postgres may be down (SIGKILLed, in crash recovery) when a process starts: wait
+	// for it, as an application would, with a fresh cache each time.
+	for {
+		err = open()
+		if err == nil || !pgUnavailable(err) || ctx.Err() != nil {
+			break
+		}
+		if db != nil {
+			if sqlDB, e := db.DB(); e == nil {
+				_ = sqlDB.Close()
+			}
+		}
+		sleep(ctx, 50*time.Millisecond)
 	}
-
-	odds, err := readthrough.Register[OddItem](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond})
+	if err != nil && ctx.Err() != nil && pgUnavailable(err) {
+		// The process's time ran out while Postgres was still down (a restart takes
+		// seconds on a loaded machine): it did nothing, which is not a failure.
+		return nil
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("start: %w", err)
 	}
 
 	var (
 		reads, writes, refused, unavailable, slow atomic.Int64
+		pgDown                                    atomic.Int64 // reads and writes that failed with Postgres down
 		wg                                        sync.WaitGroup
 		errOnce                                   sync.Once
 		failure                                   error
@@ -182,7 +237,30 @@ func runCache(getenv func(string) string, rep *report) error {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				start := time.Now()
-				switch n := rand.IntN(6); {
+				switch n := rand.IntN(7); {
+				case n == 6:
+					id := rand.Int64N(nSoftItems) + 1
+					it, ok, err := softs.Get(ctx, id)
+					if ctx.Err() != nil {
+						return
+					}
+					if errors.Is(err, context.DeadlineExceeded) {
+						slow.Add(1) // see below
+						continue
+					}
+					if err != nil && pgUnavailable(err) {
+						pgDown.Add(1)
+						continue
+					}
+					if err != nil {
+						fail(fmt.Errorf("%s: Get soft item %d: %v", role, id, err))
+						return
+					}
+					if ok {
+						rep.line("r soft_items %d %d %d", id, it.Ver, start.UnixNano())
+					} else {
+						rep.line("a soft_items %d %d", id, start.UnixNano())
+					}
 				case n == 0:
 					id := oddID(rand.Int32N(nOddShards), rand.IntN(nOddCodes)+1)
 					it, ok, err := odds.Get(ctx, oddKey(id))
@@ -191,6 +269,10 @@ func runCache(getenv func(string) string, rep *report) error {
 					}
 					if errors.Is(err, context.DeadlineExceeded) {
 						slow.Add(1) // see below
+						continue
+					}
+					if err != nil && pgUnavailable(err) {
+						pgDown.Add(1) // Postgres is down or recovering: only what a read returns is checked
 						continue
 					}
 					if err != nil || !ok {
@@ -211,6 +293,10 @@ func runCache(getenv func(string) string, rep *report) error {
 						slow.Add(1)
 						continue
 					}
+					if err != nil && pgUnavailable(err) {
+						pgDown.Add(1)
+						continue
+					}
 					if err != nil || !ok {
 						fail(fmt.Errorf("%s: Get item %d = %v, %v", role, id, ok, err))
 						return
@@ -224,6 +310,10 @@ func runCache(getenv func(string) string, rep *report) error {
 					}
 					if errors.Is(err, readthrough.ErrRedisUnavailable) {
 						unavailable.Add(1) // Redis is restarting: write-back rows fail loudly
+						continue
+					}
+					if err != nil && pgUnavailable(err) {
+						pgDown.Add(1) // a miss loads from Postgres
 						continue
 					}
 					if err != nil || !ok {
@@ -265,6 +355,13 @@ func runCache(getenv func(string) string, rep *report) error {
 			default:
 				err = saveNext(ctx, db, items, rep, rand.Int64N(nItems)+1)
 			}
+			if err != nil && ctx.Err() == nil && pgUnavailable(err) {
+				// Postgres is down or recovering: the write may or may not have
+				// committed, so it is not recorded (a later read of it is not stale).
+				pgDown.Add(1)
+				sleep(ctx, 20*time.Millisecond)
+				continue
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					fail(fmt.Errorf("%s: write: %w", role, err))
@@ -275,6 +372,31 @@ func runCache(getenv func(string) string, rep *report) error {
 			sleep(ctx, time.Duration(rand.Int64N(int64(5*time.Millisecond))))
 		}
 	})
+	if role == roleInvalidate {
+		// The one writer of soft_items: soft deletes and revivals through the library.
+		wg.Go(func() {
+			w := softWriter{softs: softs, db: db, rep: rep, known: map[int64]int64{}}
+			for id := int64(1); id <= nSoftItems; id++ {
+				w.known[id] = 1 // the test recorded the rows at version 1
+			}
+			for ctx.Err() == nil {
+				err := w.next(ctx, rand.Int64N(nSoftItems)+1)
+				if err != nil && ctx.Err() == nil && pgUnavailable(err) {
+					pgDown.Add(1)
+					sleep(ctx, 20*time.Millisecond)
+					continue
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						fail(fmt.Errorf("%s: soft write: %w", role, err))
+					}
+					return
+				}
+				writes.Add(1)
+				sleep(ctx, time.Duration(rand.Int64N(int64(5*time.Millisecond))))
+			}
+		})
+	}
 	wg.Wait()
 	if failure != nil {
 		return failure
@@ -284,6 +406,7 @@ func runCache(getenv func(string) string, rep *report) error {
 	rep.line("n refused %d", refused.Load())
 	rep.line("n unavailable %d", unavailable.Load())
 	rep.line("n slow %d", slow.Load())
+	rep.line("n pgdown %d", pgDown.Load())
 	return nil
 }
 
@@ -305,6 +428,82 @@ func saveNext(ctx context.Context, db *gorm.DB, repo *readthrough.Repository[Ite
 	}
 	rep.line("c items %d %d %d", id, next.Ver, time.Now().UnixNano())
 	return nil
+}
+
+// softWriter soft-deletes and revives soft items through the library (invalidate
+// policy), one version per write.
+type softWriter struct {
+	softs *readthrough.Repository[SoftItem]
+	db    *gorm.DB
+	rep   *report
+	known map[int64]int64 // the last version of each row reported
+}
+
+// next writes the row's next version: a soft delete of a present row, in the same
+// transaction as the bump of its Ver (GORM's Delete sets only deleted_at), or a Save
+// that revives a soft-deleted one. A version whose commit result was lost (Postgres
+// killed) is reported when the row is next locked: then it had committed, so the
+// history holds every version by the end and a read of any state can be judged.
+func (w *softWriter) next(ctx context.Context, id int64) error {
+	var (
+		next    int64
+		deleted bool
+	)
+	err := readthrough.Transaction(ctx, w.db, func(tx *readthrough.Tx) error {
+		var cur SoftItem
+		if err := tx.DB().Raw(`SELECT * FROM soft_items WHERE id = ? FOR UPDATE`, id).Scan(&cur).Error; err != nil {
+			return err
+		}
+		if cur.ID != id {
+			return fmt.Errorf("soft item %d is missing from Postgres", id)
+		}
+		if cur.Ver != w.known[id] {
+			w.commit(id, cur.Ver, cur.DeletedAt.Valid)
+			w.known[id] = cur.Ver
+		}
+		next, deleted = cur.Ver+1, !cur.DeletedAt.Valid
+		if deleted {
+			if err := tx.DB().Exec(`UPDATE soft_items SET ver = ? WHERE id = ?`, next, id).Error; err != nil {
+				return err
+			}
+			return w.softs.In(tx).Delete(ctx, id)
+		}
+		return w.softs.In(tx).Save(ctx, &SoftItem{ID: id, Ver: next, Val: rand.Int64()})
+	})
+	if err != nil {
+		return err
+	}
+	w.commit(id, next, deleted)
+	w.known[id] = next
+	return nil
+}
+
+// commit reports a version of the row, now.
+func (w *softWriter) commit(id, ver int64, deleted bool) {
+	if deleted {
+		w.rep.line("d soft_items %d %d %d", id, ver, time.Now().UnixNano())
+	} else {
+		w.rep.line("c soft_items %d %d %d", id, ver, time.Now().UnixNano())
+	}
+}
+
+// pgUnavailable reports whether err says Postgres was unreachable, down or recovering
+// (SIGKILLed by the test, then restarted): connections refused or cut, and the server's
+// shutdown and startup errors. Any other error is a failure.
+func pgUnavailable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "57P01", "57P02", "57P03": // admin_shutdown, crash_shutdown, cannot_connect_now
+			return true
+		}
+		return strings.HasPrefix(pe.Code, "08") // connection exception
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	return errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed")
 }
 
 func sleep(ctx context.Context, d time.Duration) {

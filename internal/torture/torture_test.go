@@ -25,14 +25,14 @@ var servers integration.Shared
 func TestMain(m *testing.M) {
 	if os.Getenv(envRole) != "" {
 		// Re-executed by startCache as a cache process.
-		os.Exit(cacheProcess(os.Getenv, os.Stdout))
+		os.Exit(cacheProcess(os.Getenv, os.Stdin, os.Stdout))
 	}
 	os.Exit(servers.Run(m))
 }
 
 // margin is how stale a read of a row written outside write-back may be beyond the
-// longest downtime of the worker or Redis: the invalidation lag with reconnect backoff
-// included.
+// downtime of the worker, Redis or Postgres within the read's window: the invalidation
+// lag with reconnect backoff included.
 const margin = 3 * time.Second
 
 // quiescence bounds how long after the chaos the journal must be flushed and every
@@ -49,7 +49,9 @@ func TestTorture(t *testing.T) {
 		duration = d
 	}
 	bin := buildWorker(t)
-	pg := servers.Postgres(t).NewDatabase(t)
+	// A Postgres of the test's own: the chaos SIGKILLs it.
+	pgServer := integration.NewPostgres(t, integration.PostgresOptions{})
+	pg := pgServer.NewDatabase(t)
 	// Write-back writes are acknowledged once in Redis: they survive its restarts only
 	// with fsynced persistence.
 	rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFAlways})
@@ -61,10 +63,10 @@ func TestTorture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := setup.AutoMigrate(&Item{}, &BackItem{}); err != nil {
+	if err := setup.AutoMigrate(&Item{}, &BackItem{}, &SoftItem{}); err != nil {
 		t.Fatal(err)
 	}
-	for table, n := range map[string]int{"items": nItems, "back_items": nBackItems} {
+	for table, n := range map[string]int{"items": nItems, "back_items": nBackItems, "soft_items": nSoftItems} {
 		if err := setup.Exec(`INSERT INTO `+table+` SELECT g, 1, 0 FROM generate_series(1, ?) g`, n).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -87,6 +89,9 @@ func TestTorture(t *testing.T) {
 	for id := int64(1); id <= nBackItems; id++ {
 		h.committed(row{"back_items", id}, 1, start)
 	}
+	for id := int64(1); id <= nSoftItems; id++ {
+		h.committed(row{"soft_items", id}, 1, start)
+	}
 
 	// The worker, as a process of its own; it flushes the write-back journal too.
 	var down downtime
@@ -99,8 +104,11 @@ func TestTorture(t *testing.T) {
 		procsMu  sync.Mutex
 		backProc *cacheProc // the write-back process running now
 	)
+	// Cache processes run until the test closes their stdin, at the end of the chaos;
+	// their own time limit is only a backstop.
+	end, _ := ctx.Deadline()
 	for _, role := range []string{roleInvalidate, roleWriteThrough, roleRaw, roleWriteBack} {
-		p := startCache(t, role, pg.RoleURL, rd.Addr(), prefix, duration, 0, h)
+		p := startCache(t, role, pg.RoleURL, rd.Addr(), prefix, time.Until(end), 0, h)
 		procs = append(procs, p)
 		if role == roleWriteBack {
 			backProc = p
@@ -109,10 +117,26 @@ func TestTorture(t *testing.T) {
 
 	var (
 		sqlWrites, truncates, workerKills, redisRestarts, redisKills, appKills atomic.Int64
+		pgKills, pgRefused                                                     atomic.Int64
+		pgOutage                                                               atomic.Int64 // nanoseconds Postgres was down
 		wg                                                                     sync.WaitGroup
 	)
-	chaos, stopChaos := context.WithTimeout(ctx, duration)
+	chaos, stopChaos := context.WithCancel(ctx)
 	defer stopChaos()
+	// The chaos lasts duration with Postgres up: a Postgres outage (seconds, on a loaded
+	// machine up to most of a short run) is added to it, and it lasts until Postgres
+	// was killed once (the second fault, however slow the first), so that every run
+	// does work and has every kind of fault.
+	chaosStart := time.Now()
+	wg.Go(func() {
+		for chaos.Err() == nil {
+			if time.Since(chaosStart) >= duration+time.Duration(pgOutage.Load()) && pgKills.Load() > 0 {
+				stopChaos()
+				return
+			}
+			sleep(chaos, 50*time.Millisecond)
+		}
+	})
 	errs := make(chan error, 8)
 	fail := func(err error) {
 		select {
@@ -126,6 +150,13 @@ func TestTorture(t *testing.T) {
 			id := rand.Int64N(nItems) + 1
 			var ver int64
 			if err := setup.WithContext(ctx).Raw(`UPDATE items SET ver = ver + 1, val = ? WHERE id = ? RETURNING ver`, rand.Int64(), id).Scan(&ver).Error; err != nil {
+				if pgUnavailable(err) {
+					// Postgres is down: the write may or may not have committed, so it
+					// is not recorded.
+					pgRefused.Add(1)
+					sleep(chaos, 20*time.Millisecond)
+					continue
+				}
 				fail(err)
 				return
 			}
@@ -145,6 +176,11 @@ func TestTorture(t *testing.T) {
 				var ver int64
 				err := setup.WithContext(ctx).Raw(`UPDATE odd_items SET ver = ver + 1, val = ? WHERE shard = ? AND code = ? RETURNING ver`,
 					rand.Int64(), shard, fmt.Sprintf("c%d", n)).Scan(&ver).Error
+				if err != nil && pgUnavailable(err) {
+					pgRefused.Add(1)
+					sleep(chaos, 20*time.Millisecond)
+					continue
+				}
 				if err != nil {
 					fail(err)
 					return
@@ -167,6 +203,11 @@ func TestTorture(t *testing.T) {
 					}
 					return nil
 				})
+				if err != nil && pgUnavailable(err) {
+					pgRefused.Add(1)
+					sleep(chaos, 20*time.Millisecond)
+					continue
+				}
 				if err != nil {
 					fail(err)
 					return
@@ -183,25 +224,44 @@ func TestTorture(t *testing.T) {
 			sleep(chaos, time.Duration(rand.Int64N(int64(5*time.Millisecond))))
 		}
 	})
-	// Chaos: kill the worker with SIGKILL and restart it; restart Redis.
+	// Chaos: kill the worker with SIGKILL and restart it; restart Redis; SIGKILL
+	// Postgres and start it again. The second fault is a Postgres kill if there was
+	// none yet, so every run has one (it takes seconds: the first fault is another).
 	wg.Go(func() {
-		for chaos.Err() == nil {
+		for n := 0; chaos.Err() == nil; n++ {
 			sleep(chaos, 500*time.Millisecond+time.Duration(rand.Int64N(int64(time.Second))))
 			if chaos.Err() != nil {
 				return
 			}
 			from := time.Now()
+			if (n == 1 && pgKills.Load() == 0) || (n > 0 && rand.IntN(5) == 0) {
+				// A crash: Postgres does crash recovery on start; the replication slot
+				// survives, perhaps at an older confirmed position (which redelivers).
+				// The downtime lasts until the worker streams again.
+				if err := pgServer.Kill(ctx); err != nil {
+					fail(err)
+					return
+				}
+				sleep(ctx, 200*time.Millisecond+time.Duration(rand.Int64N(int64(500*time.Millisecond))))
+				if err := pgServer.Start(ctx); err != nil {
+					fail(err)
+					return
+				}
+				pgKills.Add(1)
+				if err := worker.awaitReady(ctx); err != nil {
+					fail(fmt.Errorf("the worker after a Postgres kill: %w", err))
+					return
+				}
+				down.add(from, time.Now())
+				pgOutage.Add(int64(time.Since(from)))
+				continue
+			}
 			if rand.IntN(4) == 0 {
 				// The write-back application SIGKILLed mid-write and started again for
 				// the rest of the time: every write it acknowledged must reach Postgres.
 				// Not downtime: the other processes read and write on.
 				backProc.kill()
-				end, _ := chaos.Deadline()
-				left := time.Until(end)
-				if left <= time.Second {
-					continue
-				}
-				p := startCache(t, roleWriteBack, pg.RoleURL, rd.Addr(), prefix, left, (appKills.Add(1))*1_000_000_000, h)
+				p := startCache(t, roleWriteBack, pg.RoleURL, rd.Addr(), prefix, time.Until(end), (appKills.Add(1))*1_000_000_000, h)
 				procsMu.Lock()
 				procs, backProc = append(procs, p), p
 				procsMu.Unlock()
@@ -241,6 +301,9 @@ func TestTorture(t *testing.T) {
 	procsMu.Lock()
 	defer procsMu.Unlock()
 	for _, p := range procs {
+		p.stop()
+	}
+	for _, p := range procs {
 		if err := p.wait(); err != nil {
 			t.Fatal(err)
 		}
@@ -251,10 +314,15 @@ func TestTorture(t *testing.T) {
 	default:
 	}
 
-	// Quiescence: the worker catches up and flushes the journal.
+	// Quiescence: the worker catches up and flushes the journal. The checks use a
+	// pool of their own: setup's may hold connections the last Postgres kill cut.
 	worker.waitReady(t)
+	check, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rdb := rd.Client(t)
-	checker, err := readthrough.New(setup, rdb, readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
+	checker, err := readthrough.New(check, rdb, readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,10 +360,10 @@ func TestTorture(t *testing.T) {
 	// nothing.
 	var dbItems []Item
 	var dbBacks []BackItem
-	if err := setup.Order("id").Find(&dbItems).Error; err != nil {
+	if err := check.Order("id").Find(&dbItems).Error; err != nil {
 		t.Fatal(err)
 	}
-	if err := setup.Order("id").Find(&dbBacks).Error; err != nil {
+	if err := check.Order("id").Find(&dbBacks).Error; err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range dbBacks {
@@ -321,7 +389,7 @@ func TestTorture(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dbOdds []OddItem
-	if err := setup.Order("shard, code").Find(&dbOdds).Error; err != nil {
+	if err := check.Order("shard, code").Find(&dbOdds).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(dbOdds) != nOddShards*nOddCodes {
@@ -337,15 +405,52 @@ func TestTorture(t *testing.T) {
 		})
 	}
 
-	// Every read. Rows written outside write-back: no older than the longest downtime
-	// of the worker or Redis plus the margin. Write-back rows: never older than a write
+	// Soft items: the cache entry, read in either scope, gives what the uncached GORM
+	// reads give; the final version of each row is recorded if its commit result was
+	// lost (Postgres killed) and no later write recorded it.
+	softs, err := readthrough.Register[SoftItem](checker, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbSofts []SoftItem
+	if err := check.Unscoped().Order("id").Find(&dbSofts).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(dbSofts) != nSoftItems {
+		t.Fatalf("%d soft items in Postgres, want %d", len(dbSofts), nSoftItems)
+	}
+	softDeleted := 0
+	for _, s := range dbSofts {
+		if s.Ver > h.last(row{"soft_items", s.ID}) {
+			h.committedState(row{"soft_items", s.ID}, s.Ver, s.DeletedAt.Valid, time.Now())
+		}
+		if s.DeletedAt.Valid {
+			softDeleted++
+		}
+		awaitSoftCoherent(t, ctx, check, softs, deadline, s.ID)
+	}
+
+	// Every read. Rows written outside write-back: stale by no more than the margin
+	// beyond the downtime of the worker, Redis or Postgres in the read's window; soft
+	// items also never in a state no version had. Write-back rows: never older than a write
 	// acknowledged before the read began.
 	h.sort()
-	bound := down.longest() + margin
-	var worst, worstBack time.Duration
+	// A read may be stale by the margin plus the downtime within its window (from the
+	// commit it missed to its start): an outage elsewhere in the run excuses nothing.
+	// (Postgres takes seconds to come back from a kill: a bound of the longest downtime
+	// for every read would let a broken invalidation pass.)
+	var worst, worstBack, worstExcess time.Duration
 	var over, overBack int
+	var wrong int
 	h.mu.Lock()
 	for _, r := range h.reads {
+		if why := h.wrongState(r); why != "" {
+			wrong++
+			if wrong <= 5 {
+				t.Errorf("%s %d: a read that began at %s returned %s", r.row.table, r.row.id, r.start.Format("15:04:05.000000"), why)
+			}
+			continue
+		}
 		s := h.staleness(r)
 		if r.row.table == "back_items" {
 			worstBack = max(worstBack, s)
@@ -359,11 +464,40 @@ func TestTorture(t *testing.T) {
 			continue
 		}
 		worst = max(worst, s)
-		if s > bound {
+		excess := s - down.overlap(r.start.Add(-s), r.start)
+		worstExcess = max(worstExcess, excess)
+		if excess > margin {
 			over++
+			if over <= 5 {
+				what := fmt.Sprintf("version %d", r.ver)
+				if r.absent {
+					what = "no row"
+				}
+				t.Errorf("%s %d: a read that began at %s returned %s, %v stale, %v beyond the downtime in that window (margin %v)",
+					r.row.table, r.row.id, r.start.Format("15:04:05.000000"), what, s, excess, margin)
+			}
 		}
 	}
 	nReads := len(h.reads)
+	var softReads, softAbsent int
+	for _, r := range h.reads {
+		if r.row.table == "soft_items" {
+			softReads++
+			if r.absent {
+				softAbsent++
+			}
+		}
+	}
+	softDeletes := 0
+	for r, cs := range h.commits {
+		if r.table == "soft_items" {
+			for _, c := range cs {
+				if c.deleted {
+					softDeletes++
+				}
+			}
+		}
+	}
 	h.mu.Unlock()
 
 	counts := map[string]map[string]int64{}
@@ -377,14 +511,29 @@ func TestTorture(t *testing.T) {
 		}
 		libWrites += p.counts["writes"]
 	}
-	t.Logf("torture %v, %d cache processes: %d reads, %d library writes, %d raw-SQL writes (%d partition TRUNCATEs), %d worker kills, %d Redis restarts (%d of them SIGKILLs), %d write-back processes SIGKILLed; worst staleness %v (bound %v), write-back rows %v (bound 0)",
-		duration, len(procs), nReads, libWrites, sqlWrites.Load(), truncates.Load(), workerKills.Load(), redisRestarts.Load(), redisKills.Load(), appKills.Load(),
-		worst.Round(time.Millisecond), bound, worstBack)
+	t.Logf("torture %v, %d cache processes: %d reads, %d library writes, %d raw-SQL writes (%d partition TRUNCATEs, %d refused with Postgres down), %d worker kills, %d Redis restarts (%d of them SIGKILLs), %d Postgres SIGKILLs, %d write-back processes SIGKILLed; %d soft deletes, %d soft-item reads (%d found no row), %d of %d rows soft-deleted at the end; worst staleness %v (longest downtime %v), worst beyond the downtime in its window %v (margin %v), write-back rows %v (bound 0)",
+		duration, len(procs), nReads, libWrites, sqlWrites.Load(), truncates.Load(), pgRefused.Load(), workerKills.Load(), redisRestarts.Load(), redisKills.Load(), pgKills.Load(), appKills.Load(),
+		softDeletes, softReads, softAbsent, softDeleted, nSoftItems,
+		worst.Round(time.Millisecond), down.longest().Round(time.Millisecond), worstExcess.Round(time.Millisecond), margin, worstBack)
 	for role, c := range counts {
 		t.Logf("  %-13s %v", role, c)
 	}
 	if over > 0 {
-		t.Errorf("%d reads returned a row older than %v", over, bound)
+		t.Errorf("%d reads returned a row stale by more than %v beyond the downtime in their window", over, margin)
+	}
+	if wrong > 0 {
+		t.Errorf("%d reads of soft items returned a state no version had", wrong)
+	}
+	if pgKills.Load() == 0 {
+		// Without a Postgres kill no read or write may fail for Postgres being down:
+		// the tolerance is for the kills only.
+		n := pgRefused.Load()
+		for _, c := range counts {
+			n += c["pgdown"]
+		}
+		if n > 0 {
+			t.Errorf("%d reads or writes failed for Postgres being down, but it was never killed", n)
+		}
 	}
 	if overBack > 0 {
 		t.Errorf("%d reads of write-back rows missed an acknowledged write", overBack)
@@ -397,8 +546,8 @@ func TestTorture(t *testing.T) {
 		}
 	}
 	h.mu.Unlock()
-	if nReads == 0 || workerKills.Load()+redisRestarts.Load() == 0 || backAcks == 0 {
-		t.Fatal("the torture did nothing: no reads, no faults or no write-back writes")
+	if nReads == 0 || workerKills.Load()+redisRestarts.Load() == 0 || pgKills.Load() == 0 || backAcks == 0 || softDeletes == 0 || softAbsent == 0 {
+		t.Fatal("the torture did nothing: no reads, no faults, no Postgres kill, no write-back writes or no soft deletes read")
 	}
 }
 
@@ -430,4 +579,57 @@ func awaitCoherent(t *testing.T, ctx context.Context, rdb *redis.Client, deadlin
 		}
 		sleep(ctx, 20*time.Millisecond)
 	}
+}
+
+// awaitSoftCoherent waits until the soft item's cache entry is absent or gives, in
+// both scopes, what the uncached GORM reads give: Peek (the row as cached, soft-deleted
+// or not) equals the unscoped read, and Get in the default scope finds the row exactly
+// when GORM's First does.
+func awaitSoftCoherent(t *testing.T, ctx context.Context, db *gorm.DB, softs *readthrough.Repository[SoftItem], deadline time.Time, id int64) {
+	t.Helper()
+	for {
+		why, err := softIncoherence(ctx, db, softs, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("soft item %d: %s %v after the writes stopped", id, why, quiescence)
+		}
+		sleep(ctx, 20*time.Millisecond)
+	}
+}
+
+// softIncoherence returns how the soft item's cache entry differs from Postgres, or ""
+// when it is absent or agrees.
+func softIncoherence(ctx context.Context, db *gorm.DB, softs *readthrough.Repository[SoftItem], id int64) (string, error) {
+	cached, ok, isCached, err := softs.Peek(ctx, id)
+	if err != nil || !isCached {
+		return "", err
+	}
+	var all, scoped []SoftItem
+	if err := db.WithContext(ctx).Unscoped().Where("id = ?", id).Find(&all).Error; err != nil {
+		return "", err
+	}
+	if err := db.WithContext(ctx).Where("id = ?", id).Find(&scoped).Error; err != nil {
+		return "", err
+	}
+	if len(all) != 1 {
+		return "", fmt.Errorf("soft item %d: %d rows in Postgres", id, len(all))
+	}
+	pg := all[0]
+	if !ok || cached.Ver != pg.Ver || cached.Val != pg.Val || cached.DeletedAt.Valid != pg.DeletedAt.Valid ||
+		!cached.DeletedAt.Time.Equal(pg.DeletedAt.Time) {
+		return fmt.Sprintf("cache holds %+v (found %v), the unscoped read %+v", cached, ok, pg), nil
+	}
+	got, found, err := softs.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if found != (len(scoped) == 1) || (found && got.Ver != scoped[0].Ver) {
+		return fmt.Sprintf("Get in the default scope finds %v (%+v), GORM's scoped read %d rows", found, got, len(scoped)), nil
+	}
+	return "", nil
 }

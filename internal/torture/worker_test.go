@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -45,7 +46,7 @@ func startWorker(t *testing.T, bin, pgURL, redisAddr, prefix, slot string) *work
 	addr := l.Addr().String()
 	l.Close()
 	cmd := exec.Command(bin, "-postgres", pgURL, "-redis", redisAddr, "-prefix", prefix, "-slot", slot,
-		"-tables", "items,back_items,odd_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
+		"-tables", "items,back_items,odd_items,soft_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
 		"-writeback", "-writeback-consumer", "torture-worker")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -94,13 +95,14 @@ func (w *workerProc) waitReady(t *testing.T) {
 type cacheProc struct {
 	role   string
 	cmd    *exec.Cmd
+	stdin  io.WriteCloser // closed to stop the process
 	counts map[string]int64
 	failed string // its "e" line
 	lines  sync.WaitGroup
 	killed bool // by the test, with SIGKILL
 }
 
-// startCache starts a cache process in role for d, feeding what it reports into h. A
+// startCache starts a cache process in role for at most d (stop ends it), feeding what it reports into h. A
 // write-back process writes versions above versions.
 func startCache(t *testing.T, role, pgURL, redisAddr, prefix string, d time.Duration, versions int64, h *history) *cacheProc {
 	t.Helper()
@@ -112,7 +114,11 @@ func startCache(t *testing.T, role, pgURL, redisAddr, prefix string, d time.Dura
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cacheProc{role: role, cmd: cmd, counts: map[string]int64{}}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cacheProc{role: role, cmd: cmd, stdin: in, counts: map[string]int64{}}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -131,13 +137,15 @@ func (p *cacheProc) parse(line string, h *history) {
 	f := strings.Fields(rest)
 	num := func(i int) int64 { n, _ := strconv.ParseInt(f[i], 10, 64); return n }
 	switch {
-	case (kind == "c" || kind == "r") && len(f) == 4:
+	case (kind == "c" || kind == "d" || kind == "r") && len(f) == 4:
 		r, ver, at := row{f[0], num(1)}, num(2), time.Unix(0, num(3))
-		if kind == "c" {
-			h.committed(r, ver, at)
-		} else {
+		if kind == "r" {
 			h.read(r, ver, at)
+		} else {
+			h.committedState(r, ver, kind == "d", at)
 		}
+	case kind == "a" && len(f) == 3:
+		h.readAbsent(row{f[0], num(1)}, time.Unix(0, num(2)))
 	case kind == "n" && len(f) == 2:
 		p.counts[f[0]] = num(1)
 	case kind == "e":
@@ -146,6 +154,9 @@ func (p *cacheProc) parse(line string, h *history) {
 		p.failed = "unreadable report line: " + line
 	}
 }
+
+// stop tells the process to finish: it reports its counts and exits.
+func (p *cacheProc) stop() { _ = p.stdin.Close() }
 
 // kill kills the process with SIGKILL, mid-write: what it acknowledged must survive.
 func (p *cacheProc) kill() {
