@@ -35,6 +35,10 @@ func TestMain(m *testing.M) {
 // lag with reconnect backoff included.
 const margin = 3 * time.Second
 
+// pgKillEvery is the least time between two Postgres kills after the first: a tenth of
+// the run, at least 5s.
+func pgKillEvery(duration time.Duration) time.Duration { return max(duration/10, 5*time.Second) }
+
 // quiescence bounds how long after the chaos the journal must be flushed and every
 // cached row equal Postgres.
 const quiescence = 90 * time.Second
@@ -56,7 +60,8 @@ func TestTorture(t *testing.T) {
 	// with fsynced persistence.
 	rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFAlways})
 	const prefix = "torture"
-	ctx, cancel := context.WithTimeout(context.Background(), duration+3*time.Minute)
+	// The chaos lasts duration plus the Postgres outages (see below): allow for them.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*duration+5*time.Minute)
 	defer cancel()
 
 	setup, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
@@ -128,6 +133,7 @@ func TestTorture(t *testing.T) {
 	// was killed once (the second fault, however slow the first), so that every run
 	// does work and has every kind of fault.
 	chaosStart := time.Now()
+	var lastPgKill time.Time // only the chaos goroutine uses it
 	wg.Go(func() {
 		for chaos.Err() == nil {
 			if time.Since(chaosStart) >= duration+time.Duration(pgOutage.Load()) && pgKills.Load() > 0 {
@@ -234,7 +240,12 @@ func TestTorture(t *testing.T) {
 				return
 			}
 			from := time.Now()
-			if (n == 1 && pgKills.Load() == 0) || (n > 0 && rand.IntN(5) == 0) {
+			// Postgres is killed as the second fault, then at most once per pgKillEvery:
+			// each kill costs seconds of recovery, which the chaos makes up for, so
+			// kills as frequent as the other faults would stretch a long run without
+			// end.
+			if (n == 1 && pgKills.Load() == 0) || (n > 0 && rand.IntN(5) == 0 && time.Since(lastPgKill) >= pgKillEvery(duration)) {
+				lastPgKill = time.Now()
 				// A crash: Postgres does crash recovery on start; the replication slot
 				// survives, perhaps at an older confirmed position (which redelivers).
 				// The downtime lasts until the worker streams again.
