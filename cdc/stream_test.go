@@ -26,7 +26,7 @@ var servers integration.Shared
 func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 
 // wait bounds every wait for the stream in these tests.
-const wait = 20 * time.Second
+const wait = 60 * time.Second
 
 type gapCall struct {
 	tables []string
