@@ -243,7 +243,11 @@ func TestSearchPath(t *testing.T) {
 	if _, _, err := repo.Get(ctx, int64(2)); err != nil {
 		t.Fatal(err)
 	}
-	e.exec(t, `SELECT pg_drop_replication_slot('slot_`+e.pg.Name+`')`)
+	// The server's walsender may outlive the stream's Run by a moment: the slot is
+	// free to drop once it ends.
+	integration.Eventually(t, "the slot to be dropped", func() bool {
+		return e.db.Exec(`SELECT pg_drop_replication_slot('slot_` + e.pg.Name + `')`).Error == nil
+	})
 	e.exec(t, `UPDATE full_rows SET v = 'changed unseen' WHERE id = 2`)
 	e.start(t, "full_rows")
 	if got, _, _ := repo.Get(ctx, int64(2)); got.V != "changed unseen" {
