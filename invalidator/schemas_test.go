@@ -246,7 +246,7 @@ func TestSearchPath(t *testing.T) {
 	// The server's walsender may outlive the stream's Run by a moment: the slot is
 	// free to drop once it ends.
 	integration.Eventually(t, "the slot to be dropped", func() bool {
-		return e.db.Exec(`SELECT pg_drop_replication_slot('slot_` + e.pg.Name + `')`).Error == nil
+		return e.db.Exec(`SELECT pg_drop_replication_slot('slot_`+e.pg.Name+`')`).Error == nil
 	})
 	e.exec(t, `UPDATE full_rows SET v = 'changed unseen' WHERE id = 2`)
 	e.start(t, "full_rows")
