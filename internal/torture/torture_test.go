@@ -557,7 +557,9 @@ func TestTorture(t *testing.T) {
 		}
 	}
 	h.mu.Unlock()
-	if nReads == 0 || workerKills.Load()+redisRestarts.Load() == 0 || pgKills.Load() == 0 || backAcks == 0 || softDeletes == 0 || softAbsent == 0 {
+	// A short run on a slow machine may see one kind of fault besides the Postgres kill
+	// (which the chaos waits for); it must see some.
+	if nReads == 0 || workerKills.Load()+redisRestarts.Load()+appKills.Load() == 0 || pgKills.Load() == 0 || backAcks == 0 || softDeletes == 0 || softAbsent == 0 {
 		t.Fatal("the torture did nothing: no reads, no faults, no Postgres kill, no write-back writes or no soft deletes read")
 	}
 }
