@@ -51,7 +51,9 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "multiget"})
+	// A multi-get sends one pipeline for many rows; give it more than the default
+	// 100ms, so that a slow machine does not turn its fills into fallbacks.
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "multiget", RedisTimeout: time.Second})
 	if err != nil {
 		return err
 	}
