@@ -121,7 +121,7 @@ func (r *Repository[T]) inScope(ctx context.Context, row T) (T, bool, error) {
 // all returns the repository reading every row, soft-deleted ones included: fills
 // cache rows as Postgres holds them, whoever asks.
 func (r *Repository[T]) all() *Repository[T] {
-	if r.model.softDelete == nil || r.db.Statement.Unscoped {
+	if r.unscoped() {
 		return r
 	}
 	c := r.clone()
