@@ -2,16 +2,19 @@
 
 # The demo: Postgres and Redis come up through testcontainers.
 demo:
-	eval "$$(scripts/env.sh)" && go run ./examples/quickstart
+	eval "$$(scripts/env.sh)" && go run -C examples ./quickstart
 
 # Every test, integration tests against real servers included, with the race detector.
 test:
 	scripts/test.sh
 
+# The repository's modules: the library, the harness and server tests, the commands, the
+# examples (see docs/ARCHITECTURE.md).
+MODULES = . integration cmd examples
+
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
-	go vet ./...
-	staticcheck ./...
+	for m in $(MODULES); do (cd $$m && go mod tidy -diff && go vet ./... && staticcheck ./...) || exit 1; done
 
 # Images built from Debian packages, for machines without a registry.
 images:
@@ -20,4 +23,4 @@ images:
 # The benchmark program: one run against the harness, results in bench-results.json and
 # bench-results/*.svg (see docs/BENCHMARKS.md).
 bench:
-	eval "$$(scripts/env.sh)" && go run ./cmd/pgcache-bench
+	eval "$$(scripts/env.sh)" && go run -C cmd ./pgcache-bench

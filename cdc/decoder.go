@@ -101,6 +101,16 @@ type Change struct {
 	OldKey []string
 }
 
+// String describes the change for logs and tests: its kind, table and key, such as
+// `update public.items ["7"] from ["6"]`.
+func (c Change) String() string {
+	s := fmt.Sprintf("%s %s.%s %q", c.Kind, c.Relation.Schema, c.Relation.Name, c.Key)
+	if c.OldKey != nil {
+		s += fmt.Sprintf(" from %q", c.OldKey)
+	}
+	return s
+}
+
 // Tx is one committed transaction of the published tables. Nothing modifies a Tx after
 // it is returned, so a handler may keep it and read it from any goroutine.
 type Tx struct {

@@ -59,18 +59,10 @@ func decodeWith(t *testing.T, d *cdc.Decoder, msgs ...[]byte) []*cdc.Tx {
 }
 
 // describe renders a change as "kind schema.name key old-key".
-func describe(c cdc.Change) string {
-	s := fmt.Sprintf("%s %s.%s %q", c.Kind, c.Relation.Schema, c.Relation.Name, c.Key)
-	if c.OldKey != nil {
-		s += fmt.Sprintf(" from %q", c.OldKey)
-	}
-	return s
-}
-
 func describeAll(cs []cdc.Change) []string {
 	out := make([]string, len(cs))
 	for i, c := range cs {
-		out[i] = describe(c)
+		out[i] = c.String()
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 )
 
@@ -164,10 +165,8 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 			}
 			byKey[k] = &loaded[n]
 		}
-		if r.hooks != nil && r.hooks.afterLoad != nil {
-			for _, j := range leased {
-				r.hooks.afterLoad(mks[j].Value())
-			}
+		for _, j := range leased {
+			testhooks.AfterLoad(ctx, mks[j].Value())
 		}
 		items := make([]store.FillItem, 0, len(leased))
 		for _, j := range leased {

@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -50,24 +51,6 @@ type Repository[T any] struct {
 	// lastLog rate-limits warnings (unix nanoseconds of the last one); copies from
 	// WithDB and In share it.
 	lastLog *atomic.Int64
-
-	hooks *hooks
-}
-
-// hooks let tests stop a read at the points where races happen. nil in production.
-type hooks struct {
-	// afterLoad runs after a miss has read the database and before it stores the row.
-	afterLoad func(key string)
-	// beforeLoad runs before a miss reads the database (after it took the lease, if
-	// it takes one).
-	beforeLoad func(key string)
-	// afterCommit runs after a write committed, before its cache effects.
-	afterCommit func(key string)
-	// joined runs once a miss has joined (or begun) the key's flight.
-	joined func(key string)
-	// unfenced makes fills plain SETs, as caches without fencing do, to show that the
-	// race tests can fail.
-	unfenced bool
 }
 
 // Cached entries start with one byte saying what follows.
@@ -98,11 +81,11 @@ func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 	return c
 }
 
-// clone returns a copy of r sharing its state (counters, flights, hooks).
+// clone returns a copy of r sharing its state (counters, flights).
 func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
 		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model, rec: r.rec,
-		opts: r.opts, log: r.log, lastLog: r.lastLog, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
+		opts: r.opts, log: r.log, lastLog: r.lastLog, stats: r.stats, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
 		noWaitAOF: r.noWaitAOF,
 	}
 }
@@ -204,9 +187,7 @@ func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id a
 			// The flight outlives a caller that gives up; it is bounded by its own timeouts.
 			return fill(context.WithoutCancel(ctx), k, id)
 		})
-		if r.hooks != nil && r.hooks.joined != nil {
-			r.hooks.joined(k.Value())
-		}
+		testhooks.Joined(ctx, k.Value())
 		var res singleflight.Result
 		select {
 		case <-ctx.Done():
@@ -269,7 +250,7 @@ func (r *Repository[T]) flightRow(ctx context.Context, k keys.Key, id any, entry
 // growing interval, for at most WaitTimeout; then it reads Postgres itself and caches
 // nothing, since it holds no lease.
 func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, error) {
-	if r.hooks != nil && r.hooks.unfenced {
+	if testhooks.Unfenced(ctx) {
 		return r.fillUnfenced(ctx, k, id)
 	}
 	deadline := time.Now().Add(r.opts.WaitTimeout)
@@ -367,9 +348,7 @@ func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, toke
 		}
 		return f, err
 	}
-	if r.hooks != nil && r.hooks.afterLoad != nil {
-		r.hooks.afterLoad(k.Value())
-	}
+	testhooks.AfterLoad(ctx, k.Value())
 	if f.entry == nil { // uncacheable
 		if err := r.store.Release(ctx, k, token); err != nil {
 			r.redisFailed(err)
@@ -402,9 +381,7 @@ func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) (f
 	if err != nil {
 		return f, err
 	}
-	if r.hooks.afterLoad != nil {
-		r.hooks.afterLoad(k.Value())
-	}
+	testhooks.AfterLoad(ctx, k.Value())
 	if f.entry == nil {
 		return f, nil
 	}
@@ -433,9 +410,7 @@ func (r *Repository[T]) ttl(entry []byte) (time.Duration, bool) {
 // the query was sent.
 func (r *Repository[T]) loadFlight(ctx context.Context, k keys.Key, id any) (flight, error) {
 	at := r.flights.clock.Add(1)
-	if r.hooks != nil && r.hooks.beforeLoad != nil {
-		r.hooks.beforeLoad(k.Value())
-	}
+	testhooks.BeforeLoad(ctx, k.Value())
 	// Cached as Postgres holds it, soft-deleted or not, whatever the reader's scope.
 	row, ok, err := r.all().load(ctx, id)
 	if err != nil {

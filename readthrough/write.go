@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -149,9 +150,7 @@ func (r *Repository[T]) committed(ctx context.Context, k keys.Key, id any) {
 
 // afterCommit deletes the row's entry and, under write-through, fills it again.
 func (r *Repository[T]) afterCommit(ctx context.Context, k keys.Key, id any) {
-	if r.hooks != nil && r.hooks.afterCommit != nil {
-		r.hooks.afterCommit(k.Value())
-	}
+	testhooks.AfterCommit(ctx, k.Value())
 	if err := r.store.Invalidate(ctx, k); err != nil {
 		r.stats.errors.Add(1)
 		r.warn("write committed, but its cache entry could not be deleted; the invalidator and the entry's TTL will remove it",

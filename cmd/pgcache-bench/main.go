@@ -3,7 +3,7 @@
 // PGCACHE_REDIS_ADDR), and writes bench-results.json and SVG plots.
 //
 //	make bench                    (a short run, under five minutes)
-//	go run ./cmd/pgcache-bench -duration 10s
+//	go run -C cmd ./pgcache-bench -duration 10s
 //
 // Every figure is measured in the same run as its baseline (a raw go-redis GET of the
 // same bytes, an uncached GORM First), so ratios compare like with like.

@@ -19,12 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/integration"
-	"github.com/pgcache/pgcache/internal/widgettest"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -153,43 +151,26 @@ func (p *proc) metric(name string) float64 {
 	return -1
 }
 
-// fixture is a widgets table of rows 1..n ("v0") and its repository, cached under a
+// widgets is a widgets table of rows 1..n ("v0") and its repository, cached under a
 // Redis prefix of the test's own, and the address of that Redis for the worker.
-type fixture struct {
-	*widgettest.Table
+type widgets struct {
+	*fixture.Table
 	redisAddr string
 }
 
-func newFixture(t *testing.T, n int) *fixture {
+func newWidgets(t *testing.T, n int) *widgets {
 	t.Helper()
 	pg := servers.Postgres(t).NewDatabase(t)
 	rd := servers.Redis(t)
-	return &fixture{Table: widgettest.New(t, pg, rd, n), redisAddr: rd.Addr()}
+	return &widgets{Table: fixture.New(t, pg, rd, n), redisAddr: rd.Addr()}
 }
-
-// slot returns a slot name of the test's own: slot names are per server.
-func (f *fixture) slot(suffix string) string { return "s_" + f.PG.Name + "_" + suffix }
 
 // workerArgs returns the flags of a worker on the fixture, connected as the
 // non-superuser REPLICATION role.
-func (f *fixture) workerArgs(slot string) []string {
+func (f *widgets) workerArgs(slot string) []string {
 	return []string{
 		"-postgres", f.PG.RoleURL, "-redis", f.redisAddr, "-prefix", f.Prefix,
 		"-tables", "widgets", "-slot", slot, "-status-interval", "100ms",
-	}
-}
-
-// fillAll reads rows 1..n through the cache.
-func (f *fixture) fillAll(t *testing.T, n int) {
-	t.Helper()
-	for lo := 1; lo <= n; lo += 500 {
-		ids := make([]any, 0, 500)
-		for id := lo; id < lo+500 && id <= n; id++ {
-			ids = append(ids, int64(id))
-		}
-		if _, err := f.Repo.GetMany(context.Background(), ids...); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 
@@ -210,12 +191,12 @@ func TestKilledMidBurst(t *testing.T) {
 		barrier = rows + 1
 		kills   = 3
 	)
-	f := newFixture(t, rows+1)
-	slot := f.slot("kill")
+	f := newWidgets(t, rows+1)
+	slot := f.Slot("kill")
 	args := f.workerArgs(slot)
 	w := startWorker(t, args...)
 	w.waitReady(t) // the slot exists, and its gap (nothing cached yet) is behind us
-	f.fillAll(t, rows)
+	f.FillAll(t, rows)
 
 	ctx, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
@@ -270,7 +251,7 @@ func TestKilledMidBurst(t *testing.T) {
 			mu.Lock()
 			snap := maps.Clone(written)
 			mu.Unlock()
-			lsn, err := walPosition(ctx, f.DB)
+			lsn, err := fixture.WALInsert(ctx, f.DB)
 			if err != nil {
 				if ctx.Err() == nil {
 					t.Errorf("confirmer: %v", err)
@@ -278,7 +259,8 @@ func TestKilledMidBurst(t *testing.T) {
 				return
 			}
 			for ctx.Err() == nil {
-				passed, err := confirmedPast(ctx, f.DB, slot, lsn)
+				pos, _, err := fixture.SlotConfirmed(ctx, f.DB, slot)
+				passed := pos >= lsn
 				if err != nil {
 					if ctx.Err() == nil {
 						t.Errorf("confirmer: %v", err)
@@ -369,26 +351,11 @@ func TestKilledMidBurst(t *testing.T) {
 	}
 }
 
-// walPosition returns the WAL insert position: every commit that returned is before it.
-func walPosition(ctx context.Context, db *gorm.DB) (string, error) {
-	var lsn string
-	err := db.WithContext(ctx).Raw(`SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn).Error
-	return lsn, err
-}
-
-// confirmedPast reports whether the slot's confirmed position has reached lsn.
-func confirmedPast(ctx context.Context, db *gorm.DB, slot, lsn string) (bool, error) {
-	var passed bool
-	err := db.WithContext(ctx).Raw(`SELECT coalesce(bool_or(confirmed_flush_lsn >= ?::pg_lsn), false) FROM pg_replication_slots WHERE slot_name = ?`,
-		lsn, slot).Scan(&passed).Error
-	return passed, err
-}
-
 // checkRead checks a read of TestKilledMidBurst: every id asked for came back (no row
 // is deleted there), and each row holds "v0" or a name written by one of the first
 // written updates, not older than "v<floor[id]>", the row's last write the worker had
 // confirmed when the read began. It returns what is wrong, or "".
-func checkRead(ids []any, got []widgettest.Widget, written int64, floor map[int64]int64) string {
+func checkRead(ids []any, got []fixture.Widget, written int64, floor map[int64]int64) string {
 	byID := make(map[int64]string, len(got))
 	for _, w := range got {
 		byID[w.ID] = w.Name
@@ -415,12 +382,12 @@ func checkRead(ids []any, got []widgettest.Widget, written int64, floor map[int6
 // a row missing from a read, a name no commit wrote, and a row older than the floor.
 func TestKilledMidBurstReads(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, 10)
+	f := newWidgets(t, 10)
 	cache, err := readthrough.New(f.DB, f.Redis, readthrough.Options{Prefix: f.Prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	slow, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{LoadTimeout: 50 * time.Millisecond})
+	slow, err := readthrough.Register[fixture.Widget](cache, readthrough.ModelOptions{LoadTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,14 +409,14 @@ func TestKilledMidBurstReads(t *testing.T) {
 
 	ids := []any{int64(1), int64(2)}
 	for _, c := range []struct {
-		got  []widgettest.Widget
+		got  []fixture.Widget
 		want string
 	}{
-		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v7"}}, ""},
-		{[]widgettest.Widget{{ID: 1, Name: "v0"}}, "row 2, which exists, missing"},
-		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v9"}}, "which no commit wrote"},
-		{[]widgettest.Widget{{ID: 1, Name: "x"}, {ID: 2, Name: "v1"}}, "which no commit wrote"},
-		{[]widgettest.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v4"}}, "stale: the worker had confirmed the commit of v5"},
+		{[]fixture.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v7"}}, ""},
+		{[]fixture.Widget{{ID: 1, Name: "v0"}}, "row 2, which exists, missing"},
+		{[]fixture.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v9"}}, "which no commit wrote"},
+		{[]fixture.Widget{{ID: 1, Name: "x"}, {ID: 2, Name: "v1"}}, "which no commit wrote"},
+		{[]fixture.Widget{{ID: 1, Name: "v0"}, {ID: 2, Name: "v4"}}, "stale: the worker had confirmed the commit of v5"},
 	} {
 		if msg := checkRead(ids, c.got, 8, map[int64]int64{2: 5}); c.want == "" && msg != "" || !strings.Contains(msg, c.want) {
 			t.Errorf("checkRead(%+v) = %q, want %q", c.got, msg, c.want)
@@ -462,8 +429,8 @@ func TestKilledMidBurstReads(t *testing.T) {
 // a row's old value after the worker confirmed its update, and the check says so.
 func TestKilledMidBurstStale(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, 2)
-	slot := f.slot("stale")
+	f := newWidgets(t, 2)
+	slot := f.Slot("stale")
 	w := startWorker(t, f.workerArgs(slot)...)
 	w.waitReady(t)
 	// The worker's own applications cache too: with its registry missing it would
@@ -473,7 +440,7 @@ func TestKilledMidBurstStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{})
+	lost, err := readthrough.Register[fixture.Widget](cache, readthrough.ModelOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,16 +450,16 @@ func TestKilledMidBurstStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Exec(t, `UPDATE widgets SET name = 'v1' WHERE id = 2`)
-	lsn, err := walPosition(ctx, f.DB)
+	lsn, err := fixture.WALInsert(ctx, f.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
 	integration.Eventually(t, "the worker to confirm the update", func() bool {
-		ok, err := confirmedPast(ctx, f.DB, slot, lsn)
+		pos, _, err := fixture.SlotConfirmed(ctx, f.DB, slot)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ok
+		return pos >= lsn
 	})
 	got, err := lost.GetMany(ctx, ids...)
 	if err != nil {
@@ -514,8 +481,8 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 		// racing the readiness report would be caught midway.
 		extra = 50000
 	)
-	f := newFixture(t, rows)
-	slot := f.slot("dropped")
+	f := newWidgets(t, rows)
+	slot := f.Slot("dropped")
 	args := f.workerArgs(slot)
 	w := startWorker(t, args...)
 	w.waitReady(t)
@@ -523,19 +490,14 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 		t.Fatalf("exit %d after SIGTERM, want %d; logs:\n%s", code, exitOK, w.logs.String())
 	}
 
-	admin, err := gorm.Open(postgres.Open(f.PG.URL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminDB, _ := admin.DB()
-	defer adminDB.Close()
+	admin := fixture.Open(t, f.PG.URL)
 	integration.Eventually(t, "the slot to be dropped", func() bool {
 		return admin.Exec(`SELECT pg_drop_replication_slot(?)`, slot).Error == nil
 	})
 
 	// Cached while no slot records changes: one row changes unseen, the others stay,
 	// and one is cached as absent and then inserted.
-	f.fillAll(t, rows)
+	f.FillAll(t, rows)
 	f.Fill(t, 4040)
 	ctx := context.Background()
 	extraKeys := make([]string, extra)
@@ -597,8 +559,8 @@ func TestSlotDroppedWhileDown(t *testing.T) {
 // uncapped backoff to have grown to seconds.
 func TestStandbyTakeover(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, 2)
-	args := f.workerArgs(f.slot("standby"))
+	f := newWidgets(t, 2)
+	args := f.workerArgs(f.Slot("standby"))
 	active := startWorker(t, args...)
 	active.waitReady(t)
 	standby := startWorker(t, args...)

@@ -15,12 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
-
 	"github.com/pgcache/pgcache/integration"
-	"github.com/pgcache/pgcache/internal/widgettest"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -113,18 +109,15 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 	rd := servers.Redis(t)
 	prefix := rd.Prefix(t)
 	rdb := rd.Client(t)
-	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AutoMigrate(&widgettest.Widget{}); err != nil {
+	db := fixture.Open(t, pg.RoleURL)
+	if err := db.AutoMigrate(&fixture.Widget{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Exec(`INSERT INTO widgets VALUES (1, 'old')`).Error; err != nil {
 		t.Fatal(err)
 	}
 	cache, _ := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
-	repo, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{})
+	repo, err := readthrough.Register[fixture.Widget](cache, readthrough.ModelOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,25 +181,22 @@ func TestWorkerFlushesWriteBack(t *testing.T) {
 	pg := servers.Postgres(t).NewDatabase(t)
 	rd := servers.Redis(t)
 	prefix := rd.Prefix(t)
-	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AutoMigrate(&widgettest.Widget{}); err != nil {
+	db := fixture.Open(t, pg.RoleURL)
+	if err := db.AutoMigrate(&fixture.Widget{}); err != nil {
 		t.Fatal(err)
 	}
 	cache, _ := readthrough.New(db, rd.Client(t), readthrough.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
-	repo, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+	repo, err := readthrough.Register[fixture.Widget](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := repo.Save(ctx, &widgettest.Widget{ID: 7, Name: "pending"}); err != nil {
+	if err := repo.Save(ctx, &fixture.Widget{ID: 7, Name: "pending"}); err != nil {
 		t.Fatal(err)
 	}
 	var n int64
-	if err := db.Model(&widgettest.Widget{}).Count(&n).Error; err != nil || n != 0 {
+	if err := db.Model(&fixture.Widget{}).Count(&n).Error; err != nil || n != 0 {
 		t.Fatalf("before the worker: %d rows in Postgres (%v), want 0", n, err)
 	}
 
@@ -218,7 +208,7 @@ func TestWorkerFlushesWriteBack(t *testing.T) {
 			"-slot", "s_" + pg.Name, "-listen", addr, "-writeback", "-writeback-consumer", "worker-1"}, noEnv, &logs)
 	}()
 	integration.Eventually(t, "the write in Postgres", func() bool {
-		var w widgettest.Widget
+		var w fixture.Widget
 		return db.Where("id = 7").Take(&w).Error == nil && w.Name == "pending"
 	})
 	integration.Eventually(t, "flusher metrics", func() bool {

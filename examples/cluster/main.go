@@ -2,7 +2,7 @@
 // redis.UniversalClient): a row's value and lease keys share a hash slot, and
 // multi-gets are pipelined per node.
 //
-//	eval "$(scripts/env.sh)" && go run ./examples/cluster
+//	eval "$(scripts/env.sh)" && go run -C examples ./cluster
 //
 // It starts a three-master cluster in a container, or uses PGCACHE_REDIS_CLUSTER
 // (comma-separated addresses) and PGCACHE_POSTGRES_URL.

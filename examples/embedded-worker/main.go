@@ -1,7 +1,7 @@
 // Embedded worker: run the invalidation worker inside your own process, next to your
 // HTTP server or anything else, under one errgroup.
 //
-//	eval "$(scripts/env.sh)" && go run ./examples/embedded-worker
+//	eval "$(scripts/env.sh)" && go run -C examples ./embedded-worker
 package main
 
 import (

@@ -1,6 +1,6 @@
 // Multiget: many rows by primary key in one Redis round trip and one SQL query.
 //
-//	eval "$(scripts/env.sh)" && go run ./examples/multiget
+//	eval "$(scripts/env.sh)" && go run -C examples ./multiget
 package main
 
 import (

@@ -1,6 +1,6 @@
 // Quickstart: a cached GORM model in front of Postgres, with Redis.
 //
-//	make demo        (or: go run ./examples/quickstart)
+//	make demo        (or: go run -C examples ./quickstart)
 //
 // It starts Postgres and Redis in containers through testcontainers (nothing to install
 // but Docker), or uses PGCACHE_POSTGRES_URL and PGCACHE_REDIS_ADDR when they are set.

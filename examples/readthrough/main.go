@@ -1,7 +1,7 @@
 // Readthrough: the smallest cached GORM model. Get serves a row from Redis, or loads it
 // from Postgres and caches it; a row that does not exist is cached as missing.
 //
-//	eval "$(scripts/env.sh)" && go run ./examples/readthrough
+//	eval "$(scripts/env.sh)" && go run -C examples ./readthrough
 //
 // It starts Postgres and Redis in containers, or uses PGCACHE_POSTGRES_URL and
 // PGCACHE_REDIS_ADDR. It exits 1 if the cache did not behave as it says.

@@ -3,12 +3,12 @@
 // waits for /readyz, changes a cached row with raw SQL and watches the worker delete
 // its entry, reads /metrics, and stops the worker with SIGTERM.
 //
-//	eval "$(scripts/env.sh)" && go run ./examples/worker-binary
+//	eval "$(scripts/env.sh)" && go run -C examples ./worker-binary
 //
-// It builds the worker with `go build` (run it inside this module), or runs the binary
-// named by -worker or PGCACHE_WORKER_BIN. It starts Postgres and Redis in containers,
-// or uses PGCACHE_POSTGRES_URL and PGCACHE_REDIS_ADDR. It exits 1 if the worker did
-// not behave as it says.
+// It builds the worker with `go build` (inside the examples module, whose go.mod lists
+// the worker as a tool), or runs the binary named by -worker or PGCACHE_WORKER_BIN. It
+// starts Postgres and Redis in containers, or uses PGCACHE_POSTGRES_URL and
+// PGCACHE_REDIS_ADDR. It exits 1 if the worker did not behave as it says.
 package main
 
 import (
@@ -73,7 +73,7 @@ func run(ctx context.Context, log *slog.Logger, workerBin string) error {
 		build := exec.CommandContext(ctx, "go", "build", "-o", workerBin, "github.com/pgcache/pgcache/cmd/pgcache-worker")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
-			return fmt.Errorf("go build pgcache-worker (run this inside the pgcache module, or pass -worker): %w", err)
+			return fmt.Errorf("go build pgcache-worker (run this inside the examples module, or pass -worker): %w", err)
 		}
 	}
 

@@ -3,7 +3,7 @@
 // it to Postgres later, in batches. A write Postgres keeps refusing ends in the
 // dead-letter stream.
 //
-//	eval "$(scripts/env.sh)" && go run ./examples/writeback
+//	eval "$(scripts/env.sh)" && go run -C examples ./writeback
 //
 // It starts Postgres and Redis in containers, or uses PGCACHE_POSTGRES_URL and
 // PGCACHE_REDIS_ADDR (a single Redis: write-back does not run on Redis Cluster). It

@@ -4,7 +4,7 @@
 // row. Inside readthrough.Transaction that happens after the commit, and not at all
 // after a rollback.
 //
-//	eval "$(scripts/env.sh)" && go run ./examples/writethrough
+//	eval "$(scripts/env.sh)" && go run -C examples ./writethrough
 //
 // It starts Postgres and Redis in containers, or uses PGCACHE_POSTGRES_URL and
 // PGCACHE_REDIS_ADDR. It exits 1 if the cache did not behave as it says.

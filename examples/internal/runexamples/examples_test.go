@@ -94,7 +94,7 @@ func TestExamples(t *testing.T) {
 	// is built too, so that worker-binary's own go build of it finds it in the cache.
 	// It takes longest, so the servers start meanwhile.
 	bin := t.TempDir()
-	build := exec.CommandContext(t.Context(), "go", append([]string{"build", "-o", bin + string(filepath.Separator)}, append(dirs, "../cmd/pgcache-worker")...)...)
+	build := exec.CommandContext(t.Context(), "go", append([]string{"build", "-o", bin + string(filepath.Separator)}, append(dirs, "github.com/pgcache/pgcache/cmd/pgcache-worker")...)...)
 	build.Dir = root
 	built := make(chan error, 1)
 	go func() {

@@ -1,4 +1,4 @@
-// Package clustertest runs the read path, writes under write-through and invalidate
+// Package cluster runs the read path, writes under write-through and invalidate
 // (alone and in transactions), and the invalidator against a real three-master Redis
 // Cluster. It has only tests.
-package clustertest
+package cluster

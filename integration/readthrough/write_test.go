@@ -17,6 +17,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -115,11 +116,16 @@ func TestConcurrentWriters(t *testing.T) {
 		// after-commit step (they are one script on Redis).
 		writeBack bool
 	}
-	save := func(t *testing.T, r *readthrough.Repository[Widget], name string) {
+	// saveIn saves row 1 named name through r, with ctx's test hooks.
+	saveIn := func(ctx context.Context, t *testing.T, r *readthrough.Repository[Widget], name string) {
 		t.Helper()
-		if err := r.Save(context.Background(), &Widget{ID: 1, Name: name}); err != nil {
+		if err := r.Save(ctx, &Widget{ID: 1, Name: name}); err != nil {
 			t.Error(err)
 		}
+	}
+	save := func(t *testing.T, r *readthrough.Repository[Widget], name string) {
+		t.Helper()
+		saveIn(context.Background(), t, r, name)
 	}
 	// pauseFirst makes the first call of a hook signal reached and wait for release.
 	pauseFirst := func(reached chan<- struct{}, release <-chan struct{}) func(string) {
@@ -131,6 +137,7 @@ func TestConcurrentWriters(t *testing.T) {
 			})
 		}
 	}
+	with := testhooks.WithRead
 	scenarios := []scenario{
 		{"after-commit steps in commit order", func(t *testing.T, e *env, a, b, _ *readthrough.Repository[Widget]) {
 			save(t, a, "v1")
@@ -138,9 +145,9 @@ func TestConcurrentWriters(t *testing.T) {
 		}, true},
 		{"later commit's steps first", func(t *testing.T, e *env, a, b, _ *readthrough.Repository[Widget]) {
 			reached, release := make(chan struct{}), make(chan struct{})
-			readthrough.SetAfterCommit(a, pauseFirst(reached, release))
+			actx := with(context.Background(), &testhooks.Read{AfterCommit: pauseFirst(reached, release)})
 			done := make(chan struct{})
-			go func() { defer close(done); save(t, a, "v1") }()
+			go func() { defer close(done); saveIn(actx, t, a, "v1") }()
 			<-reached // v1 committed; its cache steps wait
 			save(t, b, "v2")
 			close(release)
@@ -148,9 +155,9 @@ func TestConcurrentWriters(t *testing.T) {
 		}, false},
 		{"earlier writer's fill loaded v1, later commit completes, then it stores", func(t *testing.T, e *env, a, b, _ *readthrough.Repository[Widget]) {
 			reached, release := make(chan struct{}), make(chan struct{})
-			readthrough.SetAfterLoad(a, pauseFirst(reached, release))
+			actx := with(context.Background(), &testhooks.Read{AfterLoad: pauseFirst(reached, release)})
 			done := make(chan struct{})
-			go func() { defer close(done); save(t, a, "v1") }()
+			go func() { defer close(done); saveIn(actx, t, a, "v1") }()
 			select { // under write-through a's refill loads v1 and stops before storing it
 			case <-reached:
 			case <-done:
@@ -161,11 +168,11 @@ func TestConcurrentWriters(t *testing.T) {
 		}, false},
 		{"reader's fill loaded v0, writes complete, then it stores", func(t *testing.T, e *env, a, b, reader *readthrough.Repository[Widget]) {
 			reached, release := make(chan struct{}), make(chan struct{})
-			readthrough.SetAfterLoad(reader, pauseFirst(reached, release))
+			rctx := with(context.Background(), &testhooks.Read{AfterLoad: pauseFirst(reached, release)})
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				if _, _, err := reader.Get(context.Background(), int64(1)); err != nil {
+				if _, _, err := reader.Get(rctx, int64(1)); err != nil {
 					t.Error(err)
 				}
 			}()
@@ -177,10 +184,10 @@ func TestConcurrentWriters(t *testing.T) {
 		}, true},
 		{"reader fills between the two commits", func(t *testing.T, e *env, a, b, reader *readthrough.Repository[Widget]) {
 			reached, release := make(chan struct{}), make(chan struct{})
-			readthrough.SetAfterCommit(b, pauseFirst(reached, release))
+			bctx := with(context.Background(), &testhooks.Read{AfterCommit: pauseFirst(reached, release)})
 			save(t, a, "v1")
 			done := make(chan struct{})
-			go func() { defer close(done); save(t, b, "v2") }()
+			go func() { defer close(done); saveIn(bctx, t, b, "v2") }()
 			<-reached // v2 committed, not yet invalidated: a read may serve v1 now
 			if _, _, err := reader.Get(context.Background(), int64(1)); err != nil {
 				t.Error(err)
@@ -219,14 +226,16 @@ func TestConcurrentWriters(t *testing.T) {
 		ctx := ctxT(t)
 		reader := e.widgets(t, readthrough.ModelOptions{})
 		key, _ := reader.Key(int64(1))
-		// A commits v1, B commits v2, B stores v2, then A stores v1.
+		// The entries of v1 and v2, as fills store them.
 		e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v1')`)
+		v1 := e.entry(t, reader, 1)
 		e.exec(t, `UPDATE widgets SET name = 'v2' WHERE id = 1`)
-		for _, name := range []string{"v2", "v1"} {
-			b, err := readthrough.Entry(reader, Widget{ID: 1, Name: name})
-			if err != nil {
-				t.Fatal(err)
-			}
+		if err := reader.Invalidate(ctx, int64(1)); err != nil {
+			t.Fatal(err)
+		}
+		v2 := e.entry(t, reader, 1)
+		// A commits v1, B commits v2, B stores v2, then A stores v1.
+		for _, b := range [][]byte{v2, v1} {
 			e.rdb.Set(ctx, key, b, time.Minute)
 		}
 		if c, ok := e.cached(t, reader, 1); !ok || c.Name != "v1" {
@@ -393,14 +402,16 @@ func TestWriteBackFlightJoinedAfterDelete(t *testing.T) {
 	repo := e.widgets(t, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack, NegativeTTL: -1})
 	leased, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	readthrough.SetBeforeLoad(repo, func(string) {
-		once.Do(func() {
-			close(leased)
-			<-release
-		})
-	})
 	joined := make(chan struct{}, 8)
-	readthrough.SetJoined(repo, func(string) { joined <- struct{}{} })
+	rctx := testhooks.WithRead(ctx, &testhooks.Read{
+		BeforeLoad: func(string) {
+			once.Do(func() {
+				close(leased)
+				<-release
+			})
+		},
+		Joined: func(string) { joined <- struct{}{} },
+	})
 	type got struct {
 		w  Widget
 		ok bool
@@ -408,7 +419,7 @@ func TestWriteBackFlightJoinedAfterDelete(t *testing.T) {
 	get := func() <-chan got {
 		out := make(chan got, 1)
 		go func() {
-			w, ok, err := repo.Get(ctx, int64(1))
+			w, ok, err := repo.Get(rctx, int64(1))
 			if err != nil {
 				t.Error(err)
 			}

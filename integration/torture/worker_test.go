@@ -18,11 +18,11 @@ import (
 	"time"
 )
 
-// buildWorker builds cmd/pgcache-worker once for the test.
+// buildWorker builds cmd/pgcache-worker once for the test, in its own module.
 func buildWorker(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pgcache-worker")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/pgcache/pgcache/cmd/pgcache-worker")
+	cmd := exec.Command("go", "build", "-C", "../../cmd", "-o", bin, "./pgcache-worker")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build worker: %v\n%s", err, out)
 	}

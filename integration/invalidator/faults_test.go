@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/invalidator"
 )
 
@@ -86,27 +85,11 @@ func (o *observer) firstSince(t time.Time) (cdc.LSN, bool) {
 // or before lsn, so that the transaction committed at lsn will be delivered again.
 func slotHolds(t *testing.T, admin *gorm.DB, slot string, lsn cdc.LSN) (bool, string) {
 	t.Helper()
-	var row struct {
-		Holds     bool
-		Confirmed string
-	}
-	err := admin.Raw(`SELECT confirmed_flush_lsn <= ?::pg_lsn AS holds, confirmed_flush_lsn::text AS confirmed
-		FROM pg_replication_slots WHERE slot_name = ?`, lsn.String(), slot).Scan(&row).Error
+	pos, ok, err := fixture.SlotConfirmed(t.Context(), admin, slot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return row.Holds, row.Confirmed
-}
-
-func openAdmin(t *testing.T, url string) *gorm.DB {
-	t.Helper()
-	db, err := gorm.Open(postgres.Open(url), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	t.Cleanup(func() { sqlDB.Close() })
-	return db
+	return ok && pos <= lsn, pos.String()
 }
 
 // TestRedisPaused freezes Redis for 10s while rows change. The invalidator cannot
@@ -123,7 +106,7 @@ func TestRedisPaused(t *testing.T) {
 	rd := integration.NewRedis(t, integration.RedisOptions{})
 	pg := servers.Postgres(t).NewDatabase(t)
 	e := newEnvOn(t, pg, rd, rows+1)
-	admin := openAdmin(t, pg.URL)
+	admin := fixture.Open(t, pg.URL)
 	obs := newObserver(e.inv)
 	runStream(t, e.PG.RoleURL, faultOptions(e.slot), obs)
 	for id := int64(1); id <= rows; id++ {

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -60,11 +61,8 @@ func TestStaleFillRace(t *testing.T) {
 				t.Fatal(err)
 			}
 			ctx := ctxT(t)
-			if !fenced {
-				readthrough.SetUnfenced(reader)
-			}
 			var once sync.Once
-			readthrough.SetAfterLoad(reader, func(string) {
+			rctx := testhooks.WithRead(ctx, &testhooks.Read{Unfenced: !fenced, AfterLoad: func(string) {
 				once.Do(func() {
 					// The reader has read 'old'. A writer commits and invalidates now.
 					e.exec(t, `UPDATE widgets SET name = 'new' WHERE id = 7`)
@@ -72,12 +70,12 @@ func TestStaleFillRace(t *testing.T) {
 						t.Error(err)
 					}
 				})
-			})
+			}})
 
-			if w, _, err := reader.Get(ctx, int64(7)); err != nil || w.Name != "old" {
+			if w, _, err := reader.Get(rctx, int64(7)); err != nil || w.Name != "old" {
 				t.Fatalf("racing Get = %+v, %v; want the row read before the write", w, err)
 			}
-			w, _, err := reader.Get(ctx, int64(7))
+			w, _, err := reader.Get(rctx, int64(7))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,14 +117,14 @@ func TestStampede(t *testing.T) {
 			}
 		}
 	}
-	readthrough.SetAfterLoad(a, waitFor(b))
-	readthrough.SetAfterLoad(b, waitFor(a))
+	actx := testhooks.WithRead(ctx, &testhooks.Read{AfterLoad: waitFor(b)})
+	bctx := testhooks.WithRead(ctx, &testhooks.Read{AfterLoad: waitFor(a)})
 
 	var wg sync.WaitGroup
 	for i := range 100 {
-		repo := a
+		repo, ctx := a, actx
 		if i%2 == 1 {
-			repo = b
+			repo, ctx = b, bctx
 		}
 		wg.Go(func() {
 			w, ok, err := repo.Get(ctx, int64(5))
@@ -155,18 +153,20 @@ func TestFlightJoinedAfterWrite(t *testing.T) {
 	ctx := ctxT(t)
 	loaded, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	readthrough.SetAfterLoad(repo, func(string) {
-		once.Do(func() {
-			close(loaded)
-			<-release
-		})
-	})
 	joined := make(chan struct{}, 8)
-	readthrough.SetJoined(repo, func(string) { joined <- struct{}{} })
+	rctx := testhooks.WithRead(ctx, &testhooks.Read{
+		AfterLoad: func(string) {
+			once.Do(func() {
+				close(loaded)
+				<-release
+			})
+		},
+		Joined: func(string) { joined <- struct{}{} },
+	})
 	get := func() <-chan Widget {
 		out := make(chan Widget, 1)
 		go func() {
-			w, _, err := repo.Get(ctx, int64(8))
+			w, _, err := repo.Get(rctx, int64(8))
 			if err != nil {
 				t.Error(err)
 			}
@@ -209,12 +209,14 @@ func TestRedisDownSharesLoads(t *testing.T) {
 	// The shared query waits until every reader has joined it: on a loaded machine the
 	// readers' timeouts may fire further apart than a query takes.
 	var joins atomic.Int64
-	readthrough.SetJoined(repo, func(string) { joins.Add(1) })
-	readthrough.SetBeforeLoad(repo, func(string) {
-		deadline := time.Now().Add(10 * time.Second)
-		for joins.Load() < readers && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+	rctx := testhooks.WithRead(ctx, &testhooks.Read{
+		Joined: func(string) { joins.Add(1) },
+		BeforeLoad: func(string) {
+			deadline := time.Now().Add(10 * time.Second)
+			for joins.Load() < readers && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		},
 	})
 	if err := rd.Pause(ctx); err != nil {
 		t.Fatal(err)
@@ -223,7 +225,7 @@ func TestRedisDownSharesLoads(t *testing.T) {
 	var wg sync.WaitGroup
 	for range readers {
 		wg.Go(func() {
-			w, ok, err := repo.Get(ctx, int64(1))
+			w, ok, err := repo.Get(rctx, int64(1))
 			if err != nil || !ok || w.Name != "one" {
 				t.Errorf("Get = %+v, %v, %v; want the row from Postgres", w, ok, err)
 			}

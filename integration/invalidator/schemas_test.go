@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
 )
@@ -94,17 +93,13 @@ func newSchemaEnv(t *testing.T, connOptions string, ddl ...string) *schemaEnv {
 		u.RawQuery = q.Encode()
 		e.url = u.String()
 	}
-	db, err := gorm.Open(postgres.Open(e.url), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB, _ := db.DB()
-	t.Cleanup(func() { sqlDB.Close() })
+	db := fixture.Open(t, e.url)
 	e.db = db
 	for _, sql := range ddl {
 		e.exec(t, sql)
 	}
 	rdb := rd.Client(t)
+	var err error
 	if e.cache, err = readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second}); err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/cdc"
-	"github.com/pgcache/pgcache/internal/widgettest"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
 )
@@ -26,7 +26,7 @@ import (
 type benchEnv struct {
 	sql    *sql.DB
 	rdb    *redis.Client
-	repo   *readthrough.Repository[widgettest.Widget]
+	repo   *readthrough.Repository[fixture.Widget]
 	pgURL  string
 	stream cdc.Options
 	worker *invalidator.Worker
@@ -48,7 +48,7 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 	be.sql.SetMaxOpenConns(32)
 	be.sql.SetMaxIdleConns(32)
 	b.Cleanup(func() { be.sql.Close() })
-	if err := db.AutoMigrate(&widgettest.Widget{}); err != nil {
+	if err := db.AutoMigrate(&fixture.Widget{}); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := be.sql.Exec(`INSERT INTO widgets (id, name) SELECT g, 'v0' FROM generate_series(1, $1::int) g`, n); err != nil {
@@ -58,7 +58,7 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if be.repo, err = readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{}); err != nil {
+	if be.repo, err = readthrough.Register[fixture.Widget](cache, readthrough.ModelOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	// The first read announces the model's version, without which the worker has no

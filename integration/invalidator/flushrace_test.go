@@ -12,8 +12,8 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/internal/store"
-	"github.com/pgcache/pgcache/internal/widgettest"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/readthrough"
@@ -112,9 +112,9 @@ func (w *walkGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // fillGate, and an invalidator whose flush walk lets it go at a walkGate, both in the
 // Redis database raceDB.
 type raceEnv struct {
-	*widgettest.Table
+	*fixture.Table
 	rdb   *redis.Client // no hook on this one
-	repo  *readthrough.Repository[widgettest.Widget]
+	repo  *readthrough.Repository[fixture.Widget]
 	key   string
 	space keys.Space
 	fill  *fillGate
@@ -127,7 +127,7 @@ type raceEnv struct {
 func newRaceEnv(t *testing.T) *raceEnv {
 	t.Helper()
 	rd := servers.Redis(t)
-	e := &raceEnv{Table: widgettest.New(t, servers.Postgres(t).NewDatabase(t), rd, 1)}
+	e := &raceEnv{Table: fixture.New(t, servers.Postgres(t).NewDatabase(t), rd, 1)}
 	e.slot = "slot_" + e.PG.Name
 	client := func() *redis.Client {
 		c := redis.NewClient(&redis.Options{Addr: rd.Addr(), DB: raceDB, ContextTimeoutEnabled: true})
@@ -152,7 +152,7 @@ func newRaceEnv(t *testing.T) *raceEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.repo, err = readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{FenceDuration: 2 * time.Minute}); err != nil {
+	if e.repo, err = readthrough.Register[fixture.Widget](cache, readthrough.ModelOptions{FenceDuration: 2 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	if e.key, err = e.repo.Key(int64(1)); err != nil {
@@ -178,9 +178,9 @@ func newRaceEnv(t *testing.T) *raceEnv {
 
 // startFill reads row 1 in the background, and returns once its fill has loaded the row
 // and waits to store it, with a channel that receives what the read returned.
-func (e *raceEnv) startFill(t *testing.T) <-chan widgettest.Widget {
+func (e *raceEnv) startFill(t *testing.T) <-chan fixture.Widget {
 	t.Helper()
-	got := make(chan widgettest.Widget, 1)
+	got := make(chan fixture.Widget, 1)
 	go func() {
 		w, _, err := e.repo.Get(context.Background(), int64(1))
 		if err != nil {
@@ -211,7 +211,7 @@ func (e *raceEnv) cached(t *testing.T) string {
 
 // checkFilledDuringWalk fails the test unless the fill stored its row while the walk
 // was under way: otherwise the test did not force the race.
-func (e *raceEnv) checkFilledDuringWalk(t *testing.T, got <-chan widgettest.Widget) {
+func (e *raceEnv) checkFilledDuringWalk(t *testing.T, got <-chan fixture.Widget) {
 	t.Helper()
 	if !e.walk.fired.Load() {
 		t.Fatal("the flush's walk never let the fill go")

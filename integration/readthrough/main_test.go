@@ -114,6 +114,26 @@ func (e *env) ownRedis(tb testing.TB, opts integration.RedisOptions, timeout tim
 	}
 }
 
+// entry returns the cache entry a fill of row id through repo stores: it reads the row
+// through repo until it is cached, and returns the key's value.
+func (e *env) entry(tb testing.TB, repo *readthrough.Repository[Widget], id int64) []byte {
+	tb.Helper()
+	ctx := context.Background()
+	key, err := repo.Key(id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var entry []byte
+	integration.Eventually(tb, "the row to be cached by a read", func() bool {
+		if _, _, err := repo.Get(ctx, id); err != nil {
+			tb.Fatal(err)
+		}
+		entry, err = e.rdb.Get(ctx, key).Bytes()
+		return err == nil
+	})
+	return entry
+}
+
 func (e *env) exec(tb testing.TB, sql string, args ...any) {
 	tb.Helper()
 	if err := e.db.Exec(sql, args...).Error; err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
-	"github.com/pgcache/pgcache/internal/widgettest"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/invalidator"
 )
 
@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { os.Exit(servers.Run(m)) }
 // env is a widgets table, with an Invalidator under its prefix and a slot name of the
 // test's own.
 type env struct {
-	*widgettest.Table
+	*fixture.Table
 	slot string
 	inv  *invalidator.Invalidator
 	// stop stops the stream start started.
@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 // test's choosing.
 func newEnvOn(t *testing.T, pg *integration.Database, rd *integration.Redis, n int) *env {
 	t.Helper()
-	e := &env{Table: widgettest.New(t, pg, rd, n), slot: "slot_" + pg.Name}
+	e := &env{Table: fixture.New(t, pg, rd, n), slot: "slot_" + pg.Name}
 	var err error
 	if e.inv, err = invalidator.New(e.Redis, invalidator.Options{Prefix: e.Prefix}); err != nil {
 		t.Fatal(err)
@@ -84,7 +84,7 @@ func runStream(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler) (s
 	return s, stop
 }
 
-func (e *env) get(t *testing.T, id int64) (widgettest.Widget, bool) {
+func (e *env) get(t *testing.T, id int64) (fixture.Widget, bool) {
 	t.Helper()
 	w, ok, err := e.Repo.Get(context.Background(), id)
 	if err != nil {

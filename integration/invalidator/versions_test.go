@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/pgcache/pgcache/integration"
-	"github.com/pgcache/pgcache/internal/widgettest"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -26,7 +26,7 @@ func TestVersionAnnouncedLater(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v2, err := readthrough.Register[widgettest.Widget](cache, readthrough.ModelOptions{Version: "v2"})
+	v2, err := readthrough.Register[fixture.Widget](cache, readthrough.ModelOptions{Version: "v2"})
 	if err != nil {
 		t.Fatal(err)
 	}

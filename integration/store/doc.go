@@ -1,0 +1,4 @@
+// Package store holds the tests of pgcache's internal/store package that need real Postgres and
+// Redis (started by the harness, package integration), kept in this module so that the
+// library's own module does not require the harness' dependencies. It has only tests.
+package store
