@@ -23,4 +23,4 @@ images:
 # The benchmark program: one run against the harness, results in bench-results.json and
 # bench-results/*.svg (see docs/BENCHMARKS.md).
 bench:
-	eval "$$(scripts/env.sh)" && go run -C cmd ./pgcache-bench
+	eval "$$(scripts/env.sh)" && go run -C cmd ./pgcache-bench -out ../bench-results.json -plots ../bench-results
