@@ -1,5 +1,8 @@
 // Package store is the Redis side of the cache: reading cached entries, fenced fills
-// (leases) and invalidation. It is the only package that talks to Redis.
+// (leases) and invalidation, the registry, the table index, gap records and the
+// write-back journal. It is the only package that talks to Redis: callers hand it a
+// client and ask it questions (such as Sharded), never reach the client through it.
+// It names no key itself; every key it reads or writes is named by package keys.
 //
 // # Fencing
 //
