@@ -7,10 +7,11 @@
 // The worker has no Go types. It learns each changed row's table, primary-key columns
 // and their types from the change stream's relation messages, and the key prefix from
 // its own options (it must equal readthrough.Options.Prefix). Schema versions come from
-// the registry in Redis (<prefix>:models), to which every application adds its
-// (table, version) before it first caches a row of the table; the invalidator reads it
-// for every transaction and deletes the row's keys under every version it lists. A row
-// cached under a version the registry does not list cannot exist.
+// the registry in Redis (the hash [keys.Prefix.Registry] names), to which every
+// application adds its (table, version) before it first caches a row of the table; the
+// invalidator reads it for every transaction and deletes the row's keys under every
+// version it lists. A row cached under a version the registry does not list cannot
+// exist.
 //
 // # Acknowledgement
 //
@@ -196,7 +197,7 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 			// node replaced, someone deleted it) while rows cached under them may remain:
 			// keep deleting under them.
 			v.log.Warn("the version registry no longer lists versions it listed; still invalidating under them",
-				slog.String("registry", v.prefix+":models"), slog.Any("versions", lost))
+				slog.String("registry", keys.Prefix(v.prefix).Registry()), slog.Any("versions", lost))
 		}
 		err = v.apply(ctx, txs, fresh)
 	}
@@ -279,8 +280,8 @@ func (v *Invalidator) registryMissing(ctx context.Context, txs []*cdc.Tx) error 
 		for prefix, listed := range others {
 			if prefix != v.prefix && slices.Contains(listed, table) {
 				v.registryMissingCount.Add(1)
-				return fmt.Errorf("%w: registry %s:models is missing, but applications cache table %s under prefix %q (registry %s:models): set this worker's prefix to the applications' readthrough.Options.Prefix; changes are not confirmed until then",
-					ErrWrongPrefix, v.prefix, table, prefix, prefix)
+				return fmt.Errorf("%w: registry %s is missing, but applications cache table %s under prefix %q (registry %s): set this worker's prefix to the applications' readthrough.Options.Prefix; changes are not confirmed until then",
+					ErrWrongPrefix, keys.Prefix(v.prefix).Registry(), table, prefix, keys.Prefix(prefix).Registry())
 			}
 		}
 	}
@@ -288,7 +289,7 @@ func (v *Invalidator) registryMissing(ctx context.Context, txs []*cdc.Tx) error 
 	if now := time.Now().UnixNano(); now-v.lastMissingWarn.Load() > int64(registriesTTL) {
 		v.lastMissingWarn.Store(now)
 		v.log.Error("the version registry is missing: no application has cached a row under this prefix yet, or the registry was lost; invalidating changed tables whole. If applications run, check that the prefix equals their readthrough.Options.Prefix",
-			slog.String("registry", v.prefix+":models"), slog.Any("tables", tables))
+			slog.String("registry", keys.Prefix(v.prefix).Registry()), slog.Any("tables", tables))
 	}
 	for _, table := range tables {
 		sp, err := keys.NewSpace(v.prefix, table, "any") // every version shares the index

@@ -1,6 +1,10 @@
-// Package keys is the one canonical cache-key scheme of the cache: it turns a
-// model's key space and a row's primary-key values into the Redis keys of the
-// row's cached value and of its fence (lease).
+// Package keys names every Redis key pgcache writes. Above all it is the one
+// canonical cache-key scheme of the cache: it turns a model's key space and a
+// row's primary-key values into the Redis keys of the row's cached value, its
+// fence (lease) and its pending write-back record. It also names the keys kept
+// per table (the table index) and per prefix (the registry, the write-back
+// journal and dead letters, the gap records), and the registry's fields; see
+// "Other keys".
 //
 // Two independent sides must agree byte for byte on the key of a row: the read
 // and write side, which holds Go values of GORM primary-key fields, and the
@@ -32,6 +36,25 @@
 // empty or a lone "~", the encoding is injective: different primary-key lists,
 // including () vs ("") and ("a", "") vs ("a,"), give different keys, and
 // [ParseKey] recovers the space and the values of any key built here.
+//
+// # Other keys
+//
+// Besides the keys of rows, these are named here, and nowhere else:
+//
+//	<prefix>:rows{<table>}   the table's index (Space.TableIndex)
+//	<prefix>:models          the registry of cached versions (Prefix.Registry)
+//	<prefix>:journal         the write-back journal (Prefix.Journal)
+//	<prefix>:deadletter      write-back writes given up on (Prefix.DeadLetter)
+//	<prefix>:gaps            tables owing a whole-table flush (Prefix.Gaps)
+//
+// The table in an index key is escaped as in a row key, so it is the index's
+// hash tag. A field of the registry is "<table>|<version>", the table as given
+// to NewSpace, not escaped ([Space.RegistryField]); since a version never
+// contains '|' and a quoted table name may, [ParseRegistryField] cuts a field at
+// its last '|'. The prefix is followed by ':' in all of these and by '{' in a
+// row key, so none of them is a row key, matches a Pattern or TablePattern, or
+// is taken by ParseKey for one. These spellings are in deployed Redis data: a
+// change to any of them must come with a migration.
 //
 // # Canonical values
 //

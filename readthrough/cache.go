@@ -183,8 +183,10 @@ func (o ModelOptions) longestTTL() time.Duration {
 type Cache struct {
 	db    *gorm.DB
 	store *store.Store
-	opts  Options
-	log   *slog.Logger
+	// rdb is the client store was built over, for the write-back flusher.
+	rdb  redis.UniversalClient
+	opts Options
+	log  *slog.Logger
 
 	mu     sync.Mutex
 	models map[reflect.Type]statser
@@ -222,6 +224,7 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	return &Cache{
 		db:     db,
 		store:  store.New(rdb, opts.RedisTimeout, hex.EncodeToString(id[:])),
+		rdb:    rdb,
 		opts:   opts,
 		log:    log,
 		models: make(map[reflect.Type]statser),
@@ -254,8 +257,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		return nil, fmt.Errorf("%w: model %s: Version %q is reserved for write-back keys: choose another", ErrConfig, m.schema.Name, writeBackVersion)
 	}
 	if opts.WritePolicy == writepolicy.WriteBack {
-		switch c.store.Client().(type) {
-		case *redis.ClusterClient, *redis.Ring:
+		if c.store.Sharded() {
 			return nil, fmt.Errorf("%w: model %s: write-back needs a single Redis or Sentinel: a write updates the journal and the row in one script, and Cluster and Ring put them on different nodes",
 				ErrConfig, m.schema.Name)
 		}
@@ -315,7 +317,7 @@ func (c *Cache) NewFlusher(opts writepolicy.FlusherOptions) (*writepolicy.Flushe
 	if opts.Logger == nil {
 		opts.Logger = c.log
 	}
-	return writepolicy.NewFlusher(c.db, c.store.Client(), opts)
+	return writepolicy.NewFlusher(c.db, c.rdb, opts)
 }
 
 // contextTimeouts reports whether rdb applies context deadlines to network I/O.

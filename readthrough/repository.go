@@ -386,7 +386,7 @@ func (r *Repository[T]) fillUnfenced(ctx context.Context, k keys.Key, id any) (f
 		return f, nil
 	}
 	if ttl, cache := r.ttl(f.entry); cache {
-		if err := r.store.Client().Set(ctx, k.Value(), r.seal(f.entry), ttl).Err(); err != nil {
+		if err := r.store.FillUnfenced(ctx, k, r.seal(f.entry), ttl); err != nil {
 			return f, err
 		}
 		r.stats.fills.Add(1)

@@ -235,7 +235,7 @@ func (r *Repository[T]) softDeleteBack(ctx context.Context, k keys.Key, id any) 
 	head := string(entrySoftDelete) + strconv.FormatInt(at.UnixMicro(), 10) + "\n"
 	ttl, _ := r.ttl([]byte{entryRow})
 	return r.journalWith(ctx, opDelete, change, func(payload []byte, wait *store.AOFWait) error {
-		outcome, _, err := r.wbStore.SoftDelete(ctx, r.reg, store.JournalKey(r.cache.opts.Prefix), k, head, ttl, payload, wait)
+		outcome, _, err := r.wbStore.SoftDelete(ctx, r.reg, keys.Prefix(r.cache.opts.Prefix).Journal(), k, head, ttl, payload, wait)
 		if err == nil && outcome == store.OtherVersionPending {
 			return fmt.Errorf("%w: %s: delete it again once the flusher applied that write (the error is not retried for you, and nothing was written)",
 				ErrOtherVersionPending, k)

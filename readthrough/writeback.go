@@ -81,7 +81,7 @@ func (r *Repository[T]) journal(ctx context.Context, o op, k keys.Key, entry []b
 	return r.journalWith(ctx, o, change, func(payload []byte, wait *store.AOFWait) error {
 		// Journal records the model in the registry, as a lease does, before it sets
 		// the value key, so the invalidator knows the version whose keys it must delete.
-		_, err := r.wbStore.Journal(ctx, r.reg, store.JournalKey(r.cache.opts.Prefix), k, entry, ttl, payload, wait)
+		_, err := r.wbStore.Journal(ctx, r.reg, keys.Prefix(r.cache.opts.Prefix).Journal(), k, entry, ttl, payload, wait)
 		return err
 	})
 }

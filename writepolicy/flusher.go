@@ -100,7 +100,7 @@ func (o FlusherOptions) withDefaults() (FlusherOptions, error) {
 	o.ShutdownTimeout = cmp.Or(o.ShutdownTimeout, 10*time.Second)
 	o.RedisTimeout = cmp.Or(o.RedisTimeout, time.Second)
 	if o.DeadLetterKey == "" {
-		o.DeadLetterKey = store.DeadLetterKey(o.Prefix)
+		o.DeadLetterKey = keys.Prefix(o.Prefix).DeadLetter()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -163,7 +163,7 @@ func NewFlusher(db *gorm.DB, rdb redis.UniversalClient, opts FlusherOptions) (*F
 		db:      db,
 		store:   store.New(rdb, opts.RedisTimeout, "flusher."+opts.Consumer),
 		opts:    opts,
-		journal: store.JournalKey(opts.Prefix),
+		journal: keys.Prefix(opts.Prefix).Journal(),
 		log:     opts.Logger.With(slog.String("consumer", opts.Consumer)),
 	}, nil
 }

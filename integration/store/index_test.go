@@ -79,7 +79,7 @@ func TestFlushTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	written := v2.Key("4")
-	if _, err := st.Journal(ctx, m2, store.JournalKey(prefix), written, []byte("wb"), time.Hour, []byte("{}"), nil); err != nil {
+	if _, err := st.Journal(ctx, m2, keys.Prefix(prefix).Journal(), written, []byte("wb"), time.Hour, []byte("{}"), nil); err != nil {
 		t.Fatal(err)
 	}
 	stray := prefix + "{public.widgets|v1|9}:v" // matched by the old pattern, never indexed
@@ -112,7 +112,7 @@ func TestFlushTable(t *testing.T) {
 	if n, err := st.FlushTable(ctx, v1); err != nil || n != 5 {
 		t.Errorf("second flush visited %d rows (%v), want the same 5", n, err)
 	}
-	if _, err := st.TakeLeases(ctx, store.Model{Prefix: prefix, Table: "public.widgets", Version: "v1"}, []keys.Key{v1.Key("5")}, time.Minute); err == nil {
+	if _, err := st.TakeLeases(ctx, store.Model{}, []keys.Key{v1.Key("5")}, time.Minute); err == nil {
 		t.Error("a lease of a Model without an index was taken")
 	}
 }

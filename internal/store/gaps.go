@@ -5,17 +5,16 @@ import (
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/keys"
 )
 
 // Gap records: the invalidator records a table that is about to miss changes (its
 // replication slot is being created, or it joins the publication) before the gap
 // opens, and clears the record once it has invalidated the table. A worker that dies
-// in between finds the record on its next start. They are one hash, <prefix>:gaps,
+// in between finds the record on its next start. They are one hash, keys.Prefix.Gaps,
 // field the table as the worker's configuration spells it, value a token unique to
 // the recording, so that clearing after a flush never erases a newer record.
-
-// GapsKey returns the key of the gap records for a key prefix.
-func GapsKey(prefix string) string { return prefix + ":gaps" }
 
 // RecordGaps records that tables owe a whole-table invalidation.
 func (s *Store) RecordGaps(ctx context.Context, prefix string, tables []string) error {
@@ -28,7 +27,7 @@ func (s *Store) RecordGaps(ctx context.Context, prefix string, tables []string) 
 	for _, t := range tables {
 		fields = append(fields, t, s.token())
 	}
-	if err := s.rdb.HSet(ctx, GapsKey(prefix), fields...).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, keys.Prefix(prefix).Gaps(), fields...).Err(); err != nil {
 		return fmt.Errorf("store: record gaps in %v: %w", tables, err)
 	}
 	return nil
@@ -38,7 +37,7 @@ func (s *Store) RecordGaps(ctx context.Context, prefix string, tables []string) 
 func (s *Store) RecordedGaps(ctx context.Context, prefix string) (map[string]string, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	m, err := s.rdb.HGetAll(ctx, GapsKey(prefix)).Result()
+	m, err := s.rdb.HGetAll(ctx, keys.Prefix(prefix).Gaps()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("store: read gap records: %w", err)
 	}
@@ -67,7 +66,7 @@ func (s *Store) ClearGaps(ctx context.Context, prefix string, records map[string
 	for t, tok := range records {
 		args = append(args, t, tok)
 	}
-	if err := clearGapScript.Run(ctx, s.rdb, []string{GapsKey(prefix)}, args...).Err(); err != nil {
+	if err := clearGapScript.Run(ctx, s.rdb, []string{keys.Prefix(prefix).Gaps()}, args...).Err(); err != nil {
 		return fmt.Errorf("store: clear gap records: %w", err)
 	}
 	return nil

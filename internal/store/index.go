@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -104,8 +103,8 @@ return #old
 // entries get, jitter and negative entries included. A longer lifetime only keeps index
 // entries longer; a shorter one would let a flush miss rows.
 func NewModel(space keys.Space, lifetime time.Duration) Model {
-	return Model{Prefix: space.Prefix(), Table: space.Table(), Version: space.Version(),
-		Index: space.TableIndex(), Lifetime: lifetime}
+	return Model{space: space, lifetime: lifetime, index: space.TableIndex(),
+		registry: keys.Prefix(space.Prefix()).Registry(), field: space.RegistryField()}
 }
 
 // indexArgs returns the index script's arguments for rows whose values live at most
@@ -123,7 +122,7 @@ func indexArgs(lifetime time.Duration, ks []keys.Key) []any {
 // not EVALSHA: with two scripts in a pipeline the server might know one and not the
 // other, and the retry after NOSCRIPT (see pipelined) would take the leases twice.
 func (s *Store) index(ctx context.Context, p redis.Pipeliner, m Model, ks []keys.Key) *redis.Cmd {
-	return indexScript.Eval(ctx, p, []string{m.Index}, indexArgs(m.Lifetime, ks)...)
+	return indexScript.Eval(ctx, p, []string{m.index}, indexArgs(m.lifetime, ks)...)
 }
 
 // flushChunk is how many index entries FlushTable reads and deletes per round trip.
@@ -185,11 +184,11 @@ func (s *Store) deleteRows(ctx context.Context, pairs []string) error {
 	defer cancel()
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i := 0; i < len(pairs); i += 2 {
-			v := pairs[i]
-			if !strings.HasSuffix(v, "}:v") {
+			k, ok := keys.KeyOfValue(pairs[i])
+			if !ok {
 				continue // not written by this package; never delete a key it did not name
 			}
-			p.Del(ctx, v, v[:len(v)-1]+"f")
+			p.Del(ctx, k.Value(), k.Fence())
 		}
 		return nil
 	})

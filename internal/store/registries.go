@@ -3,10 +3,11 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/keys"
 )
 
 // Registries returns every registry in Redis, by prefix: the tables each lists. A worker
@@ -19,23 +20,27 @@ func (s *Store) Registries(ctx context.Context) (map[string][]string, error) {
 	scan := func(ctx context.Context, c redis.Cmdable) error {
 		var cursor uint64
 		for {
-			batch, next, err := c.ScanType(ctx, cursor, "*"+registrySuffix, 1000, "hash").Result()
+			batch, next, err := c.ScanType(ctx, cursor, keys.RegistryPattern(), 1000, "hash").Result()
 			if err != nil {
 				return err
 			}
 			for _, k := range batch {
+				prefix, ok := keys.ParseRegistry(k)
+				if !ok {
+					continue
+				}
 				fields, err := c.HKeys(ctx, k).Result()
 				if err != nil {
 					return err
 				}
 				var tables []string
 				for _, f := range fields {
-					if i := strings.LastIndexByte(f, '|'); i > 0 {
-						tables = append(tables, f[:i])
+					if table, _, ok := keys.ParseRegistryField(f); ok && table != "" {
+						tables = append(tables, table)
 					}
 				}
 				mu.Lock()
-				out[strings.TrimSuffix(k, registrySuffix)] = tables
+				out[string(prefix)] = tables
 				mu.Unlock()
 			}
 			if next == 0 {
@@ -57,5 +62,3 @@ func (s *Store) eachMaster(ctx context.Context, f func(context.Context, redis.Cm
 	}
 	return f(ctx, s.rdb)
 }
-
-const registrySuffix = ":models"

@@ -3,12 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
-
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/keys"
 )
 
 // The registry tells the invalidator which schema versions of a table may have cached
@@ -21,21 +21,21 @@ import (
 // it safe when Redis restarts without the registry: a lease on the new server comes with
 // its entry, and leases from before the restart are gone, so their fills are refused.
 //
-// It is one hash, <prefix>:models, field "<table>|<version>", value the announcing time
-// in Unix milliseconds. Row keys start with "<prefix>{", so the two never collide.
+// It is one hash, keys.Prefix.Registry, with one field per (table, version),
+// keys.Space.RegistryField, whose value is the announcing time in Unix milliseconds.
 
-// RegistryKey returns the registry's key for a key prefix.
-func RegistryKey(prefix string) string { return prefix + ":models" }
-
-// Model names what the registry lists: a table cached under a schema version and a key
-// prefix; and what a lease adds to the table's index (see index.go). Build it with
-// NewModel.
+// Model is what a lease or a write-back write announces and indexes: the model's key
+// space, whose table and version go to the registry and whose table index lists the
+// row (see index.go), and how long the model's values may live. Build it with
+// NewModel; a Model built otherwise is refused. It is a small value, safe for
+// concurrent use once built.
 type Model struct {
-	Prefix, Table, Version string
-	// Index is the table's index key (keys.Space.TableIndex).
-	Index string
-	// Lifetime bounds how long after a lease is taken the row's value may exist.
-	Lifetime time.Duration
+	space keys.Space
+	// lifetime bounds how long after a lease is taken the row's value may exist.
+	lifetime time.Duration
+	// index, registry and field are the space's table index, registry key and
+	// registry field, built once by NewModel rather than on every lease.
+	index, registry, field string
 	// Entry, when set, starts every entry the model stores: its keys are shared by
 	// every schema version of the model (write-back models, whose pending writes must
 	// be seen by every build), so the entry says which version wrote it. See
@@ -43,40 +43,30 @@ type Model struct {
 	Entry string
 }
 
+// Space returns the key space given to NewModel.
+func (m Model) Space() keys.Space { return m.space }
+
 // announce adds the command recording m in the registry to p.
 func (s *Store) announce(ctx context.Context, p redis.Pipeliner, m Model) *redis.IntCmd {
-	return p.HSet(ctx, RegistryKey(m.Prefix), m.Table+"|"+m.Version, time.Now().UnixMilli())
-}
-
-// Announce records that version of table may be cached under prefix. TakeLease,
-// TakeLeases and Journal do it themselves, in the same round trip, every time: a
-// registry lost with a Redis restart is back before any new lease or value exists.
-func (s *Store) Announce(ctx context.Context, prefix, table, version string) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	err := s.rdb.HSet(ctx, RegistryKey(prefix), table+"|"+version, time.Now().UnixMilli()).Err()
-	if err != nil {
-		return fmt.Errorf("store: announce %s version %s: %w", table, version, err)
-	}
-	return nil
+	return p.HSet(ctx, m.registry, m.field, time.Now().UnixMilli())
 }
 
 // Versions returns the announced versions of every table under prefix.
 func (s *Store) Versions(ctx context.Context, prefix string) (map[string][]string, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	fields, err := s.rdb.HKeys(ctx, RegistryKey(prefix)).Result()
+	reg := keys.Prefix(prefix).Registry()
+	fields, err := s.rdb.HKeys(ctx, reg).Result()
 	if err != nil {
-		return nil, fmt.Errorf("store: read registry %s: %w", RegistryKey(prefix), err)
+		return nil, fmt.Errorf("store: read registry %s: %w", reg, err)
 	}
 	out := make(map[string][]string)
 	for _, f := range fields {
-		// Versions never contain '|'; a quoted table name may.
-		i := strings.LastIndexByte(f, '|')
-		if i < 0 {
+		table, version, ok := keys.ParseRegistryField(f)
+		if !ok {
 			continue
 		}
-		out[f[:i]] = append(out[f[:i]], f[i+1:])
+		out[table] = append(out[table], version)
 	}
 	return out, nil
 }

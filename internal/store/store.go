@@ -1,5 +1,8 @@
 // Package store is the Redis side of the cache: reading cached entries, fenced fills
-// (leases) and invalidation. It is the only package that talks to Redis.
+// (leases) and invalidation, the registry, the table index, gap records and the
+// write-back journal. It is the only package that talks to Redis: callers hand it a
+// client and ask it questions (such as Sharded), never reach the client through it.
+// It names no key itself; every key it reads or writes is named by package keys.
 //
 // # Fencing
 //
@@ -57,8 +60,17 @@ func New(rdb redis.UniversalClient, timeout time.Duration, instance string) *Sto
 	return &Store{rdb: rdb, timeout: timeout, instance: instance}
 }
 
-// Client returns the Redis client.
-func (s *Store) Client() redis.UniversalClient { return s.rdb }
+// Sharded reports whether the client spreads keys over several servers (a Cluster or
+// a Ring client). One script can then touch only keys of one hash slot, and a
+// write-back write cannot be one script: its journal and its row are in different
+// slots.
+func (s *Store) Sharded() bool {
+	switch s.rdb.(type) {
+	case *redis.ClusterClient, *redis.Ring:
+		return true
+	}
+	return false
+}
 
 func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if s.timeout <= 0 {
@@ -170,9 +182,9 @@ func (s *Store) token() string {
 
 // TakeLease takes the row's lease for d, unless the row is cached, has a pending
 // write-back write, or another lease is live. In the same round trip, before the lease,
-// it records m in the registry (see Announce): so whenever a lease is live, the server
+// it records m in the registry (see registry.go): so whenever a lease is live, the server
 // holding it lists the row's version, even if Redis restarted empty since the model's
-// first fill. It also adds the row to m's table index, for m.Lifetime (see index.go), so
+// first fill. It also adds the row to m's table index, for m's lifetime (see index.go), so
 // that a table flush that begins after TakeLease returned visits the row. A lease is
 // returned only when both were acknowledged.
 func (s *Store) TakeLease(ctx context.Context, m Model, k keys.Key, d time.Duration) (Lease, error) {
@@ -196,8 +208,8 @@ func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.D
 	if len(ks) == 0 {
 		return nil, nil
 	}
-	if m.Index == "" {
-		return nil, fmt.Errorf("store: lease %d keys of %s: the Model has no table index; build it with NewModel", len(ks), m.Table)
+	if m.index == "" {
+		return nil, fmt.Errorf("store: lease %d keys of %s: the Model has no table index; build it with NewModel", len(ks), m.space.Table())
 	}
 	var (
 		reg *redis.IntCmd
@@ -290,6 +302,18 @@ func (s *Store) Fill(ctx context.Context, k keys.Key, token string, entry []byte
 		return false, fmt.Errorf("store: fill %s: %w", k, err)
 	}
 	return n == 1, nil
+}
+
+// FillUnfenced stores entry at the row's value key for ttl with a plain SET, without
+// a lease, as a cache without fencing does. It is for tests that show what fencing
+// prevents; a fill that may race an invalidation must use TakeLease and Fill.
+func (s *Store) FillUnfenced(ctx context.Context, k keys.Key, entry []byte, ttl time.Duration) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.rdb.Set(ctx, k.Value(), entry, ttl).Err(); err != nil {
+		return fmt.Errorf("store: set %s: %w", k, err)
+	}
+	return nil
 }
 
 // FillItem is one row of FillMany.

@@ -14,7 +14,8 @@ import (
 
 // Write-back keeps, for each prefix, one journal (a Redis Stream read by a consumer
 // group of flushers) and, for each row with a write not yet in Postgres, a pending
-// record P (a hash in the row's hash slot):
+// record P (a hash in the row's hash slot), named by keys.Prefix.Journal,
+// keys.Prefix.DeadLetter and keys.Key.Pending:
 //
 //	<prefix>:journal     stream; each entry: k = the row's value key, d = the change
 //	<prefix>:deadletter  stream; writes that could not be applied, with the reason
@@ -30,12 +31,6 @@ import (
 //
 // The journal and the rows are in different hash slots, so the script needs a single
 // Redis (or Sentinel): Redis Cluster rejects it with CROSSSLOT.
-
-// JournalKey returns the key of the write-back journal for a key prefix.
-func JournalKey(prefix string) string { return prefix + ":journal" }
-
-// DeadLetterKey returns the key of the dead-letter stream for a key prefix.
-func DeadLetterKey(prefix string) string { return prefix + ":deadletter" }
 
 // Journal entry fields.
 const (
@@ -110,7 +105,7 @@ func ttlMillis(ttl time.Duration) int64 {
 // key (see index.go), and the last two ARGV are the index entry's lifetime in ms and how
 // many expired entries to prune, appended here for the value's TTL.
 func (s *Store) journal(ctx context.Context, m Model, script *redis.Script, k keys.Key, journal string, wait *AOFWait, ttl time.Duration, args ...any) (any, error) {
-	if m.Index == "" {
+	if m.index == "" {
 		return nil, fmt.Errorf("store: journal %s: the Model has no table index; build it with NewModel", k)
 	}
 	args = append(args, indexArgs(ttl, nil)...)
@@ -128,7 +123,7 @@ func (s *Store) journal(ctx context.Context, m Model, script *redis.Script, k ke
 	)
 	perr := s.pipelined(ctx, func(p redis.Pipeliner) {
 		reg = s.announce(ctx, p, m)
-		cmd = script.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.Index}, args...)
+		cmd = script.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.index}, args...)
 		if wait != nil {
 			waited = p.Do(ctx, "WAITAOF", 1, wait.Replicas, max(wait.Timeout.Milliseconds(), 1))
 		}
