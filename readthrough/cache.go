@@ -111,10 +111,10 @@ type ModelOptions struct {
 	// writepolicy.Invalidate (the default) deletes the row's entry after the commit,
 	// writepolicy.WriteThrough fills it again from Postgres after the commit, and
 	// writepolicy.WriteBack writes to Redis only, for a flusher to apply to Postgres
-	// later (see packages writepolicy and writeback for what each promises). Every process that
-	// writes the model must use the same policy, and every process that reads a
-	// write-back model must register it as write-back too: its entries are kept under
-	// keys of their own, and its reads must not fall back to Postgres.
+	// later (see packages writepolicy and writeback for what each promises). Every
+	// process that writes the model must use the same policy, and every process that
+	// reads a write-back model must register it as write-back too: its entries are
+	// kept under keys of their own, and its reads must not fall back to Postgres.
 	WritePolicy writepolicy.Policy
 	// WriteBack configures the timeout and durability of write-back writes; it is
 	// used only under writepolicy.WriteBack.

@@ -78,11 +78,11 @@
 //     Redis process alone, with the machine up, loses nothing;
 //   - appendonly yes, appendfsync always: every write is fsynced before Redis
 //     replies, so every acknowledged write survives;
-//   - WriteBackOptions.WaitAOF (Redis 7.2 and later): Save waits for WAITAOF, sent on
-//     the connection that made the write, so an acknowledged write is fsynced locally
-//     (and on WaitAOFReplicas replicas) even with everysec, at the price of waiting
-//     for the next fsync, up to a second. On older servers it is skipped with a
-//     warning.
+//   - WriteOptions.WaitAOF (readthrough.ModelOptions.WriteBack; Redis 7.2 and
+//     later): Save waits for WAITAOF, sent on the connection that made the write, so
+//     an acknowledged write is fsynced locally (and on WaitAOFReplicas replicas) even
+//     with everysec, at the price of waiting for the next fsync, up to a second. On
+//     older servers it is skipped with a warning.
 //
 // A crash of an application process never loses an acknowledged write: it is in Redis
 // before Save returns. A Save that returns an error may or may not have happened, as

@@ -99,9 +99,11 @@ func NewJournal(s *store.Store, m store.Model, prefix string, opts WriteOptions,
 
 // Write journals c, a write of the row k, and makes entry the row's pending record
 // and its cached value for ttl (0: the value key is deleted instead, and the pending
-// record answers reads). An error wrapping ErrBadChange means c could not be encoded
-// and nothing was written; one wrapping store.ErrNotDurable, that the write was
-// journaled but not confirmed fsynced (it may still be applied).
+// record answers reads). Like a lease, it records the model in the registry first,
+// so the invalidator knows the version whose keys it must delete. An error wrapping
+// ErrBadChange means c could not be encoded and nothing was written; one wrapping
+// store.ErrNotDurable, that the write was journaled but not confirmed fsynced (it
+// may still be applied).
 func (j *Journal) Write(ctx context.Context, k keys.Key, entry []byte, ttl time.Duration, c Change) error {
 	payload, err := c.marshal()
 	if err != nil {
