@@ -72,7 +72,9 @@ func (o WriteOptions) withDefaults() (WriteOptions, error) {
 // per registered model and calls it for the model's Create, Save and Delete; the
 // Flusher reads what it wrote. Each write is one script on Redis (see the package
 // doc), followed on the same connection by the wait for the AOF fsync when
-// WriteOptions ask for it. It is safe for concurrent use.
+// WriteOptions ask for it. Applications do not make one (NewJournal takes the
+// cache's internal store); they set WriteOptions in readthrough.ModelOptions. It is
+// safe for concurrent use.
 type Journal struct {
 	store  *store.Store // with WriteOptions.Timeout
 	model  store.Model
