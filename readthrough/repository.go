@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -43,10 +44,8 @@ type Repository[T any] struct {
 	// reg is what the registry lists for the model; every lease records it (see
 	// internal/store's registry).
 	reg store.Model
-	// wbStore is store with the write-back write timeout.
-	wbStore *store.Store
-	// noWaitAOF is set once the server turned out not to know WAITAOF.
-	noWaitAOF *atomic.Bool
+	// journal journals the model's writes under writepolicy.WriteBack.
+	journal *writeback.Journal
 	// lastLog rate-limits warnings (unix nanoseconds of the last one); copies from
 	// WithDB and In share it.
 	lastLog *atomic.Int64
@@ -102,8 +101,8 @@ func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
 		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model, rec: r.rec,
-		opts: r.opts, log: r.log, lastLog: r.lastLog, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
-		noWaitAOF: r.noWaitAOF,
+		opts: r.opts, log: r.log, lastLog: r.lastLog, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg,
+		journal: r.journal,
 	}
 }
 

@@ -23,7 +23,7 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/invalidator"
-	"github.com/pgcache/pgcache/writepolicy"
+	"github.com/pgcache/pgcache/writeback"
 )
 
 // Exit codes.
@@ -164,7 +164,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return exitConfig
 	}
 
-	var flusher *writepolicy.Flusher
+	var flusher *writeback.Flusher
 	if cfg.writeBack {
 		db, err := gorm.Open(postgres.Open(cfg.postgres), &gorm.Config{Logger: logger.Discard})
 		if err != nil {
@@ -174,7 +174,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if sqlDB, err := db.DB(); err == nil {
 			defer sqlDB.Close()
 		}
-		flusher, err = writepolicy.NewFlusher(db, rdb, writepolicy.FlusherOptions{
+		flusher, err = writeback.NewFlusher(db, rdb, writeback.FlusherOptions{
 			Prefix: cfg.prefix, Consumer: cfg.writeBackConsumer, ClaimAfter: cfg.claimAfter, Logger: log,
 		})
 		if err != nil {
@@ -291,16 +291,16 @@ func registerMetrics(reg *prometheus.Registry, w *invalidator.Worker) {
 }
 
 // registerFlusherMetrics exports the write-back flusher's counters and its backlog.
-func registerFlusherMetrics(reg *prometheus.Registry, f *writepolicy.Flusher) {
-	counter := func(name, help string, get func(writepolicy.Stats) uint64) {
+func registerFlusherMetrics(reg *prometheus.Registry, f *writeback.Flusher) {
+	counter := func(name, help string, get func(writeback.Stats) uint64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "pgcache", Subsystem: "writeback", Name: name, Help: help},
 			func() float64 { return float64(get(f.Stats())) }))
 	}
-	counter("applied_total", "Rows written to Postgres.", func(s writepolicy.Stats) uint64 { return s.Applied })
-	counter("batches_total", "Postgres transactions committed.", func(s writepolicy.Stats) uint64 { return s.Batches })
-	counter("superseded_total", "Journal entries skipped: a newer write of the row was pending, or a replay.", func(s writepolicy.Stats) uint64 { return s.Superseded })
-	counter("dead_letters_total", "Writes given up on and moved to the dead-letter stream.", func(s writepolicy.Stats) uint64 { return s.DeadLettered })
-	counter("errors_total", "Failures of Redis or Postgres, retried.", func(s writepolicy.Stats) uint64 { return s.Errors })
+	counter("applied_total", "Rows written to Postgres.", func(s writeback.Stats) uint64 { return s.Applied })
+	counter("batches_total", "Postgres transactions committed.", func(s writeback.Stats) uint64 { return s.Batches })
+	counter("superseded_total", "Journal entries skipped: a newer write of the row was pending, or a replay.", func(s writeback.Stats) uint64 { return s.Superseded })
+	counter("dead_letters_total", "Writes given up on and moved to the dead-letter stream.", func(s writeback.Stats) uint64 { return s.DeadLettered })
+	counter("errors_total", "Failures of Redis or Postgres, retried.", func(s writeback.Stats) uint64 { return s.Errors })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "pgcache", Subsystem: "writeback", Name: "backlog",
 		Help: "Journal entries not yet applied (-1 when Redis does not answer)."},
 		func() float64 {

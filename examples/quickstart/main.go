@@ -29,6 +29,7 @@ import (
 	"github.com/pgcache/pgcache/examples/internal/demo"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -234,7 +235,7 @@ func writeBack(ctx context.Context, db *gorm.DB, rdb *redis.Client) error {
 	db.Model(&Cart{}).Count(&inDB)
 	fmt.Printf("   saved in %v; readers see %d items; rows in Postgres: %d\n", saved.Round(time.Microsecond), c.Items, inDB)
 
-	flusher, err := cache.NewFlusher(writepolicy.FlusherOptions{})
+	flusher, err := writeback.NewFlusher(db, rdb, writeback.FlusherOptions{Prefix: "quickstart"})
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/pgcache/pgcache/examples/internal/demo"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -59,7 +60,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	// Write-back keeps pending writes in Redis: run it with persistence (appendonly) and
-	// maxmemory-policy noeviction (or volatile-*) in production; see package writepolicy.
+	// maxmemory-policy noeviction (or volatile-*) in production; see package writeback.
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
 
@@ -75,7 +76,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err := baskets.Invalidate(ctx, 1, 2); err != nil {
 		return err
 	}
-	flusher, err := cache.NewFlusher(writepolicy.FlusherOptions{
+	flusher, err := writeback.NewFlusher(db, rdb, writeback.FlusherOptions{
+		Prefix:       "writeback",           // the cache's
 		MaxAttempts:  3,                     // a write Postgres refuses 3 times is dead-lettered
 		RetryBackoff: 20 * time.Millisecond, // (short, for the example)
 		Logger:       log,
@@ -153,7 +155,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var last *writepolicy.DeadLetter // oldest first; an earlier run may have left some
+	var last *writeback.DeadLetter // oldest first; an earlier run may have left some
 	for i := range dead {
 		if dead[i].Key == key2 {
 			last = &dead[i]

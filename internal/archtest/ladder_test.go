@@ -18,10 +18,11 @@ var ladder = map[string][]string{
 	"keys":               {},
 	"cdc":                {},
 	"internal/store":     {"keys"},
-	"writepolicy":        {"keys", "internal/store"},
-	"readthrough":        {"keys", "internal/store", "writepolicy"},
+	"writepolicy":        {},
+	"writeback":          {"keys", "internal/store"},
+	"readthrough":        {"keys", "internal/store", "writepolicy", "writeback"},
 	"invalidator":        {"keys", "cdc", "internal/store"},
-	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writepolicy"},
+	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
 	"integration":        {},
 	"internal/archtest":  {},
 	// Test-only packages and tools: their non-test code imports nothing of the module
@@ -29,7 +30,7 @@ var ladder = map[string][]string{
 	"internal/clustertest": {},
 	"internal/torture":     {},
 	"internal/widgettest":  {"integration", "readthrough"},
-	"cmd/pgcache-bench":    {"cdc", "integration", "invalidator", "readthrough", "writepolicy"},
+	"cmd/pgcache-bench":    {"cdc", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
 // confined lists third-party modules that only some packages may touch: each external
@@ -40,8 +41,8 @@ var confined = map[string][]string{
 	// Packages that take a client from the user name its type; only the store calls it.
 	// internal/widgettest is a test fixture, imported only by tests: it names the clients
 	// the tests it serves hold.
-	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writepolicy", "invalidator", "integration", "internal/widgettest"},
-	"gorm.io/gorm":                 {"readthrough", "writepolicy", "internal/widgettest"},
+	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "integration", "internal/widgettest"},
+	"gorm.io/gorm":                 {"readthrough", "writeback", "internal/widgettest"},
 	"github.com/testcontainers/":   {"integration"},
 }
 
