@@ -282,7 +282,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		opts:      opts,
 		log:       c.log.With(slog.String("model", m.schema.Name)),
 		stats:     new(counters),
-		lastLog:   new(atomic.Int64),
+		warnings:  newWarnings(),
 		flights:   new(flights),
 		reg:       withEntry(store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()), m.envelope),
 		wbStore:   c.store.WithTimeout(opts.WriteBack.Timeout),
