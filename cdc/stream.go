@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -187,7 +187,12 @@ func (s *Stream) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 
-	failures := 0
+	// Both waits advance on every failure, so that each is drawn from MinBackoff
+	// doubled once per consecutive failure of either kind, under its own cap: a
+	// standby keeps polling at a short interval however long it has waited, so that
+	// it takes over soon after the active stream ends.
+	retry := jittered(s.opts.MinBackoff, s.opts.MaxBackoff)
+	standby := jittered(s.opts.MinBackoff, min(s.opts.MaxBackoff, max(s.opts.MinBackoff, standbyPoll)))
 	waitingForSlot := false
 	for {
 		streamed, err := s.session(ctx)
@@ -205,16 +210,13 @@ func (s *Stream) Run(ctx context.Context) error {
 			return err
 		}
 		if streamed >= s.opts.MaxBackoff {
-			failures = 0
+			retry.Reset()
+			standby.Reset()
 		}
-		hi := s.opts.MaxBackoff
+		wait, standbyWait := retry.NextBackOff(), standby.NextBackOff()
 		if errors.Is(err, ErrSlotInUse) {
-			// A standby keeps polling at a short interval however long it has waited,
-			// so that it takes over soon after the active stream ends.
-			hi = min(hi, max(s.opts.MinBackoff, standbyPoll))
+			wait = standbyWait
 		}
-		wait := backoff(s.opts.MinBackoff, hi, failures)
-		failures++
 		s.update(func(st *Stats) { st.Reconnects++ })
 		if errors.Is(err, ErrSlotInUse) {
 			// A standby waits here for the active stream to stop: say so once, not on
@@ -245,16 +247,17 @@ func (s *Stream) Run(ctx context.Context) error {
 // end, for the price of one connection and a few catalog queries per attempt.
 const standbyPoll = time.Second
 
-// backoff returns the wait before retry n (from 0): lo doubled n times, capped at hi,
-// with equal jitter, so processes that failed together do not retry together.
-func backoff(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 0; i < n && d < hi; i++ {
-		d *= 2
+// jittered returns the waits between attempts: lo doubled on each call, capped at hi,
+// with equal jitter (each wait drawn from [d/2, d]), so that processes that failed
+// together do not retry together and no wait exceeds hi. ExponentialBackOff draws from
+// interval·[1-f, 1+f]; an interval of ¾d with f = ⅓ is [d/2, d].
+func jittered(lo, hi time.Duration) *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     lo * 3 / 4,
+		MaxInterval:         hi * 3 / 4,
+		RandomizationFactor: 1.0 / 3,
+		Multiplier:          2,
 	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(d-half+1)
 }
 
 func (s *Stream) setPipeline(p *pipeline) {

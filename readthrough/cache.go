@@ -10,7 +10,6 @@ import (
 	"math"
 	"reflect"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -277,19 +276,19 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		return nil, fmt.Errorf("%w: WriteBack: %v", ErrConfig, err)
 	}
 	r := &Repository[T]{
-		cache:   c,
-		db:      c.db,
-		base:    c.db,
-		store:   st,
-		model:   m,
-		rec:     newRecorder(m.schema, opts.Codec),
-		opts:    opts,
-		log:     log,
-		stats:   new(counters),
-		lastLog: new(atomic.Int64),
-		flights: new(flights),
-		reg:     reg,
-		journal: journal,
+		cache:    c,
+		db:       c.db,
+		base:     c.db,
+		store:    st,
+		model:    m,
+		rec:      newRecorder(m.schema, opts.Codec),
+		opts:     opts,
+		log:      log,
+		stats:    new(counters),
+		warnings: newWarnings(),
+		flights:  new(flights),
+		reg:      reg,
+		journal:  journal,
 	}
 	c.models[typ] = r
 	return r, nil

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -46,9 +47,8 @@ type Repository[T any] struct {
 	reg store.Model
 	// journal journals the model's writes under writepolicy.WriteBack.
 	journal *writeback.Journal
-	// lastLog rate-limits warnings (unix nanoseconds of the last one); copies from
-	// WithDB and In share it.
-	lastLog *atomic.Int64
+	// warnings rate-limits the model's warnings; copies from WithDB and In share it.
+	warnings *warnings
 
 	hooks *hooks
 }
@@ -101,7 +101,7 @@ func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
 		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model, rec: r.rec,
-		opts: r.opts, log: r.log, lastLog: r.lastLog, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg,
+		opts: r.opts, log: r.log, warnings: r.warnings, stats: r.stats, hooks: r.hooks, flights: r.flights, reg: r.reg,
 		journal: r.journal,
 	}
 }
@@ -528,13 +528,24 @@ func (r *Repository[T]) redisFailed(err error) {
 	r.warn("redis unavailable; reading from postgres", slog.Any("error", err))
 }
 
-func (r *Repository[T]) warn(msg string, attrs ...slog.Attr) {
-	now := time.Now().UnixNano()
-	last := r.lastLog.Load()
-	if now-last < int64(time.Second) || !r.lastLog.CompareAndSwap(last, now) {
-		return
+// warnings limits how often a model logs a warning, shared by a repository and its
+// copies (WithDB, In) so that copies do not each warn.
+type warnings struct {
+	redis       rate.Sometimes // Redis failures: the first, then at most once a second
+	uncacheable rate.Sometimes // uncacheable rows: the first, then at most once a minute
+}
+
+func newWarnings() *warnings {
+	return &warnings{
+		redis:       rate.Sometimes{Interval: time.Second},
+		uncacheable: rate.Sometimes{Interval: time.Minute},
 	}
-	r.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+}
+
+func (r *Repository[T]) warn(msg string, attrs ...slog.Attr) {
+	r.warnings.redis.Do(func() {
+		r.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+	})
 }
 
 // Peek returns what Redis holds for the row with this id, without reading Postgres,
