@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgcache/pgcache/internal/retry"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -191,8 +191,8 @@ func (s *Stream) Run(ctx context.Context) error {
 	// doubled once per consecutive failure of either kind, under its own cap: a
 	// standby keeps polling at a short interval however long it has waited, so that
 	// it takes over soon after the active stream ends.
-	retry := jittered(s.opts.MinBackoff, s.opts.MaxBackoff)
-	standby := jittered(s.opts.MinBackoff, min(s.opts.MaxBackoff, max(s.opts.MinBackoff, standbyPoll)))
+	backoff := retry.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff)
+	standby := retry.Backoff(s.opts.MinBackoff, min(s.opts.MaxBackoff, max(s.opts.MinBackoff, standbyPoll)))
 	waitingForSlot := false
 	for {
 		streamed, err := s.session(ctx)
@@ -210,10 +210,10 @@ func (s *Stream) Run(ctx context.Context) error {
 			return err
 		}
 		if streamed >= s.opts.MaxBackoff {
-			retry.Reset()
+			backoff.Reset()
 			standby.Reset()
 		}
-		wait, standbyWait := retry.NextBackOff(), standby.NextBackOff()
+		wait, standbyWait := backoff.NextBackOff(), standby.NextBackOff()
 		if errors.Is(err, ErrSlotInUse) {
 			wait = standbyWait
 		}
@@ -246,19 +246,6 @@ func (s *Stream) Run(ctx context.Context) error {
 // longer): a standby takes the slot over within about this long of the active stream's
 // end, for the price of one connection and a few catalog queries per attempt.
 const standbyPoll = time.Second
-
-// jittered returns the waits between attempts: lo doubled on each call, capped at hi,
-// with equal jitter (each wait drawn from [d/2, d]), so that processes that failed
-// together do not retry together and no wait exceeds hi. ExponentialBackOff draws from
-// interval·[1-f, 1+f]; an interval of ¾d with f = ⅓ is [d/2, d].
-func jittered(lo, hi time.Duration) *backoff.ExponentialBackOff {
-	return &backoff.ExponentialBackOff{
-		InitialInterval:     lo * 3 / 4,
-		MaxInterval:         hi * 3 / 4,
-		RandomizationFactor: 1.0 / 3,
-		Multiplier:          2,
-	}
-}
 
 func (s *Stream) setPipeline(p *pipeline) {
 	s.mu.Lock()

@@ -37,6 +37,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
 )
@@ -445,14 +446,7 @@ func (v *Invalidator) space(table, version string) keys.Space {
 // from 10ms doubling up to 1s, each wait drawn from [d/2, d] so that workers that failed
 // together do not retry together.
 func (v *Invalidator) retry(ctx context.Context, f func(context.Context) error) error {
-	// ExponentialBackOff draws from interval·[1-f, 1+f]; an interval of ¾d with f = ⅓
-	// is [d/2, d].
-	waits := &backoff.ExponentialBackOff{
-		InitialInterval:     10 * time.Millisecond * 3 / 4,
-		MaxInterval:         time.Second * 3 / 4,
-		RandomizationFactor: 1.0 / 3,
-		Multiplier:          2,
-	}
+	waits := retry.Backoff(10*time.Millisecond, time.Second)
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := f(ctx)
 		if err != nil {

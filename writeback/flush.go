@@ -11,6 +11,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
 )
@@ -252,7 +253,7 @@ func (f *Flusher) apply(ctx context.Context, rows []*write) (applied, dead []*wr
 		}
 		f.failed("apply batch", err, slog.Int(attrRows, len(rows)))
 		f.stats.retries.Add(1)
-		if err := wait(ctx, bo); err != nil {
+		if err := retry.Wait(ctx, bo); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -274,7 +275,7 @@ func (f *Flusher) apply(ctx context.Context, rows []*write) (applied, dead []*wr
 			}
 			f.failed("apply row", err, slog.String(attrKey, w.key.Value()))
 			f.stats.retries.Add(1)
-			if err := wait(ctx, bo); err != nil {
+			if err := retry.Wait(ctx, bo); err != nil {
 				return nil, nil, err
 			}
 		}

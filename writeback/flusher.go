@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 	"gorm.io/gorm"
 
+	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
 )
@@ -344,32 +345,11 @@ func (f *Flusher) failed(what string, err error, attrs ...slog.Attr) {
 // retry counts and logs a failure of Run's loop, then waits for bo's next interval.
 func (f *Flusher) retry(ctx context.Context, bo *backoff.ExponentialBackOff, what string, err error) {
 	f.failed(what, err)
-	_ = wait(ctx, bo)
+	_ = retry.Wait(ctx, bo)
 }
 
 // backoff returns the waits between retries: from RetryBackoff, doubling up to
-// MaxBackoff, each drawn between half of its step and the whole of it. (Backoff
-// draws its waits around a step, by a factor: steps of 3/4 of ours, drawn within a
-// third of them, span the same waits.)
+// MaxBackoff, with jitter.
 func (f *Flusher) backoff() *backoff.ExponentialBackOff {
-	bo := &backoff.ExponentialBackOff{
-		InitialInterval:     f.opts.RetryBackoff * 3 / 4,
-		RandomizationFactor: 1.0 / 3,
-		Multiplier:          2,
-		MaxInterval:         f.opts.MaxBackoff * 3 / 4,
-	}
-	bo.Reset()
-	return bo
-}
-
-// wait sleeps for bo's next interval or until ctx ends, whose error it returns.
-func wait(ctx context.Context, bo *backoff.ExponentialBackOff) error {
-	t := time.NewTimer(bo.NextBackOff())
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return retry.Backoff(f.opts.RetryBackoff, f.opts.MaxBackoff)
 }

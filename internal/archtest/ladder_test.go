@@ -16,12 +16,13 @@ const module = "github.com/pgcache/pgcache"
 // import. It is docs/ARCHITECTURE.md in code: change both together.
 var ladder = map[string][]string{
 	"keys":               {},
-	"cdc":                {},
+	"internal/retry":     {},
+	"cdc":                {"internal/retry"},
 	"internal/store":     {"keys"},
 	"writepolicy":        {},
-	"writeback":          {"keys", "internal/store"},
+	"writeback":          {"keys", "internal/retry", "internal/store"},
 	"readthrough":        {"keys", "internal/store", "writepolicy", "writeback"},
-	"invalidator":        {"keys", "cdc", "internal/store"},
+	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
 	"integration":        {},
 	"internal/archtest":  {},
