@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/pgcache/pgcache/internal/retry"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -187,7 +187,12 @@ func (s *Stream) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 
-	failures := 0
+	// Both waits advance on every failure, so that each is drawn from MinBackoff
+	// doubled once per consecutive failure of either kind, under its own cap: a
+	// standby keeps polling at a short interval however long it has waited, so that
+	// it takes over soon after the active stream ends.
+	backoff := retry.Backoff(s.opts.MinBackoff, s.opts.MaxBackoff)
+	standby := retry.Backoff(s.opts.MinBackoff, min(s.opts.MaxBackoff, max(s.opts.MinBackoff, standbyPoll)))
 	waitingForSlot := false
 	for {
 		streamed, err := s.session(ctx)
@@ -205,16 +210,13 @@ func (s *Stream) Run(ctx context.Context) error {
 			return err
 		}
 		if streamed >= s.opts.MaxBackoff {
-			failures = 0
+			backoff.Reset()
+			standby.Reset()
 		}
-		hi := s.opts.MaxBackoff
+		wait, standbyWait := backoff.NextBackOff(), standby.NextBackOff()
 		if errors.Is(err, ErrSlotInUse) {
-			// A standby keeps polling at a short interval however long it has waited,
-			// so that it takes over soon after the active stream ends.
-			hi = min(hi, max(s.opts.MinBackoff, standbyPoll))
+			wait = standbyWait
 		}
-		wait := backoff(s.opts.MinBackoff, hi, failures)
-		failures++
 		s.update(func(st *Stats) { st.Reconnects++ })
 		if errors.Is(err, ErrSlotInUse) {
 			// A standby waits here for the active stream to stop: say so once, not on
@@ -244,18 +246,6 @@ func (s *Stream) Run(ctx context.Context) error {
 // longer): a standby takes the slot over within about this long of the active stream's
 // end, for the price of one connection and a few catalog queries per attempt.
 const standbyPoll = time.Second
-
-// backoff returns the wait before retry n (from 0): lo doubled n times, capped at hi,
-// with equal jitter, so processes that failed together do not retry together.
-func backoff(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 0; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
 
 func (s *Stream) setPipeline(p *pipeline) {
 	s.mu.Lock()

@@ -27,15 +27,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 
 	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
 )
@@ -82,7 +84,7 @@ type Invalidator struct {
 	registries   map[string][]string
 	registriesAt time.Time
 
-	lastMissingWarn atomic.Int64 // unix nanoseconds of the last missing-registry log
+	missingWarn rate.Sometimes // the missing-registry log: once per registriesTTL
 
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
 	registryMissingCount                                      atomic.Uint64
@@ -116,6 +118,8 @@ func New(rdb redis.UniversalClient, opts Options) (*Invalidator, error) {
 		retryFor: opts.RetryFor,
 		log:      opts.Logger,
 		spaces:   make(map[[2]string]keys.Space),
+
+		missingWarn: rate.Sometimes{Interval: registriesTTL},
 	}, nil
 }
 
@@ -286,11 +290,10 @@ func (v *Invalidator) registryMissing(ctx context.Context, txs []*cdc.Tx) error 
 		}
 	}
 	v.registryMissingCount.Add(1)
-	if now := time.Now().UnixNano(); now-v.lastMissingWarn.Load() > int64(registriesTTL) {
-		v.lastMissingWarn.Store(now)
+	v.missingWarn.Do(func() {
 		v.log.Error("the version registry is missing: no application has cached a row under this prefix yet, or the registry was lost; invalidating changed tables whole. If applications run, check that the prefix equals their readthrough.Options.Prefix",
 			slog.String("registry", keys.Prefix(v.prefix).Registry()), slog.Any("tables", tables))
-	}
+	})
 	for _, table := range tables {
 		sp, err := keys.NewSpace(v.prefix, table, "any") // every version shares the index
 		if err != nil {
@@ -439,28 +442,22 @@ func (v *Invalidator) space(table, version string) keys.Space {
 	return sp
 }
 
-// retry runs f until it succeeds, ctx ends or RetryFor passes, with capped, jittered
-// exponential backoff.
+// retry runs f until it succeeds, ctx ends or RetryFor passes, waiting between attempts
+// from 10ms doubling up to 1s, each wait drawn from [d/2, d] so that workers that failed
+// together do not retry together.
 func (v *Invalidator) retry(ctx context.Context, f func(context.Context) error) error {
-	deadline := time.Now().Add(v.retryFor)
-	wait := 10 * time.Millisecond
-	for {
+	waits := retry.Backoff(10*time.Millisecond, time.Second)
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := f(ctx)
-		if err == nil {
-			return nil
+		if err != nil {
+			v.errors.Add(1)
 		}
-		v.errors.Add(1)
-		if time.Now().After(deadline) {
-			return err
-		}
-		v.log.Warn("redis failed; retrying", slog.Any("error", err), slog.Duration("in", wait))
-		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, time.Second)
-	}
+		return struct{}{}, err
+	},
+		backoff.WithBackOff(waits),
+		backoff.WithMaxElapsedTime(v.retryFor),
+		backoff.WithNotify(func(err error, wait time.Duration) {
+			v.log.Warn("redis failed; retrying", slog.Any("error", err), slog.Duration("in", wait))
+		}))
+	return err
 }

@@ -249,8 +249,31 @@ func formatUUID(u *[16]byte) string {
 const numericMaxExponent = 1000
 
 func numericFromText(s string) (string, error) {
+	if special, ok := numericSpecial(s); ok {
+		return special, nil
+	}
+	n, err := parseNumeric(s)
+	if err != nil {
+		return "", err
+	}
+	// Postgres prints numerics without exponent, '+', leading zeros or
+	// trailing fractional zeros; such text is returned as it came.
+	zero := strings.Trim(n.intPart, "0") == "" && strings.Trim(n.fracPart, "0") == ""
+	if !n.hasExp && s[0] != '+' && !zero &&
+		n.intPart != "" && (n.intPart[0] != '0' || n.intPart == "0") &&
+		(!n.hasDot || n.fracPart != "" && n.fracPart[len(n.fracPart)-1] != '0') {
+		return s, nil
+	}
+	if zero {
+		return "0", nil
+	}
+	return n.format(), nil
+}
+
+// numericSpecial returns the canonical text of NaN and the infinities.
+func numericSpecial(s string) (string, bool) {
 	if strings.EqualFold(s, "nan") {
-		return "NaN", nil
+		return "NaN", true
 	}
 	t := s
 	neg := false
@@ -260,71 +283,95 @@ func numericFromText(s string) (string, error) {
 	}
 	if strings.EqualFold(t, "inf") || strings.EqualFold(t, "infinity") {
 		if neg {
-			return "-Infinity", nil
+			return "-Infinity", true
 		}
-		return "Infinity", nil
+		return "Infinity", true
 	}
-	i := 0
-	for i < len(t) && '0' <= t[i] && t[i] <= '9' {
-		i++
+	return "", false
+}
+
+// numericText is a finite numeric's text input, split into its parts.
+type numericText struct {
+	neg            bool
+	intPart        string // the digits before the point
+	fracPart       string // the digits after the point
+	hasDot, hasExp bool
+	exp            int // the exponent, within ±numericMaxExponent
+}
+
+// parseNumeric splits a finite numeric's text: [sign] digits [. digits] [e [sign] digits],
+// with digits on at least one side of the point.
+func parseNumeric(s string) (numericText, error) {
+	var n numericText
+	t := s
+	if t != "" && (t[0] == '+' || t[0] == '-') {
+		n.neg = t[0] == '-'
+		t = t[1:]
 	}
-	intPart, fracPart := t[:i], ""
-	hasDot := i < len(t) && t[i] == '.'
-	if hasDot {
-		j := i + 1
-		for j < len(t) && '0' <= t[j] && t[j] <= '9' {
-			j++
-		}
-		fracPart = t[i+1 : j]
+	i := skipDigits(t, 0)
+	n.intPart = t[:i]
+	if n.hasDot = i < len(t) && t[i] == '.'; n.hasDot {
+		j := skipDigits(t, i+1)
+		n.fracPart = t[i+1 : j]
 		i = j
 	}
-	if intPart == "" && fracPart == "" {
-		return "", badValue(Numeric, s, "want a decimal number, NaN or Infinity")
+	if n.intPart == "" && n.fracPart == "" {
+		return n, badValue(Numeric, s, "want a decimal number, NaN or Infinity")
 	}
-	exp, hasExp := 0, i < len(t) && (t[i] == 'e' || t[i] == 'E')
-	if hasExp {
-		i++
-		eneg := false
-		if i < len(t) && (t[i] == '+' || t[i] == '-') {
-			eneg = t[i] == '-'
-			i++
-		}
-		start := i
-		for i < len(t) && '0' <= t[i] && t[i] <= '9' {
-			if exp <= numericMaxExponent {
-				exp = exp*10 + int(t[i]-'0')
-			}
-			i++
-		}
-		if i == start {
-			return "", badValue(Numeric, s, "exponent has no digits")
-		}
-		if exp > numericMaxExponent {
-			return "", badValue(Numeric, s, "exponent out of range")
-		}
-		if eneg {
-			exp = -exp
+	if n.hasExp = i < len(t) && (t[i] == 'e' || t[i] == 'E'); n.hasExp {
+		var err error
+		if n.exp, i, err = parseNumericExponent(s, t, i+1); err != nil {
+			return n, err
 		}
 	}
 	if i != len(t) {
-		return "", badValue(Numeric, s, "want a decimal number, NaN or Infinity")
+		return n, badValue(Numeric, s, "want a decimal number, NaN or Infinity")
 	}
+	return n, nil
+}
 
-	// Postgres prints numerics without exponent, '+', leading zeros or
-	// trailing fractional zeros; such text is returned as it came.
-	zero := strings.Trim(intPart, "0") == "" && strings.Trim(fracPart, "0") == ""
-	if !hasExp && s[0] != '+' && !zero &&
-		intPart != "" && (intPart[0] != '0' || intPart == "0") &&
-		(!hasDot || fracPart != "" && fracPart[len(fracPart)-1] != '0') {
-		return s, nil
+// skipDigits returns the index of the first byte of t from i on that is not a digit.
+func skipDigits(t string, i int) int {
+	for i < len(t) && '0' <= t[i] && t[i] <= '9' {
+		i++
 	}
-	if zero {
-		return "0", nil
-	}
+	return i
+}
 
+// parseNumericExponent reads the exponent of s (at t[i:], after the 'e'): its value and
+// the index in t after it.
+func parseNumericExponent(s, t string, i int) (exp, end int, err error) {
+	neg := false
+	if i < len(t) && (t[i] == '+' || t[i] == '-') {
+		neg = t[i] == '-'
+		i++
+	}
+	start := i
+	for i < len(t) && '0' <= t[i] && t[i] <= '9' {
+		if exp <= numericMaxExponent {
+			exp = exp*10 + int(t[i]-'0')
+		}
+		i++
+	}
+	if i == start {
+		return 0, i, badValue(Numeric, s, "exponent has no digits")
+	}
+	if exp > numericMaxExponent {
+		return 0, i, badValue(Numeric, s, "exponent out of range")
+	}
+	if neg {
+		exp = -exp
+	}
+	return exp, i, nil
+}
+
+// format prints a nonzero numeric as Postgres does: no exponent, no '+', no leading
+// zeros, no trailing fractional zeros.
+func (n numericText) format() string {
 	// The value is 0.d1d2d3... × 10^point, where d are the significant
 	// digits of intPart+fracPart.
-	point := len(intPart) + exp
+	intPart, fracPart := n.intPart, n.fracPart
+	point := len(intPart) + n.exp
 	lead := len(intPart) - len(strings.TrimLeft(intPart, "0"))
 	intPart = intPart[lead:]
 	point -= lead
@@ -336,6 +383,12 @@ func numericFromText(s string) (string, error) {
 	if fracPart = strings.TrimRight(fracPart, "0"); fracPart == "" {
 		intPart = strings.TrimRight(intPart, "0")
 	}
+	return writeNumeric(n.neg, intPart, fracPart, point)
+}
+
+// writeNumeric prints the value 0.d1d2d3... × 10^point, where d are the digits of
+// intPart+fracPart (significant: no leading or trailing zeros), without exponent.
+func writeNumeric(neg bool, intPart, fracPart string, point int) string {
 	nd := len(intPart) + len(fracPart)
 	digit := func(k int) byte { // the k-th significant digit
 		if k < len(intPart) {
@@ -372,7 +425,7 @@ func numericFromText(s string) (string, error) {
 			b.WriteByte(digit(k))
 		}
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 func bytesFromText(s string) (string, error) {
@@ -484,34 +537,8 @@ func FromGo(k Kind, v any) (string, error) {
 
 func fromGo(k Kind, v any, depth int) (string, error) {
 	// The common concrete types first; they have no methods to consult.
-	switch x := v.(type) {
-	case string:
-		return FromText(k, x)
-	case int64:
-		return fromInt(k, x, v)
-	case int:
-		return fromInt(k, int64(x), v)
-	case int32:
-		return fromInt(k, int64(x), v)
-	case uint64:
-		return fromUint(k, x, v)
-	case []byte:
-		return fromByteSlice(k, x)
-	case [16]byte:
-		return fromArray16(k, &x, v)
-	case nil:
-		return "", fmt.Errorf("%w: %v value is nil; a primary key cannot be NULL", ErrBadValue, k)
-	case time.Time:
-		return "", unsupported(k, v, "timestamps are not supported as key columns")
-	case *big.Float:
-		if x == nil {
-			return "", fmt.Errorf("%w: %v value is a nil %T", ErrBadValue, k, v)
-		}
-		// big.Float's String rounds to 10 digits; print it exactly instead.
-		if k != Int && k != Numeric {
-			return "", unsupported(k, v, "")
-		}
-		return FromText(k, x.Text('f', -1))
+	if s, ok, err := fromConcrete(k, v); ok {
+		return s, err
 	}
 	if depth >= maxIndirections {
 		return "", unsupported(k, v, "too many pointers or driver.Valuer results")
@@ -531,6 +558,58 @@ func fromGo(k Kind, v any, depth int) (string, error) {
 	}
 	// The underlying kind comes before String: a named int with a String
 	// method (an enum, say) is stored as its number.
+	if s, ok, err := fromKind(k, v, rv, depth); ok {
+		return s, err
+	}
+	if s, ok := v.(fmt.Stringer); ok {
+		return FromText(k, s.String())
+	}
+	return "", unsupported(k, v, "")
+}
+
+// fromConcrete converts the common concrete types. ok is false for any other type.
+func fromConcrete(k Kind, v any) (s string, ok bool, err error) {
+	switch x := v.(type) {
+	case string:
+		s, err = FromText(k, x)
+	case int64:
+		s, err = fromInt(k, x, v)
+	case int:
+		s, err = fromInt(k, int64(x), v)
+	case int32:
+		s, err = fromInt(k, int64(x), v)
+	case uint64:
+		s, err = fromUint(k, x, v)
+	case []byte:
+		s, err = fromByteSlice(k, x)
+	case [16]byte:
+		s, err = fromArray16(k, &x, v)
+	case nil:
+		err = fmt.Errorf("%w: %v value is nil; a primary key cannot be NULL", ErrBadValue, k)
+	case time.Time:
+		err = unsupported(k, v, "timestamps are not supported as key columns")
+	case *big.Float:
+		s, err = fromBigFloat(k, x)
+	default:
+		return "", false, nil
+	}
+	return s, true, err
+}
+
+func fromBigFloat(k Kind, x *big.Float) (string, error) {
+	if x == nil {
+		return "", fmt.Errorf("%w: %v value is a nil %T", ErrBadValue, k, x)
+	}
+	// big.Float's String rounds to 10 digits; print it exactly instead.
+	if k != Int && k != Numeric {
+		return "", unsupported(k, x, "")
+	}
+	return FromText(k, x.Text('f', -1))
+}
+
+// fromKind converts v by its underlying kind (rv is v's reflect.Value), following a
+// pointer. ok is false when the kind decides nothing and String is to be consulted.
+func fromKind(k Kind, v any, rv reflect.Value, depth int) (s string, ok bool, err error) {
 	switch rv.Kind() {
 	case reflect.Pointer:
 		// Follow the pointer unless only the pointer has a String method,
@@ -538,34 +617,28 @@ func fromGo(k Kind, v any, depth int) (string, error) {
 		elem := rv.Elem().Interface()
 		_, ptrStringer := v.(fmt.Stringer)
 		if _, elemStringer := elem.(fmt.Stringer); elemStringer || !ptrStringer {
-			return fromGo(k, elem, depth+1)
+			s, err = fromGo(k, elem, depth+1)
+			return s, true, err
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return fromInt(k, rv.Int(), v)
+		s, err = fromInt(k, rv.Int(), v)
+		return s, true, err
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return fromUint(k, rv.Uint(), v)
+		s, err = fromUint(k, rv.Uint(), v)
+		return s, true, err
 	case reflect.String:
-		return FromText(k, rv.String())
+		s, err = FromText(k, rv.String())
+		return s, true, err
 	case reflect.Float32, reflect.Float64:
-		if k != Int && k != Numeric {
-			return "", unsupported(k, v, "floating-point values are only accepted for int and numeric columns")
-		}
-		bits := 64
-		if rv.Kind() == reflect.Float32 {
-			bits = 32
-		}
-		return FromText(k, strconv.FormatFloat(rv.Float(), 'f', -1, bits))
+		s, err = fromFloat(k, v, rv)
+		return s, true, err
 	case reflect.Bool:
-		if k != Text && k != Char {
-			return "", unsupported(k, v, "")
-		}
-		if rv.Bool() {
-			return "t", nil
-		}
-		return "f", nil
+		s, err = fromBool(k, v, rv.Bool())
+		return s, true, err
 	case reflect.Slice:
 		if rv.Type().Elem().Kind() == reflect.Uint8 {
-			return fromByteSlice(k, rv.Bytes())
+			s, err = fromByteSlice(k, rv.Bytes())
+			return s, true, err
 		}
 	case reflect.Array:
 		if rv.Len() == 16 && rv.Type().Elem().Kind() == reflect.Uint8 {
@@ -573,13 +646,32 @@ func fromGo(k Kind, v any, depth int) (string, error) {
 			for i := range u {
 				u[i] = byte(rv.Index(i).Uint())
 			}
-			return fromArray16(k, &u, v)
+			s, err = fromArray16(k, &u, v)
+			return s, true, err
 		}
 	}
-	if s, ok := v.(fmt.Stringer); ok {
-		return FromText(k, s.String())
+	return "", false, nil
+}
+
+func fromFloat(k Kind, v any, rv reflect.Value) (string, error) {
+	if k != Int && k != Numeric {
+		return "", unsupported(k, v, "floating-point values are only accepted for int and numeric columns")
 	}
-	return "", unsupported(k, v, "")
+	bits := 64
+	if rv.Kind() == reflect.Float32 {
+		bits = 32
+	}
+	return FromText(k, strconv.FormatFloat(rv.Float(), 'f', -1, bits))
+}
+
+func fromBool(k Kind, v any, b bool) (string, error) {
+	if k != Text && k != Char {
+		return "", unsupported(k, v, "")
+	}
+	if b {
+		return "t", nil
+	}
+	return "f", nil
 }
 
 func unsupported(k Kind, v any, why string) error {

@@ -10,13 +10,13 @@ import (
 	"math"
 	"reflect"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -109,15 +109,15 @@ type ModelOptions struct {
 	// WritePolicy says what Create, Save and Delete do to the cache:
 	// writepolicy.Invalidate (the default) deletes the row's entry after the commit,
 	// writepolicy.WriteThrough fills it again from Postgres after the commit, and
-	// writepolicy.WriteBack writes to Redis only, for a Flusher to apply to Postgres
-	// later (see package writepolicy for what each promises). Every process that
-	// writes the model must use the same policy, and every process that reads a
-	// write-back model must register it as write-back too: its entries are kept under
-	// keys of their own, and its reads must not fall back to Postgres.
+	// writepolicy.WriteBack writes to Redis only, for a flusher to apply to Postgres
+	// later (see packages writepolicy and writeback for what each promises). Every
+	// process that writes the model must use the same policy, and every process that
+	// reads a write-back model must register it as write-back too: its entries are
+	// kept under keys of their own, and its reads must not fall back to Postgres.
 	WritePolicy writepolicy.Policy
-	// WriteBack configures the durability of write-back writes; it is used only under
-	// writepolicy.WriteBack.
-	WriteBack writepolicy.WriteBackOptions
+	// WriteBack configures the timeout and durability of write-back writes; it is
+	// used only under writepolicy.WriteBack.
+	WriteBack writeback.WriteOptions
 }
 
 func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
@@ -148,14 +148,11 @@ func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
 	if o.RedisTimeout == 0 {
 		o.RedisTimeout = c.opts.RedisTimeout
 	}
-	if !o.WritePolicy.Valid() {
+	switch o.WritePolicy {
+	case writepolicy.Invalidate, writepolicy.WriteThrough, writepolicy.WriteBack:
+	default:
 		return o, fmt.Errorf("%w: WritePolicy %v: use writepolicy.Invalidate, WriteThrough or WriteBack", ErrConfig, o.WritePolicy)
 	}
-	wb, err := o.WriteBack.WithDefaults()
-	if err != nil {
-		return o, fmt.Errorf("%w: WriteBack: %v", ErrConfig, err)
-	}
-	o.WriteBack = wb
 	switch {
 	case o.TTL < time.Millisecond:
 		return o, fmt.Errorf("%w: TTL %v is below Redis' 1ms resolution", ErrConfig, o.TTL)
@@ -183,10 +180,8 @@ func (o ModelOptions) longestTTL() time.Duration {
 type Cache struct {
 	db    *gorm.DB
 	store *store.Store
-	// rdb is the client store was built over, for the write-back flusher.
-	rdb  redis.UniversalClient
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
 
 	mu     sync.Mutex
 	models map[reflect.Type]statser
@@ -224,7 +219,6 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	return &Cache{
 		db:     db,
 		store:  store.New(rdb, opts.RedisTimeout, hex.EncodeToString(id[:])),
-		rdb:    rdb,
 		opts:   opts,
 		log:    log,
 		models: make(map[reflect.Type]statser),
@@ -274,21 +268,27 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	if opts.RedisTimeout != c.opts.RedisTimeout {
 		st = st.WithTimeout(opts.RedisTimeout)
 	}
+	reg := withEntry(store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()), m.envelope)
+	log := c.log.With(slog.String("model", m.schema.Name))
+	// Every model checks its WriteBack options, whatever its policy.
+	journal, err := writeback.NewJournal(c.store, reg, c.opts.Prefix, opts.WriteBack, log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: WriteBack: %v", ErrConfig, err)
+	}
 	r := &Repository[T]{
-		cache:     c,
-		db:        c.db,
-		base:      c.db,
-		store:     st,
-		model:     m,
-		rec:       newRecorder(m.schema, opts.Codec),
-		opts:      opts,
-		log:       c.log.With(slog.String("model", m.schema.Name)),
-		stats:     new(counters),
-		lastLog:   new(atomic.Int64),
-		flights:   new(flights),
-		reg:       withEntry(store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()), m.envelope),
-		wbStore:   c.store.WithTimeout(opts.WriteBack.Timeout),
-		noWaitAOF: new(atomic.Bool),
+		cache:    c,
+		db:       c.db,
+		base:     c.db,
+		store:    st,
+		model:    m,
+		rec:      newRecorder(m.schema, opts.Codec),
+		opts:     opts,
+		log:      log,
+		stats:    new(counters),
+		warnings: newWarnings(),
+		flights:  new(flights),
+		reg:      reg,
+		journal:  journal,
 	}
 	c.models[typ] = r
 	return r, nil
@@ -303,21 +303,6 @@ func (c *Cache) Stats() Stats {
 		s = s.add(r.Stats())
 	}
 	return s
-}
-
-// NewFlusher returns a write-back flusher for this cache's prefix, applying writes to
-// Postgres through the cache's *gorm.DB. Run it with Run(ctx) in the application, or
-// run one in the worker instead (writepolicy.NewFlusher). opts.Prefix must be empty
-// or the cache's prefix; opts.Logger defaults to the cache's.
-func (c *Cache) NewFlusher(opts writepolicy.FlusherOptions) (*writepolicy.Flusher, error) {
-	if opts.Prefix != "" && opts.Prefix != c.opts.Prefix {
-		return nil, fmt.Errorf("%w: flusher prefix %q differs from the cache's %q", ErrConfig, opts.Prefix, c.opts.Prefix)
-	}
-	opts.Prefix = c.opts.Prefix
-	if opts.Logger == nil {
-		opts.Logger = c.log
-	}
-	return writepolicy.NewFlusher(c.db, c.rdb, opts)
 }
 
 // contextTimeouts reports whether rdb applies context deadlines to network I/O.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"reflect"
-	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm/schema"
@@ -32,8 +31,6 @@ type recorder struct {
 	// readable.
 	fields []*schema.Field
 	codec  Codec
-	// lastLog rate-limits the warning about uncacheable rows (unix nanoseconds).
-	lastLog atomic.Int64
 }
 
 func newRecorder(sch *schema.Schema, codec Codec) *recorder {
@@ -198,11 +195,8 @@ func describe(v driver.Value) string {
 // at most once a minute per model.
 func (r *Repository[T]) uncacheable(err error) {
 	n := r.stats.uncacheable.Add(1)
-	now := time.Now().UnixNano()
-	last := r.rec.lastLog.Load()
-	if last != 0 && now-last < int64(time.Minute) || !r.rec.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	r.log.Warn("row served from postgres without caching: its column record would not come back as it is",
-		"error", err, "uncacheable_rows", n)
+	r.warnings.uncacheable.Do(func() {
+		r.log.Warn("row served from postgres without caching: its column record would not come back as it is",
+			"error", err, "uncacheable_rows", n)
+	})
 }

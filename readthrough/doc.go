@@ -26,8 +26,9 @@
 //
 // Writes go to Postgres and, after the commit, invalidate the row's entry (the
 // default) or fill it again from Postgres under a lease (write-through); or they go to
-// Redis only, journaled and pending, for a writepolicy.Flusher to apply (write-back;
-// Cache.NewFlusher makes one). After a write returns, readers in every process see it.
+// Redis only, journaled and pending, for a writeback.Flusher to apply (write-back;
+// writeback.NewFlusher makes one). After a write returns, readers in every process
+// see it.
 //
 // # Soft deletes
 //

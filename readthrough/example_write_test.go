@@ -4,10 +4,12 @@ import (
 	"context"
 	"log"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -58,19 +60,25 @@ func ExampleWrapTx() {
 
 // Write-back: Save returns once the write is durable in Redis; a flusher, here in the
 // application, applies it to Postgres.
-func ExampleCache_NewFlusher() {
+func Example_writeBack() {
 	var (
-		cache *readthrough.Cache
-		ctx   = context.Background()
+		db  *gorm.DB
+		rdb *redis.Client
+		ctx = context.Background()
 	)
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "shop"})
+	if err != nil {
+		log.Fatal(err)
+	}
 	users, err := readthrough.Register[User](cache, readthrough.ModelOptions{
 		WritePolicy: writepolicy.WriteBack,
-		WriteBack:   writepolicy.WriteBackOptions{WaitAOF: true}, // Redis 7.2+: fsynced before Save returns
+		WriteBack:   writeback.WriteOptions{WaitAOF: true}, // Redis 7.2+: fsynced before Save returns
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	flusher, err := cache.NewFlusher(writepolicy.FlusherOptions{BatchSize: 500})
+	// The flusher's Prefix is the cache's.
+	flusher, err := writeback.NewFlusher(db, rdb, writeback.FlusherOptions{Prefix: "shop", BatchSize: 500})
 	if err != nil {
 		log.Fatal(err)
 	}

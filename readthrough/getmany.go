@@ -99,30 +99,57 @@ func all(n int) []int {
 // the leased ids, fills in one round trip, and the single-row path for ids whose lease
 // another reader holds.
 func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, ks []keys.Key, missing []int, rows []*T) error {
-	mks := make([]keys.Key, len(missing))
+	m := misses{idx: missing, ids: pick(ids, missing), keys: make([]keys.Key, len(missing))}
 	for j, i := range missing {
-		mks[j] = ks[i]
+		m.keys[j] = ks[i]
 	}
-	leases, err := r.store.TakeLeases(ctx, r.reg, mks, r.opts.FenceDuration)
+	leases, err := r.store.TakeLeases(ctx, r.reg, m.keys, r.opts.FenceDuration)
 	if err != nil {
 		if err := r.fallBack(err); err != nil {
 			return err
 		}
-		loaded, err := r.loadMany(ctx, pick(ids, missing))
+		loaded, err := r.loadMany(ctx, m.ids)
 		if err != nil {
 			return err
 		}
 		return r.place(ctx, loaded, ks, missing, rows)
 	}
+	leased, held := r.sortLeases(ctx, m, leases, rows)
+	if len(leased) > 0 {
+		if err := r.fillManyLeased(ctx, m, leases, leased, rows); err != nil {
+			return err
+		}
+	}
+	for _, j := range held {
+		row, ok, err := r.miss(ctx, start, m.keys[j], m.ids[j], false)
+		if err != nil {
+			return err
+		}
+		if ok {
+			rows[m.idx[j]] = &row
+		}
+	}
+	return nil
+}
 
-	var leased, held []int // indexes into missing
+// misses are the ids of a GetMany that Redis did not answer; j indexes them.
+type misses struct {
+	idx  []int      // idx[j] is the miss's index in the call's ids and rows
+	ids  []any      // its id
+	keys []keys.Key // its key
+}
+
+// sortLeases puts the rows that turned up while leasing into rows and returns the misses
+// to load under the leases taken (leased) and those to leave to the single-row path,
+// which waits for another reader's fill (held).
+func (r *Repository[T]) sortLeases(ctx context.Context, m misses, leases []store.Lease, rows []*T) (leased, held []int) {
 	for j, l := range leases {
 		switch l.State {
 		case store.Found:
 			if inner, mine := r.open(l.Value); mine {
-				if row, ok, err := r.flightRow(ctx, mks[j], ids[missing[j]], inner); err == nil {
+				if row, ok, err := r.flightRow(ctx, m.keys[j], m.ids[j], inner); err == nil {
 					if ok {
-						rows[missing[j]] = &row
+						rows[m.idx[j]] = &row
 					}
 					continue
 				}
@@ -135,82 +162,84 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 			held = append(held, j)
 		}
 	}
+	return leased, held
+}
 
-	if len(leased) > 0 {
-		lids := make([]any, len(leased))
-		for n, j := range leased {
-			lids[n] = ids[missing[j]]
-		}
-		// release gives back the leases of rows it is not storing, so that the next
-		// read of each loads it at once instead of waiting for a fill that never comes.
-		release := func(js ...int) {
-			for _, j := range js {
-				if err := r.store.Release(ctx, mks[j], leases[j].Token); err != nil {
-					r.redisFailed(err)
-				}
-			}
-		}
-		// Cached as Postgres holds them, soft-deleted rows included (see softdelete.go).
-		loaded, err := r.all().loadMany(ctx, lids)
-		if err != nil {
-			release(leased...)
-			return err
-		}
-		byKey := make(map[keys.Key]*T, len(loaded))
-		for n := range loaded {
-			k, err := r.model.rowKey(ctx, reflect.ValueOf(&loaded[n]).Elem())
-			if err != nil {
-				release(leased...)
-				return err
-			}
-			byKey[k] = &loaded[n]
-		}
-		for _, j := range leased {
-			testhooks.AfterLoad(ctx, mks[j].Value())
-		}
-		items := make([]store.FillItem, 0, len(leased))
-		for _, j := range leased {
-			row := byKey[mks[j]]
-			if row != nil && r.visible(ctx, row) {
-				rows[missing[j]] = row
-			}
-			entry, err := r.encode(ctx, row, row != nil)
-			if err != nil {
-				// Served as loaded, uncached; the other rows are stored.
-				r.uncacheable(err)
-				release(j)
-				continue
-			}
-			ttl, cache := r.ttl(entry)
-			if !cache {
-				release(j)
-				continue
-			}
-			items = append(items, store.FillItem{Key: mks[j], Token: leases[j].Token, Entry: r.seal(entry), TTL: ttl})
-		}
-		stored, err := r.store.FillMany(ctx, items)
-		if err != nil {
-			r.redisFailed(err)
-		}
-		for _, ok := range stored {
-			if ok {
-				r.stats.fills.Add(1)
-			} else {
-				r.stats.fillsRefused.Add(1)
-			}
-		}
+// fillManyLeased loads the leased misses in one query, puts them into rows and stores them
+// in one round trip.
+func (r *Repository[T]) fillManyLeased(ctx context.Context, m misses, leases []store.Lease, leased []int, rows []*T) error {
+	byKey, err := r.loadLeased(ctx, m, leased)
+	if err != nil {
+		r.release(ctx, m, leases, leased...)
+		return err
 	}
-
-	for _, j := range held {
-		row, ok, err := r.miss(ctx, start, mks[j], ids[missing[j]], false)
-		if err != nil {
-			return err
+	for _, j := range leased {
+		testhooks.AfterLoad(ctx, m.keys[j].Value())
+	}
+	items := make([]store.FillItem, 0, len(leased))
+	for _, j := range leased {
+		row := byKey[m.keys[j]]
+		if row != nil && r.visible(ctx, row) {
+			rows[m.idx[j]] = row
 		}
+		entry, err := r.encode(ctx, row, row != nil)
+		if err != nil {
+			// Served as loaded, uncached; the other rows are stored.
+			r.uncacheable(err)
+			r.release(ctx, m, leases, j)
+			continue
+		}
+		ttl, cache := r.ttl(entry)
+		if !cache {
+			r.release(ctx, m, leases, j)
+			continue
+		}
+		items = append(items, store.FillItem{Key: m.keys[j], Token: leases[j].Token, Entry: r.seal(entry), TTL: ttl})
+	}
+	stored, err := r.store.FillMany(ctx, items)
+	if err != nil {
+		r.redisFailed(err)
+	}
+	for _, ok := range stored {
 		if ok {
-			rows[missing[j]] = &row
+			r.stats.fills.Add(1)
+		} else {
+			r.stats.fillsRefused.Add(1)
 		}
 	}
 	return nil
+}
+
+// loadLeased reads the leased misses from Postgres in one query, by key.
+func (r *Repository[T]) loadLeased(ctx context.Context, m misses, leased []int) (map[keys.Key]*T, error) {
+	lids := make([]any, len(leased))
+	for n, j := range leased {
+		lids[n] = m.ids[j]
+	}
+	// Cached as Postgres holds them, soft-deleted rows included (see softdelete.go).
+	loaded, err := r.all().loadMany(ctx, lids)
+	if err != nil {
+		return nil, err
+	}
+	byKey := make(map[keys.Key]*T, len(loaded))
+	for n := range loaded {
+		k, err := r.model.rowKey(ctx, reflect.ValueOf(&loaded[n]).Elem())
+		if err != nil {
+			return nil, err
+		}
+		byKey[k] = &loaded[n]
+	}
+	return byKey, nil
+}
+
+// release gives back the leases of rows fillManyLeased is not storing, so that the next
+// read of each loads it at once instead of waiting for a fill that never comes.
+func (r *Repository[T]) release(ctx context.Context, m misses, leases []store.Lease, js ...int) {
+	for _, j := range js {
+		if err := r.store.Release(ctx, m.keys[j], leases[j].Token); err != nil {
+			r.redisFailed(err)
+		}
+	}
 }
 
 // place puts rows loaded without leases into their slots.

@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -44,13 +46,10 @@ type Repository[T any] struct {
 	// reg is what the registry lists for the model; every lease records it (see
 	// internal/store's registry).
 	reg store.Model
-	// wbStore is store with the write-back write timeout.
-	wbStore *store.Store
-	// noWaitAOF is set once the server turned out not to know WAITAOF.
-	noWaitAOF *atomic.Bool
-	// lastLog rate-limits warnings (unix nanoseconds of the last one); copies from
-	// WithDB and In share it.
-	lastLog *atomic.Int64
+	// journal journals the model's writes under writepolicy.WriteBack.
+	journal *writeback.Journal
+	// warnings rate-limits the model's warnings; copies from WithDB and In share it.
+	warnings *warnings
 }
 
 // Cached entries start with one byte saying what follows.
@@ -85,8 +84,8 @@ func (r *Repository[T]) WithDB(db *gorm.DB) *Repository[T] {
 func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
 		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model, rec: r.rec,
-		opts: r.opts, log: r.log, lastLog: r.lastLog, stats: r.stats, flights: r.flights, reg: r.reg, wbStore: r.wbStore,
-		noWaitAOF: r.noWaitAOF,
+		opts: r.opts, log: r.log, warnings: r.warnings, stats: r.stats, flights: r.flights, reg: r.reg,
+		journal: r.journal,
 	}
 }
 
@@ -504,13 +503,24 @@ func (r *Repository[T]) redisFailed(err error) {
 	r.warn("redis unavailable; reading from postgres", slog.Any("error", err))
 }
 
-func (r *Repository[T]) warn(msg string, attrs ...slog.Attr) {
-	now := time.Now().UnixNano()
-	last := r.lastLog.Load()
-	if now-last < int64(time.Second) || !r.lastLog.CompareAndSwap(last, now) {
-		return
+// warnings limits how often a model logs a warning, shared by a repository and its
+// copies (WithDB, In) so that copies do not each warn.
+type warnings struct {
+	redis       rate.Sometimes // Redis failures: the first, then at most once a second
+	uncacheable rate.Sometimes // uncacheable rows: the first, then at most once a minute
+}
+
+func newWarnings() *warnings {
+	return &warnings{
+		redis:       rate.Sometimes{Interval: time.Second},
+		uncacheable: rate.Sometimes{Interval: time.Minute},
 	}
-	r.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+}
+
+func (r *Repository[T]) warn(msg string, attrs ...slog.Attr) {
+	r.warnings.redis.Do(func() {
+		r.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
+	})
 }
 
 // Peek returns what Redis holds for the row with this id, without reading Postgres,

@@ -14,7 +14,7 @@ import (
 
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
-	"github.com/pgcache/pgcache/writepolicy"
+	"github.com/pgcache/pgcache/writeback"
 )
 
 // Soft deletes (gorm.DeletedAt).
@@ -221,7 +221,7 @@ func (r *Repository[T]) softDeleteBack(ctx context.Context, k keys.Key, id any) 
 	// Postgres keeps microseconds: round as it would, so the pending entry and the row
 	// once flushed hold the same time.
 	at := r.base.NowFunc().Round(time.Microsecond)
-	change := writepolicy.Change{Schema: r.model.pgSchema, Table: r.model.pgTable, Key: r.model.pkNamesList,
+	change := writeback.Change{Schema: r.model.pgSchema, Table: r.model.pgTable, Key: r.model.pkNamesList,
 		Columns: append(append([]string(nil), r.model.pkNamesList...), f.DBName), Values: make([]any, 0, len(vals)+1),
 		Delete: true, SoftDelete: f.DBName}
 	for i, v := range vals {
@@ -234,14 +234,12 @@ func (r *Repository[T]) softDeleteBack(ctx context.Context, k keys.Key, id any) 
 	change.Values = append(change.Values, at)
 	head := string(entrySoftDelete) + strconv.FormatInt(at.UnixMicro(), 10) + "\n"
 	ttl, _ := r.ttl([]byte{entryRow})
-	return r.journalWith(ctx, opDelete, change, func(payload []byte, wait *store.AOFWait) error {
-		outcome, _, err := r.wbStore.SoftDelete(ctx, r.reg, keys.Prefix(r.cache.opts.Prefix).Journal(), k, head, ttl, payload, wait)
-		if err == nil && outcome == store.OtherVersionPending {
-			return fmt.Errorf("%w: %s: delete it again once the flusher applied that write (the error is not retried for you, and nothing was written)",
-				ErrOtherVersionPending, k)
-		}
-		return err
-	})
+	outcome, err := r.journal.SoftDelete(ctx, k, head, ttl, change)
+	if err == nil && outcome == store.OtherVersionPending {
+		err = fmt.Errorf("%w: %s: delete it again once the flusher applied that write (the error is not retried for you, and nothing was written)",
+			ErrOtherVersionPending, k)
+	}
+	return r.journaled(opDelete, err)
 }
 
 // seal puts the model's entry envelope (see writeBackVersion) in front of entry.

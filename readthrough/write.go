@@ -44,10 +44,10 @@ func (r *Repository[T]) Create(ctx context.Context, row *T) error {
 //   - writepolicy.WriteThrough deletes it and fills it again from Postgres, fenced,
 //     so concurrent writers leave the last commit's row or nothing;
 //   - writepolicy.WriteBack does not touch Postgres: Save returns once the write is
-//     journaled in Redis and is the row's cached value; a Flusher applies it later.
-//     The row's primary key must be set (ErrZeroKey otherwise). Fields tagged
-//     autoCreateTime/autoUpdateTime are set as GORM would. The error is Redis' when
-//     it is down: then nothing was written.
+//     journaled in Redis and is the row's cached value; a writeback.Flusher applies
+//     it later. The row's primary key must be set (ErrZeroKey otherwise). Fields
+//     tagged autoCreateTime/autoUpdateTime are set as GORM would. The error is Redis'
+//     when it is down: then nothing was written.
 //
 // Inside a transaction (In), the cache effects wait for the commit. A Redis failure
 // after a commit is counted and logged, not returned (see Create).

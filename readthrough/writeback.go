@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"time"
 
@@ -13,10 +12,10 @@ import (
 
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/keys"
-	"github.com/pgcache/pgcache/writepolicy"
+	"github.com/pgcache/pgcache/writeback"
 )
 
-// saveBack journals a write-back Create or Save (see package writepolicy).
+// saveBack journals a write-back Create or Save (see package writeback).
 func (r *Repository[T]) saveBack(ctx context.Context, row *T, o op) error {
 	if r.inTx {
 		return fmt.Errorf("%w: %s %s", ErrWriteBackInTx, o, r.model.schema.Name)
@@ -44,7 +43,7 @@ func (r *Repository[T]) saveBack(ctx context.Context, row *T, o op) error {
 		return fmt.Errorf("%w (write-back keeps the row in Redis until it is flushed, so it must be cached exactly: fix the field's Value/Scan pair or use another write policy)", err)
 	}
 	ttl, _ := r.ttl(entry)
-	return r.journal(ctx, o, k, entry, ttl, change)
+	return r.journaled(o, r.journal.Write(ctx, k, r.seal(entry), ttl, change))
 }
 
 // deleteBack journals a write-back Delete: the pending record is a tombstone, so reads
@@ -60,7 +59,7 @@ func (r *Repository[T]) deleteBack(ctx context.Context, k keys.Key, id any) erro
 	if err != nil {
 		return err
 	}
-	change := writepolicy.Change{Schema: r.model.pgSchema, Table: r.model.pgTable, Key: r.model.pkNamesList,
+	change := writeback.Change{Schema: r.model.pgSchema, Table: r.model.pgTable, Key: r.model.pkNamesList,
 		Columns: r.model.pkNamesList, Values: make([]any, len(vals)), Delete: true}
 	for i, v := range vals {
 		if change.Values[i], err = driverValue(v); err != nil {
@@ -71,57 +70,30 @@ func (r *Repository[T]) deleteBack(ctx context.Context, k keys.Key, id any) erro
 	if r.opts.NegativeTTL > 0 {
 		ttl = r.opts.NegativeTTL
 	}
-	return r.journal(ctx, opDelete, k, []byte{entryAbsent}, ttl, change)
+	return r.journaled(opDelete, r.journal.Write(ctx, k, r.seal([]byte{entryAbsent}), ttl, change))
 }
 
-// journal records the write in Redis in one script, followed on the same connection by
-// the wait for the AOF fsync if asked to. Save returns only after this.
-func (r *Repository[T]) journal(ctx context.Context, o op, k keys.Key, entry []byte, ttl time.Duration, change writepolicy.Change) error {
-	entry = r.seal(entry)
-	return r.journalWith(ctx, o, change, func(payload []byte, wait *store.AOFWait) error {
-		// Journal records the model in the registry, as a lease does, before it sets
-		// the value key, so the invalidator knows the version whose keys it must delete.
-		_, err := r.wbStore.Journal(ctx, r.reg, keys.Prefix(r.cache.opts.Prefix).Journal(), k, entry, ttl, payload, wait)
-		return err
-	})
-}
-
-// journalWith marshals change and runs the journal script through run, with the
-// AOF wait asked for, and handles its errors.
-func (r *Repository[T]) journalWith(ctx context.Context, o op, change writepolicy.Change, run func(payload []byte, wait *store.AOFWait) error) error {
-	fail := func(step string, err error) error {
-		r.stats.errors.Add(1)
-		return fmt.Errorf("readthrough: write-back %s %s: %s: %w", o, r.model.schema.Name, step, err)
-	}
-	payload, err := change.Marshal()
-	if err != nil {
-		return fmt.Errorf("readthrough: write-back %s %s: %w", o, r.model.schema.Name, err)
-	}
-	var wait *store.AOFWait
-	if wb := r.opts.WriteBack; wb.WaitAOF && !r.noWaitAOF.Load() {
-		wait = &store.AOFWait{Replicas: wb.WaitAOFReplicas, Timeout: wb.WaitAOFTimeout}
-	}
-	err = run(payload, wait)
+// journaled counts a write-back write that was journaled (err nil) or failed, and
+// names the write in the error.
+func (r *Repository[T]) journaled(o op, err error) error {
 	switch {
-	case errors.Is(err, store.ErrUnsupported):
-		if r.noWaitAOF.CompareAndSwap(false, true) {
-			r.log.Warn("redis does not support WAITAOF (Redis 7.2 or later); write-back writes are acknowledged without waiting for the AOF fsync",
-				slog.Any("error", err))
-		}
-	case errors.Is(err, store.ErrNotDurable):
-		return fail("journaled, but not confirmed durable (it may still be applied)", err)
-	case errors.Is(err, ErrOtherVersionPending):
+	case err == nil:
+		r.stats.writes.Add(1)
+		return nil
+	case errors.Is(err, writeback.ErrBadChange), errors.Is(err, ErrOtherVersionPending):
 		return fmt.Errorf("readthrough: write-back %s %s: %w", o, r.model.schema.Name, err)
-	case err != nil:
-		return fail("journal", err)
 	}
-	r.stats.writes.Add(1)
-	return nil
+	r.stats.errors.Add(1)
+	step := "journal"
+	if errors.Is(err, store.ErrNotDurable) {
+		step = "journaled, but not confirmed durable (it may still be applied)"
+	}
+	return fmt.Errorf("readthrough: write-back %s %s: %s: %w", o, r.model.schema.Name, step, err)
 }
 
 // upsert returns the write-back change writing row rv whole.
-func (m *model) upsert(ctx context.Context, rv reflect.Value) (writepolicy.Change, error) {
-	c := writepolicy.Change{Schema: m.pgSchema, Table: m.pgTable, Key: m.pkNamesList, Columns: m.writeNames,
+func (m *model) upsert(ctx context.Context, rv reflect.Value) (writeback.Change, error) {
+	c := writeback.Change{Schema: m.pgSchema, Table: m.pgTable, Key: m.pkNamesList, Columns: m.writeNames,
 		Update: m.updateNames, Values: make([]any, len(m.writeCols))}
 	for i, f := range m.writeCols {
 		v, _ := f.ValueOf(ctx, rv)

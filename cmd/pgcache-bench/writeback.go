@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -44,7 +45,7 @@ func (b *bench) writeBack(ctx context.Context, r *results) error {
 	r.WritebackSaveP50us = &p50
 
 	pending := uint64(len(lat))
-	f, err := cache.NewFlusher(writepolicy.FlusherOptions{})
+	f, err := writeback.NewFlusher(b.db, b.rdb, writeback.FlusherOptions{Prefix: "benchwb"})
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@
 //
 //	pgcache-worker -postgres URL -redis HOST:PORT -tables users,orders [flags]
 //
-// With -writeback it also runs a write-back flusher (writepolicy.Flusher) for the
+// With -writeback it also runs a write-back flusher (writeback.Flusher) for the
 // applications under -prefix, applying their journaled writes to Postgres; give each
 // replica a stable -writeback-consumer so that a restarted worker takes its pending
 // entries back at once instead of after -writeback-claim-after.

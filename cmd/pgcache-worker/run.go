@@ -23,7 +23,7 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/invalidator"
-	"github.com/pgcache/pgcache/writepolicy"
+	"github.com/pgcache/pgcache/writeback"
 )
 
 // Exit codes.
@@ -144,13 +144,46 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return exitNoRedis
 	}
 
+	tables := splitTables(cfg.tables)
+	w, err := invalidator.NewWorker(rdb, workerOptions(cfg, tables, log))
+	if err != nil {
+		log.Error("bad configuration", slog.Any("error", err))
+		return exitConfig
+	}
+	var flusher *writeback.Flusher
+	if cfg.writeBack {
+		var closeDB func()
+		var ok bool
+		if flusher, closeDB, ok = newFlusher(cfg, rdb, log); !ok {
+			return exitConfig
+		}
+		defer closeDB()
+	}
+
+	h := handler(w, flusher)
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		log.Error("listen", slog.String("addr", cfg.listen), slog.Any("error", err))
+		return exitConfig
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	log.Info("pgcache-worker starting", slog.String("http", ln.Addr().String()), slog.String("slot", cfg.slot), slog.Any("tables", tables))
+	return exitCode(log, serve(ctx, srv, ln, w, flusher))
+}
+
+// splitTables reads -tables: names separated by commas.
+func splitTables(list string) []string {
 	var tables []string
-	for _, t := range strings.Split(cfg.tables, ",") {
+	for _, t := range strings.Split(list, ",") {
 		if t = strings.TrimSpace(t); t != "" {
 			tables = append(tables, t)
 		}
 	}
-	w, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
+	return tables
+}
+
+func workerOptions(cfg config, tables []string, log *slog.Logger) invalidator.WorkerOptions {
+	return invalidator.WorkerOptions{
 		Postgres: cfg.postgres,
 		Stream: cdc.Options{
 			Slot: cfg.slot, Publication: cfg.publication, Tables: tables,
@@ -158,31 +191,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			MaxTxChanges: cfg.maxTxChanges, Logger: log,
 		},
 		Invalidator: invalidator.Options{Prefix: cfg.prefix, Logger: log},
+	}
+}
+
+// newFlusher opens the database for -writeback and returns its flusher and what closes
+// the database. ok is false, the error logged, when the configuration is bad.
+func newFlusher(cfg config, rdb redis.UniversalClient, log *slog.Logger) (flusher *writeback.Flusher, closeDB func(), ok bool) {
+	db, err := gorm.Open(postgres.Open(cfg.postgres), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		log.Error("bad configuration", slog.String("flag", "-postgres"), slog.Any("error", err))
+		return nil, nil, false
+	}
+	closeDB = func() {}
+	if sqlDB, err := db.DB(); err == nil {
+		closeDB = func() { sqlDB.Close() }
+	}
+	flusher, err = writeback.NewFlusher(db, rdb, writeback.FlusherOptions{
+		Prefix: cfg.prefix, Consumer: cfg.writeBackConsumer, ClaimAfter: cfg.claimAfter, Logger: log,
 	})
 	if err != nil {
+		closeDB()
 		log.Error("bad configuration", slog.Any("error", err))
-		return exitConfig
+		return nil, nil, false
 	}
+	return flusher, closeDB, true
+}
 
-	var flusher *writepolicy.Flusher
-	if cfg.writeBack {
-		db, err := gorm.Open(postgres.Open(cfg.postgres), &gorm.Config{Logger: logger.Discard})
-		if err != nil {
-			log.Error("bad configuration", slog.String("flag", "-postgres"), slog.Any("error", err))
-			return exitConfig
-		}
-		if sqlDB, err := db.DB(); err == nil {
-			defer sqlDB.Close()
-		}
-		flusher, err = writepolicy.NewFlusher(db, rdb, writepolicy.FlusherOptions{
-			Prefix: cfg.prefix, Consumer: cfg.writeBackConsumer, ClaimAfter: cfg.claimAfter, Logger: log,
-		})
-		if err != nil {
-			log.Error("bad configuration", slog.Any("error", err))
-			return exitConfig
-		}
-	}
-
+// handler serves /healthz, /readyz (ready while the worker streams) and /metrics, from a
+// registry of the worker's own.
+func handler(w *invalidator.Worker, flusher *writeback.Flusher) http.Handler {
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, w)
 	if flusher != nil {
@@ -198,14 +235,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		fmt.Fprintln(rw, "ready")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		log.Error("listen", slog.String("addr", cfg.listen), slog.Any("error", err))
-		return exitConfig
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	log.Info("pgcache-worker starting", slog.String("http", ln.Addr().String()), slog.String("slot", cfg.slot), slog.Any("tables", tables))
+	return mux
+}
 
+// serve runs the HTTP server, the worker and the flusher (if any) until ctx ends or one
+// of them fails, and returns the first error. A worker that stops while ctx lives is an
+// error.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, w *invalidator.Worker, flusher *writeback.Flusher) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -230,7 +266,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		// Run returns nil once ctx ends and the entries it holds are applied.
 		g.Go(func() error { return flusher.Run(gctx) })
 	}
-	err = g.Wait()
+	return g.Wait()
+}
+
+// exitCode logs how the worker ended and returns the exit code that says so.
+func exitCode(log *slog.Logger, err error) int {
 	switch {
 	case err == nil:
 		log.Info("pgcache-worker stopped")
@@ -291,16 +331,16 @@ func registerMetrics(reg *prometheus.Registry, w *invalidator.Worker) {
 }
 
 // registerFlusherMetrics exports the write-back flusher's counters and its backlog.
-func registerFlusherMetrics(reg *prometheus.Registry, f *writepolicy.Flusher) {
-	counter := func(name, help string, get func(writepolicy.Stats) uint64) {
+func registerFlusherMetrics(reg *prometheus.Registry, f *writeback.Flusher) {
+	counter := func(name, help string, get func(writeback.Stats) uint64) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "pgcache", Subsystem: "writeback", Name: name, Help: help},
 			func() float64 { return float64(get(f.Stats())) }))
 	}
-	counter("applied_total", "Rows written to Postgres.", func(s writepolicy.Stats) uint64 { return s.Applied })
-	counter("batches_total", "Postgres transactions committed.", func(s writepolicy.Stats) uint64 { return s.Batches })
-	counter("superseded_total", "Journal entries skipped: a newer write of the row was pending, or a replay.", func(s writepolicy.Stats) uint64 { return s.Superseded })
-	counter("dead_letters_total", "Writes given up on and moved to the dead-letter stream.", func(s writepolicy.Stats) uint64 { return s.DeadLettered })
-	counter("errors_total", "Failures of Redis or Postgres, retried.", func(s writepolicy.Stats) uint64 { return s.Errors })
+	counter("applied_total", "Rows written to Postgres.", func(s writeback.Stats) uint64 { return s.Applied })
+	counter("batches_total", "Postgres transactions committed.", func(s writeback.Stats) uint64 { return s.Batches })
+	counter("superseded_total", "Journal entries skipped: a newer write of the row was pending, or a replay.", func(s writeback.Stats) uint64 { return s.Superseded })
+	counter("dead_letters_total", "Writes given up on and moved to the dead-letter stream.", func(s writeback.Stats) uint64 { return s.DeadLettered })
+	counter("errors_total", "Failures of Redis or Postgres, retried.", func(s writeback.Stats) uint64 { return s.Errors })
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "pgcache", Subsystem: "writeback", Name: "backlog",
 		Help: "Journal entries not yet applied (-1 when Redis does not answer)."},
 		func() float64 {

@@ -40,21 +40,11 @@ func main() {
 }
 
 func run(ctx context.Context, log *slog.Logger) error {
-	pgURL, addrs := os.Getenv("PGCACHE_POSTGRES_URL"), os.Getenv("PGCACHE_REDIS_CLUSTER")
-	if pgURL == "" || addrs == "" {
-		log.Info("starting Postgres and a three-master Redis Cluster in containers")
-		pg, err := integration.StartPostgres(ctx, integration.PostgresOptions{})
-		if err != nil {
-			return err
-		}
-		defer pg.Close(context.WithoutCancel(ctx))
-		cl, err := integration.StartRedisCluster(ctx, integration.RedisOptions{})
-		if err != nil {
-			return err
-		}
-		defer cl.Close(context.WithoutCancel(ctx))
-		pgURL, addrs = pg.URL(), strings.Join(cl.Addrs(), ",")
+	pgURL, addrs, stop, err := servers(ctx, log)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	db, err := gorm.Open(postgres.Open(pgURL), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		return err
@@ -96,6 +86,36 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if len(rows) != len(ids) {
 		return fmt.Errorf("GetMany returned %d items, want %d", len(rows), len(ids))
 	}
+	return spread(ctx, rdb, items, ids)
+}
+
+// servers returns PGCACHE_POSTGRES_URL and PGCACHE_REDIS_CLUSTER, or starts Postgres
+// and a three-master Redis Cluster in containers; stop removes what it started.
+func servers(ctx context.Context, log *slog.Logger) (pgURL, addrs string, stop func(), err error) {
+	pgURL, addrs = os.Getenv("PGCACHE_POSTGRES_URL"), os.Getenv("PGCACHE_REDIS_CLUSTER")
+	if pgURL != "" && addrs != "" {
+		return pgURL, addrs, func() {}, nil
+	}
+	log.Info("starting Postgres and a three-master Redis Cluster in containers")
+	pg, err := integration.StartPostgres(ctx, integration.PostgresOptions{})
+	if err != nil {
+		return "", "", nil, err
+	}
+	cl, err := integration.StartRedisCluster(ctx, integration.RedisOptions{})
+	if err != nil {
+		pg.Close(context.WithoutCancel(ctx))
+		return "", "", nil, err
+	}
+	stop = func() {
+		cl.Close(context.WithoutCancel(ctx))
+		pg.Close(context.WithoutCancel(ctx))
+	}
+	return pg.URL(), strings.Join(cl.Addrs(), ","), stop, nil
+}
+
+// spread checks that every item is cached on the master of its key, and that the items
+// landed on more than one master.
+func spread(ctx context.Context, rdb *redis.ClusterClient, items *readthrough.Repository[Item], ids []any) error {
 	perNode := map[string]int{}
 	for _, id := range ids {
 		key, _ := items.Key(id)

@@ -29,6 +29,7 @@ import (
 	"github.com/pgcache/pgcache/examples/internal/demo"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -65,60 +66,100 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := db.Migrator().DropTable(&Product{}); err != nil {
-		return err
-	}
-	if err := db.AutoMigrate(&Product{}); err != nil {
-		return err
-	}
-	if err := db.Exec(`INSERT INTO products (id, name, price) SELECT g, 'product ' || g, g * 100 FROM generate_series(1, 1000) g`).Error; err != nil {
-		return err
-	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "quickstart", Logger: log})
-	if err != nil {
-		return err
-	}
-	products, err := readthrough.Register[Product](cache, readthrough.ModelOptions{TTL: 10 * time.Minute})
+	products, err := setup(ctx, log, db, rdb)
 	if err != nil {
 		return err
 	}
 	// The invalidation worker, in-process here (cmd/pgcache-worker runs it on its own).
 	// A new slot means a gap: it first invalidates every cached product.
+	stopWorker, err := startWorker(ctx, log, rdb, pgURL)
+	if err != nil {
+		return err
+	}
+	defer stopWorker()
+
+	missLat, hitLat, err := readTwice(ctx, products)
+	if err != nil {
+		return err
+	}
+	lag, err := rawUpdate(ctx, db, rdb, products)
+	if err != nil {
+		return err
+	}
+	if err := negative(ctx, products); err != nil {
+		return err
+	}
+	if err := stampede(ctx, products); err != nil {
+		return err
+	}
+	fmt.Println("5. A write-back save returns once Redis holds it; a flusher applies it to Postgres.")
+	if err := writeBack(ctx, db, rdb); err != nil {
+		return err
+	}
+	summary(products.Stats(), missLat, hitLat, lag)
+	return nil
+}
+
+// setup creates and fills the products table and registers the cached model.
+func setup(ctx context.Context, log *slog.Logger, db *gorm.DB, rdb *redis.Client) (*readthrough.Repository[Product], error) {
+	if err := db.Migrator().DropTable(&Product{}); err != nil {
+		return nil, err
+	}
+	if err := db.AutoMigrate(&Product{}); err != nil {
+		return nil, err
+	}
+	if err := db.Exec(`INSERT INTO products (id, name, price) SELECT g, 'product ' || g, g * 100 FROM generate_series(1, 1000) g`).Error; err != nil {
+		return nil, err
+	}
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "quickstart", Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return readthrough.Register[Product](cache, readthrough.ModelOptions{TTL: 10 * time.Minute})
+}
+
+// startWorker runs the invalidation worker until the returned stop is called, and
+// returns once it streams.
+func startWorker(ctx context.Context, log *slog.Logger, rdb *redis.Client, pgURL string) (stop func(), err error) {
 	worker, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
 		Postgres:    pgURL,
 		Stream:      cdc.Options{Slot: "quickstart", Publication: "quickstart", Tables: []string{"products"}, StatusInterval: time.Second},
 		Invalidator: invalidator.Options{Prefix: "quickstart"},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	wctx, stopWorker := context.WithCancel(ctx)
 	g, wctx := errgroup.WithContext(wctx)
 	g.Go(func() error { return worker.Run(wctx) })
-	defer func() {
+	stop = func() {
 		stopWorker()
 		if err := g.Wait(); err != nil {
 			log.Error("worker", "error", err)
 		}
-	}()
+	}
 	for !worker.Ready() {
 		select {
 		case <-wctx.Done():
-			return fmt.Errorf("worker stopped before it was ready: %w", g.Wait())
+			err := fmt.Errorf("worker stopped before it was ready: %w", g.Wait())
+			stop()
+			return nil, err
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	return stop, nil
+}
 
+// readTwice is step 1: it returns the latencies of the misses and of the hits.
+func readTwice(ctx context.Context, products *readthrough.Repository[Product]) (missLat, hitLat []time.Duration, err error) {
 	fmt.Println("1. Reading products 1..100 twice: the first pass misses and fills, the second hits.")
-	var missLat, hitLat []time.Duration
 	for pass := range 2 {
 		for _, id := range ids(1, 100) {
 			start := time.Now()
 			if _, _, err := products.Get(ctx, id); err != nil {
-				return err
+				return nil, nil, err
 			}
 			if pass == 0 {
 				missLat = append(missLat, time.Since(start))
@@ -129,30 +170,38 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	s := products.Stats()
 	fmt.Printf("   misses %d, hits %d, database queries %d\n\n", s.Misses, s.Hits, s.Loads)
+	return missLat, hitLat, nil
+}
 
+// rawUpdate is step 2: it returns the invalidation lag.
+func rawUpdate(ctx context.Context, db *gorm.DB, rdb *redis.Client, products *readthrough.Repository[Product]) (time.Duration, error) {
 	fmt.Println("2. Raw SQL changes product 7, outside the library; the worker sees the commit")
 	fmt.Println("   in Postgres' change stream and deletes the cached row.")
 	key, err := products.Key(int64(7))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := db.Exec(`UPDATE products SET price = 1 WHERE id = 7`).Error; err != nil {
-		return err
+		return 0, err
 	}
 	committed := time.Now()
 	for rdb.Exists(ctx, key).Val() == 1 {
 		if time.Since(committed) > 10*time.Second {
-			return fmt.Errorf("product 7 still cached 10s after the commit")
+			return 0, fmt.Errorf("product 7 still cached 10s after the commit")
 		}
 		time.Sleep(100 * time.Microsecond) // polling the demo's own observation
 	}
 	lag := time.Since(committed)
 	p, _, err := products.Get(ctx, int64(7))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	fmt.Printf("   invalidated %v after the commit; product 7 now costs %d\n\n", lag.Round(10*time.Microsecond), p.Price)
+	return lag, nil
+}
 
+// negative is step 3.
+func negative(ctx context.Context, products *readthrough.Repository[Product]) error {
 	fmt.Println("3. A missing row is cached as missing (a negative entry).")
 	for range 2 {
 		if _, ok, err := products.Get(ctx, int64(5000)); err != nil || ok {
@@ -160,7 +209,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	fmt.Printf("   negative hits: %d\n\n", products.Stats().NegativeHits)
+	return nil
+}
 
+// stampede is step 4.
+func stampede(ctx context.Context, products *readthrough.Repository[Product]) error {
 	fmt.Println("4. 200 concurrent readers miss the same row: one database query.")
 	if err := products.Invalidate(ctx, int64(8)); err != nil {
 		return err
@@ -172,13 +225,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	wg.Wait()
 	fmt.Printf("   database queries: %d\n\n", products.Stats().Loads-before)
+	return nil
+}
 
-	fmt.Println("5. A write-back save returns once Redis holds it; a flusher applies it to Postgres.")
-	if err := writeBack(ctx, db, rdb); err != nil {
-		return err
-	}
-
-	s = products.Stats()
+func summary(s readthrough.Stats, missLat, hitLat []time.Duration, lag time.Duration) {
 	reads := s.Hits + s.NegativeHits + s.Misses
 	fmt.Println("Summary")
 	fmt.Printf("   %-22s %.1f%%\n", "hit ratio, all reads", 100*float64(s.Hits+s.NegativeHits)/float64(reads))
@@ -186,7 +236,6 @@ func run(ctx context.Context, log *slog.Logger) error {
 	fmt.Printf("   %-22s %v\n", "miss latency p50", p50(missLat))
 	fmt.Printf("   %-22s %v\n", "invalidation lag", lag.Round(10*time.Microsecond))
 	fmt.Printf("   %-22s %+v\n", "stats", s)
-	return nil
 }
 
 func ids(from, to int64) []any {
@@ -234,7 +283,7 @@ func writeBack(ctx context.Context, db *gorm.DB, rdb *redis.Client) error {
 	db.Model(&Cart{}).Count(&inDB)
 	fmt.Printf("   saved in %v; readers see %d items; rows in Postgres: %d\n", saved.Round(time.Microsecond), c.Items, inDB)
 
-	flusher, err := cache.NewFlusher(writepolicy.FlusherOptions{})
+	flusher, err := writeback.NewFlusher(db, rdb, writeback.FlusherOptions{Prefix: "quickstart"})
 	if err != nil {
 		return err
 	}

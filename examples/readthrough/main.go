@@ -46,18 +46,32 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := db.AutoMigrate(&User{}); err != nil {
-		return err
-	}
-	if err := db.Exec(`INSERT INTO users (id, name) VALUES (1, 'Ada') ON CONFLICT (id) DO UPDATE SET name = excluded.name`).Error; err != nil {
-		return err
-	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "readthrough", Logger: log})
+	users, err := setup(ctx, log, db, rdb)
 	if err != nil {
 		return err
+	}
+	if err := missThenHit(ctx, users); err != nil {
+		return err
+	}
+	if err := notFound(ctx, users); err != nil {
+		return err
+	}
+	return lifetimes(ctx, rdb, users)
+}
+
+// setup makes the users table with user 1 and registers the cached model.
+func setup(ctx context.Context, log *slog.Logger, db *gorm.DB, rdb *redis.Client) (*readthrough.Repository[User], error) {
+	if err := db.AutoMigrate(&User{}); err != nil {
+		return nil, err
+	}
+	if err := db.Exec(`INSERT INTO users (id, name) VALUES (1, 'Ada') ON CONFLICT (id) DO UPDATE SET name = excluded.name`).Error; err != nil {
+		return nil, err
+	}
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "readthrough", Logger: log})
+	if err != nil {
+		return nil, err
 	}
 	users, err := readthrough.Register[User](cache, readthrough.ModelOptions{
 		TTL:         10 * time.Minute, // each entry lives 10 min, give or take TTLJitter
@@ -65,15 +79,19 @@ func run(ctx context.Context, log *slog.Logger) error {
 		NegativeTTL: 30 * time.Second, // "no such row" is cached for 30 s
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The INSERT above was raw SQL and no invalidation worker runs here, so tell the
 	// cache (this also makes a second run start cold).
 	if err := users.Invalidate(ctx, 1, 404); err != nil {
-		return err
+		return nil, err
 	}
+	return users, nil
+}
 
-	// The first Get misses and loads the row from Postgres; the second is served by Redis.
+// missThenHit: the first Get misses and loads the row from Postgres; the second is
+// served by Redis.
+func missThenHit(ctx context.Context, users *readthrough.Repository[User]) error {
 	for range 2 {
 		u, ok, err := users.Get(ctx, 1)
 		if err != nil || !ok || u.Name != "Ada" {
@@ -85,20 +103,27 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if s.Misses != 1 || s.Hits != 1 || s.Loads != 1 {
 		return fmt.Errorf("want one miss, one hit and one query, got %+v", s)
 	}
+	return nil
+}
 
-	// A row that does not exist is not an error: ok is false, and the answer is cached.
+// notFound: a row that does not exist is not an error: ok is false, and the answer is
+// cached.
+func notFound(ctx context.Context, users *readthrough.Repository[User]) error {
 	for range 2 {
 		if _, ok, err := users.Get(ctx, 404); err != nil || ok {
 			return fmt.Errorf("user 404: found=%v, err=%v; want not found", ok, err)
 		}
 	}
-	s = users.Stats()
+	s := users.Stats()
 	fmt.Printf("user 404 read twice: not found; negative hits %d, database queries %d\n", s.NegativeHits, s.Loads)
 	if s.NegativeHits != 1 || s.Loads != 2 {
 		return fmt.Errorf("want the second read of user 404 answered by Redis, got %+v", s)
 	}
+	return nil
+}
 
-	// The entries' lifetimes, as set in ModelOptions.
+// lifetimes checks the entries' lifetimes, as set in ModelOptions.
+func lifetimes(ctx context.Context, rdb *redis.Client, users *readthrough.Repository[User]) error {
 	for _, c := range []struct {
 		id       int64
 		min, max time.Duration

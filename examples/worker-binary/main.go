@@ -68,15 +68,10 @@ func run(ctx context.Context, log *slog.Logger, workerBin string) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		workerBin = filepath.Join(dir, "pgcache-worker")
-		log.Info("building the worker", "output", workerBin)
-		build := exec.CommandContext(ctx, "go", "build", "-o", workerBin, "github.com/pgcache/pgcache/cmd/pgcache-worker")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("go build pgcache-worker (run this inside the examples module, or pass -worker): %w", err)
+		if workerBin, err = buildWorker(ctx, log, dir); err != nil {
+			return err
 		}
 	}
-
 	pgURL, redisAddr, stopServers, err := demo.Servers(ctx, log)
 	if err != nil {
 		return err
@@ -86,58 +81,107 @@ func run(ctx context.Context, log *slog.Logger, workerBin string) error {
 	if err != nil {
 		return err
 	}
-	if err := db.AutoMigrate(&Article{}); err != nil {
-		return err
-	}
-	if err := db.Exec(`INSERT INTO articles (id, title) VALUES (1, 'first draft') ON CONFLICT (id) DO UPDATE SET title = excluded.title`).Error; err != nil {
-		return err
-	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis %s: %w", redisAddr, err)
-	}
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix, Logger: log})
-	if err != nil {
-		return err
-	}
-	articles, err := readthrough.Register[Article](cache, readthrough.ModelOptions{})
+	articles, err := setup(ctx, log, db, rdb, redisAddr)
 	if err != nil {
 		return err
 	}
 
+	worker, listen, stopWorker, err := launch(ctx, log, db, workerBin, pgURL, redisAddr)
+	if err != nil {
+		return err
+	}
+	defer stopWorker()
+
+	base := "http://" + listen
+	if err := ready(ctx, worker, base); err != nil {
+		return err
+	}
+	if err := rawUpdate(ctx, db, rdb, articles, worker); err != nil {
+		return err
+	}
+	if err := metrics(ctx, base); err != nil {
+		return err
+	}
+	// 4. SIGTERM: the worker finishes the transaction at hand, confirms it and exits 0.
+	start := time.Now()
+	if err := worker.stop(10 * time.Second); err != nil {
+		return err
+	}
+	fmt.Printf("4. SIGTERM: worker exited 0 after %v\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// launch starts the worker as a child process listening on a free port, on a fresh
+// slot. stop ends the worker (if still running) and drops its slot.
+func launch(ctx context.Context, log *slog.Logger, db *gorm.DB, workerBin, pgURL, redisAddr string) (worker *workerProcess, listen string, stop func(), err error) {
 	// The worker's replication slot keeps WAL on the server for as long as it exists,
 	// read or not. A deployment keeps it, so a restarted worker resumes where it
 	// stopped; this example drops it when it ends, and one an earlier run left behind.
 	if err := dropSlot(ctx, db, slot); err != nil {
-		return err
+		return nil, "", nil, err
 	}
-	defer func() {
+	dropAgain := func() {
 		if err := dropSlot(context.WithoutCancel(ctx), db, slot); err != nil {
 			log.Warn("could not drop the worker's replication slot", "slot", slot, "error", err)
 		}
-	}()
+	}
 
 	// The worker, as a child process. Its flags can also be given as PGCACHE_*
 	// environment variables; see `go doc ./cmd/pgcache-worker`.
-	listen, err := freeAddr()
-	if err != nil {
-		return err
+	if listen, err = freeAddr(); err == nil {
+		worker, err = startWorker(ctx, workerBin,
+			"-postgres", pgURL, "-redis", redisAddr, "-prefix", prefix, "-tables", "articles",
+			"-slot", slot, "-publication", slot,
+			"-listen", listen, "-status-interval", "1s")
 	}
-	worker, err := startWorker(ctx, workerBin,
-		"-postgres", pgURL, "-redis", redisAddr, "-prefix", prefix, "-tables", "articles",
-		"-slot", slot, "-publication", slot,
-		"-listen", listen, "-status-interval", "1s")
 	if err != nil {
-		return err
+		dropAgain()
+		return nil, "", nil, err
 	}
-	defer func() { _ = worker.stop(10 * time.Second) }() // on every return: it owns a child
+	stop = func() {
+		_ = worker.stop(10 * time.Second) // on every return: it owns a child
+		dropAgain()
+	}
+	return worker, listen, stop, nil
+}
 
-	// 1. /readyz turns 200 once the worker streams. Its slot is new, a gap in what it
-	// saw, so it first invalidated every cached article.
-	base := "http://" + listen
+// buildWorker builds cmd/pgcache-worker into dir and returns the binary's path.
+func buildWorker(ctx context.Context, log *slog.Logger, dir string) (string, error) {
+	bin := filepath.Join(dir, "pgcache-worker")
+	log.Info("building the worker", "output", bin)
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/pgcache/pgcache/cmd/pgcache-worker")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("go build pgcache-worker (run this inside the examples module, or pass -worker): %w", err)
+	}
+	return bin, nil
+}
+
+// setup makes the articles table with article 1 and registers the cached model.
+func setup(ctx context.Context, log *slog.Logger, db *gorm.DB, rdb *redis.Client, redisAddr string) (*readthrough.Repository[Article], error) {
+	if err := db.AutoMigrate(&Article{}); err != nil {
+		return nil, err
+	}
+	if err := db.Exec(`INSERT INTO articles (id, title) VALUES (1, 'first draft') ON CONFLICT (id) DO UPDATE SET title = excluded.title`).Error; err != nil {
+		return nil, err
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return nil, fmt.Errorf("redis %s: %w", redisAddr, err)
+	}
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return readthrough.Register[Article](cache, readthrough.ModelOptions{})
+}
+
+// ready is step 1: /readyz turns 200 once the worker streams. Its slot is new, a gap
+// in what it saw, so it first invalidated every cached article.
+func ready(ctx context.Context, worker *workerProcess, base string) error {
 	start := time.Now()
-	err = worker.waitFor(ctx, 30*time.Second, func() bool {
+	err := worker.waitFor(ctx, 30*time.Second, func() bool {
 		code, _, err := httpGet(ctx, base+"/readyz")
 		return err == nil && code == http.StatusOK
 	})
@@ -145,9 +189,12 @@ func run(ctx context.Context, log *slog.Logger, workerBin string) error {
 		return fmt.Errorf("worker not ready: %w", err)
 	}
 	fmt.Printf("1. worker ready after %v (pid %d, %s)\n", time.Since(start).Round(time.Millisecond), worker.cmd.Process.Pid, base)
+	return nil
+}
 
-	// 2. Cache article 1, change it with raw SQL behind the library's back, and watch
-	// the worker delete its entry.
+// rawUpdate is step 2: cache article 1, change it with raw SQL behind the library's
+// back, and watch the worker delete its entry.
+func rawUpdate(ctx context.Context, db *gorm.DB, rdb *redis.Client, articles *readthrough.Repository[Article], worker *workerProcess) error {
 	if _, ok, err := articles.Get(ctx, 1); err != nil || !ok {
 		return fmt.Errorf("article 1: found=%v, err=%v", ok, err)
 	}
@@ -178,8 +225,11 @@ func run(ctx context.Context, log *slog.Logger, workerBin string) error {
 	if a.Title != "final" {
 		return fmt.Errorf("after the invalidation Get returned %q, want \"final\"", a.Title)
 	}
+	return nil
+}
 
-	// 3. A few of its metrics.
+// metrics is step 3: a few of the worker's metrics.
+func metrics(ctx context.Context, base string) error {
 	code, body, err := httpGet(ctx, base+"/metrics")
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("/metrics: status %d, err %v", code, err)
@@ -197,13 +247,6 @@ func run(ctx context.Context, log *slog.Logger, workerBin string) error {
 	if v := metrics["pgcache_keys_deleted_total"]; v == "" || v == "0" {
 		return fmt.Errorf("/metrics: pgcache_keys_deleted_total is %q after the worker deleted a key", v)
 	}
-
-	// 4. SIGTERM: the worker finishes the transaction at hand, confirms it and exits 0.
-	start = time.Now()
-	if err := worker.stop(10 * time.Second); err != nil {
-		return err
-	}
-	fmt.Printf("4. SIGTERM: worker exited 0 after %v\n", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

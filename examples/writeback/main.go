@@ -25,6 +25,7 @@ import (
 
 	"github.com/pgcache/pgcache/examples/internal/demo"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -52,44 +53,84 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := db.Migrator().DropTable(&Basket{}); err != nil {
-		return err
-	}
-	if err := db.AutoMigrate(&Basket{}); err != nil {
-		return err
-	}
 	// Write-back keeps pending writes in Redis: run it with persistence (appendonly) and
-	// maxmemory-policy noeviction (or volatile-*) in production; see package writepolicy.
+	// maxmemory-policy noeviction (or volatile-*) in production; see package writeback.
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "writeback", Logger: log})
+	baskets, flusher, err := setup(ctx, log, db, rdb)
 	if err != nil {
 		return err
+	}
+
+	if err := saveAhead(ctx, db, baskets, flusher); err != nil {
+		return err
+	}
+	// A write that breaks the CHECK constraint: Redis accepts it, Postgres will not.
+	if err := baskets.Save(ctx, &Basket{ID: 2, Items: -1}); err != nil {
+		return err
+	}
+
+	// 2. The flusher, under an errgroup like any other part of a service.
+	flushCtx, stopFlusher := context.WithCancel(ctx)
+	g, flushCtx := errgroup.WithContext(flushCtx)
+	g.Go(func() error { return flusher.Run(flushCtx) })
+	defer func() { stopFlusher(); _ = g.Wait() }() // on every return, stop it first
+	if err := flushed(flushCtx, db, flusher); err != nil {
+		return err
+	}
+	if err := deadLettered(ctx, baskets, flusher); err != nil {
+		return err
+	}
+
+	// Stopping the flusher applies what it holds, then Run returns.
+	stopFlusher()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	fmt.Printf("flusher stats: %+v\n", flusher.Stats())
+	return nil
+}
+
+// setup makes the table and registers the write-back model and its flusher.
+func setup(ctx context.Context, log *slog.Logger, db *gorm.DB, rdb *redis.Client) (*readthrough.Repository[Basket], *writeback.Flusher, error) {
+	if err := db.Migrator().DropTable(&Basket{}); err != nil {
+		return nil, nil, err
+	}
+	if err := db.AutoMigrate(&Basket{}); err != nil {
+		return nil, nil, err
+	}
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "writeback", Logger: log})
+	if err != nil {
+		return nil, nil, err
 	}
 	baskets, err := readthrough.Register[Basket](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	// The table was just made outside the library: drop what an earlier run left cached.
 	if err := baskets.Invalidate(ctx, 1, 2); err != nil {
-		return err
+		return nil, nil, err
 	}
-	flusher, err := cache.NewFlusher(writepolicy.FlusherOptions{
+	flusher, err := writeback.NewFlusher(db, rdb, writeback.FlusherOptions{
+		Prefix:       "writeback",           // the cache's
 		MaxAttempts:  3,                     // a write Postgres refuses 3 times is dead-lettered
 		RetryBackoff: 20 * time.Millisecond, // (short, for the example)
 		Logger:       log,
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	return baskets, flusher, nil
+}
 
-	// 1. Save returns once Redis holds the write; Postgres does not have it yet.
-	//
-	// With Redis down, Save returns Redis' error and nothing was written: neither
-	// journaled nor pending, so retry or fail the request. (Under the invalidate and
-	// write-through policies a committed write succeeds with Redis down; here Redis is
-	// where the write goes.) A Save that timed out may still have happened, whole.
+// saveAhead is step 1: Save returns once Redis holds the write; Postgres does not have
+// it yet.
+//
+// With Redis down, Save returns Redis' error and nothing was written: neither
+// journaled nor pending, so retry or fail the request. (Under the invalidate and
+// write-through policies a committed write succeeds with Redis down; here Redis is
+// where the write goes.) A Save that timed out may still have happened, whole.
+func saveAhead(ctx context.Context, db *gorm.DB, baskets *readthrough.Repository[Basket], flusher *writeback.Flusher) error {
 	start := time.Now()
 	if err := baskets.Save(ctx, &Basket{ID: 1, Items: 3}); err != nil {
 		return err
@@ -112,20 +153,14 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if inPostgres != 0 || backlog == 0 {
 		return fmt.Errorf("before any flusher ran, Postgres has %d rows and the backlog is %d; want 0 rows and a backlog", inPostgres, backlog)
 	}
+	return nil
+}
 
-	// A write that breaks the CHECK constraint: Redis accepts it, Postgres will not.
-	if err := baskets.Save(ctx, &Basket{ID: 2, Items: -1}); err != nil {
-		return err
-	}
-
-	// 2. The flusher, under an errgroup like any other part of a service.
-	flushCtx, stopFlusher := context.WithCancel(ctx)
-	g, flushCtx := errgroup.WithContext(flushCtx)
-	g.Go(func() error { return flusher.Run(flushCtx) })
-	defer func() { stopFlusher(); _ = g.Wait() }() // on every return, stop it first
-
-	err = waitFor(flushCtx, 5*time.Second, func() (bool, error) {
-		n, err := flusher.Backlog(flushCtx)
+// flushed is step 2: it waits for the running flusher to empty the journal and checks
+// Postgres.
+func flushed(ctx context.Context, db *gorm.DB, flusher *writeback.Flusher) error {
+	err := waitFor(ctx, 5*time.Second, func() (bool, error) {
+		n, err := flusher.Backlog(ctx)
 		return n == 0, err
 	})
 	if err != nil {
@@ -139,9 +174,13 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if row.Items != 3 {
 		return fmt.Errorf("basket 1 in Postgres has %d items, want 3", row.Items)
 	}
+	return nil
+}
 
-	// 3. Basket 2 was dead-lettered: its pending write is dropped, so readers see
-	// Postgres' row (none), and the write waits in the dead-letter stream for a human.
+// deadLettered is step 3: basket 2 was dead-lettered: its pending write is dropped, so
+// readers see Postgres' row (none), and the write waits in the dead-letter stream for a
+// human.
+func deadLettered(ctx context.Context, baskets *readthrough.Repository[Basket], flusher *writeback.Flusher) error {
 	if _, ok, err := baskets.Get(ctx, 2); err != nil || ok {
 		return fmt.Errorf("basket 2 after it was dead-lettered: found=%v, err=%v; want no row", ok, err)
 	}
@@ -153,7 +192,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var last *writepolicy.DeadLetter // oldest first; an earlier run may have left some
+	var last *writeback.DeadLetter // oldest first; an earlier run may have left some
 	for i := range dead {
 		if dead[i].Key == key2 {
 			last = &dead[i]
@@ -163,13 +202,6 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("no dead letter for basket 2 (%s); flusher stats %+v", key2, flusher.Stats())
 	}
 	fmt.Printf("3. dead letter: %s after %d attempts: %s\n", last.Table, last.Attempts, last.Reason)
-
-	// Stopping the flusher applies what it holds, then Run returns.
-	stopFlusher()
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	fmt.Printf("flusher stats: %+v\n", flusher.Stats())
 	return nil
 }
 

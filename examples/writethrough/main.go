@@ -51,29 +51,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := db.Migrator().DropTable(&Wallet{}); err != nil {
-		return err
-	}
-	if err := db.AutoMigrate(&Wallet{}); err != nil {
-		return err
-	}
-	if err := db.Create(&Wallet{ID: 1, Owner: "Ada", Balance: 100}).Error; err != nil {
-		return err
-	}
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
 	defer rdb.Close()
-
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "writethrough", Logger: log})
+	wallets, err := setup(ctx, log, db, rdb)
 	if err != nil {
-		return err
-	}
-	wallets, err := readthrough.Register[Wallet](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteThrough})
-	if err != nil {
-		return err
-	}
-	// The table was just made outside the library (and no invalidation worker runs
-	// here): drop whatever an earlier run left cached.
-	if err := wallets.Invalidate(ctx, 1); err != nil {
 		return err
 	}
 	w, ok, err := wallets.Get(ctx, 1)
@@ -81,20 +62,69 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("wallet 1: found=%v, err=%v", ok, err)
 	}
 
-	// 1. Save, then read your own write at once: a hit, refilled from Postgres.
+	if err := readYourWrite(ctx, wallets, &w); err != nil {
+		return err
+	}
+	if err := commitThenCache(ctx, db, wallets, &w); err != nil {
+		return err
+	}
+	if err := rollBack(ctx, db, wallets, &w); err != nil {
+		return err
+	}
+	if err := deleteRow(ctx, wallets); err != nil {
+		return err
+	}
+	fmt.Printf("stats: %+v\n", wallets.Stats())
+	return nil
+}
+
+// setup makes the table with wallet 1 and registers the write-through model.
+func setup(ctx context.Context, log *slog.Logger, db *gorm.DB, rdb *redis.Client) (*readthrough.Repository[Wallet], error) {
+	if err := db.Migrator().DropTable(&Wallet{}); err != nil {
+		return nil, err
+	}
+	if err := db.AutoMigrate(&Wallet{}); err != nil {
+		return nil, err
+	}
+	if err := db.Create(&Wallet{ID: 1, Owner: "Ada", Balance: 100}).Error; err != nil {
+		return nil, err
+	}
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "writethrough", Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	wallets, err := readthrough.Register[Wallet](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteThrough})
+	if err != nil {
+		return nil, err
+	}
+	// The table was just made outside the library (and no invalidation worker runs
+	// here): drop whatever an earlier run left cached.
+	if err := wallets.Invalidate(ctx, 1); err != nil {
+		return nil, err
+	}
+	return wallets, nil
+}
+
+// readYourWrite is step 1: Save, then read your own write at once: a hit, refilled from
+// Postgres.
+func readYourWrite(ctx context.Context, wallets *readthrough.Repository[Wallet], w *Wallet) error {
 	w.Balance = 150
-	if err := wallets.Save(ctx, &w); err != nil {
+	if err := wallets.Save(ctx, w); err != nil {
 		return err
 	}
 	if err := expect(ctx, wallets, 150); err != nil {
 		return fmt.Errorf("after Save: %w", err)
 	}
 	fmt.Println("1. Save(150), then Get: 150, a cache hit")
+	return nil
+}
 
-	// 2. In a transaction the cache changes after the commit, not before.
-	err = readthrough.Transaction(ctx, db, func(tx *readthrough.Tx) error {
+// commitThenCache is step 2: in a transaction the cache changes after the commit, not
+// before.
+func commitThenCache(ctx context.Context, db *gorm.DB, wallets *readthrough.Repository[Wallet], w *Wallet) error {
+	err := readthrough.Transaction(ctx, db, func(tx *readthrough.Tx) error {
 		w.Balance = 200
-		if err := wallets.In(tx).Save(ctx, &w); err != nil {
+		if err := wallets.In(tx).Save(ctx, w); err != nil {
 			return err
 		}
 		// Inside the transaction, reads go to Postgres and see the write...
@@ -111,12 +141,16 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("after the commit: %w", err)
 	}
 	fmt.Println("2. Save(200) in a transaction: others read 150 until the commit, then 200, a cache hit")
+	return nil
+}
 
-	// 3. A transaction that rolls back leaves the cache (and Postgres) as they were.
+// rollBack is step 3: a transaction that rolls back leaves the cache (and Postgres) as
+// they were.
+func rollBack(ctx context.Context, db *gorm.DB, wallets *readthrough.Repository[Wallet], w *Wallet) error {
 	errChangedMind := errors.New("changed my mind")
-	err = readthrough.Transaction(ctx, db, func(tx *readthrough.Tx) error {
+	err := readthrough.Transaction(ctx, db, func(tx *readthrough.Tx) error {
 		w.Balance = 999
-		if err := wallets.In(tx).Save(ctx, &w); err != nil {
+		if err := wallets.In(tx).Save(ctx, w); err != nil {
 			return err
 		}
 		return errChangedMind // rolls back
@@ -132,8 +166,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("after the rollback Postgres has balance %d (err %v), want 200", inDB.Balance, err)
 	}
 	fmt.Println("3. Save(999) in a transaction that rolled back: cache and Postgres still 200")
+	return nil
+}
 
-	// 4. Delete: the next read finds no row.
+// deleteRow is step 4: Delete, and the next read finds no row.
+func deleteRow(ctx context.Context, wallets *readthrough.Repository[Wallet]) error {
 	if err := wallets.Delete(ctx, 1); err != nil {
 		return err
 	}
@@ -141,7 +178,6 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("after Delete: found=%v, err=%v; want no row", ok, err)
 	}
 	fmt.Println("4. Delete, then Get: no row")
-	fmt.Printf("stats: %+v\n", wallets.Stats())
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm/schema"
 
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -61,10 +62,10 @@ func sameGadget(a, b Gadget) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.DeletedAt.Valid == b.DeletedAt.Valid && a.DeletedAt.Time.Equal(b.DeletedAt.Time)
 }
 
-// flush applies every pending write-back write through a flusher of c's prefix.
-func flush(t *testing.T, c *readthrough.Cache) {
+// flush applies every pending write-back write through a flusher of e's prefix.
+func flush(t *testing.T, e *env) {
 	t.Helper()
-	f, err := c.NewFlusher(writepolicy.FlusherOptions{FlushInterval: 5 * time.Millisecond, RetryBackoff: time.Millisecond})
+	f, err := writeback.NewFlusher(e.db, e.rdb, writeback.FlusherOptions{Prefix: e.prefix, FlushInterval: 5 * time.Millisecond, RetryBackoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func TestSoftDeleteScopes(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			ctx := ctxT(t)
-			scoped, unscoped, c := gadgets(t, e, p)
+			scoped, unscoped, _ := gadgets(t, e, p)
 			e.exec(t, `INSERT INTO gadgets (id, name) VALUES (1, 'one'), (2, 'two'), (3, 'three')`)
 			repos := map[bool]*readthrough.Repository[Gadget]{false: scoped, true: unscoped}
 
@@ -166,7 +167,7 @@ func TestSoftDeleteScopes(t *testing.T) {
 					}
 					return fromDB(id, un)
 				})
-				flush(t, c)
+				flush(t, e)
 				for id, g := range seen {
 					if db, ok := uncached(t, e.db, id, true); !ok || !sameGadget(db, g) {
 						t.Errorf("after the flush Postgres holds row %d as %+v, %v; want %+v, as readers saw it pending", id, db, ok, g)
@@ -191,7 +192,7 @@ func TestSoftDeleteScopes(t *testing.T) {
 				if g, ok, err := unscoped.Get(ctx, int64(1)); err != nil || !ok || !sameGadget(g, first) {
 					t.Errorf("second delete pending: unscoped Get(1) = %+v, %v, %v; want %+v", g, ok, err, first)
 				}
-				flush(t, c)
+				flush(t, e)
 				if err := scoped.Invalidate(ctx, int64(1)); err != nil {
 					t.Fatal(err)
 				}
@@ -224,7 +225,7 @@ func TestSoftDeleteScopes(t *testing.T) {
 					}
 					return fromDB(id, un)
 				})
-				flush(t, c)
+				flush(t, e)
 			}
 			if g, ok := uncached(t, e.db, 1, false); !ok || g.Name != "back" {
 				t.Fatalf("after Save Postgres holds %+v, %v", g, ok)
@@ -281,7 +282,7 @@ func TestWriteBackSoftDeleteOverPending(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t)
-	scoped, unscoped, c := gadgets(t, e, writepolicy.WriteBack)
+	scoped, unscoped, _ := gadgets(t, e, writepolicy.WriteBack)
 	e.exec(t, `INSERT INTO gadgets (id, name) VALUES (1, 'old')`)
 	for id := int64(1); id <= 2; id++ { // row 1 exists in Postgres, row 2 does not
 		if err := scoped.Save(ctx, &Gadget{ID: id, Name: fmt.Sprint("saved ", id)}); err != nil {
@@ -302,7 +303,7 @@ func TestWriteBackSoftDeleteOverPending(t *testing.T) {
 		}
 		seen[id] = g
 	}
-	flush(t, c)
+	flush(t, e)
 	for id, g := range seen {
 		if db, ok := uncached(t, e.db, id, true); !ok || !sameGadget(db, g) {
 			t.Errorf("Postgres holds row %d as %+v, %v; want %+v, as readers saw it pending", id, db, ok, g)
@@ -316,7 +317,7 @@ func TestWriteBackHardDeleteUnscoped(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := ctxT(t)
-	scoped, unscoped, c := gadgets(t, e, writepolicy.WriteBack)
+	scoped, unscoped, _ := gadgets(t, e, writepolicy.WriteBack)
 	e.exec(t, `INSERT INTO gadgets (id, name) VALUES (1, 'one')`)
 	if err := unscoped.Delete(ctx, int64(1)); err != nil {
 		t.Fatal(err)
@@ -326,7 +327,7 @@ func TestWriteBackHardDeleteUnscoped(t *testing.T) {
 			t.Errorf("Get(1) after an unscoped delete = %+v, %v, %v; want no row", g, ok, err)
 		}
 	}
-	flush(t, c)
+	flush(t, e)
 	if g, ok := uncached(t, e.db, 1, true); ok {
 		t.Errorf("Postgres still holds %+v after an unscoped delete was flushed", g)
 	}
@@ -390,7 +391,7 @@ func TestWriteBackVersionsSeePending(t *testing.T) {
 	if w, _, err := newer.Get(ctx, int64(2)); err != nil || w.Name != "b2" {
 		t.Errorf("the newer version reads %+v, %v; want its pending b2", w, err)
 	}
-	flush(t, caches[0])
+	flush(t, e)
 	for _, r := range []*readthrough.Repository[Widget]{older, newer} {
 		if w, ok, err := r.Get(ctx, int64(1)); err != nil || ok {
 			t.Errorf("after the flush Get(1) = %+v, %v, %v; want no row", w, ok, err)

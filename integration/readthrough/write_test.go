@@ -19,6 +19,7 @@ import (
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -510,8 +511,7 @@ func TestWriteBackReadsPending(t *testing.T) {
 	}
 	expect("after the table was flushed")
 
-	c := e.cache(t, e.db)
-	f, err := c.NewFlusher(writepolicy.FlusherOptions{FlushInterval: 5 * time.Millisecond})
+	f, err := writeback.NewFlusher(e.db, e.rdb, writeback.FlusherOptions{Prefix: e.prefix, FlushInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -645,16 +645,13 @@ func TestWriteBackConfig(t *testing.T) {
 	}
 	for name, opts := range map[string]readthrough.ModelOptions{
 		"unknown policy":              {WritePolicy: writepolicy.Policy(9)},
-		"negative timeout":            {WritePolicy: writepolicy.WriteBack, WriteBack: writepolicy.WriteBackOptions{WaitAOF: true, WaitAOFTimeout: -1}},
-		"negative replicas":           {WritePolicy: writepolicy.WriteBack, WriteBack: writepolicy.WriteBackOptions{WaitAOFReplicas: -1}},
-		"negative timeout for writes": {WritePolicy: writepolicy.WriteBack, WriteBack: writepolicy.WriteBackOptions{Timeout: -1}},
+		"negative timeout":            {WritePolicy: writepolicy.WriteBack, WriteBack: writeback.WriteOptions{WaitAOF: true, WaitAOFTimeout: -1}},
+		"negative replicas":           {WritePolicy: writepolicy.WriteBack, WriteBack: writeback.WriteOptions{WaitAOFReplicas: -1}},
+		"negative timeout for writes": {WritePolicy: writepolicy.WriteBack, WriteBack: writeback.WriteOptions{Timeout: -1}},
 	} {
 		if _, err := readthrough.Register[Widget](e.cache(t, e.db), opts); !errors.Is(err, readthrough.ErrConfig) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)
 		}
-	}
-	if _, err := c.NewFlusher(writepolicy.FlusherOptions{Prefix: "other"}); !errors.Is(err, readthrough.ErrConfig) {
-		t.Errorf("flusher with another prefix: %v, want ErrConfig", err)
 	}
 }
 
@@ -682,7 +679,7 @@ func TestWaitAOF(t *testing.T) {
 		t.Fatal(err)
 	}
 	repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack,
-		WriteBack: writepolicy.WriteBackOptions{WaitAOF: true}})
+		WriteBack: writeback.WriteOptions{WaitAOF: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -345,7 +346,7 @@ func TestTorture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flusher, err := checker.NewFlusher(writepolicy.FlusherOptions{})
+	flusher, err := writeback.NewFlusher(check, rdb, writeback.FlusherOptions{Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}

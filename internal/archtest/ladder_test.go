@@ -20,12 +20,14 @@ var modules = []string{".", "integration", "cmd", "examples"}
 var ladder = map[string][]string{
 	// The library's module.
 	"keys":               {},
-	"cdc":                {},
+	"internal/retry":     {},
+	"cdc":                {"internal/retry"},
 	"internal/testhooks": {},
 	"internal/store":     {"keys"},
-	"writepolicy":        {"keys", "internal/store"},
-	"readthrough":        {"keys", "internal/store", "internal/testhooks", "writepolicy"},
-	"invalidator":        {"keys", "cdc", "internal/store"},
+	"writepolicy":        {},
+	"writeback":          {"keys", "internal/retry", "internal/store"},
+	"readthrough":        {"keys", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
+	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"internal/archtest":  {},
 	// The integration module: the harness, the test support, and the tests against real
 	// servers, whose packages hold only tests (their non-test code imports nothing).
@@ -35,11 +37,12 @@ var ladder = map[string][]string{
 	"integration/store":       {},
 	"integration/readthrough": {},
 	"integration/invalidator": {},
+	"integration/writeback":   {},
 	"integration/cluster":     {},
 	"integration/torture":     {},
 	// The commands' module.
-	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writepolicy"},
-	"cmd/pgcache-bench":  {"cdc", "integration", "invalidator", "readthrough", "writepolicy"},
+	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
+	"cmd/pgcache-bench":  {"cdc", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
 // confined lists third-party modules that only some packages may touch: each external
@@ -49,8 +52,8 @@ var confined = map[string][]string{
 	"github.com/jackc/pgx/v5":    {"cdc", "integration"},
 	// Packages that take a client from the user name its type; only the store calls it.
 	// The test support names the clients the tests it serves hold.
-	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writepolicy", "invalidator", "integration", "integration/fixture"},
-	"gorm.io/gorm":                 {"readthrough", "writepolicy", "integration/fixture"},
+	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "integration", "integration/fixture"},
+	"gorm.io/gorm":                 {"readthrough", "writeback", "integration/fixture"},
 	"github.com/testcontainers/":   {"integration"},
 }
 

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +43,10 @@ const (
 
 // ErrUnsupported reports a command the Redis server does not know (WAITAOF before 7.2).
 var ErrUnsupported = errors.New("store: command not supported by this Redis")
+
+// ErrNoGroup reports a read of the journal by a consumer group it does not have:
+// the journal, and the group with it, was deleted. Create the group again.
+var ErrNoGroup = errors.New("store: no such consumer group")
 
 // journalScript records one write. KEYS: V, F, P, journal. ARGV: entry, value TTL in
 // ms (0: delete V instead), change.
@@ -306,7 +312,7 @@ func (s *Store) ReadJournal(ctx context.Context, journal, group, consumer string
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: read journal %s: %w", journal, err)
+		return nil, fmt.Errorf("store: read journal %s: %w", journal, groupErr(err))
 	}
 	var out []JournalEntry
 	for _, st := range res {
@@ -316,19 +322,51 @@ func (s *Store) ReadJournal(ctx context.Context, journal, group, consumer string
 }
 
 // ClaimJournal moves to consumer up to count entries that were delivered to any
-// consumer of the group and not acknowledged for at least minIdle (XAUTOCLAIM), scanning
-// from start. It returns them and where the next scan starts ("0-0" when it went
-// through the whole list).
-func (s *Store) ClaimJournal(ctx context.Context, journal, group, consumer string, minIdle time.Duration, start string, count int) ([]JournalEntry, string, error) {
+// consumer of the group and not acknowledged for at least minIdle (XAUTOCLAIM). A scan
+// of the group's unacknowledged entries starts with cursor "" and goes on with the
+// cursor each call returns, "" again once it went through the whole list; after an
+// error the cursor is the one given.
+func (s *Store) ClaimJournal(ctx context.Context, journal, group, consumer string, minIdle time.Duration, cursor string, count int) ([]JournalEntry, string, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	msgs, next, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-		Stream: journal, Group: group, Consumer: consumer, MinIdle: minIdle, Start: start, Count: int64(count),
+		Stream: journal, Group: group, Consumer: consumer, MinIdle: minIdle, Start: cmp.Or(cursor, scanStart), Count: int64(count),
 	}).Result()
 	if err != nil && err != redis.Nil {
-		return nil, start, fmt.Errorf("store: claim journal %s: %w", journal, err)
+		return nil, cursor, fmt.Errorf("store: claim journal %s: %w", journal, groupErr(err))
+	}
+	if next == scanStart {
+		next = ""
 	}
 	return journalEntries(msgs), next, nil
+}
+
+// scanStart is where an XAUTOCLAIM scan starts, and the cursor it returns at its end.
+const scanStart = "0-0"
+
+// groupErr returns err, wrapping ErrNoGroup too when Redis says the group (or the
+// stream) does not exist.
+func groupErr(err error) error {
+	if strings.Contains(err.Error(), "NOGROUP") {
+		return fmt.Errorf("%w: %w", ErrNoGroup, err)
+	}
+	return err
+}
+
+// CompareIDs orders the ids of two entries of a stream, such as the versions of two
+// journaled writes ("<ms>-<seq>"), as Redis does: it returns -1 when a is earlier
+// than b, 0 when they are equal, +1 when a is later.
+func CompareIDs(a, b string) int {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	return cmp.Or(cmp.Compare(am, bm), cmp.Compare(as, bs))
+}
+
+func splitID(id string) (ms, seq uint64) {
+	m, q, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(q, 10, 64)
+	return ms, seq
 }
 
 // ackScript acknowledges entries (ARGV[2..]) of group ARGV[1] and trims the journal

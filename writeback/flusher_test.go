@@ -1,4 +1,4 @@
-package writepolicy_test
+package writeback_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -46,7 +47,7 @@ func TestFlushAppliesLatest(t *testing.T) {
 		}
 		delete(want, id)
 	}
-	f := e.flusher(t, writepolicy.FlusherOptions{BatchSize: 7}) // versions of a row straddle batches
+	f := e.flusher(t, writeback.FlusherOptions{BatchSize: 7}) // versions of a row straddle batches
 	drain(t, f)
 
 	got := e.rows(t)
@@ -95,10 +96,10 @@ func TestTwoFlushersRace(t *testing.T) {
 	if err := repo.Save(ctx, &Widget{ID: 1, Name: "v1"}); err != nil {
 		t.Fatal(err)
 	}
-	a := e.flusher(t, writepolicy.FlusherOptions{Consumer: "a"})
-	b := e.flusher(t, writepolicy.FlusherOptions{Consumer: "b"})
+	a := e.flusher(t, writeback.FlusherOptions{Consumer: "a"})
+	b := e.flusher(t, writeback.FlusherOptions{Consumer: "b"})
 	var once sync.Once
-	writepolicy.SetHooks(a, writepolicy.Hooks{BeforeApply: func() {
+	writeback.SetHooks(a, writeback.Hooks{BeforeApply: func() {
 		once.Do(func() {
 			if err := repo.Save(ctx, &Widget{ID: 1, Name: "v2"}); err != nil {
 				t.Error(err)
@@ -143,8 +144,8 @@ func TestUpsertDeleteRace(t *testing.T) {
 	if err := repo.Save(ctx, &Widget{ID: 7, Name: "v1"}); err != nil {
 		t.Fatal(err)
 	}
-	a := e.flusher(t, writepolicy.FlusherOptions{Consumer: "a"})
-	b := e.flusher(t, writepolicy.FlusherOptions{Consumer: "b"})
+	a := e.flusher(t, writeback.FlusherOptions{Consumer: "a"})
+	b := e.flusher(t, writeback.FlusherOptions{Consumer: "b"})
 	waiting := func() (bool, error) {
 		var n int
 		err := e.db.Raw(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
@@ -154,7 +155,7 @@ func TestUpsertDeleteRace(t *testing.T) {
 	bctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	var once sync.Once
-	writepolicy.SetHooks(a, writepolicy.Hooks{BeforeCommit: func() {
+	writeback.SetHooks(a, writeback.Hooks{BeforeCommit: func() {
 		once.Do(func() {
 			if err := repo.Delete(ctx, int64(7)); err != nil {
 				t.Error(err)
@@ -224,7 +225,7 @@ func TestVersionsWriteOneRow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := e.flusher(t, writepolicy.FlusherOptions{})
+	f := e.flusher(t, writeback.FlusherOptions{})
 	drain(t, f)
 	if got := e.rows(t); got[1].Name != "b1" || got[2].Name != "a2" {
 		t.Fatalf("Postgres holds %+v, want each row's last write (b1, a2)", got)
@@ -259,9 +260,9 @@ func TestPoisonDeadLetter(t *testing.T) {
 	if w, _, _ := repo.Get(ctx, int64(5)); w.Price != -1 {
 		t.Fatalf("before the flush Get = %+v, want the pending write", w)
 	}
-	var called []writepolicy.DeadLetter
-	f := e.flusher(t, writepolicy.FlusherOptions{MaxAttempts: 2,
-		OnDeadLetter: func(d writepolicy.DeadLetter) { called = append(called, d) }})
+	var called []writeback.DeadLetter
+	f := e.flusher(t, writeback.FlusherOptions{MaxAttempts: 2,
+		OnDeadLetter: func(d writeback.DeadLetter) { called = append(called, d) }})
 	drain(t, f)
 
 	rows := e.rows(t)
@@ -315,7 +316,7 @@ func TestUndecodableEntry(t *testing.T) {
 	key3, _ := repo.Key(int64(3))
 	e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: journal, Values: []any{"k", key3, "d", "not json"}})
 
-	f := e.flusher(t, writepolicy.FlusherOptions{})
+	f := e.flusher(t, writeback.FlusherOptions{})
 	drain(t, f)
 	if rows := e.rows(t); len(rows) != 1 || rows[1].Name != "fine" {
 		t.Fatalf("rows %+v, want row 1 only", rows)
@@ -346,9 +347,9 @@ func TestGracefulStop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := e.flusher(t, writepolicy.FlusherOptions{FlushInterval: time.Hour})
+	f := e.flusher(t, writeback.FlusherOptions{FlushInterval: time.Hour})
 	var held atomic.Int64
-	writepolicy.SetHooks(f, writepolicy.Hooks{AfterRead: func(n int) { held.Store(int64(n)) }})
+	writeback.SetHooks(f, writeback.Hooks{AfterRead: func(n int) { held.Store(int64(n)) }})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- f.Run(runCtx) }()
@@ -419,7 +420,7 @@ func TestRoundTripTypes(t *testing.T) {
 	if err != nil || !ok || cached.Ratio != 0.1 || *cached.Name != name {
 		t.Fatalf("Get before the flush = %+v, %v, %v", cached, ok, err)
 	}
-	drain(t, e.flusher(t, writepolicy.FlusherOptions{}))
+	drain(t, e.flusher(t, writeback.FlusherOptions{}))
 	var out Gadget
 	if err := e.db.First(&out, "id = ?", in.ID).Error; err != nil {
 		t.Fatal(err)
@@ -437,7 +438,7 @@ func TestRoundTripTypes(t *testing.T) {
 	if err := repo.Save(ctx, &in); err != nil {
 		t.Fatal(err)
 	}
-	drain(t, e.flusher(t, writepolicy.FlusherOptions{}))
+	drain(t, e.flusher(t, writeback.FlusherOptions{}))
 	if err := e.db.First(&out, "id = ?", in.ID).Error; err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package writepolicy
+package writeback
 
 import (
 	"bytes"
@@ -58,9 +58,10 @@ type header struct {
 	Soft string `json:"soft,omitempty"`
 }
 
-// Marshal encodes the change for the journal. It fails on a value that is not a
-// driver value; convert values with driver.DefaultParameterConverter first.
-func (c Change) Marshal() ([]byte, error) {
+// marshal encodes the change for the journal. It fails on a value that is not a
+// driver value; the repository converts values with driver.DefaultParameterConverter
+// first.
+func (c Change) marshal() ([]byte, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
@@ -84,7 +85,8 @@ func (c Change) Marshal() ([]byte, error) {
 	return b, nil
 }
 
-// UnmarshalChange decodes a change written by Marshal. The error wraps ErrBadChange.
+// UnmarshalChange decodes a change as journaled (DeadLetter.Change and Base hold
+// one). The error wraps ErrBadChange.
 func UnmarshalChange(b []byte) (Change, error) {
 	return new(decoder).decode(b)
 }

@@ -1,4 +1,4 @@
-package writepolicy
+package writeback
 
 import (
 	"context"
@@ -81,10 +81,10 @@ func (f *Flusher) deadLetter(ctx context.Context, ws []*write) error {
 		}
 	}
 	if err := f.store.AppendStream(ctx, f.opts.DeadLetterKey, entries); err != nil {
-		return fmt.Errorf("writepolicy: dead-letter: %w", err)
+		return fmt.Errorf("writeback: dead-letter: %w", err)
 	}
 	if _, err := f.store.ClearPending(ctx, clear, true); err != nil {
-		return fmt.Errorf("writepolicy: dead-letter: clear pending records: %w", err)
+		return fmt.Errorf("writeback: dead-letter: clear pending records: %w", err)
 	}
 	f.stats.deadLettered.Add(uint64(len(ws)))
 	for _, d := range letters {
@@ -102,7 +102,7 @@ func (f *Flusher) deadLetter(ctx context.Context, ws []*write) error {
 func (f *Flusher) DeadLetters(ctx context.Context, count int) ([]DeadLetter, error) {
 	es, err := f.store.ReadStream(ctx, f.opts.DeadLetterKey, count)
 	if err != nil {
-		return nil, fmt.Errorf("writepolicy: read dead letters: %w", err)
+		return nil, fmt.Errorf("writeback: read dead letters: %w", err)
 	}
 	out := make([]DeadLetter, len(es))
 	for i, e := range es {

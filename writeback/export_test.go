@@ -1,4 +1,4 @@
-package writepolicy
+package writeback
 
 // Hooks stop a flusher at the points where crashes and races matter. Each may be nil.
 type Hooks struct {
@@ -26,3 +26,6 @@ func Statement(changes []*Change) (string, []any) { return statement(changes) }
 
 // Permanent exposes the classification of apply errors.
 func Permanent(err error) bool { return permanent(err) }
+
+// Marshal exposes the journal's encoding of a change.
+func Marshal(c Change) ([]byte, error) { return c.marshal() }

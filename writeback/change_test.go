@@ -1,4 +1,4 @@
-package writepolicy_test
+package writeback_test
 
 import (
 	"errors"
@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgcache/pgcache/writepolicy"
+	"github.com/pgcache/pgcache/writeback"
 )
 
 func TestChangeRoundTrip(t *testing.T) {
 	at := time.Date(2024, 2, 29, 23, 59, 58, 123456789, time.FixedZone("x", 5*3600+1800))
-	for _, c := range []writepolicy.Change{
+	for _, c := range []writeback.Change{
 		{
 			Schema: "public", Table: "widgets", Key: []string{"id"},
 			Columns: []string{"id", "name", "price", "ratio", "ok", "blob", "at", "nothing", "bad", "empty"},
@@ -23,11 +23,11 @@ func TestChangeRoundTrip(t *testing.T) {
 		{Schema: "public", Table: "gadgets", Key: []string{"id"}, Columns: []string{"id", "deleted_at"}, Values: []any{int64(7), at},
 			Delete: true, SoftDelete: "deleted_at"},
 	} {
-		b, err := c.Marshal()
+		b, err := writeback.Marshal(c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := writepolicy.UnmarshalChange(b)
+		got, err := writeback.UnmarshalChange(b)
 		if err != nil {
 			t.Fatalf("UnmarshalChange(%s): %v", b, err)
 		}
@@ -47,8 +47,8 @@ func TestChangeRoundTrip(t *testing.T) {
 }
 
 func TestChangeRejects(t *testing.T) {
-	ok := writepolicy.Change{Table: "t", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{int64(1)}}
-	for name, c := range map[string]writepolicy.Change{
+	ok := writeback.Change{Table: "t", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{int64(1)}}
+	for name, c := range map[string]writeback.Change{
 		"no table":           {Key: []string{"id"}, Columns: []string{"id"}, Values: []any{int64(1)}},
 		"no key":             {Table: "t", Columns: []string{"id"}, Values: []any{int64(1)}},
 		"key not written":    {Table: "t", Key: []string{"id"}, Columns: []string{"x"}, Values: []any{int64(1)}},
@@ -63,11 +63,11 @@ func TestChangeRejects(t *testing.T) {
 		"soft delete of other columns": {Table: "t", Key: []string{"id"}, Columns: []string{"id", "d", "e"}, Values: []any{int64(1), nil, nil},
 			Delete: true, SoftDelete: "d"},
 	} {
-		if _, err := c.Marshal(); !errors.Is(err, writepolicy.ErrBadChange) {
+		if _, err := writeback.Marshal(c); !errors.Is(err, writeback.ErrBadChange) {
 			t.Errorf("%s: Marshal error %v, want ErrBadChange", name, err)
 		}
 	}
-	if _, err := ok.Marshal(); err != nil {
+	if _, err := writeback.Marshal(ok); err != nil {
 		t.Fatal(err)
 	}
 	head := `{"op":"upsert","table":"t","key":["id"],"cols":["id"]}` + "\n"
@@ -79,60 +79,60 @@ func TestChangeRejects(t *testing.T) {
 		`{"op":"upsert","table":"t","key":["id"],"cols":["x"]}` + "\n2:i1",
 		`{"op":"softdelete","table":"t","key":["id"],"cols":["id","d"]}` + "\n2:i11:n",
 	} {
-		if _, err := writepolicy.UnmarshalChange([]byte(in)); !errors.Is(err, writepolicy.ErrBadChange) {
+		if _, err := writeback.UnmarshalChange([]byte(in)); !errors.Is(err, writeback.ErrBadChange) {
 			t.Errorf("UnmarshalChange(%q) error %v, want ErrBadChange", in, err)
 		}
 	}
 }
 
 func FuzzUnmarshalChange(f *testing.F) {
-	seed := writepolicy.Change{Schema: "public", Table: "w", Key: []string{"id"}, Columns: []string{"id", "n"},
+	seed := writeback.Change{Schema: "public", Table: "w", Key: []string{"id"}, Columns: []string{"id", "n"},
 		Values: []any{int64(1), "x"}, Update: []string{"n"}}
-	b, _ := seed.Marshal()
+	b, _ := writeback.Marshal(seed)
 	f.Add(b)
 	f.Add([]byte(`{"op":"delete","table":"t","key":["a","b"],"cols":["a","b"]}` + "\n2:s11:n"))
 	f.Add([]byte(`{"op":"upsert","table":"t","key":["id"],"cols":["id"]}` + "\n21:t2024-01-01T00:00:00Z"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := writepolicy.UnmarshalChange(b)
+		c, err := writeback.UnmarshalChange(b)
 		if err != nil {
-			if !errors.Is(err, writepolicy.ErrBadChange) {
+			if !errors.Is(err, writeback.ErrBadChange) {
 				t.Fatalf("error %v does not wrap ErrBadChange", err)
 			}
 			return
 		}
 		// What decodes encodes again, to a change that decodes to the same thing.
-		again, err := c.Marshal()
+		again, err := writeback.Marshal(c)
 		if err != nil {
 			t.Fatalf("Marshal of a decoded change: %v", err)
 		}
-		c2, err := writepolicy.UnmarshalChange(again)
+		c2, err := writeback.UnmarshalChange(again)
 		if err != nil || len(c2.Values) != len(c.Values) || c2.Delete != c.Delete {
 			t.Fatalf("second round trip: %+v, %v", c2, err)
 		}
-		if sql, args := writepolicy.Statement([]*writepolicy.Change{&c}); sql == "" || len(args) == 0 {
+		if sql, args := writeback.Statement([]*writeback.Change{&c}); sql == "" || len(args) == 0 {
 			t.Fatalf("no statement for %+v", c)
 		}
 	})
 }
 
 func TestStatement(t *testing.T) {
-	a := &writepolicy.Change{Schema: "public", Table: "user", Key: []string{"id"}, Columns: []string{"id", "name", "created"},
+	a := &writeback.Change{Schema: "public", Table: "user", Key: []string{"id"}, Columns: []string{"id", "name", "created"},
 		Values: []any{int64(1), "a", nil}, Update: []string{"name"}}
-	b := &writepolicy.Change{Schema: "public", Table: "user", Key: []string{"id"}, Columns: []string{"id", "name", "created"},
+	b := &writeback.Change{Schema: "public", Table: "user", Key: []string{"id"}, Columns: []string{"id", "name", "created"},
 		Values: []any{int64(2), "b", nil}, Update: []string{"name"}}
-	sql, args := writepolicy.Statement([]*writepolicy.Change{a, b})
+	sql, args := writeback.Statement([]*writeback.Change{a, b})
 	want := `INSERT INTO "public"."user" ("id", "name", "created") VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name"`
 	if sql != want || len(args) != 6 {
 		t.Errorf("upsert:\n got %s (%d args)\nwant %s", sql, len(args), want)
 	}
-	d1 := &writepolicy.Change{Table: `we"ird`, Key: []string{"a", "b"}, Columns: []string{"a", "b"}, Values: []any{"x", int64(1)}, Delete: true}
-	d2 := &writepolicy.Change{Table: `we"ird`, Key: []string{"a", "b"}, Columns: []string{"a", "b"}, Values: []any{"y", int64(2)}, Delete: true}
-	sql, args = writepolicy.Statement([]*writepolicy.Change{d1, d2})
+	d1 := &writeback.Change{Table: `we"ird`, Key: []string{"a", "b"}, Columns: []string{"a", "b"}, Values: []any{"x", int64(1)}, Delete: true}
+	d2 := &writeback.Change{Table: `we"ird`, Key: []string{"a", "b"}, Columns: []string{"a", "b"}, Values: []any{"y", int64(2)}, Delete: true}
+	sql, args = writeback.Statement([]*writeback.Change{d1, d2})
 	want = `DELETE FROM "we""ird" WHERE ("a", "b") IN (($1, $2), ($3, $4))`
 	if sql != want || !reflect.DeepEqual(args, []any{"x", int64(1), "y", int64(2)}) {
 		t.Errorf("delete:\n got %s %v\nwant %s", sql, args, want)
 	}
-	sql, _ = writepolicy.Statement([]*writepolicy.Change{{Table: "j", Key: []string{"a"}, Columns: []string{"a"}, Values: []any{int64(1)}}})
+	sql, _ = writeback.Statement([]*writeback.Change{{Table: "j", Key: []string{"a"}, Columns: []string{"a"}, Values: []any{int64(1)}}})
 	if !strings.HasSuffix(sql, `ON CONFLICT ("a") DO NOTHING`) {
 		t.Errorf("key-only upsert: %s", sql)
 	}
@@ -155,30 +155,10 @@ func TestPermanent(t *testing.T) {
 		sqlState("57P01"):              false, // admin shutdown
 		sqlState("08006"):              false, // connection failure
 		errors.New("connection reset"): false,
-		writepolicy.ErrBadChange:       true,
+		writeback.ErrBadChange:         true,
 	} {
-		if got := writepolicy.Permanent(err); got != want {
+		if got := writeback.Permanent(err); got != want {
 			t.Errorf("Permanent(%v) = %v, want %v", err, got, want)
 		}
-	}
-}
-
-func TestParsePolicy(t *testing.T) {
-	for in, want := range map[string]writepolicy.Policy{
-		"invalidate": writepolicy.Invalidate, "write-through": writepolicy.WriteThrough, "WriteBack": writepolicy.WriteBack,
-		"write_back": writepolicy.WriteBack, "writethrough": writepolicy.WriteThrough,
-	} {
-		if got, err := writepolicy.ParsePolicy(in); err != nil || got != want {
-			t.Errorf("ParsePolicy(%q) = %v, %v; want %v", in, got, err, want)
-		}
-		if got, _ := writepolicy.ParsePolicy(want.String()); got != want {
-			t.Errorf("ParsePolicy(%v.String()) = %v", want, got)
-		}
-	}
-	if _, err := writepolicy.ParsePolicy("write-around"); !errors.Is(err, writepolicy.ErrConfig) {
-		t.Errorf("ParsePolicy(write-around) error %v, want ErrConfig", err)
-	}
-	if writepolicy.Policy(9).Valid() || writepolicy.Policy(9).String() != "Policy(9)" {
-		t.Error("Policy(9) is valid or prints oddly")
 	}
 }

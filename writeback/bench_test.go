@@ -1,4 +1,4 @@
-package writepolicy_test
+package writeback_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgcache/pgcache/writepolicy"
+	"github.com/pgcache/pgcache/writeback"
 )
 
 // BenchmarkFlush measures write-back flush throughput: each iteration journals 20000
@@ -40,7 +40,7 @@ func BenchmarkFlush(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		f := e.flusher(b, writepolicy.FlusherOptions{BatchSize: 1000})
+		f := e.flusher(b, writeback.FlusherOptions{BatchSize: 1000})
 		b.StartTimer()
 		start := time.Now()
 		drain(b, f)

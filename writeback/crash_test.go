@@ -1,4 +1,4 @@
-package writepolicy_test
+package writeback_test
 
 import (
 	"bufio"
@@ -16,14 +16,15 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
 // The crash tests run an application in a child process (this test binary again,
 // running TestHelperProcess) and kill it with SIGKILL at a chosen point.
 const (
-	helperMode   = "PGCACHE_WRITEPOLICY_HELPER"
-	helperConfig = "PGCACHE_WRITEPOLICY_HELPER_CONFIG"
+	helperMode   = "PGCACHE_WRITEBACK_HELPER"
+	helperConfig = "PGCACHE_WRITEBACK_HELPER_CONFIG"
 )
 
 type helperCfg struct {
@@ -105,7 +106,7 @@ func TestHelperProcess(t *testing.T) {
 		}
 	}
 
-	f, err := writepolicy.NewFlusher(db, rdb, writepolicy.FlusherOptions{
+	f, err := writeback.NewFlusher(db, rdb, writeback.FlusherOptions{
 		Prefix: cfg.Prefix, BatchSize: cfg.BatchSize, FlushInterval: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +117,7 @@ func TestHelperProcess(t *testing.T) {
 		<-time.After(time.Minute)
 		t.Fatal("not killed")
 	}
-	var h writepolicy.Hooks
+	var h writeback.Hooks
 	switch cfg.StopAt {
 	case "read":
 		h.AfterRead = func(held int) {
@@ -129,7 +130,7 @@ func TestHelperProcess(t *testing.T) {
 	case "clear":
 		h.AfterClear = wait
 	}
-	writepolicy.SetHooks(f, h)
+	writeback.SetHooks(f, h)
 	if err := f.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestCrashMidFlush(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			f := e.flusher(t, writepolicy.FlusherOptions{ClaimAfter: 100 * time.Millisecond, BatchSize: 16})
+			f := e.flusher(t, writeback.FlusherOptions{ClaimAfter: 100 * time.Millisecond, BatchSize: 16})
 			drain(t, f)
 			if s := f.Stats(); s.Claimed < 16 {
 				t.Errorf("stats %+v: the dead flusher's 16 entries were not claimed", s)
@@ -292,7 +293,7 @@ func TestFlusherKilledHoldingEntries(t *testing.T) {
 		t.Fatalf("consumer groups %+v, want 8 entries pending at the dead consumer", group)
 	}
 
-	f := e.flusher(t, writepolicy.FlusherOptions{ClaimAfter: 100 * time.Millisecond})
+	f := e.flusher(t, writeback.FlusherOptions{ClaimAfter: 100 * time.Millisecond})
 	drain(t, f)
 	if s := f.Stats(); s.Claimed != 8 || s.Applied != 8 {
 		t.Fatalf("stats %+v, want the 8 entries claimed and applied", s)
@@ -303,7 +304,7 @@ func TestFlusherKilledHoldingEntries(t *testing.T) {
 
 	// Stopped flushers, the dead child emptied by the claim and the first flusher, are
 	// removed from the group once idle for ten times ClaimAfter; a live one stays.
-	survivor := e.flusher(t, writepolicy.FlusherOptions{ClaimAfter: 100 * time.Millisecond, Consumer: "survivor"})
+	survivor := e.flusher(t, writeback.FlusherOptions{ClaimAfter: 100 * time.Millisecond, Consumer: "survivor"})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- survivor.Run(rctx) }()

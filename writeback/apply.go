@@ -1,4 +1,4 @@
-package writepolicy
+package writeback
 
 import (
 	"context"
@@ -86,7 +86,7 @@ func applyChanges(ctx context.Context, tx *gorm.DB, changes []*Change) error {
 		for chunk := range slices.Chunk(g, per) {
 			sql, args := statement(chunk)
 			if _, err := pool.ExecContext(ctx, sql, args...); err != nil {
-				return fmt.Errorf("writepolicy: %s %d rows of %s: %w", verb(chunk[0]), len(chunk), chunk[0].qualifiedTable(), err)
+				return fmt.Errorf("writeback: %s %d rows of %s: %w", verb(chunk[0]), len(chunk), chunk[0].qualifiedTable(), err)
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package writepolicy_test
+package writeback_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
 )
 
@@ -102,7 +103,7 @@ func (e *env) widgets(tb testing.TB) *readthrough.Repository[Widget] {
 }
 
 // flusher returns a flusher of e's prefix with fast test settings unless opts says.
-func (e *env) flusher(tb testing.TB, opts writepolicy.FlusherOptions) *writepolicy.Flusher {
+func (e *env) flusher(tb testing.TB, opts writeback.FlusherOptions) *writeback.Flusher {
 	tb.Helper()
 	opts.Prefix = e.prefix
 	if opts.FlushInterval == 0 {
@@ -111,7 +112,7 @@ func (e *env) flusher(tb testing.TB, opts writepolicy.FlusherOptions) *writepoli
 	if opts.RetryBackoff == 0 {
 		opts.RetryBackoff = time.Millisecond
 	}
-	f, err := writepolicy.NewFlusher(e.db, e.rdb, opts)
+	f, err := writeback.NewFlusher(e.db, e.rdb, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func (e *env) flusher(tb testing.TB, opts writepolicy.FlusherOptions) *writepoli
 
 // drain runs f until the journal is empty, then stops it; it fails the test when that
 // takes longer than a deadline.
-func drain(tb testing.TB, f *writepolicy.Flusher) {
+func drain(tb testing.TB, f *writeback.Flusher) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

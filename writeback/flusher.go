@@ -1,0 +1,355 @@
+package writeback
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+	"gorm.io/gorm"
+
+	"github.com/pgcache/pgcache/internal/retry"
+	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/keys"
+)
+
+// FlusherOptions configure a Flusher. The zero value gives the defaults.
+type FlusherOptions struct {
+	// Prefix is the key prefix of the applications whose writes this flusher applies;
+	// it must equal their readthrough.Options.Prefix. Default "pgc".
+	Prefix string
+	// Group is the journal's consumer group. Flushers of one group share the work:
+	// each entry goes to one of them. Default "pgcache-flushers".
+	Group string
+	// Consumer names this flusher in the group. A flusher that restarts under the same
+	// name takes up at once the entries it held when it stopped; under a new name they
+	// are claimed after ClaimAfter. Default: host name, process id and random bytes.
+	Consumer string
+	// BatchSize is the most journal entries applied in one Postgres transaction.
+	// Default 1000.
+	BatchSize int
+	// FlushInterval is the longest an entry waits for its batch to fill: a batch is
+	// applied when it holds BatchSize entries or its first entry is this old. Default
+	// 100ms. It is, with the transaction's own time, how far Postgres lags behind
+	// acknowledged writes.
+	FlushInterval time.Duration
+	// MaxAttempts is how many times a write that fails because of its data (a
+	// constraint violation, a bad value: see the package doc) is tried on its own,
+	// after its batch failed, before it goes to the dead-letter stream. Default 3.
+	// Other failures (Postgres or Redis down, deadlocks, missing tables or privileges)
+	// are retried without limit.
+	MaxAttempts int
+	// RetryBackoff is the first wait after a failure; waits double up to MaxBackoff,
+	// with jitter. Defaults 50ms and 5s.
+	RetryBackoff, MaxBackoff time.Duration
+	// ClaimAfter is how long an entry delivered to a flusher may stay unacknowledged
+	// before another flusher claims it (the first one is taken for dead). It must be
+	// well above the time a batch takes. Default 30s. A consumer that holds nothing and
+	// has been idle for ten times ClaimAfter is removed from the group.
+	ClaimAfter time.Duration
+	// ApplyTimeout bounds one Postgres transaction. Default 30s.
+	ApplyTimeout time.Duration
+	// ShutdownTimeout bounds the flush of the entries held when Run's context ends.
+	// Default 10s.
+	ShutdownTimeout time.Duration
+	// RedisTimeout bounds each Redis operation. Default 1s.
+	RedisTimeout time.Duration
+	// DeadLetterKey is the stream that receives writes given up on. Default
+	// "<Prefix>:deadletter".
+	DeadLetterKey string
+	// OnDeadLetter, if set, is called (from Run's goroutine) for each write moved to
+	// the dead-letter stream, for alerting.
+	OnDeadLetter func(DeadLetter)
+	// Logger receives warnings (failed batches, retries, dead letters), at most one a
+	// second for repeated failures. Default: none.
+	Logger *slog.Logger
+}
+
+func (o FlusherOptions) withDefaults() (FlusherOptions, error) {
+	if o.Prefix == "" {
+		o.Prefix = "pgc"
+	}
+	if o.Group == "" {
+		o.Group = "pgcache-flushers"
+	}
+	if o.Consumer == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		o.Consumer = fmt.Sprintf("%s-%d-%s", cmp.Or(host, "flusher"), os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	o.BatchSize = cmp.Or(o.BatchSize, 1000)
+	o.FlushInterval = cmp.Or(o.FlushInterval, 100*time.Millisecond)
+	o.MaxAttempts = cmp.Or(o.MaxAttempts, 3)
+	o.RetryBackoff = cmp.Or(o.RetryBackoff, 50*time.Millisecond)
+	o.MaxBackoff = cmp.Or(o.MaxBackoff, 5*time.Second)
+	o.ClaimAfter = cmp.Or(o.ClaimAfter, 30*time.Second)
+	o.ApplyTimeout = cmp.Or(o.ApplyTimeout, 30*time.Second)
+	o.ShutdownTimeout = cmp.Or(o.ShutdownTimeout, 10*time.Second)
+	o.RedisTimeout = cmp.Or(o.RedisTimeout, time.Second)
+	if o.DeadLetterKey == "" {
+		o.DeadLetterKey = keys.Prefix(o.Prefix).DeadLetter()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	switch {
+	case o.BatchSize < 1:
+		return o, fmt.Errorf("%w: BatchSize %d must be positive", ErrConfig, o.BatchSize)
+	case o.FlushInterval < time.Millisecond:
+		return o, fmt.Errorf("%w: FlushInterval %v must be at least 1ms", ErrConfig, o.FlushInterval)
+	case o.MaxAttempts < 1:
+		return o, fmt.Errorf("%w: MaxAttempts %d must be positive", ErrConfig, o.MaxAttempts)
+	case o.RetryBackoff <= 0 || o.MaxBackoff < o.RetryBackoff:
+		return o, fmt.Errorf("%w: RetryBackoff %v must be positive and MaxBackoff %v at least as long", ErrConfig, o.RetryBackoff, o.MaxBackoff)
+	case o.ClaimAfter < time.Millisecond:
+		return o, fmt.Errorf("%w: ClaimAfter %v must be at least 1ms", ErrConfig, o.ClaimAfter)
+	case o.ApplyTimeout <= 0 || o.ShutdownTimeout <= 0 || o.RedisTimeout <= 0:
+		return o, fmt.Errorf("%w: timeouts must be positive", ErrConfig)
+	}
+	return o, nil
+}
+
+// Flusher applies write-back writes from the journal to Postgres. Create it with
+// NewFlusher and call Run; run one or more per prefix, in the application or in the
+// worker. Its methods are safe for concurrent use; Run is called once.
+type Flusher struct {
+	db      *gorm.DB
+	store   *store.Store
+	opts    FlusherOptions
+	journal string
+	log     *slog.Logger
+	stats   counters
+	// logLimit keeps repeated failures to one log line a second.
+	logLimit rate.Sometimes
+	hooks    *hooks
+	dec      decoder // used by Run's goroutine only
+}
+
+// hooks let tests stop a flush where crashes and races matter. nil in production.
+type hooks struct {
+	afterRead    func(held int) // entries were read or claimed; held is the batch so far
+	beforeApply  func()         // the versions were checked; the transaction begins next
+	beforeCommit func()         // a transaction's statements ran and its versions matched
+	afterCommit  func()         // a transaction committed; pending records not yet cleared
+	afterClear   func()         // pending records cleared; entries not yet acknowledged
+}
+
+// NewFlusher returns a flusher applying to Postgres through db the writes journaled in
+// rdb under opts.Prefix. In an application, pass the *gorm.DB and the Redis client
+// given to readthrough.New, and its Prefix.
+func NewFlusher(db *gorm.DB, rdb redis.UniversalClient, opts FlusherOptions) (*Flusher, error) {
+	if db == nil || rdb == nil {
+		return nil, fmt.Errorf("%w: NewFlusher needs a *gorm.DB and a Redis client", ErrConfig)
+	}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := keys.NewSpace(opts.Prefix, "t", "v"); err != nil {
+		return nil, fmt.Errorf("%w: Prefix: %v", ErrConfig, err)
+	}
+	return &Flusher{
+		db:       db,
+		store:    store.New(rdb, opts.RedisTimeout, "flusher."+opts.Consumer),
+		opts:     opts,
+		journal:  keys.Prefix(opts.Prefix).Journal(),
+		log:      opts.Logger.With(slog.String("consumer", opts.Consumer)),
+		logLimit: rate.Sometimes{Interval: time.Second},
+	}, nil
+}
+
+// Log attribute keys.
+const (
+	attrError = "error"
+	attrRows  = "rows"
+	attrKey   = "key"
+)
+
+// Run reads the journal and applies its writes until ctx ends, then applies the
+// entries it holds (within ShutdownTimeout) and returns nil; it returns an error only
+// when that last flush fails (its entries stay pending, for this consumer or another
+// flusher to claim). Failures while running are logged, counted and retried with
+// capped, jittered backoff.
+//
+// Each turn it makes sure the consumer group exists, reads entries into the batch it
+// holds (see read), and applies the batch once it is full or its first entry is
+// FlushInterval old.
+func (f *Flusher) Run(ctx context.Context) error {
+	bo := f.backoff()
+	r := &reader{own: true}
+	needGroup := true
+	for ctx.Err() == nil {
+		if needGroup {
+			if err := f.store.CreateGroup(ctx, f.journal, f.opts.Group); err != nil {
+				f.retry(ctx, bo, "create consumer group", err)
+				continue
+			}
+			needGroup = false
+		}
+		if err := f.read(ctx, r); err != nil {
+			if ctx.Err() == nil {
+				if errors.Is(err, store.ErrNoGroup) {
+					needGroup = true // the journal was deleted
+				}
+				f.retry(ctx, bo, "read journal", err)
+			}
+			continue
+		}
+		if !r.due(f.opts) {
+			continue
+		}
+		err := f.flush(ctx, r.held)
+		r.held = nil
+		if err != nil {
+			r.own = true // the entries are still ours: read them again
+			f.retry(ctx, bo, "flush", err)
+			continue
+		}
+		bo.Reset()
+	}
+	return f.stop(ctx, r.held)
+}
+
+// reader is where Run is in the journal, and the batch it holds.
+type reader struct {
+	held  []store.JournalEntry
+	since time.Time // when the first held entry was read
+	// own is set while this consumer's unacknowledged entries are to be read first
+	// (after a start, or a failed flush).
+	own bool
+	// nextClaim is when to scan the group for entries of stopped flushers again;
+	// claimCursor is where the scan under way is ("" for none).
+	nextClaim   time.Time
+	claimCursor string
+}
+
+// due reports whether the batch held is to be applied: it is full, or its first entry
+// is FlushInterval old.
+func (r *reader) due(o FlusherOptions) bool {
+	return len(r.held) > 0 && (len(r.held) >= o.BatchSize || time.Since(r.since) >= o.FlushInterval)
+}
+
+// read adds to the batch, while it has room, entries of the journal: claimed from
+// stopped flushers (a scan every ClaimAfter/2), this consumer's own unacknowledged
+// ones, or new ones, waiting for them at most until the batch is due or the next
+// scan.
+func (f *Flusher) read(ctx context.Context, r *reader) error {
+	room := f.opts.BatchSize - len(r.held)
+	if room <= 0 {
+		return nil
+	}
+	var got []store.JournalEntry
+	var err error
+	now := time.Now()
+	switch {
+	case !now.Before(r.nextClaim):
+		got, err = f.claim(ctx, r, room, now)
+	case r.own:
+		got, err = f.store.ReadJournal(ctx, f.journal, f.opts.Group, f.opts.Consumer, room, 0, true)
+		if err == nil && len(got) < room {
+			r.own = false
+		}
+	default:
+		block := f.opts.FlushInterval
+		if len(r.held) > 0 {
+			block = time.Until(r.since.Add(f.opts.FlushInterval))
+		}
+		block = max(min(block, time.Until(r.nextClaim)), time.Millisecond)
+		got, err = f.store.ReadJournal(ctx, f.journal, f.opts.Group, f.opts.Consumer, room, block, false)
+	}
+	if err != nil || len(got) == 0 {
+		return err
+	}
+	f.stats.read.Add(uint64(len(got)))
+	if len(r.held) == 0 {
+		r.since = time.Now()
+	}
+	r.held = append(r.held, got...)
+	if f.hooks != nil && f.hooks.afterRead != nil {
+		f.hooks.afterRead(len(r.held))
+	}
+	return nil
+}
+
+// claim takes over up to room entries that other flushers were given and have not
+// acknowledged for ClaimAfter, going on with the scan under way. At the end of a scan
+// it prunes the consumers that stopped and schedules the next scan.
+func (f *Flusher) claim(ctx context.Context, r *reader, room int, now time.Time) ([]store.JournalEntry, error) {
+	got, next, err := f.store.ClaimJournal(ctx, f.journal, f.opts.Group, f.opts.Consumer, f.opts.ClaimAfter, r.claimCursor, room)
+	if err != nil {
+		return nil, err
+	}
+	f.stats.claimed.Add(uint64(len(got)))
+	r.claimCursor = next
+	if next == "" {
+		r.nextClaim = now.Add(max(f.opts.ClaimAfter/2, time.Millisecond))
+		f.prune(ctx)
+	}
+	return got, nil
+}
+
+// prune forgets consumers that stopped: those idle for ten times ClaimAfter, whose
+// entries were claimed since. Failures are only logged: the next sweep tries again.
+func (f *Flusher) prune(ctx context.Context) {
+	n, err := f.store.PruneConsumers(ctx, f.journal, f.opts.Group, f.opts.Consumer, 10*f.opts.ClaimAfter)
+	if err != nil {
+		f.failed("prune consumers", err)
+		return
+	}
+	if n > 0 {
+		f.log.Info("writeback: removed stopped flushers from the consumer group", slog.Int("consumers", n))
+	}
+}
+
+// stop applies the entries held when Run's context ended.
+func (f *Flusher) stop(ctx context.Context, held []store.JournalEntry) error {
+	if len(held) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opts.ShutdownTimeout)
+	defer cancel()
+	if err := f.flush(ctx, held); err != nil {
+		return fmt.Errorf("writeback: flush %d entries on stop (they stay pending for another flusher): %w", len(held), err)
+	}
+	return nil
+}
+
+// Backlog returns the number of entries in the journal: writes not yet applied and
+// acknowledged, plus applied ones kept behind an older unacknowledged entry (the
+// journal is trimmed up to the oldest entry a flusher still holds). It is 0 when every
+// write was applied. Export it as a metric: a backlog that keeps growing means no
+// flusher runs, or Postgres refuses the writes (see the logs).
+func (f *Flusher) Backlog(ctx context.Context) (int64, error) {
+	return f.store.JournalLen(ctx, f.journal)
+}
+
+// failed counts a failure and logs it, at most one log line a second.
+func (f *Flusher) failed(what string, err error, attrs ...slog.Attr) {
+	f.stats.errors.Add(1)
+	f.logLimit.Do(func() {
+		f.log.LogAttrs(context.Background(), slog.LevelWarn, "write-back flusher: "+what+" failed; retrying",
+			append(attrs, slog.Any(attrError, err))...)
+	})
+}
+
+// retry counts and logs a failure of Run's loop, then waits for bo's next interval.
+func (f *Flusher) retry(ctx context.Context, bo *backoff.ExponentialBackOff, what string, err error) {
+	f.failed(what, err)
+	_ = retry.Wait(ctx, bo)
+}
+
+// backoff returns the waits between retries: from RetryBackoff, doubling up to
+// MaxBackoff, with jitter.
+func (f *Flusher) backoff() *backoff.ExponentialBackOff {
+	return retry.Backoff(f.opts.RetryBackoff, f.opts.MaxBackoff)
+}
