@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 )
 
@@ -57,9 +58,7 @@ func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) error
 		return err
 	}
 	todo := b.decoded(live) // step 2
-	if f.hooks != nil && f.hooks.beforeApply != nil {
-		f.hooks.beforeApply()
-	}
+	testhooks.Run(f.hooks.BeforeApply)
 	applied, failed, err := f.apply(ctx, todo) // step 3
 	if err != nil {
 		return err
@@ -68,9 +67,7 @@ func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) error
 	if len(applied) > 0 {
 		f.stats.batches.Add(1)
 		f.stats.applied.Add(uint64(len(applied)))
-		if f.hooks != nil && f.hooks.afterCommit != nil {
-			f.hooks.afterCommit()
-		}
+		testhooks.Run(f.hooks.AfterCommit)
 	}
 	if err := f.clear(op, slices.Concat(applied, b.older)); err != nil { // step 4
 		return err
@@ -78,9 +75,7 @@ func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) error
 	if err := f.deadLetter(op, b.dead); err != nil {
 		return err
 	}
-	if f.hooks != nil && f.hooks.afterClear != nil {
-		f.hooks.afterClear()
-	}
+	testhooks.Run(f.hooks.AfterClear)
 	if err := f.store.AckJournal(op, f.journal, f.opts.Group, b.ids); err != nil { // step 5
 		return fmt.Errorf("writeback: acknowledge: %w", err)
 	}
@@ -319,9 +314,7 @@ func (f *Flusher) applyTx(ctx context.Context, rows []*write) ([]*write, error) 
 				return err
 			}
 			if len(live) == len(rows) {
-				if f.hooks != nil && f.hooks.beforeCommit != nil {
-					f.hooks.beforeCommit()
-				}
+				testhooks.Run(f.hooks.BeforeCommit)
 				return nil
 			}
 			for _, w := range rows {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 )
 
@@ -131,17 +132,10 @@ type Flusher struct {
 	stats   counters
 	// logLimit keeps repeated failures to one log line a second.
 	logLimit rate.Sometimes
-	hooks    *hooks
-	dec      decoder // used by Run's goroutine only
-}
-
-// hooks let tests stop a flush where crashes and races matter. nil in production.
-type hooks struct {
-	afterRead    func(held int) // entries were read or claimed; held is the batch so far
-	beforeApply  func()         // the versions were checked; the transaction begins next
-	beforeCommit func()         // a transaction's statements ran and its versions matched
-	afterCommit  func()         // a transaction committed; pending records not yet cleared
-	afterClear   func()         // pending records cleared; entries not yet acknowledged
+	// hooks are the test hooks of Run's context (see internal/testhooks); set by Run,
+	// read by its goroutine only.
+	hooks *testhooks.Flush
+	dec   decoder // used by Run's goroutine only
 }
 
 // NewFlusher returns a flusher applying to Postgres through db the writes journaled in
@@ -159,6 +153,7 @@ func NewFlusher(db *gorm.DB, rdb redis.UniversalClient, opts FlusherOptions) (*F
 		return nil, fmt.Errorf("%w: Prefix: %v", ErrConfig, err)
 	}
 	return &Flusher{
+		hooks:    new(testhooks.Flush),
 		db:       db,
 		store:    store.New(rdb, opts.RedisTimeout, "flusher."+opts.Consumer),
 		opts:     opts,
@@ -185,6 +180,7 @@ const (
 // holds (see read), and applies the batch once it is full or its first entry is
 // FlushInterval old.
 func (f *Flusher) Run(ctx context.Context) error {
+	f.hooks = testhooks.FlushFrom(ctx)
 	bo := f.backoff()
 	r := &reader{own: true}
 	needGroup := true
@@ -275,8 +271,8 @@ func (f *Flusher) read(ctx context.Context, r *reader) error {
 		r.since = time.Now()
 	}
 	r.held = append(r.held, got...)
-	if f.hooks != nil && f.hooks.afterRead != nil {
-		f.hooks.afterRead(len(r.held))
+	if f.hooks.AfterRead != nil {
+		f.hooks.AfterRead(len(r.held))
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ var ladder = map[string][]string{
 	"internal/testhooks": {},
 	"internal/store":     {"keys"},
 	"writepolicy":        {},
-	"writeback":          {"keys", "internal/retry", "internal/store"},
+	"writeback":          {"keys", "internal/retry", "internal/store", "internal/testhooks"},
 	"readthrough":        {"keys", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
 	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"internal/archtest":  {},

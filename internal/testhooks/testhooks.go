@@ -1,8 +1,8 @@
-// Package testhooks lets pgcache's own tests stop a read or a write at the points where
-// races happen. The hooks travel in a context, as net/http/httptrace's do: the tests
+// Package testhooks lets pgcache's own tests stop a read, a write or a write-back flush
+// at the points where races and crashes happen. The hooks travel in a context, as net/http/httptrace's do: the tests
 // that use them live in the integration module, and a context reaches across the module
 // line without widening the library's API. Production code finds no hooks, at the cost
-// of a context lookup on a cache miss or a write.
+// of a context lookup on a cache miss, a write or a flushed batch.
 package testhooks
 
 import "context"
@@ -69,4 +69,43 @@ func AfterCommit(ctx context.Context, key string) {
 func Unfenced(ctx context.Context) bool {
 	h := read(ctx)
 	return h != nil && h.Unfenced
+}
+
+// Flush holds the hooks of a write-back flusher. Each may be nil. They run for a
+// flusher whose Run was given a context from WithFlush.
+type Flush struct {
+	// AfterRead runs after entries were read or claimed; held is the batch so far.
+	AfterRead func(held int)
+	// BeforeApply runs after a batch's versions were checked, before its transaction.
+	BeforeApply func()
+	// BeforeCommit runs inside a batch's transaction, after its statements ran and its
+	// versions matched, before the commit.
+	BeforeCommit func()
+	// AfterCommit runs after a batch committed, before its pending records are cleared.
+	AfterCommit func()
+	// AfterClear runs after the pending records were cleared, before the entries are
+	// acknowledged.
+	AfterClear func()
+}
+
+type flushKey struct{}
+
+// WithFlush returns a context carrying h.
+func WithFlush(ctx context.Context, h *Flush) context.Context {
+	return context.WithValue(ctx, flushKey{}, h)
+}
+
+// FlushFrom returns the flush hooks ctx carries; a Flush without hooks if none.
+func FlushFrom(ctx context.Context) *Flush {
+	if h, _ := ctx.Value(flushKey{}).(*Flush); h != nil {
+		return h
+	}
+	return &Flush{}
+}
+
+// Run runs f, if it is not nil.
+func Run(f func()) {
+	if f != nil {
+		f()
+	}
 }

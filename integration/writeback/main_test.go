@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
@@ -123,7 +124,13 @@ func (e *env) flusher(tb testing.TB, opts writeback.FlusherOptions) *writeback.F
 // takes longer than a deadline.
 func drain(tb testing.TB, f *writeback.Flusher) {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	drainHooked(tb, f, nil)
+}
+
+// drainHooked drains as drain does, with the flusher's test hooks h.
+func drainHooked(tb testing.TB, f *writeback.Flusher, h *testhooks.Flush) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(testhooks.WithFlush(context.Background(), h))
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	err := poll(30*time.Second, func() (bool, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
@@ -99,7 +100,7 @@ func TestTwoFlushersRace(t *testing.T) {
 	a := e.flusher(t, writeback.FlusherOptions{Consumer: "a"})
 	b := e.flusher(t, writeback.FlusherOptions{Consumer: "b"})
 	var once sync.Once
-	writeback.SetHooks(a, writeback.Hooks{BeforeApply: func() {
+	hooks := &testhooks.Flush{BeforeApply: func() {
 		once.Do(func() {
 			if err := repo.Save(ctx, &Widget{ID: 1, Name: "v2"}); err != nil {
 				t.Error(err)
@@ -115,8 +116,8 @@ func TestTwoFlushersRace(t *testing.T) {
 				t.Error(err)
 			}
 		})
-	}})
-	drain(t, a)
+	}}
+	drainHooked(t, a, hooks)
 	if got := e.rows(t)[1]; got.Name != "v2" {
 		t.Fatalf("Postgres holds %q after both flushes, want v2: an older write was committed over a newer one", got.Name)
 	}
@@ -155,7 +156,7 @@ func TestUpsertDeleteRace(t *testing.T) {
 	bctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	var once sync.Once
-	writeback.SetHooks(a, writeback.Hooks{BeforeCommit: func() {
+	hooks := &testhooks.Flush{BeforeCommit: func() {
 		once.Do(func() {
 			if err := repo.Delete(ctx, int64(7)); err != nil {
 				t.Error(err)
@@ -172,8 +173,8 @@ func TestUpsertDeleteRace(t *testing.T) {
 				t.Errorf("flusher b neither applied the delete nor waited: %v", err)
 			}
 		})
-	}})
-	drain(t, a)
+	}}
+	drainHooked(t, a, hooks)
 	if err := poll(10*time.Second, func() (bool, error) { return b.Stats().Applied == 1, nil }); err != nil {
 		t.Errorf("flusher b did not apply the delete: %v", err)
 	}
@@ -349,8 +350,8 @@ func TestGracefulStop(t *testing.T) {
 	}
 	f := e.flusher(t, writeback.FlusherOptions{FlushInterval: time.Hour})
 	var held atomic.Int64
-	writeback.SetHooks(f, writeback.Hooks{AfterRead: func(n int) { held.Store(int64(n)) }})
-	runCtx, stop := context.WithCancel(ctx)
+	hooks := &testhooks.Flush{AfterRead: func(n int) { held.Store(int64(n)) }}
+	runCtx, stop := context.WithCancel(testhooks.WithFlush(ctx, hooks))
 	done := make(chan error, 1)
 	go func() { done <- f.Run(runCtx) }()
 	if err := poll(10*time.Second, func() (bool, error) { return held.Load() == 5, nil }); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
@@ -117,7 +118,7 @@ func TestHelperProcess(t *testing.T) {
 		<-time.After(time.Minute)
 		t.Fatal("not killed")
 	}
-	var h writeback.Hooks
+	var h testhooks.Flush
 	switch cfg.StopAt {
 	case "read":
 		h.AfterRead = func(held int) {
@@ -130,8 +131,7 @@ func TestHelperProcess(t *testing.T) {
 	case "clear":
 		h.AfterClear = wait
 	}
-	writeback.SetHooks(f, h)
-	if err := f.Run(ctx); err != nil {
+	if err := f.Run(testhooks.WithFlush(ctx, &h)); err != nil {
 		t.Fatal(err)
 	}
 }
