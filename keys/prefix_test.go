@@ -126,8 +126,11 @@ func FuzzRegistryField(f *testing.F) {
 	f.Add(`"Sales"."Order|Items"`, "v2")
 	f.Add("|", "_wb")
 	f.Fuzz(func(t *testing.T, table, version string) {
-		// Arbitrary fields are cut or refused, never panic.
-		keys.ParseRegistryField(table + version)
+		// Arbitrary fields are cut at a '|' or refused, never panic.
+		field := table + version
+		if gt, gv, ok := keys.ParseRegistryField(field); ok && gt+"|"+gv != field {
+			t.Fatalf("ParseRegistryField(%q) = %q, %q: the parts do not make the field", field, gt, gv)
+		}
 		if table == "" {
 			table = "t"
 		}
