@@ -105,85 +105,92 @@ func verb(c *Change) string {
 
 // statement returns the SQL and arguments applying changes of one shape.
 func statement(changes []*Change) (string, []any) {
+	switch first := changes[0]; {
+	case first.SoftDelete != "":
+		return softDeleteStatement(first)
+	case first.Delete:
+		return deleteStatement(changes)
+	default:
+		return upsertStatement(changes)
+	}
+}
+
+// sqlArgs collects a statement's arguments and names their placeholders, $1 on.
+type sqlArgs []any
+
+func (a *sqlArgs) add(v any) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a))
+}
+
+// value returns c's value of column col.
+func (c *Change) value(col string) any { return c.Values[slices.Index(c.Columns, col)] }
+
+// softDeleteStatement sets c's soft-delete column, as GORM's Delete of a model with
+// gorm.DeletedAt does: a row deleted already keeps its time. One row per statement
+// (see applyChanges).
+func softDeleteStatement(c *Change) (string, []any) {
+	var b strings.Builder
+	var args sqlArgs
+	col := quoteIdent(c.SoftDelete)
+	fmt.Fprintf(&b, "UPDATE %s SET %s = %s WHERE %s IS NULL", c.qualifiedTable(), col, args.add(c.value(c.SoftDelete)), col)
+	for _, k := range c.Key {
+		fmt.Fprintf(&b, " AND %s = %s", quoteIdent(k), args.add(c.value(k)))
+	}
+	return b.String(), args
+}
+
+// deleteStatement deletes the rows of changes by key: key IN ($1, …), or for a
+// composite key (a, b) IN (($1, $2), …).
+func deleteStatement(changes []*Change) (string, []any) {
 	first := changes[0]
 	var b strings.Builder
-	var args []any
-	n := 0
-	param := func() string {
-		n++
-		return "$" + strconv.Itoa(n)
+	var args sqlArgs
+	cols := quoteIdents(first.Key)
+	composite := len(cols) > 1
+	fmt.Fprintf(&b, "DELETE FROM %s WHERE ", first.qualifiedTable())
+	if composite {
+		b.WriteString("(" + strings.Join(cols, ", ") + ")")
+	} else {
+		b.WriteString(cols[0])
 	}
-	if first.SoftDelete != "" {
-		// As GORM's Delete of a model with gorm.DeletedAt: a row deleted already keeps
-		// its time. One row per statement (see applyChanges).
-		col := quoteIdent(first.SoftDelete)
-		fmt.Fprintf(&b, "UPDATE %s SET %s = $1 WHERE %s IS NULL", first.qualifiedTable(), col, col)
-		args = append(args, first.Values[slices.Index(first.Columns, first.SoftDelete)])
-		n = 1
-		for _, k := range first.Key {
-			fmt.Fprintf(&b, " AND %s = %s", quoteIdent(k), param())
-			args = append(args, first.Values[slices.Index(first.Columns, k)])
-		}
-		return b.String(), args
-	}
-	if first.Delete {
-		fmt.Fprintf(&b, "DELETE FROM %s WHERE ", first.qualifiedTable())
-		cols := make([]string, len(first.Key))
-		for i, k := range first.Key {
-			cols[i] = quoteIdent(k)
-		}
-		if len(cols) == 1 {
-			b.WriteString(cols[0])
-		} else {
-			b.WriteString("(" + strings.Join(cols, ", ") + ")")
-		}
-		b.WriteString(" IN (")
-		for i, c := range changes {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			if len(cols) > 1 {
-				b.WriteString("(")
-			}
-			for j, k := range first.Key {
-				if j > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(param())
-				args = append(args, c.Values[slices.Index(c.Columns, k)])
-			}
-			if len(cols) > 1 {
-				b.WriteString(")")
-			}
-		}
-		b.WriteString(")")
-		return b.String(), args
-	}
-
-	cols := make([]string, len(first.Columns))
-	for i, col := range first.Columns {
-		cols[i] = quoteIdent(col)
-	}
-	fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", first.qualifiedTable(), strings.Join(cols, ", "))
+	b.WriteString(" IN (")
 	for i, c := range changes {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("(")
-		for j, v := range c.Values {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(param())
-			args = append(args, v)
+		params := make([]string, len(first.Key))
+		for j, k := range first.Key {
+			params[j] = args.add(c.value(k))
 		}
-		b.WriteString(")")
+		if composite {
+			b.WriteString("(" + strings.Join(params, ", ") + ")")
+		} else {
+			b.WriteString(params[0])
+		}
 	}
-	keyCols := make([]string, len(first.Key))
-	for i, k := range first.Key {
-		keyCols[i] = quoteIdent(k)
+	b.WriteString(")")
+	return b.String(), args
+}
+
+// upsertStatement inserts the rows of changes, updating the columns of Update (or
+// nothing) on a conflict of the key.
+func upsertStatement(changes []*Change) (string, []any) {
+	first := changes[0]
+	var b strings.Builder
+	var args sqlArgs
+	fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", first.qualifiedTable(), strings.Join(quoteIdents(first.Columns), ", "))
+	for i, c := range changes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		params := make([]string, len(c.Values))
+		for j, v := range c.Values {
+			params[j] = args.add(v)
+		}
+		b.WriteString("(" + strings.Join(params, ", ") + ")")
 	}
-	fmt.Fprintf(&b, " ON CONFLICT (%s) ", strings.Join(keyCols, ", "))
+	fmt.Fprintf(&b, " ON CONFLICT (%s) ", strings.Join(quoteIdents(first.Key), ", "))
 	if len(first.Update) == 0 {
 		b.WriteString("DO NOTHING")
 		return b.String(), args
@@ -196,6 +203,15 @@ func statement(changes []*Change) (string, []any) {
 		fmt.Fprintf(&b, "%s = EXCLUDED.%s", quoteIdent(u), quoteIdent(u))
 	}
 	return b.String(), args
+}
+
+// quoteIdents quotes each name as an identifier.
+func quoteIdents(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = quoteIdent(n)
+	}
+	return out
 }
 
 // sqlStater is implemented by Postgres errors (pgconn.PgError) without this package
