@@ -27,7 +27,9 @@ import (
 func TestCommitVisibleBeforeInvalidation(t *testing.T) {
 	t.Parallel()
 	srv := integration.NewPostgres(t, integration.PostgresOptions{})
-	rd := servers.Redis(t)
+	// A Redis of its own too: the widgets registry of its prefixes would look, to
+	// tests of a lost registry on the shared one, like an application's elsewhere.
+	rd := integration.NewRedis(t, integration.RedisOptions{})
 	// Both runs change the server's settings, so they run one after the other.
 	for _, run := range []struct {
 		name string
