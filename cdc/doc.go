@@ -21,6 +21,23 @@
 // dies, Postgres frees the slot as soon as it sees the connection closed (at once for a
 // process that crashed or was killed; after wal_sender_timeout when its host vanished).
 //
+// # Visibility
+//
+// A handler is given committed transactions that are also visible: before it hands a
+// batch over, the Stream reads the server's snapshot (pg_current_snapshot(), on a
+// normal connection it opens beside the replication one for each session) and waits,
+// asking again after 1ms, doubling up to 50ms, until no transaction of the batch is
+// running in it. Postgres writes a commit to WAL, where the walsender decodes and
+// streams it, before the committing backend leaves the ProcArray (after it waited for
+// synchronous standbys, if any): in between, new snapshots still see the transaction
+// as running. A cache invalidated in that window could be filled again at once with the
+// old row by a reader that took a lease after the invalidation, which nothing would
+// fence. The window is milliseconds under load, and a synchronous standby's whole
+// confirmation wait on every commit; waiting delays handling by that much instead. It
+// costs one query per batch handed over (none for a batch without changes). When the
+// query fails the session ends and the transactions are delivered again; they are
+// never handed over unwaited. A transaction still invisible after 5s is logged once.
+//
 // # Acknowledgement rule
 //
 // The slot's confirmed position is what Postgres keeps WAL for and where it resumes.
@@ -59,6 +76,8 @@
 //
 //   - wal_level=logical, which takes a restart to set ([ErrWalLevel] otherwise), and a
 //     free entry in max_replication_slots and max_wal_senders for each Stream's slot.
+//     While it streams, a Stream also holds a normal connection (two with partitioned
+//     tables) within max_connections.
 //   - A role with LOGIN and REPLICATION (superuser is not needed; [ErrPermission]
 //     otherwise) that owns the tables; it needs the CREATE privilege on the database
 //     to create the publication, or ownership of an existing publication to add tables

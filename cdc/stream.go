@@ -18,9 +18,11 @@ import (
 )
 
 // Handler receives whole committed transactions of the published tables, in commit
-// order. The Stream calls it from a goroutine of its own, one call at a time, while
-// another goroutine goes on receiving and decoding the transactions that follow (up to a
-// bound; see [Stream.Run]).
+// order, each once it is visible: a snapshot taken on the server after it was received
+// sees it as ended, so a query that begins after the handler was given it reads its
+// changes (see "Visibility" in the package documentation). The Stream calls it from a
+// goroutine of its own, one call at a time, while another goroutine goes on receiving
+// and decoding the transactions that follow (up to a bound; see [Stream.Run]).
 //
 // Delivery is at least once: a transaction is confirmed to the slot only after Handle
 // returned nil for it, and everything after the last confirmed position is delivered
@@ -127,6 +129,7 @@ const (
 	logErr         = "err"
 	logBackoff     = "backoff"
 	logXID         = "xid"
+	logWaited      = "waited"
 )
 
 // NewStream returns a Stream that connects with connString, a Postgres URL or keyword/value
@@ -275,6 +278,14 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 		s.gap = gap{}
 	}
 
+	// A normal connection beside the replication one, to ask whether what was received
+	// is visible yet (see awaitVisible).
+	sqlConn, err := s.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer closeConn(ctx, sqlConn)
+
 	conn, err := s.connectReplication(ctx)
 	if err != nil {
 		return 0, err
@@ -307,7 +318,7 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 	p := newPipeline(confirmed)
 	s.setPipeline(p)
 	start := time.Now()
-	err = s.stream(ctx, conn, p)
+	err = s.stream(ctx, conn, sqlConn, p)
 	streamed := time.Since(start)
 	if pe, ok := errors.AsType[*partitionsChangedError](err); ok {
 		s.gap.add(GapPartitions, s.qualify([]string{pe.spec}))
@@ -351,14 +362,15 @@ func sendStatus(conn *pgconn.PgConn, pos LSN, replyRequested bool) error {
 }
 
 // stream runs the receiver and the handler of a session until ctx is done or either
-// fails, and returns the first error. The receiver owns conn until stream returns.
-func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, p *pipeline) error {
+// fails, and returns the first error. The receiver owns conn, and the handler's
+// goroutine sqlConn, until stream returns.
+func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, sqlConn *pgx.Conn, p *pipeline) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		r := receiver{s: s, conn: conn, p: p, dec: s.newDecoder()}
 		return r.run(gctx)
 	})
-	g.Go(func() error { return s.handle(gctx, p) })
+	g.Go(func() error { return s.handle(gctx, sqlConn, p) })
 	var partitioned []catalogTable
 	for _, t := range s.catalog {
 		if t.kind == "p" {
@@ -371,13 +383,17 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, p *pipeline) e
 	return g.Wait()
 }
 
-// handle hands the transactions of p to the handler, in order, and confirms each one
-// the handler accepted, until ctx is done or the handler fails.
-func (s *Stream) handle(ctx context.Context, p *pipeline) error {
+// handle hands the transactions of p to the handler, in order, once they are visible
+// (asked on conn), and confirms each one the handler accepted, until ctx is done or the
+// handler fails.
+func (s *Stream) handle(ctx context.Context, conn *pgx.Conn, p *pipeline) error {
 	bh, batch := s.h.(BatchHandler)
 	for {
 		txs, err := p.take(ctx)
 		if err != nil {
+			return err
+		}
+		if err := s.awaitVisible(ctx, conn, txs); err != nil {
 			return err
 		}
 		if batch {

@@ -21,7 +21,7 @@ var ladder = map[string][]string{
 	// The library's module.
 	"keys":               {},
 	"internal/retry":     {},
-	"cdc":                {"internal/retry"},
+	"cdc":                {"internal/retry", "internal/testhooks"},
 	"internal/testhooks": {},
 	"internal/store":     {"keys"},
 	"writepolicy":        {},

@@ -1,8 +1,9 @@
 // Package testhooks lets pgcache's own tests stop a read, a write or a write-back flush
-// at the points where races and crashes happen. The hooks travel in a context, as net/http/httptrace's do: the tests
+// at the points where races and crashes happen, and turn off the change stream's wait
+// for visibility. The hooks travel in a context, as net/http/httptrace's do: the tests
 // that use them live in the integration module, and a context reaches across the module
 // line without widening the library's API. Production code finds no hooks, at the cost
-// of a context lookup on a cache miss, a write or a flushed batch.
+// of a context lookup on a cache miss, a write, a flushed batch or a batch of changes.
 package testhooks
 
 import "context"
@@ -101,6 +102,43 @@ func FlushFrom(ctx context.Context) *Flush {
 		return h
 	}
 	return &Flush{}
+}
+
+// CDC holds the hooks of a change stream. They apply to a cdc.Stream (or an
+// invalidator.Worker) whose Run was given a context from WithCDC.
+type CDC struct {
+	// SkipVisibility hands transactions to the handler as soon as their commit is
+	// decoded, without waiting until new snapshots see them, as the stream once did,
+	// to show that the test of that wait can fail.
+	SkipVisibility bool
+	// Invisible, if not nil, runs when the stream finds the transaction xid of a batch
+	// committed but not yet visible, before it waits; once per query that found it so.
+	Invisible func(xid uint32)
+}
+
+type cdcKey struct{}
+
+// WithCDC returns a context carrying h.
+func WithCDC(ctx context.Context, h *CDC) context.Context {
+	return context.WithValue(ctx, cdcKey{}, h)
+}
+
+func cdcFrom(ctx context.Context) *CDC {
+	h, _ := ctx.Value(cdcKey{}).(*CDC)
+	return h
+}
+
+// SkipVisibility reports whether ctx asks the stream not to wait for visibility.
+func SkipVisibility(ctx context.Context) bool {
+	h := cdcFrom(ctx)
+	return h != nil && h.SkipVisibility
+}
+
+// Invisible runs ctx's Invisible hook, if any.
+func Invisible(ctx context.Context, xid uint32) {
+	if h := cdcFrom(ctx); h != nil && h.Invisible != nil {
+		h.Invisible(xid)
+	}
 }
 
 // Run runs f, if it is not nil.

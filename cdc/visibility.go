@@ -1,0 +1,169 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgcache/pgcache/internal/testhooks"
+)
+
+// A transaction's commit record is flushed to WAL, and so decoded and streamed, before
+// the committing backend leaves the ProcArray (CommitTransaction: RecordTransactionCommit
+// flushes the record and waits for synchronous standbys; only then does
+// ProcArrayEndTransaction run). Until then a new snapshot still sees the transaction as
+// running. A handler that invalidated a row in that window would let a reader that
+// misses right then take a lease, load the old row and store it, with nothing left to
+// fence it: the row stays stale until its TTL. The window is milliseconds under load;
+// with a synchronous standby it is the standby's whole confirmation wait, on every
+// commit. So the Stream hands a batch to the handler only once a snapshot taken after
+// the batch was received sees every transaction of it as finished.
+
+// Bounds of the wait between two looks at the server's snapshot.
+const (
+	visibleFirstWait = time.Millisecond
+	visibleMaxWait   = 50 * time.Millisecond
+	// visibleWarnAfter: a transaction still invisible this long is logged, once, since
+	// invalidation waits for it (a synchronous standby that does not confirm, say).
+	visibleWarnAfter = 5 * time.Second
+)
+
+// snapshot is a Postgres snapshot (pg_snapshot) as its text form spells it:
+// "xmin:xmax:xip1,xip2,...", full 64-bit transaction ids (xid8). Transactions below xmin
+// had ended when it was taken; those listed in xip, and those at or past xmax, were
+// running.
+type snapshot struct {
+	xmin, xmax uint64
+	xip        []uint64
+}
+
+// parseSnapshot parses the text of a pg_snapshot (pg_current_snapshot()::text).
+func parseSnapshot(text string) (snapshot, error) {
+	xmin, rest, ok1 := strings.Cut(text, ":")
+	xmax, list, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 {
+		return snapshot{}, fmt.Errorf("cdc: snapshot %q: want xmin:xmax:xip,...", text)
+	}
+	var snap snapshot
+	var err error
+	if snap.xmin, err = strconv.ParseUint(xmin, 10, 64); err != nil {
+		return snapshot{}, fmt.Errorf("cdc: snapshot %q: xmin: %w", text, err)
+	}
+	if snap.xmax, err = strconv.ParseUint(xmax, 10, 64); err != nil {
+		return snapshot{}, fmt.Errorf("cdc: snapshot %q: xmax: %w", text, err)
+	}
+	if snap.xmin > snap.xmax {
+		return snapshot{}, fmt.Errorf("cdc: snapshot %q: xmin past xmax", text)
+	}
+	if list == "" {
+		return snap, nil
+	}
+	for x := range strings.SplitSeq(list, ",") {
+		xid, err := strconv.ParseUint(x, 10, 64)
+		if err != nil {
+			return snapshot{}, fmt.Errorf("cdc: snapshot %q: xip: %w", text, err)
+		}
+		if xid < snap.xmin || xid >= snap.xmax {
+			return snapshot{}, fmt.Errorf("cdc: snapshot %q: xip %d outside [xmin, xmax)", text, xid)
+		}
+		snap.xip = append(snap.xip, xid)
+	}
+	return snap, nil
+}
+
+// running reports whether the snapshot sees the transaction xid as running. xid is a
+// 32-bit transaction id, as pgoutput names transactions, of a transaction that began
+// less than 2³¹ transactions before the snapshot (as every transaction not yet frozen
+// did), so comparing it with the low 32 bits of the snapshot's ids, modulo 2³², as
+// Postgres' TransactionIdPrecedes does, is exact. A transaction at or past xmax is
+// running although xip leaves it out: a snapshot lists only the running transactions
+// below its xmax, which is one past the latest transaction that had ended, and a
+// commit that is in WAL but has not ended is often the latest.
+func (snap snapshot) running(xid uint32) bool {
+	if int32(xid-uint32(snap.xmax)) >= 0 {
+		return true
+	}
+	for _, x := range snap.xip {
+		if uint32(x) == xid {
+			return true
+		}
+	}
+	return false
+}
+
+// firstRunning returns the first of xids the snapshot sees as running.
+func (snap snapshot) firstRunning(xids []uint32) (uint32, bool) {
+	for _, xid := range xids {
+		if snap.running(xid) {
+			return xid, true
+		}
+	}
+	return 0, false
+}
+
+// awaitVisible returns nil once a snapshot of the server, read on conn (a normal
+// connection, not the replication one), sees every transaction of txs that has
+// changes as ended, which is when new snapshots see its changes; it asks again, after
+// a wait that doubles from 1ms up to 50ms, until then. It returns ctx's error when ctx
+// is done, and the error when the query fails: the session then ends and the
+// transactions are delivered again, never handed over unwaited.
+func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, txs []*Tx) error {
+	if testhooks.SkipVisibility(ctx) {
+		return nil
+	}
+	xids := make([]uint32, 0, len(txs))
+	for _, tx := range txs {
+		if len(tx.Changes) > 0 {
+			xids = append(xids, tx.XID)
+		}
+	}
+	if len(xids) == 0 {
+		return nil
+	}
+	start := time.Now()
+	warned := false
+	wait := visibleFirstWait
+	var t *time.Timer
+	for {
+		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		var text string
+		err := conn.QueryRow(qctx, `SELECT pg_current_snapshot()::text`).Scan(&text)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return classify("read the current snapshot to see whether transactions are visible", err)
+		}
+		snap, err := parseSnapshot(text)
+		if err != nil {
+			return err
+		}
+		xid, running := snap.firstRunning(xids)
+		if !running {
+			return nil
+		}
+		testhooks.Invisible(ctx, xid)
+		if !warned && time.Since(start) >= visibleWarnAfter {
+			warned = true
+			s.log.Warn("cdc: a transaction is committed in WAL but not yet visible; invalidation waits for it (is a synchronous standby not confirming?)",
+				slog.Uint64(logXID, uint64(xid)), slog.Duration(logWaited, time.Since(start)))
+		}
+		if t == nil {
+			t = time.NewTimer(wait)
+			defer t.Stop()
+		} else {
+			t.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, visibleMaxWait)
+	}
+}
