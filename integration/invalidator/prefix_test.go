@@ -15,7 +15,10 @@ import (
 // worker starts afresh, knowing no versions. A change must still invalidate its row.
 func TestRegistryLostBeforeStart(t *testing.T) {
 	t.Parallel()
-	e := newEnvOn(t, servers.Postgres(t).NewDatabase(t), servers.Redis(t), 3)
+	// A Redis of its own: on the shared one, other tests' registries list a widgets
+	// table too, and the worker would rightly take this for a wrong prefix.
+	rd := integration.NewRedis(t, integration.RedisOptions{})
+	e := newEnvOn(t, servers.Postgres(t).NewDatabase(t), rd, 3)
 	e.start(t) // the slot exists; its gap flush is behind us
 	e.Fill(t, 1)
 	e.Barrier(t, 3)
