@@ -46,7 +46,7 @@ func parseSnapshot(text string) (snapshot, error) {
 	xmin, rest, ok1 := strings.Cut(text, ":")
 	xmax, list, ok2 := strings.Cut(rest, ":")
 	if !ok1 || !ok2 {
-		return snapshot{}, fmt.Errorf("cdc: snapshot %q: want xmin:xmax:xip,...", text)
+		return snapshot{}, fmt.Errorf("cdc: snapshot %q is not of the form xmin:xmax:xip1,xip2", text)
 	}
 	var snap snapshot
 	var err error
