@@ -65,16 +65,7 @@ func commitBeforeVisible(t *testing.T, srv *integration.Postgres, rd *integratio
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(testhooks.WithCDC(context.Background(), hooks))
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
-	integration.Eventually(t, "the worker to be ready", w.Ready)
+	runWorker(t, testhooks.WithCDC(context.Background(), hooks), w)
 	e.Fill(t, 1)
 
 	// From here every commit waits for a standby that does not exist. Registered after
