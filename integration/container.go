@@ -15,12 +15,29 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 )
 
+// Reach says how this process reaches a harness server.
+type Reach string
+
+const (
+	// ReachPublished: through the port Docker publishes on 127.0.0.1, which keeps the
+	// server's address across restarts. Docker's userland proxy, when the engine uses
+	// one, relays every round trip (about 150µs more each on a small machine).
+	ReachPublished Reach = "published port"
+	// ReachContainer: at the container's own address on its Docker network, nothing in
+	// between, as a server on another host is reached. The address may change when the
+	// container restarts; see PostgresOptions.Direct.
+	ReachContainer Reach = "container address"
+	// ReachExisting: an existing server named by the environment.
+	ReachExisting Reach = "existing server"
+)
+
 // server is a container bound to a fixed host port, so that it keeps its address across
 // stop/start, pause/unpause and restart, the way a real server does.
 type server struct {
-	ctr  testcontainers.Container
-	host string
-	port int
+	ctr   testcontainers.Container
+	host  string
+	port  int
+	reach Reach
 }
 
 // runFixedPort starts a container whose containerPort is published on a free host port
@@ -62,9 +79,31 @@ func runFixedPort(ctx context.Context, containerPort string,
 		if host == "localhost" {
 			host = "127.0.0.1"
 		}
-		return &server{ctr: ctr, host: host, port: port}, nil
+		return &server{ctr: ctr, host: host, port: port, reach: ReachPublished}, nil
 	}
 	return nil, lastErr
+}
+
+// direct makes s reached at its container's own address and port (containerPort, as
+// "5432/tcp"), if that address answers a TCP connect within a second; otherwise (an
+// engine in a VM, a remote engine) s stays at its published port.
+func (s *server) direct(ctx context.Context, containerPort string) {
+	ip, err := s.ctr.ContainerIP(ctx)
+	if err != nil || ip == "" {
+		return
+	}
+	port, err := strconv.Atoi(strings.TrimSuffix(containerPort, "/tcp"))
+	if err != nil {
+		return
+	}
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return
+	}
+	_ = c.Close()
+	s.host, s.port, s.reach = ip, port, ReachContainer
 }
 
 func (s *server) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }

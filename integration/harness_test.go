@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -230,4 +231,45 @@ func TestPostgresWithoutLogicalDecoding(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SHOW wal_level`).Scan(&level); err != nil || level != "replica" {
 		t.Fatalf("wal_level = %q, %v; want replica", level, err)
 	}
+}
+
+// TestDirect: servers started with Direct answer at the address the harness gives,
+// the container's own when it answers from here; shared servers are reached through
+// their published port.
+func TestDirect(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if r := servers.Redis(t).Reach(); r != integration.ReachPublished && r != integration.ReachExisting {
+		t.Errorf("shared Redis reached by %q, want %q", r, integration.ReachPublished)
+	}
+	rd := integration.NewRedis(t, integration.RedisOptions{Direct: true})
+	pg := integration.NewPostgres(t, integration.PostgresOptions{Direct: true})
+	for name, s := range map[string]interface {
+		Addr() string
+		Reach() integration.Reach
+	}{"redis": rd, "postgres": pg} {
+		switch s.Reach() {
+		case integration.ReachContainer:
+			if host, _, _ := strings.Cut(s.Addr(), ":"); host == "127.0.0.1" {
+				t.Errorf("%s reached at its container's address, but that is %s", name, s.Addr())
+			}
+		case integration.ReachPublished:
+			t.Logf("%s: the container's address does not answer from here; reached through the published port %s", name, s.Addr())
+		default:
+			t.Errorf("%s reached by %q", name, s.Reach())
+		}
+	}
+	if err := rd.Client(t).Ping(ctx).Err(); err != nil {
+		t.Errorf("redis at %s (%s): %v", rd.Addr(), rd.Reach(), err)
+	}
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatalf("postgres at %s (%s): %v", pg.Addr(), pg.Reach(), err)
+	}
+	defer conn.Close(ctx)
+	var one int
+	if err := conn.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil || one != 1 {
+		t.Errorf("SELECT 1 at %s = %d, %v", pg.Addr(), one, err)
+	}
+	t.Logf("redis at %s (%s), postgres at %s (%s)", rd.Addr(), rd.Reach(), pg.Addr(), pg.Reach())
 }

@@ -35,6 +35,11 @@ type PostgresOptions struct {
 	// here overrides them (a test of a server without logical decoding sets
 	// "wal_level": "replica").
 	Settings map[string]string
+	// Direct reaches the server at its container's own address when that answers,
+	// rather than through the published port (see Reach): for measurements that must
+	// not include Docker's port proxy. The address may change when the container
+	// restarts, so a test that stops or restarts the server leaves it unset.
+	Direct bool
 }
 
 // Postgres is a running Postgres server: a container started by the harness, or an
@@ -84,6 +89,9 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	})
 	if err != nil {
 		return nil, startError("postgres", image, err)
+	}
+	if opts.Direct {
+		srv.direct(ctx, "5432/tcp")
 	}
 	p := &Postgres{srv: srv, adminURL: &url.URL{
 		Scheme:   "postgres",
@@ -140,8 +148,17 @@ func NewPostgres(tb testing.TB, opts PostgresOptions) *Postgres {
 // URL returns a superuser connection string to the "postgres" database.
 func (p *Postgres) URL() string { return p.adminURL.String() }
 
-// Addr returns the server's host:port. It does not change when the server restarts.
+// Addr returns the server's host:port. It does not change when the server restarts
+// (unless it is reached at its container's address: see PostgresOptions.Direct).
 func (p *Postgres) Addr() string { return p.adminURL.Host }
+
+// Reach says how the server is reached.
+func (p *Postgres) Reach() Reach {
+	if p.srv == nil {
+		return ReachExisting
+	}
+	return p.srv.reach
+}
 
 func (p *Postgres) urlFor(user, password, db string) string {
 	u := *p.adminURL

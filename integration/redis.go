@@ -44,6 +44,9 @@ type RedisOptions struct {
 	Image string
 	// Persistence is PersistNone unless set.
 	Persistence Persistence
+	// Direct reaches the server at its container's own address when that answers, as
+	// PostgresOptions.Direct does.
+	Direct bool
 }
 
 // Redis is a running Redis server: a container started by the harness, or an existing
@@ -71,6 +74,9 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 	})
 	if err != nil {
 		return nil, startError("redis", image, err)
+	}
+	if opts.Direct {
+		srv.direct(ctx, "6379/tcp")
 	}
 	r := &Redis{srv: srv, addr: srv.addr()}
 	if err := r.waitReady(ctx); err != nil {
@@ -113,8 +119,17 @@ func NewRedis(tb testing.TB, opts RedisOptions) *Redis {
 	return r
 }
 
-// Addr returns the server's host:port. It does not change when the server restarts.
+// Addr returns the server's host:port. It does not change when the server restarts
+// (unless it is reached at its container's address: see RedisOptions.Direct).
 func (r *Redis) Addr() string { return r.addr }
+
+// Reach says how the server is reached.
+func (r *Redis) Reach() Reach {
+	if r.srv == nil {
+		return ReachExisting
+	}
+	return r.srv.reach
+}
 
 func (r *Redis) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)

@@ -13,6 +13,10 @@ import (
 // results are the figures of one run. Fields that were not measured are null.
 type results struct {
 	Machine string `json:"machine"`
+	// Reached says how the servers were reached: at the containers' own addresses
+	// (nothing between client and server), through Docker's published ports (its port
+	// proxy in every round trip), or existing servers.
+	Reached string `json:"servers_reached"`
 
 	RawRedisGetP50us float64 `json:"raw_redis_get_p50_us"`
 	CachedHitP50us   float64 `json:"cached_hit_p50_us"`
@@ -41,7 +45,7 @@ type results struct {
 func (r *results) print(w io.Writer) {
 	row := func(name string, v any, note string) { fmt.Fprintf(w, "%-34s %14v  %s\n", name, v, note) }
 	f := func(x float64) string { return fmt.Sprintf("%.1f", x) }
-	fmt.Fprintf(w, "pgcache benchmark on %s\n\n", r.Machine)
+	fmt.Fprintf(w, "pgcache benchmark on %s\nservers reached: %s\n\n", r.Machine, r.Reached)
 	row("raw go-redis GET p50 (µs)", f(r.RawRedisGetP50us), "baseline, 1 goroutine")
 	row("cached hit p50 (µs)", f(r.CachedHitP50us), fmt.Sprintf("%.2f× the raw GET", r.HitOverheadRatio))
 	row("GORM First p50 (µs)", f(r.GormFirstP50us), "uncached baseline")

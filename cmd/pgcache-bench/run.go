@@ -38,8 +38,10 @@ type bench struct {
 	log   *slog.Logger
 	opts  options
 	dbURL string
-	db    *gorm.DB
-	rdb   *redis.Client
+	// reached says how the servers were reached (see integration.Reach).
+	reached string
+	db      *gorm.DB
+	rdb     *redis.Client
 	// queries counts widget SELECTs made through any pool opened by openDB.
 	queries atomic.Int64
 }
@@ -100,7 +102,7 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 		}
 	}
 
-	r := &results{Machine: fmt.Sprintf("%d CPUs, %s/%s, %s; postgres %s, redis %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(),
+	r := &results{Reached: b.reached, Machine: fmt.Sprintf("%d CPUs, %s/%s, %s; postgres %s, redis %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(),
 		imageOr(integration.EnvPostgresImage, integration.DefaultPostgresImage), imageOr(integration.EnvRedisImage, integration.DefaultRedisImage))}
 	if err := b.readPath(ctx, repo, r); err != nil {
 		return nil, err
@@ -133,14 +135,17 @@ func imageOr(env, def string) string {
 func (b *bench) servers(ctx context.Context) (redisAddr string, stop func(), err error) {
 	if url, addr := os.Getenv("PGCACHE_POSTGRES_URL"), os.Getenv("PGCACHE_REDIS_ADDR"); url != "" && addr != "" {
 		b.dbURL = url
+		b.reached = "existing servers (PGCACHE_POSTGRES_URL, PGCACHE_REDIS_ADDR)"
 		return addr, func() {}, nil
 	}
+	// At the containers' own addresses where they answer: Docker's port proxy would
+	// add its own round trip to every figure and to every baseline.
 	b.log.Info("starting Postgres and Redis containers")
-	pg, err := integration.StartPostgres(ctx, integration.PostgresOptions{})
+	pg, err := integration.StartPostgres(ctx, integration.PostgresOptions{Direct: true})
 	if err != nil {
 		return "", nil, err
 	}
-	rd, err := integration.StartRedis(ctx, integration.RedisOptions{})
+	rd, err := integration.StartRedis(ctx, integration.RedisOptions{Direct: true})
 	if err != nil {
 		_ = pg.Close(ctx)
 		return "", nil, err
@@ -152,6 +157,7 @@ func (b *bench) servers(ctx context.Context) (redisAddr string, stop func(), err
 		return "", nil, err
 	}
 	b.dbURL = db.RoleURL
+	b.reached = fmt.Sprintf("containers: postgres by %s, redis by %s", pg.Reach(), rd.Reach())
 	return rd.Addr(), func() {
 		ctx := context.WithoutCancel(ctx)
 		_ = rd.Close(ctx)
