@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/testhooks"
 )
 
@@ -108,7 +109,7 @@ func (snap snapshot) firstRunning(xids []uint32) (uint32, bool) {
 // awaitVisible returns nil once a snapshot of the server, read on conn (a normal
 // connection, not the replication one), sees every transaction of txs that has
 // changes as ended, which is when new snapshots see its changes; it asks again, after
-// a wait that doubles from 1ms up to 50ms, until then. It returns ctx's error when ctx
+// a wait that doubles from 1ms up to 50ms (with jitter), until then. It returns ctx's error when ctx
 // is done, and the error when the query fails: the session then ends and the
 // transactions are delivered again, never handed over unwaited.
 func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, txs []*Tx) error {
@@ -126,20 +127,9 @@ func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, txs []*Tx) er
 	}
 	start := time.Now()
 	warned := false
-	wait := visibleFirstWait
-	var t *time.Timer
+	waits := retry.Backoff(visibleFirstWait, visibleMaxWait)
 	for {
-		qctx, cancel := context.WithTimeout(ctx, queryTimeout)
-		var text string
-		err := conn.QueryRow(qctx, `SELECT pg_current_snapshot()::text`).Scan(&text)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return classify("read the current snapshot to see whether transactions are visible", err)
-		}
-		snap, err := parseSnapshot(text)
+		snap, err := currentSnapshot(ctx, conn)
 		if err != nil {
 			return err
 		}
@@ -153,17 +143,22 @@ func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, txs []*Tx) er
 			s.log.Warn("cdc: a transaction is committed in WAL but not yet visible; invalidation waits for it (is a synchronous standby not confirming?)",
 				slog.Uint64(logXID, uint64(xid)), slog.Duration(logWaited, time.Since(start)))
 		}
-		if t == nil {
-			t = time.NewTimer(wait)
-			defer t.Stop()
-		} else {
-			t.Reset(wait)
+		if err := retry.Wait(ctx, waits); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait = min(2*wait, visibleMaxWait)
 	}
+}
+
+// currentSnapshot reads the server's current snapshot on conn.
+func currentSnapshot(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var text string
+	if err := conn.QueryRow(qctx, `SELECT pg_current_snapshot()::text`).Scan(&text); err != nil {
+		if ctx.Err() != nil {
+			return snapshot{}, ctx.Err()
+		}
+		return snapshot{}, classify("read the current snapshot to see whether transactions are visible", err)
+	}
+	return parseSnapshot(text)
 }

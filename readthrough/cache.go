@@ -271,7 +271,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	reg := withEntry(store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()), m.envelope)
 	log := c.log.With(slog.String("model", m.schema.Name))
 	// Every model checks its WriteBack options, whatever its policy.
-	journal, err := writeback.NewJournal(c.store, reg, c.opts.Prefix, opts.WriteBack, log)
+	journal, err := writeback.NewJournal(c.store, reg, opts.WriteBack, log)
 	if err != nil {
 		return nil, fmt.Errorf("%w: WriteBack: %v", ErrConfig, err)
 	}

@@ -136,6 +136,32 @@ func TestStatement(t *testing.T) {
 	if !strings.HasSuffix(sql, `ON CONFLICT ("a") DO NOTHING`) {
 		t.Errorf("key-only upsert: %s", sql)
 	}
+	// A composite key declared in another order than its columns: values go in the
+	// key's order, each taken from its own column.
+	o1 := &writeback.Change{Schema: "s", Table: "t", Key: []string{"b", "a"}, Columns: []string{"a", "b"}, Values: []any{"x", int64(1)}, Delete: true}
+	o2 := &writeback.Change{Schema: "s", Table: "t", Key: []string{"b", "a"}, Columns: []string{"a", "b"}, Values: []any{"y", int64(2)}, Delete: true}
+	sql, args = writeback.Statement([]*writeback.Change{o1, o2})
+	want = `DELETE FROM "s"."t" WHERE ("b", "a") IN (($1, $2), ($3, $4))`
+	if sql != want || !reflect.DeepEqual(args, []any{int64(1), "x", int64(2), "y"}) {
+		t.Errorf("delete, key out of column order:\n got %s %v\nwant %s", sql, args, want)
+	}
+	d3 := &writeback.Change{Table: "u", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{int64(7)}, Delete: true}
+	d4 := &writeback.Change{Table: "u", Key: []string{"id"}, Columns: []string{"id"}, Values: []any{int64(8)}, Delete: true}
+	sql, args = writeback.Statement([]*writeback.Change{d3, d4})
+	want = `DELETE FROM "u" WHERE "id" IN ($1, $2)`
+	if sql != want || !reflect.DeepEqual(args, []any{int64(7), int64(8)}) {
+		t.Errorf("delete, single key:\n got %s %v\nwant %s", sql, args, want)
+	}
+	// A soft delete sets the column only on a row not deleted yet; its key may be
+	// composite and out of column order too.
+	at := time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)
+	sd := &writeback.Change{Schema: "s", Table: "t", Key: []string{"b", "a"}, Columns: []string{"a", "b", "deleted_at"},
+		Values: []any{"x", int64(1), at}, Delete: true, SoftDelete: "deleted_at"}
+	sql, args = writeback.Statement([]*writeback.Change{sd})
+	want = `UPDATE "s"."t" SET "deleted_at" = $1 WHERE "deleted_at" IS NULL AND "b" = $2 AND "a" = $3`
+	if sql != want || !reflect.DeepEqual(args, []any{at, int64(1), "x"}) {
+		t.Errorf("soft delete:\n got %s %v\nwant %s", sql, args, want)
+	}
 }
 
 type sqlState string

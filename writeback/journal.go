@@ -84,15 +84,15 @@ type Journal struct {
 	noWait atomic.Bool // set once the server turned out not to know WAITAOF
 }
 
-// NewJournal returns the journal of the model m under the key prefix, writing through
-// s with opts (defaults applied); log receives the warning for a server without
+// NewJournal returns the journal of the model m, in its key space's prefix, writing
+// through s with opts (defaults applied); log receives the warning for a server without
 // WAITAOF.
-func NewJournal(s *store.Store, m store.Model, prefix string, opts WriteOptions, log *slog.Logger) (*Journal, error) {
+func NewJournal(s *store.Store, m store.Model, opts WriteOptions, log *slog.Logger) (*Journal, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{store: s.WithTimeout(opts.Timeout), model: m, key: keys.Prefix(prefix).Journal(), log: log}
+	j := &Journal{store: s.WithTimeout(opts.Timeout), model: m, key: keys.Prefix(m.Space().Prefix()).Journal(), log: log}
 	if opts.WaitAOF {
 		j.wait = &store.AOFWait{Replicas: opts.WaitAOFReplicas, Timeout: opts.WaitAOFTimeout}
 	}

@@ -38,32 +38,33 @@ func read(ctx context.Context) *Read {
 	return h
 }
 
+// runRead runs the hook of ctx's Read hooks that pick chooses, if any.
+func runRead(ctx context.Context, key string, pick func(*Read) func(string)) {
+	if h := read(ctx); h != nil {
+		if f := pick(h); f != nil {
+			f(key)
+		}
+	}
+}
+
 // Joined runs ctx's Joined hook, if any.
 func Joined(ctx context.Context, key string) {
-	if h := read(ctx); h != nil && h.Joined != nil {
-		h.Joined(key)
-	}
+	runRead(ctx, key, func(h *Read) func(string) { return h.Joined })
 }
 
 // BeforeLoad runs ctx's BeforeLoad hook, if any.
 func BeforeLoad(ctx context.Context, key string) {
-	if h := read(ctx); h != nil && h.BeforeLoad != nil {
-		h.BeforeLoad(key)
-	}
+	runRead(ctx, key, func(h *Read) func(string) { return h.BeforeLoad })
 }
 
 // AfterLoad runs ctx's AfterLoad hook, if any.
 func AfterLoad(ctx context.Context, key string) {
-	if h := read(ctx); h != nil && h.AfterLoad != nil {
-		h.AfterLoad(key)
-	}
+	runRead(ctx, key, func(h *Read) func(string) { return h.AfterLoad })
 }
 
 // AfterCommit runs ctx's AfterCommit hook, if any.
 func AfterCommit(ctx context.Context, key string) {
-	if h := read(ctx); h != nil && h.AfterCommit != nil {
-		h.AfterCommit(key)
-	}
+	runRead(ctx, key, func(h *Read) func(string) { return h.AfterCommit })
 }
 
 // Unfenced reports whether ctx asks for unfenced fills.
