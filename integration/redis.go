@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"os"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/testcontainers/testcontainers-go"
 	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
+	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 // Persistence is how a Redis container persists writes.
@@ -47,6 +50,49 @@ type RedisOptions struct {
 	// Direct reaches the server at its container's own address when that answers, as
 	// PostgresOptions.Direct does.
 	Direct bool
+	// Args are more redis-server arguments, such as "--maxmemory", "10mb".
+	Args []string
+	// TLS, when set, makes the server speak TLS only, on its one port, with these PEM
+	// files; the harness's clients then connect with TLS.Client.
+	TLS *RedisTLS
+}
+
+// RedisTLS is what a TLS Redis is started with: its certificate and key, the CA that
+// clients must present a certificate from when ClientCerts is set, and the client
+// configuration the harness's own clients use (trusting the server's CA).
+type RedisTLS struct {
+	Cert, Key, CA []byte
+	// ClientCerts makes the server require a client certificate signed by CA
+	// (tls-auth-clients yes); otherwise clients need none.
+	ClientCerts bool
+	// Client is the TLS configuration of the harness's clients.
+	Client *tls.Config
+}
+
+// redisTLSDir is where a TLS Redis finds its files in the container.
+const redisTLSDir = "/etc/pgcache-tls"
+
+func (t *RedisTLS) args() []string {
+	if t == nil {
+		return nil
+	}
+	auth := "no"
+	if t.ClientCerts {
+		auth = "yes"
+	}
+	return []string{"--port", "0", "--tls-port", "6379",
+		"--tls-cert-file", redisTLSDir + "/server.pem", "--tls-key-file", redisTLSDir + "/server.key",
+		"--tls-ca-cert-file", redisTLSDir + "/ca.pem", "--tls-auth-clients", auth}
+}
+
+func (t *RedisTLS) files() []testcontainers.ContainerFile {
+	if t == nil {
+		return nil
+	}
+	file := func(name string, b []byte) testcontainers.ContainerFile {
+		return testcontainers.ContainerFile{Reader: bytes.NewReader(b), ContainerFilePath: redisTLSDir + "/" + name, FileMode: 0o644}
+	}
+	return []testcontainers.ContainerFile{file("server.pem", t.Cert), file("server.key", t.Key), file("ca.pem", t.CA)}
 }
 
 // Redis is a running Redis server: a container started by the harness, or an existing
@@ -54,6 +100,7 @@ type RedisOptions struct {
 type Redis struct {
 	srv  *server // nil for an existing server
 	addr string
+	tls  *tls.Config // the harness's clients' TLS configuration; nil for plain TCP
 }
 
 // StartRedis starts a Redis container. The caller must Close it.
@@ -63,8 +110,13 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		image = imageFromEnv(EnvRedisImage, DefaultRedisImage)
 	}
 	srv, err := runFixedPort(ctx, "6379/tcp", func(bind testcontainers.CustomizeRequestOption) (testcontainers.Container, error) {
+		args := append(append([]string{"redis-server"}, opts.Persistence.args()...), opts.TLS.args()...)
 		ctr, err := tcredis.Run(ctx, image,
-			testcontainers.WithCmd(append([]string{"redis-server"}, opts.Persistence.args()...)...),
+			testcontainers.WithCmd(append(args, opts.Args...)...),
+			testcontainers.WithFiles(opts.TLS.files()...),
+			// With TLS the module's readiness probe (a plain PING) cannot answer: the
+			// log line says the server listens, and waitReady pings it over TLS.
+			testcontainers.WithWaitStrategy(wait.ForLog("Ready to accept connections")),
 			bind,
 		)
 		if ctr == nil {
@@ -79,6 +131,9 @@ func StartRedis(ctx context.Context, opts RedisOptions) (*Redis, error) {
 		srv.direct(ctx, "6379/tcp")
 	}
 	r := &Redis{srv: srv, addr: srv.addr()}
+	if opts.TLS != nil {
+		r.tls = opts.TLS.Client
+	}
 	if err := r.waitReady(ctx); err != nil {
 		_ = r.Close(context.WithoutCancel(ctx))
 		return nil, err
@@ -134,7 +189,7 @@ func (r *Redis) Reach() Reach {
 func (r *Redis) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	c := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: r.addr, MaxRetries: -1, TLSConfig: r.tls})
 	defer c.Close()
 	return waitFor(ctx, "integration: wait for redis at "+r.addr, func(ctx context.Context) error {
 		return c.Ping(ctx).Err()
@@ -153,7 +208,7 @@ func (r *Redis) Prefix(tb testing.TB) string {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c := redis.NewClient(&redis.Options{Addr: r.addr})
+		c := redis.NewClient(&redis.Options{Addr: r.addr, TLSConfig: r.tls})
 		defer c.Close()
 		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 		for iter.Next(ctx) {
@@ -169,7 +224,7 @@ func (r *Redis) Prefix(tb testing.TB) string {
 // test ends.
 func (r *Redis) Client(tb testing.TB) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: r.addr, ContextTimeoutEnabled: true})
+	c := redis.NewClient(&redis.Options{Addr: r.addr, ContextTimeoutEnabled: true, TLSConfig: r.tls})
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }

@@ -39,9 +39,10 @@ const (
 
 // config is what the flags and the environment say.
 type config struct {
-	postgres, redis, prefix, slot, publication, tables, listen, logLevel string
-	statusInterval, partitionCheck                                       time.Duration
-	maxTxChanges                                                         int
+	postgres, prefix, slot, publication, tables, listen, logLevel string
+	redis                                                         redisConfig
+	statusInterval, partitionCheck                                time.Duration
+	maxTxChanges                                                  int
 
 	// writeBack runs a write-back flusher beside the invalidator.
 	writeBack         bool
@@ -53,14 +54,25 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	var c config
 	fs := flag.NewFlagSet("pgcache-worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	str := func(p *string, name, env, def, usage string) {
-		if v := getenv(env); v != "" {
+	env := secrets{getenv: getenv}
+	str := func(p *string, name, envName, def, usage string) {
+		if v := env.get(envName); v != "" {
 			def = v
 		}
-		fs.StringVar(p, name, def, usage+" ($"+env+")")
+		fs.StringVar(p, name, def, usage+" ($"+envName+")")
 	}
-	str(&c.postgres, "postgres", "PGCACHE_POSTGRES_URL", "", "Postgres connection string of a role with REPLICATION")
-	str(&c.redis, "redis", "PGCACHE_REDIS_ADDR", "", "Redis address host:port (comma-separated for Cluster)")
+	str(&c.postgres, "postgres", "PGCACHE_POSTGRES_URL", "",
+		"Postgres connection string of a role with REPLICATION; TLS as libpq's sslmode=verify-full&sslrootcert=ca.pem. Keep passwords out of flags: $PGCACHE_POSTGRES_URL or $PGCACHE_POSTGRES_URL_FILE")
+	str(&c.redis.target, "redis", "PGCACHE_REDIS_ADDR", env.get("PGCACHE_REDIS_URL"),
+		"Redis: host:port, comma-separated for Cluster (or for the sentinels, with -redis-sentinel-master), or a redis:// or rediss:// (TLS) URL with user, password and database; also $PGCACHE_REDIS_URL")
+	str(&c.redis.sentinelMaster, "redis-sentinel-master", "PGCACHE_REDIS_SENTINEL_MASTER", "", "the master name, when -redis names Redis Sentinels")
+	str(&c.redis.caFile, "redis-ca-file", "PGCACHE_REDIS_CA_FILE", "", "PEM file of the CA that signed the Redis server's certificate (rediss:// only; default: the system's roots)")
+	str(&c.redis.certFile, "redis-cert-file", "PGCACHE_REDIS_CERT_FILE", "", "PEM client certificate, for a Redis that requires one (rediss:// only)")
+	str(&c.redis.keyFile, "redis-key-file", "PGCACHE_REDIS_KEY_FILE", "", "PEM key of -redis-cert-file")
+	// Secrets only from the environment (or files it names), never from flags that ps shows.
+	c.redis.username = env.get("PGCACHE_REDIS_USERNAME")
+	c.redis.password = env.get("PGCACHE_REDIS_PASSWORD")
+	c.redis.sentinelPassword = env.get("PGCACHE_REDIS_SENTINEL_PASSWORD")
 	str(&c.prefix, "prefix", "PGCACHE_PREFIX", "pgc", "key prefix, as in the applications' readthrough.Options.Prefix")
 	str(&c.slot, "slot", "PGCACHE_SLOT", "pgcache", "replication slot name")
 	str(&c.publication, "publication", "PGCACHE_PUBLICATION", "pgcache", "publication name")
@@ -85,6 +97,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if env.err != nil {
+		return c, env.err
+	}
 	if c.statusInterval, err = time.ParseDuration(intervalStr); err != nil {
 		return c, fmt.Errorf("-status-interval %q: %v", intervalStr, err)
 	}
@@ -100,7 +115,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	switch {
 	case c.postgres == "":
 		return c, errors.New("-postgres (or $PGCACHE_POSTGRES_URL) is required")
-	case c.redis == "":
+	case c.redis.target == "":
 		return c, errors.New("-redis (or $PGCACHE_REDIS_ADDR) is required")
 	case c.tables == "":
 		return c, errors.New("-tables (or $PGCACHE_TABLES) is required: name the tables whose rows are cached")
@@ -134,13 +149,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(cfg.redis, ","), ContextTimeoutEnabled: true})
+	rdb, err := cfg.redis.client()
+	if err != nil {
+		fmt.Fprintln(stderr, "pgcache-worker:", err)
+		return exitConfig
+	}
 	defer rdb.Close()
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = rdb.Ping(pingCtx).Err()
 	cancel()
 	if err != nil {
-		log.Error("redis unreachable at start", slog.String("addr", cfg.redis), slog.Any("error", err))
+		log.Error("redis unreachable at start", slog.String("redis", cfg.redis.display()), slog.Any("error", err))
 		return exitNoRedis
 	}
 
