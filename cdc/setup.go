@@ -316,7 +316,18 @@ func (s *Stream) resolveTables(ctx context.Context, conn *pgx.Conn) ([]catalogTa
 		s.names[t.spec] = ct.qualifiedName()
 		out = append(out, ct)
 	}
+	s.mu.Lock()
+	s.resolved = s.qualify(s.opts.Tables)
+	s.mu.Unlock()
 	return out, nil
+}
+
+// Tables returns the stream's tables as schema.name (as Handler.Gap names them), once
+// a session has resolved them through the catalog; nil before.
+func (s *Stream) Tables() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.resolved)
 }
 
 // indexColumns returns the columns of a table's primary key and of its replica

@@ -116,6 +116,8 @@ type Stream struct {
 	mu    sync.Mutex
 	stats Stats
 	pipe  *pipeline // of the session streaming; nil between sessions
+	// resolved: Options.Tables as schema.name, once a session resolved them (Tables).
+	resolved []string
 }
 
 // Attribute keys of the logs.

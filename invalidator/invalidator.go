@@ -66,6 +66,9 @@ type Stats struct {
 	// RegistryMissing counts batches handled while the registry was missing: their
 	// tables flushed whole, or refused (ErrWrongPrefix).
 	RegistryMissing uint64
+	// ServerChanges counts the times the Redis servers changed (a failover, a
+	// restart) and the tables were flushed (see CheckServers).
+	ServerChanges uint64
 }
 
 // Invalidator is a cdc.Handler that deletes cached rows. It is safe for concurrent use.
@@ -87,7 +90,7 @@ type Invalidator struct {
 	missingWarn rate.Sometimes // the missing-registry log: once per registriesTTL
 
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
-	registryMissingCount                                      atomic.Uint64
+	registryMissingCount, serverChanges                       atomic.Uint64
 }
 
 var _ cdc.BatchHandler = (*Invalidator)(nil)
@@ -132,6 +135,7 @@ func (v *Invalidator) Stats() Stats {
 		TablesFlushed:   v.tablesFlushed.Load(),
 		Errors:          v.errors.Load(),
 		RegistryMissing: v.registryMissingCount.Load(),
+		ServerChanges:   v.serverChanges.Load(),
 	}
 }
 

@@ -3,8 +3,10 @@ package invalidator
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgcache/pgcache/cdc"
 )
@@ -18,6 +20,12 @@ type WorkerOptions struct {
 	Stream cdc.Options
 	// Invalidator configures the key prefix and Redis retries.
 	Invalidator Options
+	// ServerCheckInterval is how often the worker reads the run ids of the Redis
+	// masters, to flush its tables after a failover or a restart that may have lost
+	// deletions Redis had acknowledged (see Invalidator.CheckServers). It bounds how long
+	// such a loss leaves rows stale. Default 1s; negative turns the check off, which
+	// is safe only with a single Redis that fsyncs every write (appendfsync always).
+	ServerCheckInterval time.Duration
 }
 
 // Worker streams changes from Postgres into an Invalidator: the invalidation worker as a
@@ -26,6 +34,9 @@ type WorkerOptions struct {
 type Worker struct {
 	stream *cdc.Stream
 	inv    *Invalidator
+	slot   string
+	// checkEvery is WorkerOptions.ServerCheckInterval with its default; 0 for off.
+	checkEvery time.Duration
 }
 
 // NewWorker checks the options and returns a Worker; nothing connects until Run.
@@ -38,13 +49,30 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalidator: %w", err)
 	}
-	return &Worker{stream: stream, inv: inv}, nil
+	check := opts.ServerCheckInterval
+	switch {
+	case check == 0:
+		check = time.Second
+	case check < 0:
+		check = 0
+	}
+	return &Worker{stream: stream, inv: inv, slot: opts.Stream.Slot, checkEvery: check}, nil
 }
 
 // Run invalidates until ctx ends (then it returns nil, after confirming what was
 // handled) or a fatal error (bad configuration, wal_level not logical, missing
 // privileges or tables: see cdc.IsFatal). Connection failures are retried.
-func (w *Worker) Run(ctx context.Context) error { return w.stream.Run(ctx) }
+//
+// Beside the stream, it checks the Redis servers every ServerCheckInterval.
+func (w *Worker) Run(ctx context.Context) error {
+	if w.checkEvery == 0 {
+		return w.stream.Run(ctx)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.stream.Run(gctx) })
+	g.Go(func() error { return w.watchServers(gctx, w.checkEvery) })
+	return g.Wait()
+}
 
 // Ready reports whether the worker is streaming: any gap has been invalidated and
 // changes are being applied.

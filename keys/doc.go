@@ -46,6 +46,7 @@
 //	<prefix>:journal         the write-back journal (Prefix.Journal)
 //	<prefix>:deadletter      write-back writes given up on (Prefix.DeadLetter)
 //	<prefix>:gaps            tables owing a whole-table flush (Prefix.Gaps)
+//	<prefix>:servers:<slot>  the Redis servers a worker last flushed for (Prefix.Servers)
 //
 // The table in an index key is escaped as in a row key, so it is the index's
 // hash tag. A field of the registry is "<table>|<version>", the table as given

@@ -9,6 +9,7 @@ const (
 	journalSuffix    = ":journal"
 	deadLetterSuffix = ":deadletter"
 	gapsSuffix       = ":gaps"
+	serversSuffix    = ":servers:"
 )
 
 // registrySep separates the table and the version in a registry field.
@@ -38,6 +39,12 @@ func (p Prefix) DeadLetter() string { return string(p) + deadLetterSuffix }
 // a whole-table invalidation because their changes were, or are about to be,
 // missed.
 func (p Prefix) Gaps() string { return string(p) + gapsSuffix }
+
+// Servers returns the key where the worker streaming slot records the Redis servers
+// it last flushed its tables for: the run ids of the masters, which change when a
+// server restarts or a replica is promoted, and with them, perhaps, deletions Redis
+// had acknowledged. slot is a replication slot name ([a-z0-9_]).
+func (p Prefix) Servers(slot string) string { return string(p) + serversSuffix + slot }
 
 // RegistryPattern returns a Redis SCAN MATCH pattern that matches the registry of
 // every prefix; ParseRegistry recovers the prefix of each key it matches.

@@ -41,7 +41,7 @@ const (
 type config struct {
 	postgres, prefix, slot, publication, tables, listen, logLevel string
 	redis                                                         redisConfig
-	statusInterval, partitionCheck                                time.Duration
+	statusInterval, partitionCheck, redisCheck                    time.Duration
 	maxTxChanges                                                  int
 
 	// writeBack runs a write-back flusher beside the invalidator.
@@ -81,7 +81,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	str(&c.logLevel, "log-level", "PGCACHE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.writeBackConsumer, "writeback-consumer", "PGCACHE_WRITEBACK_CONSUMER", "",
 		"this flusher's name in the journal's consumer group; keep it stable per replica so a restart takes its entries back at once (default: host, pid and random bytes)")
-	var intervalStr, claimStr, partitionStr, maxTxStr string
+	var intervalStr, claimStr, partitionStr, maxTxStr, redisCheckStr string
+	str(&redisCheckStr, "redis-check-interval", "PGCACHE_REDIS_CHECK_INTERVAL", "1s",
+		"how often to read the Redis masters' run ids: after a failover or a restart, which may have lost acknowledged deletions, the tables are flushed; 0 turns it off (safe only with one Redis on appendfsync always)")
 	str(&intervalStr, "status-interval", "PGCACHE_STATUS_INTERVAL", "10s", "how often to confirm the position to Postgres")
 	str(&partitionStr, "partition-check", "PGCACHE_PARTITION_CHECK", "1s",
 		"how often to read the partitions of partitioned tables: attaching, detaching or dropping one invalidates the table within about this long")
@@ -108,6 +110,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	}
 	if c.partitionCheck, err = time.ParseDuration(partitionStr); err != nil || c.partitionCheck <= 0 {
 		return c, fmt.Errorf("-partition-check %q: want a positive duration such as 1s", partitionStr)
+	}
+	if c.redisCheck, err = time.ParseDuration(redisCheckStr); err != nil || c.redisCheck < 0 {
+		return c, fmt.Errorf("-redis-check-interval %q: want a duration such as 1s, or 0 for off", redisCheckStr)
+	}
+	if c.redisCheck == 0 {
+		c.redisCheck = -1 // WorkerOptions: negative is off
 	}
 	if c.maxTxChanges, err = strconv.Atoi(maxTxStr); err != nil || c.maxTxChanges <= 0 {
 		return c, fmt.Errorf("-max-tx-changes %q: want a positive number of row changes", maxTxStr)
@@ -209,7 +217,8 @@ func workerOptions(cfg config, tables []string, log *slog.Logger) invalidator.Wo
 			StatusInterval: cfg.statusInterval, PartitionCheckInterval: cfg.partitionCheck,
 			MaxTxChanges: cfg.maxTxChanges, Logger: log,
 		},
-		Invalidator: invalidator.Options{Prefix: cfg.prefix, Logger: log},
+		Invalidator:         invalidator.Options{Prefix: cfg.prefix, Logger: log},
+		ServerCheckInterval: cfg.redisCheck,
 	}
 }
 
@@ -347,6 +356,7 @@ func registerMetrics(reg *prometheus.Registry, w *invalidator.Worker) {
 	counter("tables_flushed_total", "Whole-table invalidations.", func() float64 { return float64(w.Stats().TablesFlushed) })
 	counter("redis_errors_total", "Failed Redis attempts.", func() float64 { return float64(w.Stats().Errors) })
 	counter("reconnects_total", "Reconnections to Postgres.", func() float64 { return float64(w.StreamStats().Reconnects) })
+	counter("redis_server_changes_total", "Redis failovers and restarts seen, each followed by a flush of the tables.", func() float64 { return float64(w.Stats().ServerChanges) })
 }
 
 // registerFlusherMetrics exports the write-back flusher's counters and its backlog.
