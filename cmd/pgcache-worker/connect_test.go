@@ -257,3 +257,34 @@ func writeBackAsUser(t *testing.T, f *fixtureDB, prefix string) {
 		return f.db.Where("id = 1").Take(&b).Error == nil && b.Items == 3
 	})
 }
+
+// TestWorkerSentinel runs the worker through Redis Sentinel (-redis names the
+// sentinels, -redis-sentinel-master the master) across a failover: it invalidates
+// before, and after the replica is promoted, reaching the new master on its own.
+func TestWorkerSentinel(t *testing.T) {
+	t.Parallel()
+	sen := integration.NewSentinel(t)
+	prefix := "sentinel"
+	f := newFixtureDB(t, sen.Client(t), prefix)
+	w := startRun(t, []string{"-tables", "widgets", "-slot", "s_" + f.pg.Name, "-status-interval", "100ms",
+		"-redis", strings.Join(sen.Addrs(), ","), "-redis-sentinel-master", integration.SentinelMaster, "-prefix", prefix},
+		map[string]string{"PGCACHE_POSTGRES_URL": f.pg.RoleURL})
+	invalidates(t, f, w)
+
+	sc := redis.NewSentinelClient(&redis.Options{Addr: sen.Addrs()[0]})
+	t.Cleanup(func() { _ = sc.Close() })
+	if err := sc.Failover(t.Context(), integration.SentinelMaster).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sen.WaitPromoted(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.Exec(`UPDATE widgets SET name = 'old' WHERE id = 1`).Error; err != nil {
+		t.Fatal(err)
+	}
+	integration.Eventually(t, "row 1 read new after the failover", func() bool {
+		row, ok, err := f.repo.Get(t.Context(), int64(1))
+		return err == nil && ok && row.Name == "old"
+	})
+	invalidates(t, f, w)
+}
