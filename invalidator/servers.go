@@ -52,11 +52,14 @@ func (v *Invalidator) CheckServers(ctx context.Context, slot string, tables []st
 	return true, nil
 }
 
-// watchServers calls CheckServers for the stream's tables every interval until ctx
-// ends. A failed check is logged and tried again at the next tick: the stream itself
-// waits out a Redis that does not answer.
+// watchServers calls CheckServers for the stream's tables as soon as a session has
+// resolved them, then every interval until ctx ends. The worker is Ready only once the
+// first check is done, so that a flush it causes comes before anything a caller fills.
+// A failed check is logged and tried again at the next tick: the stream itself waits
+// out a Redis that does not answer.
 func (w *Worker) watchServers(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
+	const poll = 10 * time.Millisecond // while no session has resolved the tables
+	t := time.NewTimer(poll)
 	defer t.Stop()
 	for {
 		select {
@@ -66,10 +69,17 @@ func (w *Worker) watchServers(ctx context.Context, interval time.Duration) error
 		}
 		tables := w.stream.Tables()
 		if tables == nil {
-			continue // no session has resolved them yet; its start handles any gap
+			t.Reset(poll)
+			continue
 		}
-		if _, err := w.inv.CheckServers(ctx, w.slot, tables); err != nil && ctx.Err() == nil {
+		if _, err := w.inv.CheckServers(ctx, w.slot, tables); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			w.inv.log.Warn("could not check the Redis servers; trying again", slog.Any("error", err))
+		} else {
+			w.checked.Store(true)
 		}
+		t.Reset(interval)
 	}
 }

@@ -3,6 +3,7 @@ package invalidator
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -37,6 +38,8 @@ type Worker struct {
 	slot   string
 	// checkEvery is WorkerOptions.ServerCheckInterval with its default; 0 for off.
 	checkEvery time.Duration
+	// checked is set once the first server check is done (see watchServers).
+	checked atomic.Bool
 }
 
 // NewWorker checks the options and returns a Worker; nothing connects until Run.
@@ -74,9 +77,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Ready reports whether the worker is streaming: any gap has been invalidated and
-// changes are being applied.
-func (w *Worker) Ready() bool { return w.stream.Stats().Connected }
+// Ready reports whether the worker is streaming: any gap has been invalidated, the
+// Redis servers checked (see WorkerOptions.ServerCheckInterval), and changes are being
+// applied.
+func (w *Worker) Ready() bool {
+	return w.stream.Stats().Connected && (w.checkEvery == 0 || w.checked.Load())
+}
 
 // StreamStats returns the change stream's progress.
 func (w *Worker) StreamStats() cdc.Stats { return w.stream.Stats() }
