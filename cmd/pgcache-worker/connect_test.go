@@ -206,7 +206,7 @@ func TestWorkerRedisACL(t *testing.T) {
 	if s := f.repo.Stats(); s.Errors != 0 {
 		t.Fatalf("the application as %s counted %d Redis errors: the documented ACL lacks a command", user, s.Errors)
 	}
-	if !strings.Contains(w.logs.String(), "pgcache-worker starting") || strings.Contains(w.logs.String(), "NOPERM") {
+	if !strings.Contains(w.logs.String(), "pgcache-worker starting") || strings.Contains(w.logs.String(), "NOPERM") || strings.Contains(w.logs.String(), "no permissions") {
 		t.Fatalf("worker logs:\n%s", w.logs)
 	}
 	writeBackAsUser(t, f, prefix)
