@@ -9,6 +9,7 @@ const (
 	journalSuffix    = ":journal"
 	deadLetterSuffix = ":deadletter"
 	gapsSuffix       = ":gaps"
+	lookupsSuffix    = ":lookups"
 )
 
 // registrySep separates the table and the version in a registry field.
@@ -38,6 +39,12 @@ func (p Prefix) DeadLetter() string { return string(p) + deadLetterSuffix }
 // a whole-table invalidation because their changes were, or are about to be,
 // missed.
 func (p Prefix) Gaps() string { return string(p) + gapsSuffix }
+
+// Lookups returns the key of the prefix's lookup registry: a hash with one field per
+// (table, schema version, lookup) whose entries may be cached under the prefix (see
+// Space.LookupField), which the invalidator reads to know which lookup entries a
+// changed row's values name.
+func (p Prefix) Lookups() string { return string(p) + lookupsSuffix }
 
 // RegistryPattern returns a Redis SCAN MATCH pattern that matches the registry of
 // every prefix; ParseRegistry recovers the prefix of each key it matches.
