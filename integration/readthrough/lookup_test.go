@@ -730,3 +730,36 @@ func TestLookupReadYourWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestLookupNotUnique: a partial unique index lets several rows outside its predicate
+// share a value; a unique lookup then returns ErrNotUnique, never one of them, and
+// caches nothing.
+func TestLookupNotUnique(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `CREATE TABLE tickets (id bigint PRIMARY KEY, code text NOT NULL, open boolean NOT NULL)`)
+	e.exec(t, `CREATE UNIQUE INDEX tickets_open_code ON tickets (code) WHERE open`)
+	e.exec(t, `INSERT INTO tickets VALUES (1, 'x', false), (2, 'x', false), (3, 'y', true)`)
+	type Ticket struct {
+		ID   int64 `gorm:"primaryKey"`
+		Code string
+		Open bool
+	}
+	r, err := readthrough.Register[Ticket](lookupCache(t, e), readthrough.ModelOptions{Unique: [][]string{{"Code"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	for range 2 {
+		if tk, ok, err := r.By("Code").Get(ctx, "y"); err != nil || !ok || tk.ID != 3 {
+			t.Fatalf("ticket y = %+v, %v, %v", tk, ok, err)
+		}
+		if tk, ok, err := r.By("Code").Get(ctx, "x"); !errors.Is(err, readthrough.ErrNotUnique) || ok {
+			t.Fatalf("ticket x = %+v, %v, %v; want ErrNotUnique", tk, ok, err)
+		}
+	}
+	key, _ := r.By("Code").Key("x")
+	if n, err := e.rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
+		t.Fatalf("an ambiguous value is cached (%d, %v)", n, err)
+	}
+}
