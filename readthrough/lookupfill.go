@@ -214,7 +214,7 @@ func (r *Repository[T]) loadByValues(ctx context.Context, q lookupQuery, limit i
 		return nil, fmt.Errorf("readthrough: %s lookup %s of %s: %w", q.def.id.Kind(), q.def.id, r.model.schema.Name, err)
 	}
 	if q.def.id.Kind() == keys.Unique && len(rows) > 1 {
-		return nil, fmt.Errorf("%w: %s by %v: %d visible rows hold the values (a partial unique index?): none is returned", ErrNotUnique, r.model.schema.Name, q.canon, len(rows))
+		return nil, fmt.Errorf("%w: %s by %v: at least two visible rows hold the values (a partial unique index?): none is returned", ErrNotUnique, r.model.schema.Name, q.canon)
 	}
 	return rows, nil
 }

@@ -763,3 +763,66 @@ func TestLookupNotUnique(t *testing.T) {
 		t.Fatalf("an ambiguous value is cached (%d, %v)", n, err)
 	}
 }
+
+// TestLookupFlightJoinedAfterWrite: concurrent misses of a list in one process share
+// one fill, but a read that begins after a write returned never gets the list that
+// fill loaded before the write (read-your-writes): it waits for a fill of its own.
+func TestLookupFlightJoinedAfterWrite(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	migrate(t, e, &Item{})
+	e.exec(t, `INSERT INTO items (id, order_id, name) VALUES (1, 1, 'x')`)
+	r := items(t, lookupCache(t, e), readthrough.ModelOptions{})
+	ctx := ctxT(t)
+	key, err := r.ListBy("OrderID").Key(int64(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	joined := make(chan struct{}, 8)
+	rctx := testhooks.WithRead(ctx, &testhooks.Read{
+		AfterLoad: func(k string) {
+			if k == key {
+				once.Do(func() {
+					close(loaded)
+					<-release
+				})
+			}
+		},
+		Joined: func(k string) {
+			if k == key {
+				joined <- struct{}{}
+			}
+		},
+	})
+	get := func() <-chan []int64 {
+		out := make(chan []int64, 1)
+		go func() {
+			rows, err := r.ListBy("OrderID").Get(rctx, int64(1))
+			if err != nil {
+				t.Error(err)
+			}
+			out <- itemIDs(rows)
+		}()
+		return out
+	}
+	first := get()
+	wait(t, joined, "the first read to begin the fill")
+	wait(t, loaded, "the fill to load the list") // [1], not stored yet
+	if err := r.Create(ctx, &Item{ID: 2, OrderID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	second := get()                                     // begins after Create returned
+	wait(t, joined, "the second read to join the fill") // which loaded [1]
+	close(release)
+	if got := wait(t, first, "the first read"); !slices.Equal(got, []int64{1}) {
+		t.Fatalf("the read that began the fill got %v, want the [1] it loaded (else the test shows nothing)", got)
+	}
+	if got := wait(t, second, "the second read"); !slices.Equal(got, []int64{1, 2}) {
+		t.Fatalf("a read begun after Create returned got %v, want [1 2]", got)
+	}
+	if s := r.Stats(); s.FillsRefused != 1 {
+		t.Fatalf("stats %+v, want the first fill refused", s)
+	}
+}
