@@ -47,6 +47,13 @@
 //	<prefix>:deadletter      write-back writes given up on (Prefix.DeadLetter)
 //	<prefix>:gaps            tables owing a whole-table flush (Prefix.Gaps)
 //	<prefix>:servers:<slot>  the Redis servers a worker last flushed for (Prefix.Servers)
+//	<prefix>:lookups         the registry of cached lookups (Prefix.Lookups)
+//
+// The entries of a lookup by columns other than the primary key (a unique
+// column, a has-many list) have keys of their own, in the row keys' layout with
+// one more part (see Space.LookupKey):
+//
+//	<prefix>{<table>|<version>|<kind>=<col1>,<col2>|<v1>,<v2>}:v
 //
 // The table in an index key is escaped as in a row key, so it is the index's
 // hash tag. A field of the registry is "<table>|<version>", the table as given

@@ -263,3 +263,61 @@ func FuzzFromText(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLookupKeyRoundTrip: a lookup key parses back to its space, lookup and values,
+// shares a slot with its fence, is never a row key, and differs for other values or
+// columns.
+func FuzzLookupKeyRoundTrip(f *testing.F) {
+	f.Add("p", "public.users", "v1", true, "email", "", "a@b.c", "")
+	f.Add("p", `s."T|x"`, "v", false, "order_id", "tenant", "42", "a,b")
+	f.Add("p", "t", "v", true, "b", "a", "}:v{", "|")
+	f.Fuzz(func(t *testing.T, prefix, table, version string, unique bool, c1, c2, v1, v2 string) {
+		if table == "" {
+			table = "t"
+		}
+		s, err := keys.NewSpace(safeName(prefix, prefixAlphabet), table, safeName(version, versionAlphabet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kind := map[bool]keys.LookupKind{true: keys.Unique, false: keys.List}[unique]
+		cols, vals := []string{c1}, []string{v1}
+		if c2 != "" {
+			cols, vals = append(cols, c2), append(vals, v2)
+		}
+		l, err := keys.NewLookup(kind, cols...)
+		if err != nil {
+			if !errors.Is(err, keys.ErrBadSpace) {
+				t.Fatalf("NewLookup error %v does not wrap ErrBadSpace", err)
+			}
+			return
+		}
+		// Values go in the order of l.Columns.
+		if got := l.Columns(); !slices.Equal(got, cols) {
+			slices.Reverse(vals)
+		}
+		k := s.LookupKey(l, vals...)
+		if keys.HashSlot(k.Value()) != keys.HashSlot(k.Fence()) {
+			t.Fatalf("%q and %q in different slots", k.Value(), k.Fence())
+		}
+		for _, key := range []string{k.Value(), k.Fence()} {
+			gs, gl, gv, err := keys.ParseLookupKey(key)
+			if err != nil {
+				t.Fatalf("ParseLookupKey(%q): %v", key, err)
+			}
+			if gs != s || gl != l || !slices.Equal(gv, vals) {
+				t.Fatalf("ParseLookupKey(%q) = %+v, %v, %q; want %+v, %v, %q", key, gs, gl, gv, s, l, vals)
+			}
+			if _, _, err := keys.ParseKey(key); err == nil {
+				t.Fatalf("ParseKey accepts the lookup key %q", key)
+			}
+		}
+		if s.Key(vals...) == k {
+			t.Fatalf("row key and lookup key %q are equal", k.Value())
+		}
+		other := slices.Clone(vals)
+		other[0] += ","
+		if s.LookupKey(l, other...) == k {
+			t.Fatalf("values %q and %q give one key %q", vals, other, k.Value())
+		}
+	})
+}

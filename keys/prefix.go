@@ -10,6 +10,7 @@ const (
 	deadLetterSuffix = ":deadletter"
 	gapsSuffix       = ":gaps"
 	serversSuffix    = ":servers:"
+	lookupsSuffix    = ":lookups"
 )
 
 // registrySep separates the table and the version in a registry field.
@@ -45,6 +46,12 @@ func (p Prefix) Gaps() string { return string(p) + gapsSuffix }
 // server restarts or a replica is promoted, and with them, perhaps, deletions Redis
 // had acknowledged. slot is a replication slot name ([a-z0-9_]).
 func (p Prefix) Servers(slot string) string { return string(p) + serversSuffix + slot }
+
+// Lookups returns the key of the prefix's lookup registry: a hash with one field per
+// (table, schema version, lookup) whose entries may be cached under the prefix (see
+// Space.LookupField), which the invalidator reads to know which lookup entries a
+// changed row's values name.
+func (p Prefix) Lookups() string { return string(p) + lookupsSuffix }
 
 // RegistryPattern returns a Redis SCAN MATCH pattern that matches the registry of
 // every prefix; ParseRegistry recovers the prefix of each key it matches.

@@ -118,6 +118,19 @@ type ModelOptions struct {
 	// WriteBack configures the timeout and durability of write-back writes; it is
 	// used only under writepolicy.WriteBack.
 	WriteBack writeback.WriteOptions
+	// Unique registers cached lookups by unique values (Repository.By): each is one
+	// field, or the fields of a composite unique index in any order, by Go field name
+	// or column name. The table must have a unique index over exactly those columns
+	// (see lookup.go for what Register checks). Not with write-back.
+	Unique [][]string
+	// Lists registers cached has-many lists (Repository.ListBy): each is the field or
+	// fields (usually one foreign key) whose values select the rows. Not with
+	// write-back.
+	Lists [][]string
+	// ListCap is the most members a cached list holds: a longer list is read from
+	// Postgres on every read, not cached, and counted in Stats.List.OverCap.
+	// Default 1000.
+	ListCap int
 }
 
 func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
@@ -148,6 +161,9 @@ func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
 	if o.RedisTimeout == 0 {
 		o.RedisTimeout = c.opts.RedisTimeout
 	}
+	if o.ListCap == 0 {
+		o.ListCap = 1000
+	}
 	switch o.WritePolicy {
 	case writepolicy.Invalidate, writepolicy.WriteThrough, writepolicy.WriteBack:
 	default:
@@ -162,6 +178,8 @@ func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
 		return o, fmt.Errorf("%w: NegativeTTL %v is below Redis' 1ms resolution", ErrConfig, o.NegativeTTL)
 	case o.LoadTimeout < 0 || o.WaitTimeout < 0 || o.RedisTimeout < 0:
 		return o, fmt.Errorf("%w: timeouts must not be negative", ErrConfig)
+	case o.ListCap < 0:
+		return o, fmt.Errorf("%w: ListCap %d is negative: give the most members a cached list may hold, or 0 for the default", ErrConfig, o.ListCap)
 	case o.FenceDuration <= o.LoadTimeout:
 		return o, fmt.Errorf("%w: FenceDuration %v must exceed LoadTimeout %v: a fill that outlives its lease is refused, so every slow load would be wasted",
 			ErrConfig, o.FenceDuration, o.LoadTimeout)
@@ -245,6 +263,9 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		return nil, err
 	}
 	if err := m.markUnscopedFills(c.opts.Prefix, opts); err != nil {
+		return nil, err
+	}
+	if m.lookups, err = parseLookups(c.db, m, opts); err != nil {
 		return nil, err
 	}
 	if m.space.Version() == writeBackVersion {

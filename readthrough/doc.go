@@ -10,6 +10,15 @@
 // share one load per process and one across processes. Redis failures fall back to
 // Postgres and are counted, not returned.
 //
+// # Lookups
+//
+// A model may register lookups by unique columns (ModelOptions.Unique, read with
+// By) and has-many lists (ModelOptions.Lists, read with ListBy). Their entries hold
+// primary keys only; the rows come through the primary-key path and are checked
+// against the values asked for, so an entry a row has left is found stale, deleted
+// and filled again, never returned. Fills are fenced as rows' are; writes through the
+// library delete the entries the written row's values name (see lookup.go).
+//
 // # What is cached
 //
 // A row is cached as its column record: for each column GORM maps (schema.DBNames,

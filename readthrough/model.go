@@ -37,6 +37,10 @@ type model struct {
 	// envelope starts every entry of a write-back model ("" for other models).
 	softDelete *schema.Field
 	envelope   string
+
+	// lookups are the model's registered lookups by unique values and lists (see
+	// lookup.go); nil if none.
+	lookups *lookups
 }
 
 func parseModel(db *gorm.DB, value any, prefix string, opts ModelOptions) (*model, error) {

@@ -16,6 +16,27 @@ type Stats struct {
 	Errors        uint64 // Redis failures: a read went to Postgres instead, or a committed write left its stale entry to the invalidator and the TTL, or a write-back write failed
 	Invalidations uint64 // rows invalidated through the repository (by Invalidate or after a write)
 	Writes        uint64 // writes through the repository that committed (in a transaction: counted at its commit; write-back: that Redis acknowledged)
+	// Unique and List count the lookups by unique values (By) and by list (ListBy).
+	// Their loads, fills and the row reads they make are also counted above.
+	Unique, List LookupStats
+}
+
+// LookupStats counts the reads of one kind of lookup.
+type LookupStats struct {
+	Hits    uint64 // reads whose entry was cached (its rows may still be misses)
+	Misses  uint64 // reads that found no entry and filled it (or read Postgres)
+	Stale   uint64 // entries found stale by the check on read (a named row gone, hidden, or holding other values): deleted and filled again
+	OverCap uint64 // lists longer than ModelOptions.ListCap, read from Postgres and not cached
+}
+
+func (s LookupStats) add(o LookupStats) LookupStats {
+	return LookupStats{Hits: s.Hits + o.Hits, Misses: s.Misses + o.Misses, Stale: s.Stale + o.Stale, OverCap: s.OverCap + o.OverCap}
+}
+
+type lookupCounters struct{ hits, misses, stale, overCap atomic.Uint64 }
+
+func (c *lookupCounters) snapshot() LookupStats {
+	return LookupStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Stale: c.stale.Load(), OverCap: c.overCap.Load()}
 }
 
 func (s Stats) add(o Stats) Stats {
@@ -32,6 +53,8 @@ func (s Stats) add(o Stats) Stats {
 		Errors:        s.Errors + o.Errors,
 		Invalidations: s.Invalidations + o.Invalidations,
 		Writes:        s.Writes + o.Writes,
+		Unique:        s.Unique.add(o.Unique),
+		List:          s.List.add(o.List),
 	}
 }
 
@@ -39,6 +62,7 @@ type counters struct {
 	hits, negativeHits, misses, loads, fills, fillsRefused atomic.Uint64
 	stampedeWaits, decodeErrors, errors, invalidations     atomic.Uint64
 	writes, uncacheable                                    atomic.Uint64
+	unique, list                                           lookupCounters
 }
 
 func (c *counters) snapshot() Stats {
@@ -55,5 +79,7 @@ func (c *counters) snapshot() Stats {
 		Errors:        c.errors.Load(),
 		Invalidations: c.invalidations.Load(),
 		Writes:        c.writes.Load(),
+		Unique:        c.unique.snapshot(),
+		List:          c.list.snapshot(),
 	}
 }

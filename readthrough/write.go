@@ -120,7 +120,8 @@ func (r *Repository[T]) write(ctx context.Context, row *T, o op) error {
 		// under it either, and the invalidator handles the row by its change.
 		return fmt.Errorf("readthrough: %s %s: written, but %w", o, r.model.schema.Name, err)
 	}
-	r.committed(ctx, k, r.model.id(ctx, rv))
+	// The row may have entered the lookup entries its values name (see lookup.go).
+	r.committed(ctx, k, r.model.id(ctx, rv), r.writtenLookupKeys(ctx, rv)...)
 	return nil
 }
 
@@ -134,13 +135,19 @@ func (r *Repository[T]) checkTx(o op) error {
 }
 
 // committed applies the write policy to the row's entry now, or, in a transaction,
-// after it commits.
-func (r *Repository[T]) committed(ctx context.Context, k keys.Key, id any) {
+// after it commits; the lookup entries lks are deleted with it.
+func (r *Repository[T]) committed(ctx context.Context, k keys.Key, id any, lks ...keys.Key) {
 	out := r.clone()
 	out.db, out.inTx, out.tx = r.base, false, nil
-	effect := func(ctx context.Context) { out.afterCommit(ctx, k, id) }
+	effect := func(ctx context.Context) { out.afterCommit(ctx, k, id, lks) }
 	if r.tx != nil {
-		r.tx.onCommit(k.Value(), effect, &r.stats.writes)
+		// One effect per row and lookup entries: two writes of a row in one
+		// transaction with other lookup values must both delete theirs.
+		name := k.Value()
+		for _, lk := range lks {
+			name += "\x00" + lk.Value()
+		}
+		r.tx.onCommit(name, effect, &r.stats.writes)
 		return
 	}
 	r.stats.writes.Add(1)
@@ -149,9 +156,9 @@ func (r *Repository[T]) committed(ctx context.Context, k keys.Key, id any) {
 }
 
 // afterCommit deletes the row's entry and, under write-through, fills it again.
-func (r *Repository[T]) afterCommit(ctx context.Context, k keys.Key, id any) {
+func (r *Repository[T]) afterCommit(ctx context.Context, k keys.Key, id any, lks []keys.Key) {
 	testhooks.AfterCommit(ctx, k.Value())
-	if err := r.store.Invalidate(ctx, k); err != nil {
+	if err := r.store.Invalidate(ctx, append([]keys.Key{k}, lks...)...); err != nil {
 		r.stats.errors.Add(1)
 		r.warn("write committed, but its cache entry could not be deleted; the invalidator and the entry's TTL will remove it",
 			slog.String("key", k.Value()), slog.Any("error", err))

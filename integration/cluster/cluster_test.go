@@ -39,6 +39,7 @@ func TestCluster(t *testing.T) {
 	t.Run("reads and invalidation", func(t *testing.T) { testReads(t, rdb) })
 	t.Run("writes", func(t *testing.T) { testWrites(t, rdb) })
 	t.Run("table flush races a fill", func(t *testing.T) { testFlushRace(t, cl) })
+	t.Run("lookups", func(t *testing.T) { testLookups(t, rdb) })
 }
 
 // testReads: reads, multi-gets, fenced fills and change-driven invalidation work on a

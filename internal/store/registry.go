@@ -41,14 +41,49 @@ type Model struct {
 	// be seen by every build), so the entry says which version wrote it. See
 	// TakeLeases.
 	Entry string
+	// lookups and lookupField: for a Model from WithLookup, the lookup registry's
+	// key and the lookup's field, announced with every lease.
+	lookups, lookupField string
+}
+
+// WithLookup returns m for the entries of lookup l: a lease taken with it announces
+// l in the prefix's lookup registry (keys.Prefix.Lookups) as well as the table and
+// version in the registry, in the same round trip, before the lease. The invalidator
+// reads the lookup registry after a commit, so a lookup fill whose lease predates the
+// commit is known to it, as a row's version is (see the top of this file). The keys
+// leased with it are the lookup's (keys.Space.LookupKey), and go to the table's
+// index like rows, so a table flush deletes them.
+func (m Model) WithLookup(l keys.Lookup) Model {
+	m.lookups = keys.Prefix(m.space.Prefix()).Lookups()
+	m.lookupField = m.space.LookupField(l)
+	return m
 }
 
 // Space returns the key space given to NewModel.
 func (m Model) Space() keys.Space { return m.space }
 
-// announce adds the command recording m in the registry to p.
-func (s *Store) announce(ctx context.Context, p redis.Pipeliner, m Model) *redis.IntCmd {
-	return p.HSet(ctx, m.registry, m.field, time.Now().UnixMilli())
+// announce adds the commands recording m in the registry (and, for a lookup's Model,
+// in the lookup registry) to p. The returned command fails if either failed.
+func (s *Store) announce(ctx context.Context, p redis.Pipeliner, m Model) announcement {
+	now := time.Now().UnixMilli()
+	a := announcement{p.HSet(ctx, m.registry, m.field, now), nil}
+	if m.lookupField != "" {
+		a[1] = p.HSet(ctx, m.lookups, m.lookupField, now)
+	}
+	return a
+}
+
+// announcement holds the commands of announce.
+type announcement [2]*redis.IntCmd
+
+// Err returns the first error of the announcement's commands.
+func (a announcement) Err() error {
+	for _, c := range a {
+		if c != nil && c.Err() != nil {
+			return c.Err()
+		}
+	}
+	return nil
 }
 
 // Versions returns the announced versions of every table under prefix.

@@ -212,7 +212,7 @@ func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.D
 		return nil, fmt.Errorf("store: lease %d keys of %s: the Model has no table index; build it with NewModel", len(ks), m.space.Table())
 	}
 	var (
-		reg *redis.IntCmd
+		reg announcement
 		idx *redis.Cmd
 	)
 	cmds := make([]*redis.Cmd, len(ks))

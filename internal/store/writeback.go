@@ -123,7 +123,7 @@ func (s *Store) journal(ctx context.Context, m Model, script *redis.Script, k ke
 	}
 	defer cancel()
 	var (
-		reg    *redis.IntCmd
+		reg    announcement
 		cmd    *redis.Cmd
 		waited *redis.Cmd
 	)

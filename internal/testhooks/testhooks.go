@@ -24,6 +24,10 @@ type Read struct {
 	// Unfenced makes fills plain SETs, as caches without fencing do, to show that the
 	// tests of fencing can fail.
 	Unfenced bool
+	// Unchecked makes lookups return the rows an entry names without checking that
+	// they still hold the values asked for, as caches of index entries without the
+	// check do, to show that the tests of the check can fail.
+	Unchecked bool
 }
 
 type readKey struct{}
@@ -71,6 +75,12 @@ func AfterCommit(ctx context.Context, key string) {
 func Unfenced(ctx context.Context) bool {
 	h := read(ctx)
 	return h != nil && h.Unfenced
+}
+
+// Unchecked reports whether ctx asks lookups not to check the rows they return.
+func Unchecked(ctx context.Context) bool {
+	h := read(ctx)
+	return h != nil && h.Unchecked
 }
 
 // Flush holds the hooks of a write-back flusher. Each may be nil. They run for a
