@@ -482,7 +482,7 @@ func BenchmarkDecoderChanges(b *testing.B) {
 	for i := range 100 {
 		id := fmt.Sprint(i)
 		msgs = append(msgs, encInsert(relWide, text(id), text("user"+id+"@example.com"), text("42"), text("a note of some length")),
-			encUpdate(relWide, 0, nil, []val{text(id), text("user"+id+"@example.org"), text("43"), toast}))
+			encUpdate(relWide, 0, nil, []val{text(id), text("user" + id + "@example.org"), text("43"), toast}))
 	}
 	d := cdc.NewDecoder()
 	if _, err := d.Decode(wideRel); err != nil {
