@@ -18,6 +18,12 @@ type LSN = pglogrepl.LSN
 type Column struct {
 	Name    string
 	TypeOID uint32
+	// BaseTypeOID is the type the column's values are spelled as: TypeOID, or for a
+	// domain its base type (through domains over domains), as the decoder was told
+	// ([Decoder.SetDomains]). Postgres names the domain in TypeOID and prints values
+	// as its base type does: a key built from them must read them as the base type,
+	// as the application side does from the catalog.
+	BaseTypeOID uint32
 	// Key reports whether the column is part of the table's replica identity: the
 	// primary key under REPLICA IDENTITY DEFAULT, the index's columns under USING
 	// INDEX, every column under FULL. Which columns form the primary key is what
@@ -157,6 +163,8 @@ type Decoder struct {
 	// the transaction in progress.
 	maxChanges int
 	whole      map[[2]string]bool
+	// domains: the base type of each domain, by the domain's type OID.
+	domains map[uint32]uint32
 	// oldTuple and newTuple are reused by every change: a tuple's values alias the
 	// message only while it is decoded, and are copied into a Row.
 	oldTuple, newTuple []tupleCol
@@ -203,6 +211,11 @@ func (d *Decoder) SetPartitions(rootSchema, rootName string, partitions [][2]str
 		d.partitions[p] = root
 	}
 }
+
+// SetDomains tells the decoder the base type of domains, by the domain's type OID
+// (pg_type.typbasetype, resolved through domains over domains), for
+// [Column.BaseTypeOID]. Call it before the relation messages are decoded.
+func (d *Decoder) SetDomains(base map[uint32]uint32) { d.domains = base }
 
 // SetMaxChanges bounds the memory a transaction takes: once it has n row changes, the
 // decoder keeps one change per table it touched, with a nil Key (touching every row of
@@ -349,7 +362,12 @@ func (d *Decoder) relation(r *reader) error {
 	rel.Columns = make([]Column, n)
 	for i := range rel.Columns {
 		flags := r.u8()
-		rel.Columns[i] = Column{Name: r.cstring(), TypeOID: r.u32(), Key: flags&1 != 0}
+		c := Column{Name: r.cstring(), TypeOID: r.u32(), Key: flags&1 != 0}
+		c.BaseTypeOID = c.TypeOID
+		if base, ok := d.domains[c.TypeOID]; ok {
+			c.BaseTypeOID = base
+		}
+		rel.Columns[i] = c
 		r.u32() // type modifier
 	}
 	if r.err != nil {

@@ -111,7 +111,7 @@ func TestDecoderTransaction(t *testing.T) {
 		}
 	}
 	rel := tx.Changes[1].Relation
-	wantCols := []cdc.Column{{Name: "order_id", TypeOID: oidUUID, Key: true}, {Name: "line", TypeOID: oidInt4, Key: true}}
+	wantCols := []cdc.Column{{Name: "order_id", TypeOID: oidUUID, BaseTypeOID: oidUUID, Key: true}, {Name: "line", TypeOID: oidInt4, BaseTypeOID: oidInt4, Key: true}}
 	if got := rel.KeyColumns(); !reflect.DeepEqual(got, wantCols) {
 		t.Errorf("KeyColumns = %+v, want %+v", got, wantCols)
 	}
@@ -616,5 +616,24 @@ func TestValueKindString(t *testing.T) {
 		if got := k.String(); got != want {
 			t.Errorf("ValueKind(%d).String() = %q, want %q", uint8(k), got, want)
 		}
+	}
+}
+
+// TestDecoderDomains: a domain column's values are spelled as its base type's.
+func TestDecoderDomains(t *testing.T) {
+	const (
+		relCodes  = 16470
+		oidBpchar = 1042
+		oidCode4  = 90001 // a domain over char(4)
+		oidMood   = 90002 // an enum: no base type
+	)
+	d := cdc.NewDecoder()
+	d.SetDomains(map[uint32]uint32{oidCode4: oidBpchar})
+	txs := decodeWith(t, d,
+		encRelation(relCodes, "public", "codes", 'd', col{"id", oidInt8, true}, col{"code", oidCode4, false}, col{"mood", oidMood, false}),
+		encBegin(0x10, 1), encInsert(relCodes, text("1"), text("ab  "), text("happy")), encCommit(0x10, 0x20))
+	cols := txs[0].Changes[0].Relation.Columns
+	if cols[1].TypeOID != oidCode4 || cols[1].BaseTypeOID != oidBpchar || cols[2].BaseTypeOID != oidMood || cols[0].BaseTypeOID != oidInt8 {
+		t.Errorf("columns %+v: want the domain's base type, the others' own", cols)
 	}
 }

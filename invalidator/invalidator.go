@@ -418,7 +418,7 @@ func canonical(rel *cdc.Relation, vals []string) ([]string, error) {
 	}
 	out := make([]string, len(vals))
 	for j, i := range keys.Order(names) {
-		s, err := keys.FromText(keys.KindOf(cols[i].TypeOID), vals[i])
+		s, err := keys.FromText(kindOf(cols[i]), vals[i])
 		if err != nil {
 			return nil, err
 		}
@@ -460,4 +460,15 @@ func (v *Invalidator) retry(ctx context.Context, f func(context.Context) error) 
 			v.log.Warn("redis failed; retrying", slog.Any("error", err), slog.Duration("in", wait))
 		}))
 	return err
+}
+
+// kindOf returns the Kind of col's values: that of its base type for a domain (which
+// Postgres names in the relation message, while it prints values as the base type
+// does, and the application side reads the base type from the catalog). An enum's is
+// Text.
+func kindOf(col cdc.Column) keys.Kind {
+	if col.BaseTypeOID != 0 {
+		return keys.KindOf(col.BaseTypeOID)
+	}
+	return keys.KindOf(col.TypeOID)
 }

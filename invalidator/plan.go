@@ -180,7 +180,7 @@ func lookupValues(rel *cdc.Relation, idx []int, row, fallback cdc.Row) ([]string
 		case cdc.ValueNull:
 			return nil, nil
 		case cdc.ValueText:
-			s, err := keys.FromText(keys.KindOf(col.TypeOID), v.Text)
+			s, err := keys.FromText(kindOf(col), v.Text)
 			if err != nil && missing == nil {
 				missing = fmt.Errorf("column %s: %w", col.Name, err)
 			}
