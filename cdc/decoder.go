@@ -18,6 +18,12 @@ type LSN = pglogrepl.LSN
 type Column struct {
 	Name    string
 	TypeOID uint32
+	// BaseTypeOID is the type the column's values are spelled as: TypeOID, or for a
+	// domain its base type (through domains over domains), as the decoder was told
+	// ([Decoder.SetDomains]). Postgres names the domain in TypeOID and prints values
+	// as its base type does: a key built from them must read them as the base type,
+	// as the application side does from the catalog.
+	BaseTypeOID uint32
 	// Key reports whether the column is part of the table's replica identity: the
 	// primary key under REPLICA IDENTITY DEFAULT, the index's columns under USING
 	// INDEX, every column under FULL. Which columns form the primary key is what
@@ -99,6 +105,14 @@ type Change struct {
 	// OldKey is set for an Update that changed the key: the key of the old row, which
 	// Postgres sends only when it differs. It is nil otherwise.
 	OldKey []string
+	// New holds the new row's values for Insert and Update. Old holds the old row's
+	// values where the message carries the old row: for Delete, and for an Update
+	// under REPLICA IDENTITY FULL (always), or one that changed the replica
+	// identity's columns (then only those columns are sent: the others are
+	// ValueNotSent). Either is the zero Row (Len 0) when the change has no such row,
+	// and both are for Truncate and the changes of a Whole transaction. An unchanged
+	// TOAST value of New is ValueUnchangedTOAST even when Old holds it.
+	New, Old Row
 }
 
 // String describes the change for logs and tests: its kind, table and key, such as
@@ -121,6 +135,8 @@ type Tx struct {
 	EndLSN     LSN
 	CommitTime time.Time
 	Changes    []Change
+	// rowBytes: the bytes of the values the changes' rows keep.
+	rowBytes int
 	// Whole reports that the transaction had more row changes than the decoder keeps
 	// (Options.MaxTxChanges): Changes holds one change per table, with a nil Key.
 	Whole bool
@@ -147,6 +163,11 @@ type Decoder struct {
 	// the transaction in progress.
 	maxChanges int
 	whole      map[[2]string]bool
+	// domains: the base type of each domain, by the domain's type OID.
+	domains map[uint32]uint32
+	// oldTuple and newTuple are reused by every change: a tuple's values alias the
+	// message only while it is decoded, and are copied into a Row.
+	oldTuple, newTuple []tupleCol
 }
 
 // NewDecoder returns a Decoder with no relations and no transaction in progress.
@@ -190,6 +211,11 @@ func (d *Decoder) SetPartitions(rootSchema, rootName string, partitions [][2]str
 		d.partitions[p] = root
 	}
 }
+
+// SetDomains tells the decoder the base type of domains, by the domain's type OID
+// (pg_type.typbasetype, resolved through domains over domains), for
+// [Column.BaseTypeOID]. Call it before the relation messages are decoded.
+func (d *Decoder) SetDomains(base map[uint32]uint32) { d.domains = base }
 
 // SetMaxChanges bounds the memory a transaction takes: once it has n row changes, the
 // decoder keeps one change per table it touched, with a nil Key (touching every row of
@@ -336,7 +362,12 @@ func (d *Decoder) relation(r *reader) error {
 	rel.Columns = make([]Column, n)
 	for i := range rel.Columns {
 		flags := r.u8()
-		rel.Columns[i] = Column{Name: r.cstring(), TypeOID: r.u32(), Key: flags&1 != 0}
+		c := Column{Name: r.cstring(), TypeOID: r.u32(), Key: flags&1 != 0}
+		c.BaseTypeOID = c.TypeOID
+		if base, ok := d.domains[c.TypeOID]; ok {
+			c.BaseTypeOID = base
+		}
+		rel.Columns[i] = c
 		r.u32() // type modifier
 	}
 	if r.err != nil {
@@ -404,42 +435,59 @@ func (d *Decoder) change(typ byte, r *reader) error {
 	if err != nil {
 		return err
 	}
+	// The tuples alias msg, of which Decode keeps no reference.
+	defer func() { clear(d.oldTuple); clear(d.newTuple) }()
 	var old, cur []tupleCol
 	switch {
 	case typ == 'I' && kind == 'N':
-		cur, err = r.tuple(rel)
+		cur, err = r.tuple(rel, &d.newTuple)
 	case typ == 'U' && (kind == 'K' || kind == 'O'):
-		if old, err = r.tuple(rel); err != nil {
+		if old, err = r.tuple(rel, &d.oldTuple); err != nil {
 			return err
 		}
 		if b := r.u8(); r.err == nil && b != 'N' {
 			return fmt.Errorf("tuple type %q after the old tuple, want 'N'", b)
 		}
-		cur, err = r.tuple(rel)
+		cur, err = r.tuple(rel, &d.newTuple)
 	case typ == 'U' && kind == 'N':
-		cur, err = r.tuple(rel)
+		cur, err = r.tuple(rel, &d.newTuple)
 	case typ == 'D' && (kind == 'K' || kind == 'O'):
-		old, err = r.tuple(rel)
+		old, err = r.tuple(rel, &d.oldTuple)
 	default:
 		return fmt.Errorf("unexpected tuple type %q", kind)
 	}
 	if err != nil {
 		return err
 	}
+	if d.whole != nil {
+		// Past maxChanges: the table's change has no key and no rows.
+		d.addWhole(Change{Kind: changeKinds[typ], Relation: rel})
+		return nil
+	}
 
+	// The rows are kept within maxChanges: past it, add drops this change for a
+	// keyless one, and the rows with it. The key's values are taken from the rows'
+	// text where the rows keep them.
 	c := Change{Relation: rel}
+	keep := d.maxChanges <= 0 || len(d.tx.Changes) < d.maxChanges
+	if cur != nil {
+		c.New = row(rel, cur, false, keep, &d.tx.rowBytes)
+	}
+	if old != nil {
+		c.Old = row(rel, old, kind == 'K', keep, &d.tx.rowBytes)
+	}
 	switch typ {
 	case 'I':
 		c.Kind = Insert
-		c.Key = key(rel, cur, nil)
+		c.Key = key(rel, cur, nil, c.New, Row{})
 	case 'U':
 		c.Kind = Update
-		c.Key = key(rel, cur, old)
+		c.Key = key(rel, cur, old, c.New, c.Old)
 		if old != nil {
 			// A 'K' tuple comes only when the key changed, but an 'O' tuple (REPLICA
 			// IDENTITY FULL) comes always: compare. An old key that cannot be read
 			// leaves the new key unknown too, so the handler covers the whole table.
-			oldKey := key(rel, old, nil)
+			oldKey := key(rel, old, nil, c.Old, Row{})
 			switch {
 			case oldKey == nil && len(rel.keyIdx) > 0:
 				c.Key = nil
@@ -449,11 +497,13 @@ func (d *Decoder) change(typ byte, r *reader) error {
 		}
 	case 'D':
 		c.Kind = Delete
-		c.Key = key(rel, old, nil)
+		c.Key = key(rel, old, nil, c.Old, Row{})
 	}
 	d.add(c)
 	return nil
 }
+
+var changeKinds = [256]ChangeKind{'I': Insert, 'U': Update, 'D': Delete}
 
 // add adds a row change to the transaction, or a keyless change of its table once the
 // transaction is past maxChanges.
@@ -466,7 +516,7 @@ func (d *Decoder) add(c Change) {
 		d.tx.Whole = true
 		d.whole = make(map[[2]string]bool)
 		rows := d.tx.Changes
-		d.tx.Changes = nil
+		d.tx.Changes, d.tx.rowBytes = nil, 0
 		for _, c := range rows {
 			d.addWhole(c)
 		}
@@ -531,21 +581,26 @@ func (c tupleCol) hasValue() bool { return c.kind == 't' || c.kind == 'b' }
 
 // key returns the values of rel's key columns in t, taking an unchanged TOAST value
 // from fallback (the old row) when it has one. It returns nil when the relation has no
-// key columns or a key value is missing.
-func key(rel *Relation, t, fallback []tupleCol) []string {
+// key columns or a key value is missing. tRow and fallbackRow are the Rows of t and
+// fallback: a value they keep is shared rather than copied.
+func key(rel *Relation, t, fallback []tupleCol, tRow, fallbackRow Row) []string {
 	if len(rel.keyIdx) == 0 {
 		return nil
 	}
 	k := make([]string, len(rel.keyIdx))
 	for i, j := range rel.keyIdx {
-		c := t[j]
+		c, r := t[j], tRow
 		if c.kind == 'u' && fallback != nil {
-			c = fallback[j]
+			c, r = fallback[j], fallbackRow
 		}
 		if !c.hasValue() {
 			return nil
 		}
-		k[i] = string(c.data)
+		if v, ok := r.kept(j); ok {
+			k[i] = v
+		} else {
+			k[i] = string(c.data)
+		}
 	}
 	return k
 }
@@ -630,8 +685,9 @@ func (r *reader) cstring() string {
 	return ""
 }
 
-// tuple reads a TupleData of rel, which must have one value per column of rel.
-func (r *reader) tuple(rel *Relation) ([]tupleCol, error) {
+// tuple reads a TupleData of rel, which must have one value per column of rel, into
+// *buf, which it grows as needed, and returns it.
+func (r *reader) tuple(rel *Relation, buf *[]tupleCol) ([]tupleCol, error) {
 	n := int(r.u16())
 	if r.err != nil {
 		return nil, r.err
@@ -639,7 +695,11 @@ func (r *reader) tuple(rel *Relation) ([]tupleCol, error) {
 	if n != len(rel.Columns) {
 		return nil, fmt.Errorf("tuple of %d columns for relation %d (%s.%s) of %d columns", n, rel.ID, rel.Schema, rel.Name, len(rel.Columns))
 	}
-	t := make([]tupleCol, n)
+	if cap(*buf) < n {
+		*buf = make([]tupleCol, n)
+	}
+	t := (*buf)[:n]
+	clear(t)
 	for i := range t {
 		t[i].kind = r.u8()
 		switch t[i].kind {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,7 +111,7 @@ func TestDecoderTransaction(t *testing.T) {
 		}
 	}
 	rel := tx.Changes[1].Relation
-	wantCols := []cdc.Column{{Name: "order_id", TypeOID: oidUUID, Key: true}, {Name: "line", TypeOID: oidInt4, Key: true}}
+	wantCols := []cdc.Column{{Name: "order_id", TypeOID: oidUUID, BaseTypeOID: oidUUID, Key: true}, {Name: "line", TypeOID: oidInt4, BaseTypeOID: oidInt4, Key: true}}
 	if got := rel.KeyColumns(); !reflect.DeepEqual(got, wantCols) {
 		t.Errorf("KeyColumns = %+v, want %+v", got, wantCols)
 	}
@@ -468,5 +469,171 @@ func TestDecoderLargeTransactionMemory(t *testing.T) {
 	}
 	if bounded > 2<<20 {
 		t.Errorf("with a bound of 1000 changes, %d rows took %d bytes", rows, bounded)
+	}
+}
+
+// BenchmarkDecoderChanges decodes a transaction of 100 inserts and 100 updates of a
+// four-column row.
+func BenchmarkDecoderChanges(b *testing.B) {
+	const relWide = 16450
+	wideRel := encRelation(relWide, "public", "wide", 'd', col{"id", oidInt8, true}, col{"email", oidText, false},
+		col{"order_id", oidInt8, false}, col{"note", oidText, false})
+	var msgs [][]byte
+	for i := range 100 {
+		id := fmt.Sprint(i)
+		msgs = append(msgs, encInsert(relWide, text(id), text("user"+id+"@example.com"), text("42"), text("a note of some length")),
+			encUpdate(relWide, 0, nil, []val{text(id), text("user" + id + "@example.org"), text("43"), toast}))
+	}
+	d := cdc.NewDecoder()
+	if _, err := d.Decode(wideRel); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.Decode(encBegin(0x10, 1)); err != nil {
+			b.Fatal(err)
+		}
+		for _, m := range msgs {
+			if _, err := d.Decode(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := d.Decode(encCommit(0x10, 0x20)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// rowsOf renders a change's rows as "new / old" for comparison.
+func rowsOf(c cdc.Change) string { return c.New.String() + " / " + c.Old.String() }
+
+// TestDecoderRows: a change carries the new row's values and, where the message has
+// it, the old row's, telling a value from NULL, an unchanged TOAST value, a value too
+// long to keep and a column the old row does not send.
+func TestDecoderRows(t *testing.T) {
+	const relUsers = 16460
+	// Columns id (primary key), email, org_id; the USING INDEX variant marks email.
+	usersRel := func(identity byte, keyCols ...string) []byte {
+		cols := []col{{"id", oidInt8, false}, {"email", oidText, false}, {"org_id", oidInt8, false}}
+		for i := range cols {
+			cols[i].key = identity == 'f' || slices.Contains(keyCols, cols[i].name)
+		}
+		return encRelation(relUsers, "app", "users", identity, cols...)
+	}
+	long := strings.Repeat("x", cdc.MaxValueLen+1)
+	edge := strings.Repeat("y", cdc.MaxValueLen)
+	d := cdc.NewDecoder()
+	d.SetPrimaryKey("app", "users", []string{"id"})
+	txs := decodeWith(t, d,
+		usersRel('d', "id"),
+		encBegin(0x10, 1),
+		encInsert(relUsers, text("1"), text("a@b.c"), null),
+		encUpdate(relUsers, 0, nil, []val{text("1"), toast, text("7")}),
+		// The primary key changed: the old row carries the identity (id) alone.
+		encUpdate(relUsers, 'K', []val{text("1"), null, null}, []val{text("2"), text("a@b.c"), text("7")}),
+		encDelete(relUsers, 'K', text("2"), null, null),
+		encInsert(relUsers, text("3"), text(long), text(edge)),
+		encInsert(relUsers, text("4"), val{kind: 'b', text: "\x01"}, text("")),
+		encTruncate(0, relUsers),
+		encCommit(0x10, 0x20),
+		// REPLICA IDENTITY FULL: the old row comes whole, nulls are nulls.
+		usersRel('f'),
+		encBegin(0x30, 2),
+		encUpdate(relUsers, 'O', []val{text("3"), text("a@b.c"), null}, []val{text("3"), text("d@e.f"), null}),
+		encDelete(relUsers, 'O', text("3"), text("d@e.f"), null),
+		encCommit(0x30, 0x40),
+		// USING INDEX on email: the old row carries the email alone.
+		usersRel('i', "email"),
+		encBegin(0x50, 3),
+		encUpdate(relUsers, 'K', []val{null, text("d@e.f"), null}, []val{text("3"), text("g@h.i"), text("8")}),
+		encCommit(0x50, 0x60),
+	)
+	var got []string
+	for _, tx := range txs {
+		for _, c := range tx.Changes {
+			got = append(got, c.Kind.String()+" "+rowsOf(c))
+		}
+	}
+	want := []string{
+		`insert ("1" "a@b.c" NULL) / ()`,
+		`update ("1" <unchanged toast> "7") / ()`,
+		`update ("2" "a@b.c" "7") / ("1" <not sent> <not sent>)`,
+		`delete () / ("2" <not sent> <not sent>)`,
+		`insert ("3" <not kept> "` + edge + `") / ()`,
+		`insert ("4" <not kept> "") / ()`,
+		`truncate () / ()`,
+		`update ("3" "d@e.f" NULL) / ("3" "a@b.c" NULL)`,
+		`delete () / ("3" "d@e.f" NULL)`,
+		`update ("3" "g@h.i" "8") / (<not sent> "d@e.f" <not sent>)`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The keys are as before: the USING INDEX update's old key is unknown, so its key is.
+	if got := describeAll(txs[2].Changes); !reflect.DeepEqual(got, []string{`update app.users []`}) {
+		t.Errorf("USING INDEX update: %q", got)
+	}
+	c := txs[0].Changes[0]
+	if v := c.New.Value(1); v != (cdc.Value{Kind: cdc.ValueText, Text: "a@b.c"}) {
+		t.Errorf("Value(1) = %+v", v)
+	}
+	if c.New.Len() != 3 || c.Old.Len() != 0 {
+		t.Errorf("insert: New.Len %d, Old.Len %d; want 3, 0", c.New.Len(), c.Old.Len())
+	}
+}
+
+// TestDecoderRowBytesBound: a transaction keeps at most a bounded amount of row
+// values; the rows of its further changes are not kept, their keys are.
+func TestDecoderRowBytesBound(t *testing.T) {
+	value := strings.Repeat("v", cdc.MaxValueLen)
+	msgs := [][]byte{itemsRel, encBegin(0x10, 1)}
+	const rows = 10000 // 40 MB of values, past the 32 MB bound
+	for i := range rows {
+		msgs = append(msgs, encInsert(relItems, text(fmt.Sprint(i)), text(value)))
+	}
+	msgs = append(msgs, encCommit(0x10, 0x20))
+	tx := decodeAll(t, msgs...)[0]
+	if tx.Whole || len(tx.Changes) != rows {
+		t.Fatalf("whole %v, %d changes; want %d row changes", tx.Whole, len(tx.Changes), rows)
+	}
+	first, last := tx.Changes[0], tx.Changes[rows-1]
+	if v := first.New.Value(1); v.Kind != cdc.ValueText || v.Text != value {
+		t.Errorf("first change keeps no value: %v", v.Kind)
+	}
+	if v := last.New.Value(1); v.Kind != cdc.ValueNotKept {
+		t.Errorf("last change: value kind %v, want not kept", v.Kind)
+	}
+	if want := fmt.Sprint(rows - 1); !reflect.DeepEqual(last.Key, []string{want}) {
+		t.Errorf("last change: key %q, want [%q]", last.Key, want)
+	}
+}
+
+func TestValueKindString(t *testing.T) {
+	for k, want := range map[cdc.ValueKind]string{
+		cdc.ValueText: "text", cdc.ValueNull: "null", cdc.ValueUnchangedTOAST: "unchanged toast",
+		cdc.ValueNotKept: "not kept", cdc.ValueNotSent: "not sent", 0: "ValueKind(0)",
+	} {
+		if got := k.String(); got != want {
+			t.Errorf("ValueKind(%d).String() = %q, want %q", uint8(k), got, want)
+		}
+	}
+}
+
+// TestDecoderDomains: a domain column's values are spelled as its base type's.
+func TestDecoderDomains(t *testing.T) {
+	const (
+		relCodes  = 16470
+		oidBpchar = 1042
+		oidCode4  = 90001 // a domain over char(4)
+		oidMood   = 90002 // an enum: no base type
+	)
+	d := cdc.NewDecoder()
+	d.SetDomains(map[uint32]uint32{oidCode4: oidBpchar})
+	txs := decodeWith(t, d,
+		encRelation(relCodes, "public", "codes", 'd', col{"id", oidInt8, true}, col{"code", oidCode4, false}, col{"mood", oidMood, false}),
+		encBegin(0x10, 1), encInsert(relCodes, text("1"), text("ab  "), text("happy")), encCommit(0x10, 0x20))
+	cols := txs[0].Changes[0].Relation.Columns
+	if cols[1].TypeOID != oidCode4 || cols[1].BaseTypeOID != oidBpchar || cols[2].BaseTypeOID != oidMood || cols[0].BaseTypeOID != oidInt8 {
+		t.Errorf("columns %+v: want the domain's base type, the others' own", cols)
 	}
 }

@@ -11,8 +11,13 @@
 // streams. [Decoder] turns the pgoutput messages into [Tx] values carrying, for every
 // row change, the values of the table's key columns as Postgres text: the new key of an
 // INSERT or UPDATE, the old key of a DELETE, both keys of an UPDATE that changed the
-// key, and one [Change] per table for a TRUNCATE. Decoding does no I/O and is tested on
-// bytes; it returns errors, never panics, on malformed input.
+// key, and one [Change] per table for a TRUNCATE. A change also carries the new row's
+// column values ([Change.New]) and the old row's where the message has them
+// ([Change.Old]: under REPLICA IDENTITY FULL, or the identity's columns when they
+// changed), as Postgres text, each marked as a value, NULL, an unchanged TOAST value
+// Postgres did not send, or a value not kept (longer than [MaxValueLen]: rows take
+// bounded memory). Decoding does no I/O and is tested on bytes; it returns errors,
+// never panics, on malformed input.
 //
 // Run reconnects after connection loss and server restarts, with capped, jittered
 // exponential backoff, and resumes from the slot. A second Stream on a slot that is in

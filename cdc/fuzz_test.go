@@ -120,7 +120,36 @@ func FuzzDecoder(f *testing.F) {
 				if c.OldKey != nil && (c.Kind != cdc.Update || c.Key == nil || len(c.OldKey) != len(c.Key)) {
 					t.Fatalf("change %d: old key %q with kind %v and key %q", i, c.OldKey, c.Kind, c.Key)
 				}
+				checkRows(t, i, c, tx.Whole)
 			}
 		}
 	})
+}
+
+// checkRows checks that a change's rows have a value of a known kind for every column
+// of its relation, where the change can have such a row, and keep no value past
+// MaxValueLen.
+func checkRows(t *testing.T, i int, c cdc.Change, whole bool) {
+	t.Helper()
+	n := len(c.Relation.Columns)
+	hasNew := !whole && (c.Kind == cdc.Insert || c.Kind == cdc.Update)
+	hasOld := !whole && (c.Kind == cdc.Update || c.Kind == cdc.Delete)
+	for _, r := range []struct {
+		name string
+		row  cdc.Row
+		may  bool
+	}{{"new", c.New, hasNew}, {"old", c.Old, hasOld}} {
+		if l := r.row.Len(); l != 0 && (!r.may || l != n) || l == 0 && r.name == "new" && r.may && n > 0 {
+			t.Fatalf("change %d (%v, whole %v): %s row of %d columns for %d", i, c.Kind, whole, r.name, l, n)
+		}
+		for j := range r.row.Len() {
+			v := r.row.Value(j)
+			if v.Kind < cdc.ValueText || v.Kind > cdc.ValueNotSent || v.Kind != cdc.ValueText && v.Text != "" || len(v.Text) > cdc.MaxValueLen {
+				t.Fatalf("change %d: %s row column %d: kind %v, %d bytes", i, r.name, j, v.Kind, len(v.Text))
+			}
+		}
+	}
+	if c.Kind == cdc.Delete && !whole && c.Old.Len() != n {
+		t.Fatalf("change %d: delete without its old row", i)
+	}
 }

@@ -12,13 +12,14 @@ import (
 //
 // Memory stays bounded: the queue takes a transaction only while it holds fewer than
 // maxQueuedTxs transactions and the transaction's changes fit within maxQueuedChanges
-// (an empty queue takes one of any size, which the decoder had to hold whole anyway),
+// and their rows' values within maxQueuedRowBytes (an empty queue takes one of any size, which the decoder had to hold whole anyway),
 // and the handler takes the whole queue at once. So a session holds at most twice those
 // bounds, plus the transaction being decoded or waiting for room.
 type pipeline struct {
 	mu        sync.Mutex
 	queue     []*Tx // received, not yet taken by the handler, in commit order
 	changes   int   // changes in queue
+	rowBytes  int   // bytes of the row values the changes in queue keep
 	pending   int   // received and not yet handled: queue and the batch being handled
 	confirmed LSN
 
@@ -36,6 +37,8 @@ const (
 	// enough to cost some tens of megabytes at most.
 	maxQueuedTxs     = 4096
 	maxQueuedChanges = 65536
+	// maxQueuedRowBytes bounds the row values (Change.New and Old) of the queue.
+	maxQueuedRowBytes = 32 << 20
 )
 
 func newPipeline(confirmed LSN) *pipeline {
@@ -53,11 +56,13 @@ func signal(c chan struct{}) {
 func (p *pipeline) put(tx *Tx) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if n := len(p.queue); n > 0 && (n >= maxQueuedTxs || p.changes+len(tx.Changes) > maxQueuedChanges) {
+	if n := len(p.queue); n > 0 && (n >= maxQueuedTxs || p.changes+len(tx.Changes) > maxQueuedChanges ||
+		p.rowBytes+tx.rowBytes > maxQueuedRowBytes) {
 		return false
 	}
 	p.queue = append(p.queue, tx)
 	p.changes += len(tx.Changes)
+	p.rowBytes += tx.rowBytes
 	p.pending++
 	signal(p.ready)
 	return true
@@ -70,7 +75,7 @@ func (p *pipeline) take(ctx context.Context) ([]*Tx, error) {
 		p.mu.Lock()
 		txs := p.queue
 		if len(txs) > 0 {
-			p.queue, p.changes = nil, 0
+			p.queue, p.changes, p.rowBytes = nil, 0, 0
 			signal(p.room)
 		}
 		p.mu.Unlock()

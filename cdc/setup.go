@@ -160,6 +160,9 @@ func (s *Stream) prepare(ctx context.Context) (LSN, error) {
 	if s.others, err = s.publishedOthers(ctx, conn, tables); err != nil {
 		return 0, err
 	}
+	if s.domains, err = domains(ctx, conn); err != nil {
+		return 0, err
+	}
 	pubCreated, err := s.ensurePublication(ctx, conn, tables)
 	if err != nil {
 		return 0, err
@@ -717,4 +720,39 @@ func deref[T any](p *T) string {
 		return "null"
 	}
 	return fmt.Sprint(*p)
+}
+
+// domains returns the base type of every domain, by the domain's OID, through domains
+// over domains: a column of a domain type arrives with the domain's OID, and its values
+// are spelled as the base type's (see Column.BaseTypeOID). A domain created after the
+// session began is read as its own type until the next session.
+func domains(ctx context.Context, conn *pgx.Conn) (map[uint32]uint32, error) {
+	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	rows, err := conn.Query(qctx, `SELECT oid::int8, typbasetype::int8 FROM pg_type WHERE typtype = 'd'`)
+	if err != nil {
+		return nil, fmt.Errorf("cdc: read domain types: %w", err)
+	}
+	base := make(map[uint32]uint32)
+	for rows.Next() {
+		var oid, b int64
+		if err := rows.Scan(&oid, &b); err != nil {
+			return nil, fmt.Errorf("cdc: read domain types: %w", err)
+		}
+		base[uint32(oid)] = uint32(b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cdc: read domain types: %w", err)
+	}
+	for oid := range base {
+		// A domain over a domain: follow to the type that is none (at most len steps).
+		for range len(base) {
+			next, ok := base[base[oid]]
+			if !ok {
+				break
+			}
+			base[oid] = next
+		}
+	}
+	return base, nil
 }

@@ -111,6 +111,8 @@ type Stream struct {
 	// tables as the last session resolved them.
 	names   map[string]string
 	catalog []catalogTable
+	// domains: the base type of every domain, by OID, as the last session read them.
+	domains map[uint32]uint32
 	others  [][2]string
 
 	mu    sync.Mutex
@@ -633,6 +635,7 @@ func (s *Stream) newDecoder() *Decoder {
 		d.SetPartitions(t.schema, t.name, names)
 	}
 	d.SetOthers(s.others)
+	d.SetDomains(s.domains)
 	d.SetMaxChanges(s.opts.MaxTxChanges)
 	return d
 }

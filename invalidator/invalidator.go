@@ -13,6 +13,25 @@
 // version it lists. A row cached under a version the registry does not list cannot
 // exist.
 //
+// # Lookups
+//
+// Applications cache lookups by other columns too: by a unique column (an entry maps the
+// values to the primary key of the row that holds them, or to "none") and by a column
+// such as a foreign key (an entry lists the primary keys of the rows that hold them).
+// They announce each (table, version, lookup) in the lookup registry
+// ([keys.Prefix.Lookups]) with every lease, as versions are announced, and the
+// invalidator reads both registries in one round trip. Readers check every row an
+// entry names against the values asked for, so a row that leaves an entry (its value
+// changed, it was deleted) needs nothing from the invalidator; a row that enters one
+// (an insert, an update to the value, an undelete) is what the invalidator covers:
+// for every INSERT and UPDATE of a table with announced lookups it deletes the entries
+// the new row's values name ([keys.Space.LookupKey], values canonicalised by their
+// column type as the primary key's are), under every version that announced the
+// lookup, with the row keys and in the same acknowledgement; and those the old row's
+// values name where the message carries them (REPLICA IDENTITY FULL). A NULL names no
+// entry. A lookup column whose new value the message lacks (an unchanged TOASTed
+// value, or one longer than cdc.MaxValueLen) makes it flush the table.
+//
 // # Acknowledgement
 //
 // Handle (and HandleBatch, for several transactions) returns only after Redis has
@@ -58,11 +77,14 @@ type Options struct {
 
 // Stats counts what an Invalidator did.
 type Stats struct {
-	Transactions  uint64 // transactions handled
-	Changes       uint64 // row changes seen
-	KeysDeleted   uint64 // row keys deleted (value and lease, under every version)
-	TablesFlushed uint64 // whole-table invalidations (TRUNCATE, keyless changes, gaps)
-	Errors        uint64 // failed Redis attempts
+	Transactions uint64 // transactions handled
+	Changes      uint64 // row changes seen
+	KeysDeleted  uint64 // row keys deleted (value and lease, under every version)
+	// LookupKeysDeleted counts lookup entries deleted (value and lease, under every
+	// version that announced the lookup).
+	LookupKeysDeleted uint64
+	TablesFlushed     uint64 // whole-table invalidations (TRUNCATE, keyless changes, gaps)
+	Errors            uint64 // failed Redis attempts
 	// RegistryMissing counts batches handled while the registry was missing: their
 	// tables flushed whole, or refused (ErrWrongPrefix).
 	RegistryMissing uint64
@@ -80,7 +102,9 @@ type Invalidator struct {
 
 	mu     sync.Mutex
 	spaces map[[2]string]keys.Space // (table, version) → space
-	known  map[string][]string      // every version the registry has listed, as of the last read
+	// known: every version the registry and every lookup the lookup registry has
+	// listed, as of the last read.
+	known announced
 	// lostWarned is set while the registry lacks versions it listed, warned about once.
 	lostWarned bool
 	// registries: every prefix's registry as last read, at registriesAt.
@@ -90,7 +114,7 @@ type Invalidator struct {
 	missingWarn rate.Sometimes // the missing-registry log: once per registriesTTL
 
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
-	registryMissingCount, serverChanges                       atomic.Uint64
+	lookupKeysDeleted, registryMissingCount, serverChanges    atomic.Uint64
 }
 
 var _ cdc.BatchHandler = (*Invalidator)(nil)
@@ -129,13 +153,14 @@ func New(rdb redis.UniversalClient, opts Options) (*Invalidator, error) {
 // Stats returns a snapshot of the counters.
 func (v *Invalidator) Stats() Stats {
 	return Stats{
-		Transactions:    v.transactions.Load(),
-		Changes:         v.changes.Load(),
-		KeysDeleted:     v.keysDeleted.Load(),
-		TablesFlushed:   v.tablesFlushed.Load(),
-		Errors:          v.errors.Load(),
-		RegistryMissing: v.registryMissingCount.Load(),
-		ServerChanges:   v.serverChanges.Load(),
+		Transactions:      v.transactions.Load(),
+		Changes:           v.changes.Load(),
+		KeysDeleted:       v.keysDeleted.Load(),
+		LookupKeysDeleted: v.lookupKeysDeleted.Load(),
+		TablesFlushed:     v.tablesFlushed.Load(),
+		Errors:            v.errors.Load(),
+		RegistryMissing:   v.registryMissingCount.Load(),
+		ServerChanges:     v.serverChanges.Load(),
 	}
 }
 
@@ -170,11 +195,12 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var versions map[string][]string
-	read := make(chan error, 1)
+	var read announced
+	readErr := make(chan error, 1)
 	go func() {
-		read <- v.retry(rctx, func(ctx context.Context) (err error) {
-			versions, err = v.store.Versions(ctx, v.prefix)
+		readErr <- v.retry(rctx, func(ctx context.Context) error {
+			a, err := v.store.Announced(ctx, v.prefix)
+			read = announced{versions: a.Versions, lookups: a.Lookups}
 			return err
 		})
 	}()
@@ -182,32 +208,16 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 	if err != nil {
 		cancel()
 	}
-	if rerr := <-read; err == nil {
+	if rerr := <-readErr; err == nil {
 		err = rerr
 	}
-	if err == nil && len(versions) == 0 {
+	if err == nil && len(read.versions) == 0 {
 		// No registry: nothing is cached under the prefix, or the registry was lost
 		// while rows stayed cached, or no application uses the prefix.
 		err = v.registryMissing(ctx, txs)
 	}
 	if err == nil {
-		fresh := added(versions, known)
-		lost := added(known, versions)
-		v.mu.Lock()
-		if fresh != nil {
-			v.known = union(known, fresh)
-		}
-		warn := lost != nil && !v.lostWarned
-		v.lostWarned = lost != nil
-		v.mu.Unlock()
-		if warn {
-			// The registry lost versions (a Redis restart without persistence, a Cluster
-			// node replaced, someone deleted it) while rows cached under them may remain:
-			// keep deleting under them.
-			v.log.Warn("the version registry no longer lists versions it listed; still invalidating under them",
-				slog.String("registry", keys.Prefix(v.prefix).Registry()), slog.Any("versions", lost))
-		}
-		err = v.apply(ctx, txs, fresh)
+		err = v.apply(ctx, txs, v.learn(known, read))
 	}
 	if err != nil {
 		first, last := txs[0], txs[len(txs)-1]
@@ -224,18 +234,52 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 	return nil
 }
 
-// apply deletes the keys of the rows txs changed under the given versions, and flushes
-// the tables they truncated.
-func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, versions map[string][]string) error {
-	rows, flush := v.plan(txs, versions)
-	for lo := 0; lo < len(rows); lo += deleteBatch {
-		batch := rows[lo:min(lo+deleteBatch, len(rows))]
+// learn adds what read lists and known does not to the versions and lookups known, and
+// returns it: the versions and lookups announced since the last read, whose keys are
+// still to delete. Versions the registry no longer lists are warned about, once, and
+// kept.
+func (v *Invalidator) learn(known, read announced) announced {
+	fresh := announced{versions: added(read.versions, known.versions), lookups: added(read.lookups, known.lookups)}
+	lost := added(known.versions, read.versions)
+	v.mu.Lock()
+	if fresh.versions != nil || fresh.lookups != nil {
+		v.known = announced{versions: union(known.versions, fresh.versions), lookups: union(known.lookups, fresh.lookups)}
+	}
+	warn := lost != nil && !v.lostWarned
+	v.lostWarned = lost != nil
+	v.mu.Unlock()
+	if warn {
+		// The registry lost versions (a Redis restart without persistence, a Cluster
+		// node replaced, someone deleted it) while rows cached under them may remain:
+		// keep deleting under them.
+		v.log.Warn("the version registry no longer lists versions it listed; still invalidating under them",
+			slog.String("registry", keys.Prefix(v.prefix).Registry()), slog.Any("versions", lost))
+	}
+	return fresh
+}
+
+// announced is what the registries list: versions by table, and lookups (each under a
+// version) by table.
+type announced struct {
+	versions map[string][]string
+	lookups  map[string][]store.VersionLookup
+}
+
+// apply deletes the keys of the rows txs changed under the given versions, and the
+// lookup entries their values name under the given lookups, and flushes the tables
+// they truncated.
+func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, a announced) error {
+	p := v.plan(txs, a)
+	for lo := 0; lo < len(p.keys); lo += deleteBatch {
+		batch := p.keys[lo:min(lo+deleteBatch, len(p.keys))]
 		if err := v.retry(ctx, func(ctx context.Context) error { return v.store.Invalidate(ctx, batch...) }); err != nil {
 			return err
 		}
-		v.keysDeleted.Add(uint64(len(batch)))
+		lookups := p.lookupKeys(lo, lo+len(batch))
+		v.keysDeleted.Add(uint64(len(batch) - lookups))
+		v.lookupKeysDeleted.Add(uint64(lookups))
 	}
-	for _, sp := range flush {
+	for _, sp := range p.flush {
 		if err := v.flushTable(ctx, sp); err != nil {
 			return err
 		}
@@ -333,14 +377,14 @@ func (v *Invalidator) otherRegistries(ctx context.Context) (map[string][]string,
 	return r, nil
 }
 
-// added returns the versions listed in now and not in before.
-func added(now, before map[string][]string) map[string][]string {
-	var out map[string][]string
+// added returns the versions (or lookups) listed in now and not in before.
+func added[T comparable](now, before map[string][]T) map[string][]T {
+	var out map[string][]T
 	for table, vs := range now {
 		for _, ver := range vs {
 			if !slices.Contains(before[table], ver) {
 				if out == nil {
-					out = make(map[string][]string)
+					out = make(map[string][]T)
 				}
 				out[table] = append(out[table], ver)
 			}
@@ -349,9 +393,9 @@ func added(now, before map[string][]string) map[string][]string {
 	return out
 }
 
-// union returns the versions listed in a or b, in a new map.
-func union(a, b map[string][]string) map[string][]string {
-	out := make(map[string][]string, len(a)+len(b))
+// union returns the versions (or lookups) listed in a or b, in a new map.
+func union[T any](a, b map[string][]T) map[string][]T {
+	out := make(map[string][]T, len(a)+len(b))
 	for table, vs := range a {
 		out[table] = slices.Clone(vs)
 	}
@@ -359,50 +403,6 @@ func union(a, b map[string][]string) map[string][]string {
 		out[table] = append(out[table], vs...)
 	}
 	return out
-}
-
-// deleteBatch is how many rows' keys Handle deletes in one pipeline: few enough for
-// Redis to answer well within RedisTimeout, many enough that round trips cost little.
-const deleteBatch = 1000
-
-// plan returns the row keys to delete, each once, and the tables to flush for txs.
-func (v *Invalidator) plan(txs []*cdc.Tx, versions map[string][]string) (rows []keys.Key, flush []keys.Space) {
-	flushed := make(map[string]bool)
-	seen := make(map[string]bool)
-	add := func(k keys.Key) {
-		if !seen[k.Value()] {
-			seen[k.Value()] = true
-			rows = append(rows, k)
-		}
-	}
-	for _, tx := range txs {
-		for _, ch := range tx.Changes {
-			table := keys.QualifiedTable(ch.Relation.Schema, ch.Relation.Name)
-			vs := versions[table]
-			if len(vs) == 0 || flushed[table] {
-				continue // nothing of this table is cached, or all of it goes
-			}
-			key, keyErr := canonical(ch.Relation, ch.Key)
-			old, oldErr := canonical(ch.Relation, ch.OldKey)
-			if ch.Kind == cdc.Truncate || ch.Key == nil || keyErr != nil || oldErr != nil {
-				if keyErr != nil || oldErr != nil {
-					v.log.Warn("cannot build the key of a changed row; invalidating its whole table",
-						slog.String("table", table), slog.Any("error", keyErr), slog.Any("old_key_error", oldErr))
-				}
-				flushed[table] = true
-				flush = append(flush, v.space(table, vs[0]))
-				continue
-			}
-			for _, ver := range vs {
-				sp := v.space(table, ver)
-				add(sp.Key(key...))
-				if old != nil {
-					add(sp.Key(old...))
-				}
-			}
-		}
-	}
-	return rows, flush
 }
 
 // canonical turns primary-key values in Postgres text, in column order, into the
@@ -422,7 +422,7 @@ func canonical(rel *cdc.Relation, vals []string) ([]string, error) {
 	}
 	out := make([]string, len(vals))
 	for j, i := range keys.Order(names) {
-		s, err := keys.FromText(keys.KindOf(cols[i].TypeOID), vals[i])
+		s, err := keys.FromText(kindOf(cols[i]), vals[i])
 		if err != nil {
 			return nil, err
 		}
@@ -464,4 +464,15 @@ func (v *Invalidator) retry(ctx context.Context, f func(context.Context) error) 
 			v.log.Warn("redis failed; retrying", slog.Any("error", err), slog.Duration("in", wait))
 		}))
 	return err
+}
+
+// kindOf returns the Kind of col's values: that of its base type for a domain (which
+// Postgres names in the relation message, while it prints values as the base type
+// does, and the application side reads the base type from the catalog). An enum's is
+// Text.
+func kindOf(col cdc.Column) keys.Kind {
+	if col.BaseTypeOID != 0 {
+		return keys.KindOf(col.BaseTypeOID)
+	}
+	return keys.KindOf(col.TypeOID)
 }

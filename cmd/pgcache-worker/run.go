@@ -353,6 +353,7 @@ func registerMetrics(reg *prometheus.Registry, w *invalidator.Worker) {
 	counter("transactions_total", "Transactions handled.", func() float64 { return float64(w.Stats().Transactions) })
 	counter("changes_total", "Row changes handled.", func() float64 { return float64(w.Stats().Changes) })
 	counter("keys_deleted_total", "Row keys deleted.", func() float64 { return float64(w.Stats().KeysDeleted) })
+	counter("lookup_keys_deleted_total", "Lookup entries deleted (unique and list lookups).", func() float64 { return float64(w.Stats().LookupKeysDeleted) })
 	counter("tables_flushed_total", "Whole-table invalidations.", func() float64 { return float64(w.Stats().TablesFlushed) })
 	counter("redis_errors_total", "Failed Redis attempts.", func() float64 { return float64(w.Stats().Errors) })
 	counter("reconnects_total", "Reconnections to Postgres.", func() float64 { return float64(w.StreamStats().Reconnects) })

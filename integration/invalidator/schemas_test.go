@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/cdc"
@@ -74,6 +75,7 @@ type schemaEnv struct {
 	db     *gorm.DB
 	cache  *readthrough.Cache
 	inv    *invalidator.Invalidator
+	rdb    *redis.Client
 	prefix string
 	url    string // the role's URL, with the connection options of the test
 }
@@ -99,6 +101,7 @@ func newSchemaEnv(t *testing.T, connOptions string, ddl ...string) *schemaEnv {
 		e.exec(t, sql)
 	}
 	rdb := rd.Client(t)
+	e.rdb = rdb
 	var err error
 	if e.cache, err = readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second}); err != nil {
 		t.Fatal(err)

@@ -88,20 +88,57 @@ func (a announcement) Err() error {
 
 // Versions returns the announced versions of every table under prefix.
 func (s *Store) Versions(ctx context.Context, prefix string) (map[string][]string, error) {
+	a, err := s.Announced(ctx, prefix)
+	return a.Versions, err
+}
+
+// Lookups returns the announced lookups of every table under prefix (see
+// Model.WithLookup).
+func (s *Store) Lookups(ctx context.Context, prefix string) (map[string][]VersionLookup, error) {
+	a, err := s.Announced(ctx, prefix)
+	return a.Lookups, err
+}
+
+// VersionLookup is a lookup announced under a schema version of its table: its entries'
+// keys are the version's keys.Space.LookupKey of the lookup.
+type VersionLookup struct {
+	Version string
+	Lookup  keys.Lookup
+}
+
+// Announcements is what applications announced under a prefix, by table: the versions
+// in the registry, and the lookups in the lookup registry.
+type Announcements struct {
+	Versions map[string][]string
+	Lookups  map[string][]VersionLookup
+}
+
+// Announced reads the registry and the lookup registry of prefix in one round trip
+// (one pipeline; two keys in different slots on a Cluster, read from their nodes at
+// once). Fields neither parses are skipped. The maps are not nil.
+func (s *Store) Announced(ctx context.Context, prefix string) (Announcements, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	reg := keys.Prefix(prefix).Registry()
-	fields, err := s.rdb.HKeys(ctx, reg).Result()
+	p := keys.Prefix(prefix)
+	var reg, lookups *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		reg = pl.HKeys(ctx, p.Registry())
+		lookups = pl.HKeys(ctx, p.Lookups())
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("store: read registry %s: %w", reg, err)
+		return Announcements{}, fmt.Errorf("store: read registries %s and %s: %w", p.Registry(), p.Lookups(), err)
 	}
-	out := make(map[string][]string)
-	for _, f := range fields {
-		table, version, ok := keys.ParseRegistryField(f)
-		if !ok {
-			continue
+	out := Announcements{Versions: make(map[string][]string), Lookups: make(map[string][]VersionLookup)}
+	for _, f := range reg.Val() {
+		if table, version, ok := keys.ParseRegistryField(f); ok {
+			out.Versions[table] = append(out.Versions[table], version)
 		}
-		out[table] = append(out[table], version)
+	}
+	for _, f := range lookups.Val() {
+		if table, version, l, ok := keys.ParseLookupField(f); ok {
+			out.Lookups[table] = append(out.Lookups[table], VersionLookup{version, l})
+		}
 	}
 	return out, nil
 }
