@@ -36,6 +36,15 @@ type results struct {
 
 	StampedeDBQueries int `json:"stampede_db_queries"`
 
+	TwoRawGetsP50us         float64 `json:"two_raw_gets_p50_us"`
+	UniqueHitP50us          float64 `json:"unique_hit_p50_us"`
+	UniqueHitRatio          float64 `json:"unique_hit_ratio"`
+	ListHit20P50us          float64 `json:"list_hit_20_p50_us"`
+	GormFindListP50us       float64 `json:"gorm_find_list_20_p50_us"`
+	ListHit20OpsS16         float64 `json:"list_hit_20_ops_s_16"`
+	GormFindListOpsS16      float64 `json:"gorm_find_list_20_ops_s_16"`
+	ListHitVsFindOpsRatio16 float64 `json:"list_hit_vs_find_ops_ratio_16"`
+
 	WritebackSaveP50us     *float64 `json:"writeback_save_p50_us"`
 	WritebackFlushRowsPerS *float64 `json:"writeback_flush_rows_per_s"`
 
@@ -57,6 +66,10 @@ func (r *results) print(w io.Writer) {
 	row("invalidation lag p99 (ms)", f(r.InvalidationLagP99ms), "")
 	row("invalidation throughput (rows/s)", f(r.InvalidationRowsS), "one large UPDATE")
 	row("stampede DB queries", r.StampedeDBQueries, "1000 concurrent misses of one key, 4 instances")
+	row("two raw GETs p50 (µs)", f(r.TwoRawGetsP50us), "baseline of a unique lookup, 1 goroutine")
+	row("unique lookup hit p50 (µs)", f(r.UniqueHitP50us), fmt.Sprintf("%.2f× two raw GETs", r.UniqueHitRatio))
+	row("list of 20, hit p50 (µs)", f(r.ListHit20P50us), fmt.Sprintf("GORM Where(order_id).Find: %.1f", r.GormFindListP50us))
+	row("list of 20 hits/s, 16 goroutines", f(r.ListHit20OpsS16), fmt.Sprintf("%.2f× GORM Find (%.1f/s)", r.ListHitVsFindOpsRatio16, r.GormFindListOpsS16))
 	opt := func(p *float64) string {
 		if p == nil {
 			return "not measured"

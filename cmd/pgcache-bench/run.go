@@ -113,6 +113,9 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err := b.stampede(ctx, r); err != nil {
 		return nil, err
 	}
+	if err := b.lookups(ctx, r); err != nil {
+		return nil, err
+	}
 	if err := b.lag(ctx, repo, r); err != nil {
 		return nil, err
 	}

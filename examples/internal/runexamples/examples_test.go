@@ -71,6 +71,13 @@ var examples = []example{
 		"4. SIGTERM: worker exited 0",
 	}},
 	{"cluster", []string{"300 items cached across 3 masters"}},
+	{"lookups", []string{
+		"user7@example.com is user 7",
+		"user7@example.com is now user 8, seven@example.com user 7",
+		"order 1 has 20 items",
+		"item 500 last and item 3 gone",
+		"not found, at once",
+	}},
 }
 
 // root is the examples directory, seen from this package's.

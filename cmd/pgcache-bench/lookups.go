@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/pgcache/pgcache/keys"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// Account is read by its unique email.
+type Account struct {
+	ID    int64  `gorm:"primaryKey"`
+	Email string `gorm:"uniqueIndex"`
+	Name  string
+	Plan  string
+}
+
+// LineItem is read by its order: lists of 20.
+type LineItem struct {
+	ID          int64 `gorm:"primaryKey"`
+	OrderID     int64 `gorm:"index"`
+	SKU         string
+	Description string
+	Quantity    int
+	Price       int
+}
+
+const (
+	accounts  = 10_000
+	orders    = 1_000
+	perOrder  = 20
+	hotOrders = 200
+)
+
+// lookups measures a unique lookup's hit against the two raw GETs it makes (the
+// entry, then the row), and a hit of a 20-row list against GORM's Where(...).Find of
+// the same rows.
+func (b *bench) lookups(ctx context.Context, r *results) error {
+	b.log.Info("lookups")
+	users, items, err := b.lookupRepos()
+	if err != nil {
+		return err
+	}
+	email := func(i int) string { return "account" + strconv.Itoa(i%accounts+1) + "@example.com" }
+	// Warm every entry and row, and name the keys the raw baseline reads.
+	raw := make([][2]string, accounts)
+	sp, err := keys.NewSpace("bench", users.Table(), users.Version())
+	if err != nil {
+		return err
+	}
+	byEmail, err := keys.NewLookup(keys.Unique, "email")
+	if err != nil {
+		return err
+	}
+	for i := range accounts {
+		a, ok, err := users.By("Email").Get(ctx, email(i))
+		if err != nil || !ok {
+			return fmt.Errorf("account %s: found %t, %w", email(i), ok, err)
+		}
+		raw[i][0] = sp.LookupKey(byEmail, email(i)).Value()
+		if raw[i][1], err = users.Key(a.ID); err != nil {
+			return err
+		}
+	}
+	for o := range hotOrders {
+		if _, err := items.ListBy("OrderID").Get(ctx, int64(o+1)); err != nil {
+			return err
+		}
+	}
+	twoGets := func(i int) error {
+		k := raw[i%accounts]
+		if err := b.rdb.Get(ctx, k[0]).Err(); err != nil {
+			return err
+		}
+		return b.rdb.Get(ctx, k[1]).Err()
+	}
+	unique := func(i int) error {
+		_, ok, err := users.By("Email").Get(ctx, email(i))
+		if err == nil && !ok {
+			err = fmt.Errorf("account %s missing", email(i))
+		}
+		return err
+	}
+	list := func(i int) error {
+		got, err := items.ListBy("OrderID").Get(ctx, int64(i%hotOrders+1))
+		if err == nil && len(got) != perOrder {
+			err = fmt.Errorf("order %d: %d items", i%hotOrders+1, len(got))
+		}
+		return err
+	}
+	find := func(i int) error {
+		var got []LineItem
+		return b.db.WithContext(ctx).Where("order_id = ?", int64(i%hotOrders+1)).Order("id").Find(&got).Error
+	}
+	for _, m := range []struct {
+		f   func(int) error
+		p50 *float64
+		ops *float64
+	}{
+		{twoGets, &r.TwoRawGetsP50us, nil},
+		{unique, &r.UniqueHitP50us, nil},
+		{list, &r.ListHit20P50us, &r.ListHit20OpsS16},
+		{find, &r.GormFindListP50us, &r.GormFindListOpsS16},
+	} {
+		lat, err := b.latencies(ctx, m.f)
+		if err != nil {
+			return err
+		}
+		*m.p50 = us(percentile(lat, 50))
+		if m.ops != nil {
+			if *m.ops, err = b.opsPerSec(ctx, 16, m.f); err != nil {
+				return err
+			}
+		}
+	}
+	r.UniqueHitRatio = r.UniqueHitP50us / r.TwoRawGetsP50us
+	r.ListHitVsFindOpsRatio16 = r.ListHit20OpsS16 / r.GormFindListOpsS16
+	return nil
+}
+
+// lookupRepos creates and fills the accounts and line items and registers both.
+func (b *bench) lookupRepos() (*readthrough.Repository[Account], *readthrough.Repository[LineItem], error) {
+	if err := b.db.Migrator().DropTable(&Account{}, &LineItem{}); err != nil {
+		return nil, nil, err
+	}
+	if err := b.db.AutoMigrate(&Account{}, &LineItem{}); err != nil {
+		return nil, nil, err
+	}
+	if err := b.db.Exec(`INSERT INTO accounts SELECT g, 'account' || g || '@example.com', 'account ' || g, 'pro' FROM generate_series(1, ?) g`, accounts).Error; err != nil {
+		return nil, nil, err
+	}
+	if err := b.db.Exec(`INSERT INTO line_items SELECT g, (g - 1) / ? + 1, 'sku-' || g, repeat('x', 60), g % 7, g FROM generate_series(1, ?) g`, perOrder, orders*perOrder).Error; err != nil {
+		return nil, nil, err
+	}
+	c, err := readthrough.New(b.db, b.rdb, readthrough.Options{Prefix: "bench"})
+	if err != nil {
+		return nil, nil, err
+	}
+	users, err := readthrough.Register[Account](c, readthrough.ModelOptions{Unique: [][]string{{"Email"}}})
+	if err != nil {
+		return nil, nil, err
+	}
+	items, err := readthrough.Register[LineItem](c, readthrough.ModelOptions{Lists: [][]string{{"OrderID"}}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return users, items, nil
+}
