@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
-// Account is read by its unique email.
-type Account struct {
+// Member is read by its unique email.
+type Member struct {
 	ID    int64  `gorm:"primaryKey"`
 	Email string `gorm:"uniqueIndex"`
 	Name  string
@@ -28,7 +27,7 @@ type LineItem struct {
 }
 
 const (
-	accounts  = 10_000
+	members   = 10_000
 	orders    = 1_000
 	perOrder  = 20
 	hotOrders = 200
@@ -43,23 +42,17 @@ func (b *bench) lookups(ctx context.Context, r *results) error {
 	if err != nil {
 		return err
 	}
-	email := func(i int) string { return "account" + strconv.Itoa(i%accounts+1) + "@example.com" }
+	email := func(i int) string { return "member" + strconv.Itoa(i%members+1) + "@example.com" }
 	// Warm every entry and row, and name the keys the raw baseline reads.
-	raw := make([][2]string, accounts)
-	sp, err := keys.NewSpace("bench", users.Table(), users.Version())
-	if err != nil {
-		return err
-	}
-	byEmail, err := keys.NewLookup(keys.Unique, "email")
-	if err != nil {
-		return err
-	}
-	for i := range accounts {
+	raw := make([][2]string, members)
+	for i := range members {
 		a, ok, err := users.By("Email").Get(ctx, email(i))
 		if err != nil || !ok {
 			return fmt.Errorf("account %s: found %t, %w", email(i), ok, err)
 		}
-		raw[i][0] = sp.LookupKey(byEmail, email(i)).Value()
+		if raw[i][0], err = users.By("Email").Key(email(i)); err != nil {
+			return err
+		}
 		if raw[i][1], err = users.Key(a.ID); err != nil {
 			return err
 		}
@@ -70,7 +63,7 @@ func (b *bench) lookups(ctx context.Context, r *results) error {
 		}
 	}
 	twoGets := func(i int) error {
-		k := raw[i%accounts]
+		k := raw[i%members]
 		if err := b.rdb.Get(ctx, k[0]).Err(); err != nil {
 			return err
 		}
@@ -120,15 +113,15 @@ func (b *bench) lookups(ctx context.Context, r *results) error {
 	return nil
 }
 
-// lookupRepos creates and fills the accounts and line items and registers both.
-func (b *bench) lookupRepos() (*readthrough.Repository[Account], *readthrough.Repository[LineItem], error) {
-	if err := b.db.Migrator().DropTable(&Account{}, &LineItem{}); err != nil {
+// lookupRepos creates and fills the members and line items and registers both.
+func (b *bench) lookupRepos() (*readthrough.Repository[Member], *readthrough.Repository[LineItem], error) {
+	if err := b.db.Migrator().DropTable(&Member{}, &LineItem{}); err != nil {
 		return nil, nil, err
 	}
-	if err := b.db.AutoMigrate(&Account{}, &LineItem{}); err != nil {
+	if err := b.db.AutoMigrate(&Member{}, &LineItem{}); err != nil {
 		return nil, nil, err
 	}
-	if err := b.db.Exec(`INSERT INTO accounts SELECT g, 'account' || g || '@example.com', 'account ' || g, 'pro' FROM generate_series(1, ?) g`, accounts).Error; err != nil {
+	if err := b.db.Exec(`INSERT INTO members SELECT g, 'member' || g || '@example.com', 'member ' || g, 'pro' FROM generate_series(1, ?) g`, members).Error; err != nil {
 		return nil, nil, err
 	}
 	if err := b.db.Exec(`INSERT INTO line_items SELECT g, (g - 1) / ? + 1, 'sku-' || g, repeat('x', 60), g % 7, g FROM generate_series(1, ?) g`, perOrder, orders*perOrder).Error; err != nil {
@@ -138,7 +131,7 @@ func (b *bench) lookupRepos() (*readthrough.Repository[Account], *readthrough.Re
 	if err != nil {
 		return nil, nil, err
 	}
-	users, err := readthrough.Register[Account](c, readthrough.ModelOptions{Unique: [][]string{{"Email"}}})
+	users, err := readthrough.Register[Member](c, readthrough.ModelOptions{Unique: [][]string{{"Email"}}})
 	if err != nil {
 		return nil, nil, err
 	}

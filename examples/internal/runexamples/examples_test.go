@@ -73,7 +73,7 @@ var examples = []example{
 	{"cluster", []string{"300 items cached across 3 masters"}},
 	{"lookups", []string{
 		"user7@example.com is user 7",
-		"user7@example.com is now user 8, seven@example.com user 7",
+		"user7@example.com is now user 8, seven@example.com user 7, user8@example.com nobody; stale entries dropped: 1",
 		"order 1 has 20 items",
 		"item 500 last and item 3 gone",
 		"not found, at once",
