@@ -103,33 +103,3 @@ func TestParseLookupRefuses(t *testing.T) {
 		}
 	}
 }
-
-func FuzzLookupKey(f *testing.F) {
-	f.Add("public.users", "email", "", "a@b.c", "")
-	f.Add(`"Odd|t"`, "b,1", "a|2", "x,y", "~")
-	f.Fuzz(func(t *testing.T, table, c1, c2, v1, v2 string) {
-		sp, err := keys.NewSpace("p", table, "v1")
-		if err != nil {
-			return
-		}
-		cols, vals := []string{c1}, []string{v1}
-		if c2 != "" {
-			cols, vals = append(cols, c2), append(vals, v2)
-		}
-		l, err := keys.NewLookup(keys.Unique, cols...)
-		if err != nil {
-			return
-		}
-		k := sp.LookupKey(l, vals...)
-		gs, gl, gv, err := keys.ParseLookupKey(k.Value())
-		if err != nil || gs != sp || gl != l || !slices.Equal(gv, vals) {
-			t.Fatalf("ParseLookupKey(%s) = %v, %v, %q, %v; want %v, %v, %q", k.Value(), gs, gl, gv, err, sp, l, vals)
-		}
-		if _, _, err := keys.ParseKey(k.Value()); err == nil {
-			t.Fatalf("ParseKey accepted lookup key %s", k.Value())
-		}
-		if keys.HashSlot(k.Value()) != keys.HashSlot(k.Fence()) {
-			t.Fatalf("%s and its fence are in different slots", k.Value())
-		}
-	})
-}
