@@ -39,7 +39,11 @@ func (v *Invalidator) CheckServers(ctx context.Context, slot string, tables []st
 		v.log.Warn("the Redis servers changed (a failover or a restart), which may have lost acknowledged deletions; invalidating whole tables",
 			slog.String("run_ids", ids), slog.String("before", seen), slog.Any("tables", tables))
 	}
-	if err := v.Gap(ctx, tables, "the Redis servers changed"); err != nil {
+	reason := "the Redis servers changed"
+	if seen == "" {
+		reason = "no record of the Redis servers the tables were last flushed for"
+	}
+	if err := v.Gap(ctx, tables, reason); err != nil {
 		return false, err
 	}
 	err = v.retry(ctx, func(ctx context.Context) error { return v.store.SetSeenServers(ctx, key, ids) })

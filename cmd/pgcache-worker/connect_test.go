@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 // workerRun is a worker started by startRun: stop ends it and returns its exit code.
 type workerRun struct {
+	addr string // of its HTTP server
 	logs *syncBuffer
 	exit chan int
 	stop context.CancelFunc
@@ -29,9 +31,9 @@ type workerRun struct {
 func startRun(t *testing.T, args []string, env map[string]string) *workerRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &workerRun{logs: new(syncBuffer), exit: make(chan int, 1), stop: cancel}
+	w := &workerRun{addr: freeAddr(t), logs: new(syncBuffer), exit: make(chan int, 1), stop: cancel}
 	go func() {
-		w.exit <- run(ctx, append(args, "-listen", freeAddr(t)), func(k string) string { return env[k] }, w.logs)
+		w.exit <- run(ctx, append(args, "-listen", w.addr), func(k string) string { return env[k] }, w.logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -62,6 +64,21 @@ func (w *workerRun) wait(t *testing.T) int {
 func invalidates(t *testing.T, db *fixtureDB, w *workerRun) {
 	t.Helper()
 	ctx := t.Context()
+	// Ready first: a gap flush at start would delete the key too, and prove nothing.
+	integration.Eventually(t, "/readyz 200", func() bool {
+		select {
+		case code := <-w.exit:
+			w.exit <- code
+			t.Fatalf("the worker exited %d; logs:\n%s", code, w.logs)
+		default:
+		}
+		resp, err := http.Get("http://" + w.addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	if _, _, err := db.repo.Get(ctx, int64(1)); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@
 // Usage:
 //
 //	pgcache-worker -postgres URL -redis HOST:PORT -tables users,orders [flags]
+//	pgcache-worker status -postgres URL -redis HOST:PORT [-prefix P] [-slot S]
 //
 // With -writeback it also runs a write-back flusher (writeback.Flusher) for the
 // applications under -prefix, applying their journaled writes to Postgres; give each
@@ -18,6 +19,11 @@
 // /readyz answers 200 while the worker streams from its slot, any gap already flushed;
 // it does not wait for a backlog to drain: pgcache_lag_seconds and pgcache_lag_bytes
 // say how far behind the worker is. A standby waiting for the slot answers 503.
+//
+// The status command prints the slot's health (streamed or not, wal_status, WAL
+// retained, confirmed lag), the registry of cached tables, recorded gaps and the
+// write-back journal and dead letters, and exits 0 when all is well, 1 when a line
+// (marked "!") needs an operator, 2 on bad flags, 6 when Redis does not answer.
 //
 // Exit codes: 0 stopped by a signal; 1 other failure; 2 bad flags or configuration;
 // 3 wal_level is not logical; 4 the role lacks a privilege; 5 a table does not exist;
@@ -34,5 +40,8 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "status" {
+		os.Exit(status(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stderr))
 }

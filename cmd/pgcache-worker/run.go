@@ -125,8 +125,6 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 		return c, errors.New("-postgres (or $PGCACHE_POSTGRES_URL) is required")
 	case c.redis.target == "":
 		return c, errors.New("-redis (or $PGCACHE_REDIS_ADDR) is required")
-	case c.tables == "":
-		return c, errors.New("-tables (or $PGCACHE_TABLES) is required: name the tables whose rows are cached")
 	}
 	return c, nil
 }
@@ -146,6 +144,9 @@ func envBool(getenv func(string) string, name string) (bool, error) {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	cfg, err := parse(args, getenv, stderr)
+	if err == nil && cfg.tables == "" {
+		err = errors.New("-tables (or $PGCACHE_TABLES) is required: name the tables whose rows are cached")
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "pgcache-worker:", err)
 		return exitConfig
@@ -187,7 +188,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		defer closeDB()
 	}
 
-	h := handler(w, flusher)
+	slot := newSlotCollector(cfg.postgres, cfg.slot, log)
+	defer slot.close()
+	h := handler(w, flusher, slot)
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		log.Error("listen", slog.String("addr", cfg.listen), slog.Any("error", err))
@@ -247,9 +250,10 @@ func newFlusher(cfg config, rdb redis.UniversalClient, log *slog.Logger) (flushe
 
 // handler serves /healthz, /readyz (ready while the worker streams) and /metrics, from a
 // registry of the worker's own.
-func handler(w *invalidator.Worker, flusher *writeback.Flusher) http.Handler {
+func handler(w *invalidator.Worker, flusher *writeback.Flusher, slot prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, w)
+	reg.MustRegister(slot)
 	if flusher != nil {
 		registerFlusherMetrics(reg, flusher)
 	}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/keys"
+)
+
+// Exit codes of the status command, besides exitConfig and exitNoRedis.
+const (
+	// exitAttention: something needs an operator: the slot is missing, streamed by
+	// nobody or losing WAL, gaps are recorded, writes are dead-lettered, or Postgres
+	// does not answer.
+	exitAttention = 1
+)
+
+// report is what the status command found.
+type report struct {
+	slot       cdc.SlotHealth
+	slotErr    error
+	versions   map[string][]string
+	gaps       map[string]string
+	journal    int64
+	deadLetter int64
+}
+
+// status prints the slot's health, the registry, recorded gaps and the write-back
+// journal, and returns 0 when all is well, exitAttention when something needs an
+// operator (each such line starts with "!"), exitConfig or exitNoRedis.
+func status(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := parse(args, getenv, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "pgcache-worker status:", err)
+		return exitConfig
+	}
+	rdb, err := cfg.redis.client()
+	if err != nil {
+		fmt.Fprintln(stderr, "pgcache-worker status:", err)
+		return exitConfig
+	}
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st := store.New(rdb, 5*time.Second, "status")
+	prefix := keys.Prefix(cfg.prefix)
+	var r report
+	if r.versions, err = st.Versions(ctx, cfg.prefix); err == nil {
+		if r.gaps, err = st.RecordedGaps(ctx, cfg.prefix); err == nil {
+			if r.journal, err = st.JournalLen(ctx, prefix.Journal()); err == nil {
+				r.deadLetter, err = st.JournalLen(ctx, prefix.DeadLetter())
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pgcache-worker status: redis %s: %v\n", cfg.redis.display(), err)
+		return exitNoRedis
+	}
+	r.slot, r.slotErr = readSlot(ctx, cfg.postgres, cfg.slot)
+	return r.print(stdout, cfg)
+}
+
+func readSlot(ctx context.Context, url, slot string) (cdc.SlotHealth, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return cdc.SlotHealth{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return cdc.ReadSlot(ctx, conn, slot)
+}
+
+// print writes the report and returns the exit code it calls for.
+func (r report) print(w io.Writer, cfg config) int {
+	code := exitOK
+	line := func(bad bool, format string, a ...any) {
+		mark := " "
+		if bad {
+			mark, code = "!", exitAttention
+		}
+		fmt.Fprintf(w, "%s %s\n", mark, fmt.Sprintf(format, a...))
+	}
+	switch s := r.slot; {
+	case r.slotErr != nil:
+		line(true, "slot %s: cannot read it from Postgres: %v", cfg.slot, r.slotErr)
+	case !s.Exists:
+		line(true, "slot %s: missing (the worker creates it, and flushes its tables first)", cfg.slot)
+	default:
+		line(!s.Active, "slot %s: %s", cfg.slot, map[bool]string{true: "streamed", false: "streamed by nobody: is a worker running?"}[s.Active])
+		line(s.WALStatus == "lost" || s.WALStatus == "unreserved", "slot %s: wal_status %s, WAL retained %s, confirmed lag %s",
+			cfg.slot, s.WALStatus, bytesText(s.RetainedBytes), bytesText(s.ConfirmedLagBytes))
+	}
+	tables := slices.Sorted(maps.Keys(r.versions))
+	if len(tables) == 0 {
+		line(false, "registry %s: empty (no application has cached a row under prefix %q yet)", keys.Prefix(cfg.prefix).Registry(), cfg.prefix)
+	}
+	for _, t := range tables {
+		line(false, "registry: table %s cached under versions %s", t, strings.Join(r.versions[t], ", "))
+	}
+	gapped := slices.Sorted(maps.Keys(r.gaps))
+	line(len(gapped) > 0, "gaps recorded: %s", orNone(gapped))
+	line(false, "write-back journal: %d writes not yet applied", r.journal)
+	line(r.deadLetter > 0, "write-back dead letters: %d", r.deadLetter)
+	return code
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func bytesText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
