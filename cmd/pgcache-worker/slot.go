@@ -55,7 +55,9 @@ func (c *slotCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	h, err := c.read()
 	if err != nil {
-		c.warn.Do(func() { c.log.Warn("cannot read the replication slot's health", slog.String("slot", c.slot), slog.Any("error", err)) })
+		c.warn.Do(func() {
+			c.log.Warn("cannot read the replication slot's health", slog.String("slot", c.slot), slog.Any("error", err))
+		})
 		gauge(c.up, 0)
 		return
 	}
