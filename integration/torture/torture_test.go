@@ -537,7 +537,7 @@ func TestTorture(t *testing.T) {
 		}
 	}
 	nReads := len(h.reads) + len(h.lookups)
-	var lookupWrong, codeReads, groupReads, members int
+	var lookupWrong, codeWrong, codeReads, groupReads, members int
 	for _, l := range h.lookups {
 		if l.byCode {
 			codeReads++
@@ -550,6 +550,9 @@ func TestTorture(t *testing.T) {
 			continue
 		}
 		lookupWrong++
+		if l.byCode {
+			codeWrong++
+		}
 		if lookupWrong <= 5 {
 			what := fmt.Sprintf("by group %d", l.grp)
 			if l.byCode {
@@ -598,8 +601,8 @@ func TestTorture(t *testing.T) {
 		duration, len(procs), nReads, libWrites, sqlWrites.Load(), truncates.Load(), pgRefused.Load(), workerKills.Load(), redisRestarts.Load(), redisKills.Load(), pgKills.Load(), appKills.Load(),
 		softDeletes, softReads, softAbsent, softDeleted, nSoftItems,
 		worst.Round(time.Millisecond), down.longest().Round(time.Millisecond), worstExcess.Round(time.Millisecond), margin, worstBack)
-	t.Logf("keyed items: %d lookups by code, %d by group (%d rows returned); %d code swaps, %d group moves, %d value writes by raw SQL; %d lookups wrong",
-		codeReads, groupReads, members, kw.swaps, kw.moves, kw.writes, lookupWrong)
+	t.Logf("keyed items: %d lookups by code, %d by group (%d rows returned); %d code swaps, %d group moves, %d value writes by raw SQL; %d lookups wrong (%d by code, %d by group)",
+		codeReads, groupReads, members, kw.swaps, kw.moves, kw.writes, lookupWrong, codeWrong, lookupWrong-codeWrong)
 	for role, c := range counts {
 		t.Logf("  %-13s %v", role, c)
 	}
