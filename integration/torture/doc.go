@@ -5,8 +5,12 @@
 // invalidation worker (which also flushes the write-back journal) killed with SIGKILL
 // and restarted, Redis stopped or killed and restarted, Postgres killed with SIGKILL
 // and started again (crash recovery), the write-back application killed and started
-// again, soft deletes and revivals of a gorm.DeletedAt model, and a checker of every read and of the cache and Postgres
-// at quiescence. It has only tests;
+// again, soft deletes and revivals of a gorm.DeletedAt model, lookups by a unique code
+// and by group (a has-many list) of rows whose codes a raw-SQL writer swaps and whose
+// groups it moves, and a checker of every read and of the cache and Postgres at
+// quiescence. It has only tests;
 // PGCACHE_TORTURE_DURATION sets how long the chaos lasts with Postgres up (default
 // 8s; Postgres outages are added, and it lasts until Postgres was killed once).
+// PGCACHE_TORTURE_CONTROL=unchecked runs the lookups without their check on read
+// (testhooks.Read.Unchecked) and expects the checker to find wrong answers.
 package torture

@@ -19,12 +19,18 @@ type history struct {
 	mu      sync.Mutex
 	commits map[row][]commit
 	reads   []read
+	lookups []lookupRead // reads of keyed_items by code and by group
 }
 
 type commit struct {
 	ver     int64
 	at      time.Time // after the write returned
 	deleted bool      // the version is a soft-deleted row (soft_items)
+	// keyed_items only: the row's lookup columns at this version, and a time before
+	// its transaction began, so the commit lies in [begin, at].
+	code  string
+	grp   int64
+	begin time.Time
 }
 
 type read struct {
@@ -50,6 +56,21 @@ func (h *history) read(r row, ver int64, start time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.reads = append(h.reads, read{row: r, ver: ver, start: start})
+}
+
+// committedKeyed records a version of a keyed item with its lookup columns.
+func (h *history) committedKeyed(id int64, c commit) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := row{keyedTable, id}
+	h.commits[r] = append(h.commits[r], c)
+}
+
+// lookup records a read of keyed items by code or by group.
+func (h *history) lookup(l lookupRead) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lookups = append(h.lookups, l)
 }
 
 // readAbsent records a read in the default scope that found no row.

@@ -22,6 +22,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -106,6 +107,10 @@ const (
 	envRedis    = "PGCACHE_TORTURE_REDIS"
 	envPrefix   = "PGCACHE_TORTURE_PREFIX"
 	envFor      = "PGCACHE_TORTURE_FOR"
+	// envControl, set to "unchecked" for the whole test, makes the cache processes read
+	// keyed items with testhooks.Read.Unchecked: lookups return the rows their entries
+	// name without the check on read, and the test expects the checker to find it.
+	envControl = "PGCACHE_TORTURE_CONTROL"
 	// envVersions is where a write-back process's versions start: a process started
 	// after one was killed writes versions above all of its predecessor's.
 	envVersions = "PGCACHE_TORTURE_VERSIONS"
@@ -114,7 +119,8 @@ const (
 // report writes the lines a cache process tells the test: "c table id ver unixnano" for
 // a committed or acknowledged write ("d ..." when the version is a soft delete),
 // "r table id ver unixnano" for a read (the time it began), "a table id unixnano" for a
-// read that found no row, "n name count" for its counts, "e message" for the failure
+// read that found no row, "u ..." and "g ..." for reads of keyed items by code and by
+// group (see readKeyed), "n name count" for its counts, "e message" for the failure
 // that ended it.
 type report struct {
 	mu sync.Mutex
@@ -138,8 +144,8 @@ func (r *report) flush() {
 	_ = r.w.Flush()
 }
 
-// cacheProcess is the main of a cache process: two readers of both tables and one
-// writer in the role's way, until the time is up. It returns the exit code.
+// cacheProcess is the main of a cache process: two readers of the tables (keyed items,
+// by id, code and group, in every role but write-back) and one writer in the role's way, until the time is up. It returns the exit code.
 func cacheProcess(getenv func(string) string, stdin io.Reader, stdout io.Writer) int {
 	rep := &report{w: bufio.NewWriterSize(stdout, 1<<16)}
 	defer rep.flush()
@@ -177,6 +183,7 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 		backs *readthrough.Repository[BackItem]
 		odds  *readthrough.Repository[OddItem]
 		softs *readthrough.Repository[SoftItem]
+		keyed *readthrough.Repository[KeyedItem] // nil in the write-back process
 	)
 	open := func() error {
 		var err error
@@ -197,7 +204,12 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 		if odds, err = readthrough.Register[OddItem](cache, opts); err != nil {
 			return err
 		}
-		softs, err = readthrough.Register[SoftItem](cache, opts)
+		if softs, err = readthrough.Register[SoftItem](cache, opts); err != nil {
+			return err
+		}
+		if role != roleWriteBack {
+			keyed, err = readthrough.Register[KeyedItem](cache, keyedOptions())
+		}
 		return err
 	}
 	// Postgres may be down (SIGKILLed, in crash recovery) when a process starts: wait
@@ -233,9 +245,32 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 	fail := func(err error) {
 		errOnce.Do(func() { failure = err; cancel() })
 	}
+	var kc keyedCounts
+	lookupCtx := ctx
+	if getenv(envControl) == "unchecked" {
+		lookupCtx = testhooks.WithRead(ctx, &testhooks.Read{Unchecked: true})
+	}
 	for range 2 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
+				if keyed != nil && rand.IntN(4) == 0 {
+					err := readKeyed(lookupCtx, keyed, rep, &kc)
+					switch {
+					case ctx.Err() != nil:
+						return
+					case errors.Is(err, context.DeadlineExceeded):
+						slow.Add(1) // see below
+						continue
+					case err != nil && pgUnavailable(err):
+						pgDown.Add(1)
+						continue
+					case err != nil:
+						fail(fmt.Errorf("%s: read keyed item: %w", role, err))
+						return
+					}
+					reads.Add(1)
+					continue
+				}
 				start := time.Now()
 				switch n := rand.IntN(7); {
 				case n == 6:
@@ -407,6 +442,9 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 	rep.line("n unavailable %d", unavailable.Load())
 	rep.line("n slow %d", slow.Load())
 	rep.line("n pgdown %d", pgDown.Load())
+	if keyed != nil {
+		kc.report(rep)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,7 +70,7 @@ func TestTorture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := setup.AutoMigrate(&Item{}, &BackItem{}, &SoftItem{}); err != nil {
+	if err := setup.AutoMigrate(&Item{}, &BackItem{}, &SoftItem{}, &KeyedItem{}); err != nil {
 		t.Fatal(err)
 	}
 	for table, n := range map[string]int{"items": nItems, "back_items": nBackItems, "soft_items": nSoftItems} {
@@ -98,6 +99,11 @@ func TestTorture(t *testing.T) {
 	for id := int64(1); id <= nSoftItems; id++ {
 		h.committed(row{"soft_items", id}, 1, start)
 	}
+	if err := keyedSeed(setup, h, start); err != nil {
+		t.Fatal(err)
+	}
+	// The test expects wrong lookups in the control: see envControl.
+	control := os.Getenv(envControl) == "unchecked"
 
 	// The worker, as a process of its own; it flushes the write-back journal too.
 	var down downtime
@@ -226,6 +232,24 @@ func TestTorture(t *testing.T) {
 					h.committed(row{"odd_items", oddID(shard, n)}, r.Ver+1, at)
 				}
 				truncates.Add(1)
+			}
+			sqlWrites.Add(1)
+			sleep(chaos, time.Duration(rand.Int64N(int64(5*time.Millisecond))))
+		}
+	})
+	// A raw-SQL writer of keyed items: code swaps, group moves and value writes.
+	kw := newKeyedWriter(setup, h)
+	wg.Go(func() {
+		for chaos.Err() == nil {
+			err := kw.step(ctx)
+			if err != nil && pgUnavailable(err) {
+				pgRefused.Add(1)
+				sleep(chaos, 20*time.Millisecond)
+				continue
+			}
+			if err != nil {
+				fail(fmt.Errorf("keyed items: %w", err))
+				return
 			}
 			sqlWrites.Add(1)
 			sleep(chaos, time.Duration(rand.Int64N(int64(5*time.Millisecond))))
@@ -442,6 +466,28 @@ func TestTorture(t *testing.T) {
 		awaitSoftCoherent(t, ctx, check, softs, deadline, s.ID)
 	}
 
+	// Keyed items: every row by id, every code and every group read through the cache
+	// equal Postgres; versions whose commit result was lost are recorded first.
+	keyed, err := readthrough.Register[KeyedItem](checker, keyedOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbKeyed []KeyedItem
+	if err := check.Order("id").Find(&dbKeyed).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(dbKeyed) != nKeyed {
+		t.Fatalf("%d keyed items in Postgres, want %d", len(dbKeyed), nKeyed)
+	}
+	kw.recover(dbKeyed)
+	for _, k := range dbKeyed {
+		awaitCoherent(t, ctx, rdb, deadline, "keyed item", k.ID, k.Ver, keyed.Key, func() (int64, error) {
+			got, _, err := keyed.Get(ctx, k.ID)
+			return got.Ver, err
+		})
+	}
+	awaitLookupsCoherent(t, ctx, keyed, dbKeyed, deadline)
+
 	// Every read. Rows written outside write-back: stale by no more than the margin
 	// beyond the downtime of the worker, Redis or Postgres in the read's window; soft
 	// items also never in a state no version had. Write-back rows: never older than a write
@@ -490,7 +536,35 @@ func TestTorture(t *testing.T) {
 			}
 		}
 	}
-	nReads := len(h.reads)
+	nReads := len(h.reads) + len(h.lookups)
+	var lookupWrong, codeWrong, codeReads, groupReads, members int
+	for _, l := range h.lookups {
+		if l.byCode {
+			codeReads++
+		} else {
+			groupReads++
+			members += len(l.rows)
+		}
+		why := h.lookupViolation(l, &down)
+		if why == "" {
+			continue
+		}
+		lookupWrong++
+		if l.byCode {
+			codeWrong++
+		}
+		if lookupWrong <= 5 {
+			what := fmt.Sprintf("by group %d", l.grp)
+			if l.byCode {
+				what = "by code " + l.code
+			}
+			report := t.Errorf
+			if control {
+				report = t.Logf
+			}
+			report("a lookup %s that began at %s returned %s", what, l.start.Format("15:04:05.000000"), why)
+		}
+	}
 	var softReads, softAbsent int
 	for _, r := range h.reads {
 		if r.row.table == "soft_items" {
@@ -527,8 +601,18 @@ func TestTorture(t *testing.T) {
 		duration, len(procs), nReads, libWrites, sqlWrites.Load(), truncates.Load(), pgRefused.Load(), workerKills.Load(), redisRestarts.Load(), redisKills.Load(), pgKills.Load(), appKills.Load(),
 		softDeletes, softReads, softAbsent, softDeleted, nSoftItems,
 		worst.Round(time.Millisecond), down.longest().Round(time.Millisecond), worstExcess.Round(time.Millisecond), margin, worstBack)
+	t.Logf("keyed items: %d lookups by code, %d by group (%d rows returned); %d code swaps, %d group moves, %d value writes by raw SQL; %d lookups wrong (%d by code, %d by group)",
+		codeReads, groupReads, members, kw.swaps, kw.moves, kw.writes, lookupWrong, codeWrong, lookupWrong-codeWrong)
 	for role, c := range counts {
 		t.Logf("  %-13s %v", role, c)
+	}
+	switch {
+	case control && lookupWrong == 0:
+		t.Errorf("control (%s=unchecked): lookups without the check on read, yet the checker found none wrong", envControl)
+	case control:
+		t.Logf("control (%s=unchecked): the checker found %d lookups wrong, as it must", envControl, lookupWrong)
+	case lookupWrong > 0:
+		t.Errorf("%d lookups by code or by group returned a wrong answer", lookupWrong)
 	}
 	if over > 0 {
 		t.Errorf("%d reads returned a row stale by more than %v beyond the downtime in their window", over, margin)
@@ -560,8 +644,9 @@ func TestTorture(t *testing.T) {
 	h.mu.Unlock()
 	// A short run on a slow machine may see one kind of fault besides the Postgres kill
 	// (which the chaos waits for); it must see some.
-	if nReads == 0 || workerKills.Load()+redisRestarts.Load()+appKills.Load() == 0 || pgKills.Load() == 0 || backAcks == 0 || softDeletes == 0 || softAbsent == 0 {
-		t.Fatal("the torture did nothing: no reads, no faults, no Postgres kill, no write-back writes or no soft deletes read")
+	if nReads == 0 || workerKills.Load()+redisRestarts.Load()+appKills.Load() == 0 || pgKills.Load() == 0 || backAcks == 0 || softDeletes == 0 || softAbsent == 0 ||
+		codeReads == 0 || groupReads == 0 || kw.swaps == 0 || kw.moves == 0 {
+		t.Fatal("the torture did nothing: no reads, no faults, no Postgres kill, no write-back writes, no soft deletes read, no lookups, or no swaps or moves")
 	}
 }
 
@@ -644,6 +729,55 @@ func softIncoherence(ctx context.Context, db *gorm.DB, softs *readthrough.Reposi
 	}
 	if found != (len(scoped) == 1) || (found && got.Ver != scoped[0].Ver) {
 		return fmt.Sprintf("Get in the default scope finds %v (%+v), GORM's scoped read %d rows", found, got, len(scoped)), nil
+	}
+	return "", nil
+}
+
+// awaitLookupsCoherent waits until a lookup of every code, and a list of every group,
+// through the cache gives what Postgres holds (rows, at the versions in db, in id order).
+func awaitLookupsCoherent(t *testing.T, ctx context.Context, keyed *readthrough.Repository[KeyedItem], db []KeyedItem, deadline time.Time) {
+	t.Helper()
+	for {
+		why, err := lookupIncoherence(ctx, keyed, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keyed items: %s %v after the writes stopped", why, quiescence)
+		}
+		sleep(ctx, 20*time.Millisecond)
+	}
+}
+
+// lookupIncoherence returns the first lookup whose answer differs from Postgres's rows
+// db, or "" when all agree.
+func lookupIncoherence(ctx context.Context, keyed *readthrough.Repository[KeyedItem], db []KeyedItem) (string, error) {
+	groups := make([][]found, nGroups)
+	for _, want := range db {
+		groups[want.Grp] = append(groups[want.Grp], found{want.ID, want.Ver})
+		got, ok, err := keyed.By("Code").Get(ctx, want.Code)
+		if err != nil {
+			return "", fmt.Errorf("lookup by code %s: %w", want.Code, err)
+		}
+		if !ok || got.ID != want.ID || got.Ver != want.Ver {
+			return fmt.Sprintf("the lookup by code %s gives %+v (found %v), Postgres %+v", want.Code, got, ok, want), nil
+		}
+	}
+	for g, want := range groups {
+		rows, err := keyed.ListBy("Grp").Get(ctx, int64(g))
+		if err != nil {
+			return "", fmt.Errorf("list by group %d: %w", g, err)
+		}
+		got := make([]found, len(rows))
+		for i, r := range rows {
+			got[i] = found{r.ID, r.Ver}
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Sprintf("the list by group %d gives (id, ver) %v, Postgres %v", g, got, want), nil
+		}
 	}
 	return "", nil
 }

@@ -46,7 +46,7 @@ func startWorker(t *testing.T, bin, pgURL, redisAddr, prefix, slot string) *work
 	addr := l.Addr().String()
 	l.Close()
 	cmd := exec.Command(bin, "-postgres", pgURL, "-redis", redisAddr, "-prefix", prefix, "-slot", slot,
-		"-tables", "items,back_items,odd_items,soft_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
+		"-tables", "items,back_items,odd_items,soft_items,keyed_items", "-listen", addr, "-status-interval", "200ms", "-log-level", "error",
 		"-writeback", "-writeback-consumer", "torture-worker")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -144,6 +144,13 @@ func (p *cacheProc) parse(line string, h *history) {
 		} else {
 			h.committedState(r, ver, kind == "d", at)
 		}
+	case kind == "u" || kind == "g":
+		l, err := parseLookup(kind, f, num)
+		if err != nil {
+			p.failed = "unreadable report line: " + line
+			return
+		}
+		h.lookup(l)
 	case kind == "a" && len(f) == 3:
 		h.readAbsent(row{f[0], num(1)}, time.Unix(0, num(2)))
 	case kind == "n" && len(f) == 2:
