@@ -1,4 +1,4 @@
-.PHONY: demo test lint images bench
+.PHONY: demo test lint images bench worker-image
 
 # The demo: Postgres and Redis come up through testcontainers.
 demo:
@@ -24,3 +24,7 @@ images:
 # bench-results/*.svg (see docs/BENCHMARKS.md).
 bench:
 	eval "$$(scripts/env.sh)" && go run -C cmd ./pgcache-bench -out ../bench-results.json -plots ../bench-results
+
+# The worker's image, from scratch: a static binary, no base image (cmd/pgcache-worker/Dockerfile).
+worker-image:
+	scripts/worker-image.sh pgcache-worker:dev

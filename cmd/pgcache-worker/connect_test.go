@@ -110,7 +110,12 @@ type fixtureDB struct {
 
 func newFixtureDB(t *testing.T, rdb redis.UniversalClient, prefix string) *fixtureDB {
 	t.Helper()
-	pg := servers.Postgres(t).NewDatabase(t)
+	return newFixtureDBOn(t, servers.Postgres(t).NewDatabase(t), rdb, prefix)
+}
+
+// newFixtureDBOn is newFixtureDB in the database pg.
+func newFixtureDBOn(t *testing.T, pg *integration.Database, rdb redis.UniversalClient, prefix string) *fixtureDB {
+	t.Helper()
 	db := fixture.Open(t, pg.RoleURL)
 	if err := db.AutoMigrate(&fixture.Widget{}); err != nil {
 		t.Fatal(err)
