@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/errgroup"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -74,7 +73,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	stopWorker, err := startWorker(ctx, log, rdb, pgURL)
+	stopWorker, err := demo.StartWorker(ctx, log, rdb, invalidator.WorkerOptions{
+		Postgres:    pgURL,
+		Stream:      cdc.Options{Slot: "lookups", Publication: "lookups", Tables: []string{"users", "items"}, StatusInterval: time.Second},
+		Invalidator: invalidator.Options{Prefix: "lookups"},
+	})
 	if err != nil {
 		return err
 	}
@@ -117,38 +120,6 @@ func setup(db *gorm.DB, rdb *redis.Client, log *slog.Logger) (repos, error) {
 		return repos{}, err
 	}
 	return repos{users, items}, nil
-}
-
-// startWorker runs the invalidation worker until the returned stop is called, and
-// returns once it streams.
-func startWorker(ctx context.Context, log *slog.Logger, rdb *redis.Client, pgURL string) (stop func(), err error) {
-	worker, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
-		Postgres:    pgURL,
-		Stream:      cdc.Options{Slot: "lookups", Publication: "lookups", Tables: []string{"users", "items"}, StatusInterval: time.Second},
-		Invalidator: invalidator.Options{Prefix: "lookups"},
-	})
-	if err != nil {
-		return nil, err
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	g, wctx := errgroup.WithContext(wctx)
-	g.Go(func() error { return worker.Run(wctx) })
-	stop = func() {
-		cancel()
-		if err := g.Wait(); err != nil {
-			log.Error("worker", "error", err)
-		}
-	}
-	for !worker.Ready() {
-		select {
-		case <-wctx.Done():
-			err := fmt.Errorf("worker stopped before it was ready: %w", g.Wait())
-			stop()
-			return nil, err
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return stop, nil
 }
 
 // byEmail is step 1.

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sync/errgroup"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -74,7 +73,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 	}
 	// The invalidation worker, in-process here (cmd/pgcache-worker runs it on its own).
 	// A new slot means a gap: it first invalidates every cached product.
-	stopWorker, err := startWorker(ctx, log, rdb, pgURL)
+	stopWorker, err := demo.StartWorker(ctx, log, rdb, invalidator.WorkerOptions{
+		Postgres:    pgURL,
+		Stream:      cdc.Options{Slot: "quickstart", Publication: "quickstart", Tables: []string{"products"}, StatusInterval: time.Second},
+		Invalidator: invalidator.Options{Prefix: "quickstart"},
+	})
 	if err != nil {
 		return err
 	}
@@ -118,38 +121,6 @@ func setup(ctx context.Context, log *slog.Logger, db *gorm.DB, rdb *redis.Client
 		return nil, err
 	}
 	return readthrough.Register[Product](cache, readthrough.ModelOptions{TTL: 10 * time.Minute})
-}
-
-// startWorker runs the invalidation worker until the returned stop is called, and
-// returns once it streams.
-func startWorker(ctx context.Context, log *slog.Logger, rdb *redis.Client, pgURL string) (stop func(), err error) {
-	worker, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
-		Postgres:    pgURL,
-		Stream:      cdc.Options{Slot: "quickstart", Publication: "quickstart", Tables: []string{"products"}, StatusInterval: time.Second},
-		Invalidator: invalidator.Options{Prefix: "quickstart"},
-	})
-	if err != nil {
-		return nil, err
-	}
-	wctx, stopWorker := context.WithCancel(ctx)
-	g, wctx := errgroup.WithContext(wctx)
-	g.Go(func() error { return worker.Run(wctx) })
-	stop = func() {
-		stopWorker()
-		if err := g.Wait(); err != nil {
-			log.Error("worker", "error", err)
-		}
-	}
-	for !worker.Ready() {
-		select {
-		case <-wctx.Done():
-			err := fmt.Errorf("worker stopped before it was ready: %w", g.Wait())
-			stop()
-			return nil, err
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return stop, nil
 }
 
 // readTwice is step 1: it returns the latencies of the misses and of the hits.
