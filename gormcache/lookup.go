@@ -1,0 +1,343 @@
+package gormcache
+
+import (
+	"reflect"
+	"regexp"
+	"strings"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// A query is served only when it is provably a lookup by primary key whose answer the
+// repository gives exactly as GORM would. Everything here errs towards Postgres: a form
+// not recognised, a clause not understood, a value whose type Postgres might read
+// otherwise than the key's canonical form does, and the query goes through untouched.
+
+// lookup is a query the plugin serves: the ids of the rows, without repeats.
+type lookup struct {
+	ids []any
+}
+
+// lookupOf returns the lookup db's query is, or false when it must go to Postgres.
+func (m *model) lookupOf(db *gorm.DB) (lookup, bool) {
+	stmt := db.Statement
+	if !plain(db) {
+		return lookup{}, false
+	}
+	single := stmt.ReflectValue.Kind() == reflect.Struct
+	if single && stmt.ReflectValue.Type() != m.typ || !single && !m.sliceOfModel(stmt.ReflectValue.Type()) {
+		return lookup{}, false
+	}
+	cols := make([][]any, len(m.pk)) // the values each key column is constrained to
+	if where, ok := stmt.Clauses["WHERE"]; ok {
+		w, ok := where.Expression.(clause.Where)
+		if !ok || !m.constrain(stmt, w.Exprs, cols) {
+			return lookup{}, false
+		}
+	}
+	if single {
+		// GORM adds the destination's key to the conditions when it is set.
+		for i, f := range m.pk {
+			if v, zero := f.ValueOf(stmt.Context, stmt.ReflectValue); !zero && !m.add(cols, i, []any{v}) {
+				return lookup{}, false
+			}
+		}
+	}
+	l, ok := m.ids(cols)
+	if !ok || len(l.ids) == 0 {
+		return lookup{}, false
+	}
+	// One row for a struct and for First, Take and Last (several keys would need the
+	// ordering Postgres applies); any number for Find into a slice, unless limited.
+	if (single || stmt.RaiseErrorOnNotFound) && len(l.ids) != 1 {
+		return lookup{}, false
+	}
+	if !limitHolds(stmt, len(l.ids)) || !m.orderHolds(stmt, len(l.ids)) {
+		return lookup{}, false
+	}
+	return l, true
+}
+
+// plain reports whether the statement is a plain SELECT * of its model from its table,
+// outside a transaction, with no clause but WHERE, LIMIT and ORDER BY.
+func plain(db *gorm.DB) bool {
+	stmt := db.Statement
+	switch {
+	case db.DryRun, stmt.SQL.Len() > 0, stmt.Unscoped, stmt.Distinct, stmt.TableExpr != nil,
+		len(stmt.Selects) > 0, len(stmt.Omits) > 0, len(stmt.Joins) > 0, len(stmt.Preloads) > 0,
+		stmt.Table != stmt.Schema.Table, !samePointer(stmt.Model, stmt.Dest):
+		return false
+	}
+	if _, inTx := stmt.ConnPool.(gorm.TxCommitter); inTx {
+		return false
+	}
+	for name := range stmt.Clauses {
+		switch name {
+		case "WHERE", "LIMIT", "ORDER BY":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// samePointer reports whether a and b are the same pointer: the query's model is its
+// destination (db.Model(&x).Find(&y) selects y's fields from x's table).
+func samePointer(a, b any) bool {
+	ra, rb := reflect.ValueOf(a), reflect.ValueOf(b)
+	return ra.Kind() == reflect.Pointer && rb.Kind() == reflect.Pointer && ra.Pointer() == rb.Pointer() && ra.Type() == rb.Type()
+}
+
+func (m *model) sliceOfModel(t reflect.Type) bool {
+	if t.Kind() != reflect.Slice {
+		return false
+	}
+	e := t.Elem()
+	return e == m.typ || e.Kind() == reflect.Pointer && e.Elem() == m.typ
+}
+
+// constrain adds the values each condition allows to the key column it names; false
+// when a condition is anything else.
+func (m *model) constrain(stmt *gorm.Statement, exprs []clause.Expression, cols [][]any) bool {
+	for _, e := range exprs {
+		var (
+			col  int
+			vals []any
+			ok   bool
+		)
+		switch c := e.(type) {
+		case clause.AndConditions:
+			if !m.constrain(stmt, c.Exprs, cols) {
+				return false
+			}
+			continue
+		case clause.IN:
+			col, ok = m.column(stmt, c.Column)
+			vals = c.Values
+		case clause.Eq:
+			col, ok = m.column(stmt, c.Column)
+			vals, ok = eqValues(c.Value, ok)
+		case clause.Expr:
+			col, vals, ok = m.expr(stmt, c)
+		}
+		if !ok || !m.add(cols, col, vals) {
+			return false
+		}
+	}
+	return true
+}
+
+// eqValues returns the values clause.Eq compares with: a list for the slices it builds
+// as IN (see clause.Eq.Build).
+func eqValues(v any, ok bool) ([]any, bool) {
+	switch v.(type) {
+	case []string, []int, []int32, []int64, []uint, []uint32, []uint64, []any:
+		rv := reflect.ValueOf(v)
+		vals := make([]any, rv.Len())
+		for i := range vals {
+			vals[i] = rv.Index(i).Interface()
+		}
+		return vals, ok
+	}
+	return []any{v}, ok
+}
+
+// add records that key column col is constrained to vals. A column constrained twice,
+// an empty list and values of a type the column's field does not take are refused.
+func (m *model) add(cols [][]any, col int, vals []any) bool {
+	if cols[col] != nil || len(vals) == 0 {
+		return false
+	}
+	for _, v := range vals {
+		if !m.takes(col, v) {
+			return false
+		}
+	}
+	cols[col] = vals
+	return true
+}
+
+// takes reports whether v is a value of the key field's own type, or of a built-in
+// integer type for an integer field. Other values may be read by Postgres otherwise
+// than their canonical key is spelled (the text "05" for an integer key), or fail there.
+func (m *model) takes(col int, v any) bool {
+	ft := m.pk[col].FieldType
+	for ft.Kind() == reflect.Pointer {
+		ft = ft.Elem()
+	}
+	vt := reflect.TypeOf(v)
+	switch {
+	case vt == nil:
+		return false
+	case vt == ft:
+		return true
+	case isInt(ft.Kind()) && isInt(vt.Kind()) && vt.PkgPath() == "":
+		return true
+	}
+	return false
+}
+
+func isInt(k reflect.Kind) bool {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
+}
+
+// column returns the index of the key column that c names as GORM quotes it: a
+// clause.Column of the current table, or a string ("id", "users.id").
+func (m *model) column(stmt *gorm.Statement, c any) (int, bool) {
+	var table, name string
+	switch c := c.(type) {
+	case clause.Column:
+		if c.Raw || c.Alias != "" {
+			return 0, false
+		}
+		table, name = c.Table, c.Name
+		if table == clause.CurrentTable {
+			table = ""
+		}
+		if name == clause.PrimaryKey {
+			// The model's prioritised key: the key itself when it has one column.
+			if len(m.pk) != 1 {
+				return 0, false
+			}
+			name = m.pk[0].DBName
+		}
+	case string:
+		name = c
+		if t, n, ok := strings.Cut(c, "."); ok {
+			table, name = t, n
+		}
+	default:
+		return 0, false
+	}
+	if table != "" && table != stmt.Table {
+		return 0, false
+	}
+	for i, f := range m.pk {
+		if f.DBName == name {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// condition matches the SQL conditions served: `column = ?` and `column IN ?`, the
+// column optionally qualified by the table, either quoted or not.
+var condition = regexp.MustCompile(`^\s*(?:([A-Za-z_][A-Za-z0-9_]*|"[^"]+")\s*\.\s*)?([A-Za-z_][A-Za-z0-9_]*|"[^"]+")\s*(=|[Ii][Nn])\s*\?\s*$`)
+
+// expr returns the key column and the values of a condition written in SQL.
+func (m *model) expr(stmt *gorm.Statement, e clause.Expr) (int, []any, bool) {
+	sub := condition.FindStringSubmatch(e.SQL)
+	if sub == nil || len(e.Vars) != 1 || e.WithoutParentheses {
+		return 0, nil, false
+	}
+	table, name := ident(sub[1]), ident(sub[2])
+	if table != "" && table != stmt.Table {
+		return 0, nil, false
+	}
+	col := -1
+	for i, f := range m.pk {
+		if f.DBName == name {
+			col = i
+		}
+	}
+	if col < 0 {
+		return 0, nil, false
+	}
+	v := e.Vars[0]
+	rv := reflect.ValueOf(v)
+	isList := rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() != reflect.Uint8
+	if sub[3] == "=" {
+		// A list after = is spelled (a, b) by GORM: not a lookup.
+		return col, []any{v}, !isList
+	}
+	if !isList {
+		return 0, nil, false
+	}
+	vals := make([]any, rv.Len())
+	for i := range vals {
+		vals[i] = rv.Index(i).Interface()
+	}
+	return col, vals, true
+}
+
+// ident returns an identifier as Postgres reads it: unquoted ones folded to lower case.
+func ident(s string) string {
+	if len(s) >= 2 && s[0] == '"' {
+		return s[1 : len(s)-1]
+	}
+	return strings.ToLower(s)
+}
+
+// ids returns the ids the constrained columns name: every key column must be
+// constrained; a composite key to one value per column.
+func (m *model) ids(cols [][]any) (lookup, bool) {
+	for _, vals := range cols {
+		if vals == nil || len(cols) > 1 && len(vals) != 1 {
+			return lookup{}, false
+		}
+	}
+	if len(cols) > 1 {
+		id := make([]any, len(cols))
+		for i, vals := range cols {
+			id[i] = vals[0]
+		}
+		if _, err := m.key(id); err != nil {
+			return lookup{}, false
+		}
+		return lookup{ids: []any{id}}, true
+	}
+	seen := make(map[string]bool, len(cols[0]))
+	l := lookup{ids: make([]any, 0, len(cols[0]))}
+	for _, v := range cols[0] {
+		k, err := m.key(v)
+		if err != nil {
+			return lookup{}, false
+		}
+		if !seen[k] {
+			seen[k] = true
+			l.ids = append(l.ids, v)
+		}
+	}
+	return l, true
+}
+
+// limitHolds reports whether the LIMIT clause, if any, cuts nothing from n rows.
+func limitHolds(stmt *gorm.Statement, n int) bool {
+	c, ok := stmt.Clauses["LIMIT"]
+	if !ok {
+		return true
+	}
+	l, ok := c.Expression.(clause.Limit)
+	if !ok || l.Offset != 0 {
+		return false
+	}
+	return l.Limit == nil || *l.Limit < 0 || *l.Limit >= n // a negative limit is none
+}
+
+// orderHolds reports whether the ORDER BY clause, if any, orders nothing: First's and
+// Last's order by the key, over one row.
+func (m *model) orderHolds(stmt *gorm.Statement, n int) bool {
+	c, ok := stmt.Clauses["ORDER BY"]
+	if !ok {
+		return true
+	}
+	o, ok := c.Expression.(clause.OrderBy)
+	if !ok || o.Expression != nil || n != 1 {
+		return false
+	}
+	for _, col := range o.Columns {
+		if col.Column.Name == clause.PrimaryKey && !col.Column.Raw && (col.Column.Table == clause.CurrentTable || col.Column.Table == "") {
+			continue
+		}
+		if _, ok := m.column(stmt, col.Column); !ok {
+			return false
+		}
+	}
+	return true
+}
