@@ -148,11 +148,16 @@ func (p *Plugin) model(sch *schema.Schema) *model {
 func (p *Plugin) Name() string { return "pgcache:gormcache" }
 
 // Initialize installs the plugin on db; db.Use calls it. db must be the *gorm.DB given
-// to New, outside a transaction, without dbresolver.
+// to New, outside a transaction, without dbresolver; on any other *gorm.DB it does
+// nothing (GORM initialises a Config's plugins on every database opened with it).
 func (p *Plugin) Initialize(db *gorm.DB) error {
+	if db.Config != p.db.Config {
+		// GORM initialises the plugins of a Config again for every database opened with
+		// it (dbresolver opens its sources and replicas so): those are not served.
+		p.log.Warn("gormcache: the plugin was initialised on another *gorm.DB than the one given to New; it does nothing there")
+		return nil
+	}
 	switch {
-	case db.Config != p.db.Config:
-		return fmt.Errorf("%w: the plugin was made for another *gorm.DB: call db.Use with the db given to New", ErrConfig)
 	case resolving(db):
 		return fmt.Errorf("%w; use the plugin on a *gorm.DB without dbresolver (one opened on the primary)", ErrResolver)
 	case !p.used.CompareAndSwap(false, true):

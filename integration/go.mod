@@ -77,6 +77,7 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
+	gorm.io/plugin/dbresolver v1.6.2 // indirect
 )
 
 // The harness and the tests against real servers are developed with the library beside
