@@ -43,7 +43,7 @@ type Plugin struct {
 	cache  *readthrough.Cache
 	log    *slog.Logger
 
-	mu     sync.Mutex                             // serialises Register
+	mu     sync.Mutex                              // serialises Register
 	models atomic.Pointer[map[reflect.Type]*model] // copied on write: read by every query
 
 	used  atomic.Bool
