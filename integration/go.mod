@@ -15,6 +15,7 @@ require (
 	github.com/testcontainers/testcontainers-go/modules/redis v0.44.0
 	gorm.io/driver/postgres v1.6.3
 	gorm.io/gorm v1.31.2
+	gorm.io/plugin/dbresolver v1.6.2
 )
 
 require (
@@ -77,7 +78,6 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-	gorm.io/plugin/dbresolver v1.6.2 // indirect
 )
 
 // The harness and the tests against real servers are developed with the library beside
