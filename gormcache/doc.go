@@ -43,10 +43,12 @@
 // Models under writepolicy.WriteThrough are filled again after the invalidation.
 //
 // Left to the invalidator (pgcache-worker), which sees every committed change: raw SQL
-// (db.Exec), writes inside transactions begun before db.Use or on a connection the
-// plugin did not wrap, updates that change a primary key through Where (the old key),
-// and updates and deletes sent as prepared statements (gorm.Config.PrepareStmt),
-// whose SQL the plugin cannot extend. Stats.Unknown counts those writes.
+// (db.Exec), writes through sessions derived before db.Use or inside transactions
+// begun on a connection the plugin did not wrap, updates that change a primary key
+// through Where (the old key), and writes through a session made with
+// gorm.Session{PrepareStmt: true}, whose prepared-statement pool sits above the
+// plugin's and sends the statement unextended (gorm.Config.PrepareStmt is fine: its
+// pool sits below). Stats.Unknown counts those writes.
 //
 // # Setup
 //

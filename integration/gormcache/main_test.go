@@ -80,7 +80,13 @@ func newEnv(tb testing.TB) *env {
 
 func (e *env) open(tb testing.TB) *gorm.DB {
 	tb.Helper()
-	db, err := gorm.Open(postgres.Open(e.dbURL), &gorm.Config{Logger: logger.Discard})
+	return e.openWith(tb, &gorm.Config{})
+}
+
+func (e *env) openWith(tb testing.TB, cfg *gorm.Config) *gorm.DB {
+	tb.Helper()
+	cfg.Logger = logger.Discard
+	db, err := gorm.Open(postgres.Open(e.dbURL), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -100,7 +106,12 @@ type proc struct {
 
 func (e *env) proc(tb testing.TB, policy writepolicy.Policy) *proc {
 	tb.Helper()
-	db := e.open(tb)
+	return e.procWith(tb, policy, &gorm.Config{})
+}
+
+func (e *env) procWith(tb testing.TB, policy writepolicy.Policy, cfg *gorm.Config) *proc {
+	tb.Helper()
+	db := e.openWith(tb, cfg)
 	p, err := gormcache.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		tb.Fatal(err)
