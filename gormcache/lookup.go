@@ -7,6 +7,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 )
 
 // A query is served only when it is provably a lookup by primary key whose answer the
@@ -14,9 +15,12 @@ import (
 // not recognised, a clause not understood, a value whose type Postgres might read
 // otherwise than the key's canonical form does, and the query goes through untouched.
 
-// lookup is a query the plugin serves: the ids of the rows, without repeats.
+// lookup is a query the plugin serves: the ids of the rows, without repeats, or the
+// value of a unique column (column, then, names it).
 type lookup struct {
-	ids []any
+	ids    []any
+	column string
+	value  any
 }
 
 // lookupOf returns the lookup db's query is, or false when it must go to Postgres.
@@ -29,34 +33,61 @@ func (m *model) lookupOf(db *gorm.DB) (lookup, bool) {
 	if single && stmt.ReflectValue.Type() != m.typ || !single && !m.sliceOfModel(stmt.ReflectValue.Type()) {
 		return lookup{}, false
 	}
-	cols := make([][]any, len(m.pk)) // the values each key column is constrained to
+	c := constraints{pk: make([][]any, len(m.pk))}
 	if where, ok := stmt.Clauses["WHERE"]; ok {
 		w, ok := where.Expression.(clause.Where)
-		if !ok || !m.constrain(stmt, w.Exprs, cols) {
+		if !ok || !m.constrain(stmt, w.Exprs, &c) {
 			return lookup{}, false
 		}
 	}
 	if single {
 		// GORM adds the destination's key to the conditions when it is set.
 		for i, f := range m.pk {
-			if v, zero := f.ValueOf(stmt.Context, stmt.ReflectValue); !zero && !m.add(cols, i, []any{v}) {
+			if v, zero := f.ValueOf(stmt.Context, stmt.ReflectValue); !zero && !m.add(c.pk, i, []any{v}) {
 				return lookup{}, false
 			}
 		}
 	}
-	l, ok := m.ids(cols)
-	if !ok || len(l.ids) == 0 {
-		return lookup{}, false
+	var l lookup
+	n, ok := 1, false // rows the lookup can find
+	if c.column != "" {
+		// By a unique column: into a struct only (answerRow).
+		l, ok = m.byColumn(c)
+		ok = ok && single
+	} else if l, ok = m.ids(c.pk); ok {
+		n = len(l.ids)
 	}
 	// One row for a struct and for First, Take and Last (several keys would need the
 	// ordering Postgres applies); any number for Find into a slice, unless limited.
-	if (single || stmt.RaiseErrorOnNotFound) && len(l.ids) != 1 {
+	if !ok || n == 0 || (single || stmt.RaiseErrorOnNotFound) && n != 1 {
 		return lookup{}, false
 	}
-	if !limitHolds(stmt, len(l.ids)) || !m.orderHolds(stmt, len(l.ids)) {
+	if !limitHolds(stmt, n) || !m.orderHolds(stmt, n) {
 		return lookup{}, false
 	}
 	return l, true
+}
+
+// constraints are the values a query's conditions allow: for each key column, and for
+// one other column (column, values) when it is one with a lookup of its own.
+type constraints struct {
+	pk     [][]any
+	column string
+	values []any
+}
+
+// byColumn returns the lookup by a unique column that c is: the column alone, to one
+// value.
+func (m *model) byColumn(c constraints) (lookup, bool) {
+	for _, vals := range c.pk {
+		if vals != nil {
+			return lookup{}, false
+		}
+	}
+	if len(c.values) != 1 {
+		return lookup{}, false
+	}
+	return lookup{column: c.column, value: c.values[0]}, true
 }
 
 // plain reports whether the statement is a plain SELECT * of its model from its table,
@@ -97,34 +128,54 @@ func (m *model) sliceOfModel(t reflect.Type) bool {
 	return e == m.typ || e.Kind() == reflect.Pointer && e.Elem() == m.typ
 }
 
-// constrain adds the values each condition allows to the key column it names; false
-// when a condition is anything else.
-func (m *model) constrain(stmt *gorm.Statement, exprs []clause.Expression, cols [][]any) bool {
+// constrain adds the values each condition allows to the column it names (a key
+// column, or one with a lookup of its own); false when a condition is anything else.
+func (m *model) constrain(stmt *gorm.Statement, exprs []clause.Expression, c *constraints) bool {
 	for _, e := range exprs {
 		var (
-			col  int
+			name string
 			vals []any
 			ok   bool
 		)
-		switch c := e.(type) {
+		switch x := e.(type) {
 		case clause.AndConditions:
-			if !m.constrain(stmt, c.Exprs, cols) {
+			if !m.constrain(stmt, x.Exprs, c) {
 				return false
 			}
 			continue
 		case clause.IN:
-			col, ok = m.column(stmt, c.Column)
-			vals = c.Values
+			name, ok = m.columnName(stmt, x.Column)
+			vals = x.Values
 		case clause.Eq:
-			col, ok = m.column(stmt, c.Column)
-			vals, ok = eqValues(c.Value, ok)
+			name, ok = m.columnName(stmt, x.Column)
+			vals, ok = eqValues(x.Value, ok)
 		case clause.Expr:
-			col, vals, ok = m.expr(stmt, c)
+			name, vals, ok = m.expr(stmt, x)
 		}
-		if !ok || !m.add(cols, col, vals) {
+		if !ok || !m.constrainColumn(c, name, vals) {
 			return false
 		}
 	}
+	return true
+}
+
+// constrainColumn records that column name is constrained to vals.
+func (m *model) constrainColumn(c *constraints, name string, vals []any) bool {
+	for i, f := range m.pk {
+		if f.DBName == name {
+			return m.add(c.pk, i, vals)
+		}
+	}
+	f, ok := m.unique[name]
+	if !ok || c.column != "" || len(vals) == 0 {
+		return false
+	}
+	for _, v := range vals {
+		if !takes(f.field, v) {
+			return false
+		}
+	}
+	c.column, c.values = name, vals
 	return true
 }
 
@@ -150,7 +201,7 @@ func (m *model) add(cols [][]any, col int, vals []any) bool {
 		return false
 	}
 	for _, v := range vals {
-		if !m.takes(col, v) {
+		if !takes(m.pk[col], v) {
 			return false
 		}
 	}
@@ -158,11 +209,11 @@ func (m *model) add(cols [][]any, col int, vals []any) bool {
 	return true
 }
 
-// takes reports whether v is a value of the key field's own type, or of a built-in
+// takes reports whether v is a value of the field's own type, or of a built-in
 // integer type for an integer field. Other values may be read by Postgres otherwise
 // than their canonical key is spelled (the text "05" for an integer key), or fail there.
-func (m *model) takes(col int, v any) bool {
-	ft := m.pk[col].FieldType
+func takes(f *schema.Field, v any) bool {
+	ft := f.FieldType
 	for ft.Kind() == reflect.Pointer {
 		ft = ft.Elem()
 	}
@@ -187,14 +238,14 @@ func isInt(k reflect.Kind) bool {
 	return false
 }
 
-// column returns the index of the key column that c names as GORM quotes it: a
-// clause.Column of the current table, or a string ("id", "users.id").
-func (m *model) column(stmt *gorm.Statement, c any) (int, bool) {
+// columnName returns the column that c names as GORM quotes it: a clause.Column of
+// the current table, or a string ("id", "users.id").
+func (m *model) columnName(stmt *gorm.Statement, c any) (string, bool) {
 	var table, name string
 	switch c := c.(type) {
 	case clause.Column:
 		if c.Raw || c.Alias != "" {
-			return 0, false
+			return "", false
 		}
 		table, name = c.Table, c.Name
 		if table == clause.CurrentTable {
@@ -203,7 +254,7 @@ func (m *model) column(stmt *gorm.Statement, c any) (int, bool) {
 		if name == clause.PrimaryKey {
 			// The model's prioritised key: the key itself when it has one column.
 			if len(m.pk) != 1 {
-				return 0, false
+				return "", false
 			}
 			name = m.pk[0].DBName
 		}
@@ -213,13 +264,16 @@ func (m *model) column(stmt *gorm.Statement, c any) (int, bool) {
 			table, name = t, n
 		}
 	default:
-		return 0, false
+		return "", false
 	}
-	if table != "" && table != stmt.Table {
-		return 0, false
-	}
+	return name, table == "" || table == stmt.Table
+}
+
+// column returns the index of the key column that c names.
+func (m *model) column(stmt *gorm.Statement, c any) (int, bool) {
+	name, ok := m.columnName(stmt, c)
 	for i, f := range m.pk {
-		if f.DBName == name {
+		if ok && f.DBName == name {
 			return i, true
 		}
 	}
@@ -230,40 +284,31 @@ func (m *model) column(stmt *gorm.Statement, c any) (int, bool) {
 // column optionally qualified by the table, either quoted or not.
 var condition = regexp.MustCompile(`^\s*(?:([A-Za-z_][A-Za-z0-9_]*|"[^"]+")\s*\.\s*)?([A-Za-z_][A-Za-z0-9_]*|"[^"]+")\s*(=|[Ii][Nn])\s*\?\s*$`)
 
-// expr returns the key column and the values of a condition written in SQL.
-func (m *model) expr(stmt *gorm.Statement, e clause.Expr) (int, []any, bool) {
+// expr returns the column and the values of a condition written in SQL.
+func (m *model) expr(stmt *gorm.Statement, e clause.Expr) (string, []any, bool) {
 	sub := condition.FindStringSubmatch(e.SQL)
 	if sub == nil || len(e.Vars) != 1 || e.WithoutParentheses {
-		return 0, nil, false
+		return "", nil, false
 	}
 	table, name := ident(sub[1]), ident(sub[2])
 	if table != "" && table != stmt.Table {
-		return 0, nil, false
-	}
-	col := -1
-	for i, f := range m.pk {
-		if f.DBName == name {
-			col = i
-		}
-	}
-	if col < 0 {
-		return 0, nil, false
+		return "", nil, false
 	}
 	v := e.Vars[0]
 	rv := reflect.ValueOf(v)
 	isList := rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() != reflect.Uint8
 	if sub[3] == "=" {
 		// A list after = is spelled (a, b) by GORM: not a lookup.
-		return col, []any{v}, !isList
+		return name, []any{v}, !isList
 	}
 	if !isList {
-		return 0, nil, false
+		return "", nil, false
 	}
 	vals := make([]any, rv.Len())
 	for i := range vals {
 		vals[i] = rv.Index(i).Interface()
 	}
-	return col, vals, true
+	return name, vals, true
 }
 
 // ident returns an identifier as Postgres reads it: unquoted ones folded to lower case.

@@ -25,6 +25,19 @@ type model struct {
 	// key returns the row's Redis key: a canonical spelling of the id.
 	key        func(id any) (string, error)
 	invalidate func(ctx context.Context, ids []any) error
+
+	// unique holds the lookups by a unique column other than the key, by column name:
+	// the seam for readthrough's lookups by unique column, which are being written.
+	// Until a registration fills it, it is empty and such queries go to Postgres.
+	unique map[string]columnLookup
+}
+
+// columnLookup answers a query for the row whose unique column field holds a value.
+type columnLookup struct {
+	field *schema.Field
+	// get returns the row (a T) whose column holds value, in the default scope, read
+	// through the cache with the promises of a lookup by key.
+	get func(ctx context.Context, value any) (reflect.Value, bool, error)
 }
 
 func newModel[T any](sch *schema.Schema, repo *readthrough.Repository[T], refill bool) *model {

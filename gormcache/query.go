@@ -1,6 +1,7 @@
 package gormcache
 
 import (
+	"context"
 	"log/slog"
 	"reflect"
 
@@ -37,9 +38,14 @@ func (p *Plugin) serve(db *gorm.DB) bool {
 	p.stats.served.Add(1)
 	var n int
 	var err error
-	if stmt.ReflectValue.Kind() == reflect.Struct {
-		n, err = m.answerRow(db, l.ids[0])
-	} else {
+	switch {
+	case l.column != "":
+		n, err = m.answerRow(db, func(ctx context.Context) (reflect.Value, bool, error) {
+			return m.unique[l.column].get(ctx, l.value)
+		})
+	case stmt.ReflectValue.Kind() == reflect.Struct:
+		n, err = m.answerRow(db, func(ctx context.Context) (reflect.Value, bool, error) { return m.get(ctx, l.ids[0]) })
+	default:
 		n, err = m.answerRows(db, l.ids)
 	}
 	if err != nil {
@@ -56,12 +62,12 @@ func (p *Plugin) serve(db *gorm.DB) bool {
 	return true
 }
 
-// answerRow sets the destination struct's column fields from the row with this id, as
+// answerRow sets the destination struct's column fields from the row get returns, as
 // GORM's scan sets them (other fields keep their values), and returns how many rows
 // it found. With no row the destination is left as it was.
-func (m *model) answerRow(db *gorm.DB, id any) (int, error) {
+func (m *model) answerRow(db *gorm.DB, get func(context.Context) (reflect.Value, bool, error)) (int, error) {
 	ctx := db.Statement.Context
-	row, ok, err := m.get(ctx, id)
+	row, ok, err := get(ctx)
 	if err != nil || !ok {
 		return 0, err
 	}

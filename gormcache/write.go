@@ -63,7 +63,7 @@ func (p *Plugin) written(ctx context.Context, conn gorm.ConnPool, m *model, ids 
 			slog.String("model", m.sch.Name))
 		return
 	}
-	p.invalidate(context.WithoutCancel(ctx), m, m.unique(ids))
+	p.invalidate(context.WithoutCancel(ctx), m, m.distinct(ids))
 }
 
 // invalidate deletes the rows' entries, and fills them again for write-through models.
@@ -86,8 +86,8 @@ func (p *Plugin) invalidate(ctx context.Context, m *model, ids []any) {
 	}
 }
 
-// unique returns ids without repeats (by key).
-func (m *model) unique(ids []any) []any {
+// distinct returns ids without repeats (by key).
+func (m *model) distinct(ids []any) []any {
 	if len(ids) < 2 {
 		return ids
 	}
