@@ -29,6 +29,9 @@ func (m *model) lookupOf(db *gorm.DB) (lookup, bool) {
 	if !plain(db) {
 		return lookup{}, false
 	}
+	if !stmt.ReflectValue.CanSet() {
+		return lookup{}, false // a destination passed by value: GORM says what it thinks of it
+	}
 	single := stmt.ReflectValue.Kind() == reflect.Struct
 	if single && stmt.ReflectValue.Type() != m.typ || !single && !m.sliceOfModel(stmt.ReflectValue.Type()) {
 		return lookup{}, false

@@ -66,6 +66,7 @@ func TestLookupOf(t *testing.T) {
 		{"unique column and the key", true, func(db *gorm.DB) *gorm.DB { return db.Where("email = ?", "a@b").First(&account{}, 1) }, lookup{}, false},
 		{"unique column, several values", true, func(db *gorm.DB) *gorm.DB { return db.Where("email IN ?", []string{"a", "b"}).Find(&account{}) }, lookup{}, false},
 		{"unique column of another type", true, func(db *gorm.DB) *gorm.DB { return db.Where("email = ?", 5).First(&account{}) }, lookup{}, false},
+		{"destination by value", false, func(db *gorm.DB) *gorm.DB { return db.Find([]account{}, 1) }, lookup{}, false},
 		{"another column", true, func(db *gorm.DB) *gorm.DB { return db.Where("name = ?", "a").First(&account{}) }, lookup{}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
