@@ -24,8 +24,8 @@
 // the keys.
 //
 // Every other query goes to Postgres untouched: Select, Omit, Distinct, Joins,
-// Preload, locking and other clauses (Clauses(clause.Locking{...})), Unscoped, Table,
-// Group and Having, Order or Offset beyond what a lookup of one row implies, scopes or
+// Preload, locking and other clauses (Clauses(clause.Locking{...})), Unscoped, another Table,
+// Group and Having, Order, Offset and Limit beyond what the lookup implies, scopes or
 // conditions on other columns, Or and Not, raw SQL, destinations of another type
 // (Model(&User{}).Find(&dto)), First/Take/Last of several keys, queries inside a
 // transaction, DryRun, and models that are not registered. Stats counts both.
