@@ -168,9 +168,10 @@ type collectorKey struct{}
 // and reads the keys back, in place of GORM's Exec. It serves one statement: the one
 // GORM's gorm:create, gorm:update or gorm:delete sends while it is in the context.
 type collector struct {
-	m   *model
-	ran bool
-	ids []any
+	m     *model
+	table string // the statement's table, quoted
+	ran   bool
+	ids   []any
 }
 
 // exec runs the write with RETURNING and returns what Exec would have: the number of
@@ -182,7 +183,7 @@ func (c *collector) exec(ctx context.Context, conn gorm.ConnPool, query string, 
 	c.ran = true
 	cols := make([]string, len(c.m.pk))
 	for i, f := range c.m.pk {
-		cols[i] = `"` + strings.ReplaceAll(f.DBName, `"`, `""`) + `"`
+		cols[i] = c.table + `."` + strings.ReplaceAll(f.DBName, `"`, `""`) + `"`
 	}
 	rows, err := conn.QueryContext(ctx, query+" RETURNING "+strings.Join(cols, ", "), args...)
 	if err != nil {

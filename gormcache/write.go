@@ -24,7 +24,13 @@ func (p *Plugin) write(db *gorm.DB, next func(*gorm.DB)) {
 	before, _ := m.rowIDs(stmt.Context, stmt.ReflectValue, true)
 	ctx := stmt.Context
 	c := &collector{m: m}
-	stmt.Context = context.WithValue(ctx, collectorKey{}, c)
+	if stmt.TableExpr == nil {
+		// RETURNING names the key columns by the table (an UPDATE … FROM joins others,
+		// which may have columns of the same names); an aliased table would need the
+		// alias, so its writes go without.
+		c.table = stmt.Quote(stmt.Table)
+		stmt.Context = context.WithValue(ctx, collectorKey{}, c)
+	}
 	next(db)
 	stmt.Context = ctx
 	if db.Error != nil {

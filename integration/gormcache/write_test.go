@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -60,6 +61,10 @@ var writes = []write{
 	{"UpdateColumn", []form{readUser(1)}, func(db *gorm.DB) error { return db.Model(&User{ID: 1}).UpdateColumn("age", 99).Error }},
 	{"Where on another column .Updates", []form{readUser(2), readUser(5), readUser(1)}, func(db *gorm.DB) error {
 		return db.Model(&User{}).Where("age > ?", 40).Updates(map[string]any{"name": "senior"}).Error
+	}},
+	{"UPDATE … FROM another table", []form{readUser(1), readUser(2)}, func(db *gorm.DB) error {
+		return db.Model(&User{}).Clauses(clause.From{Tables: []clause.Table{{Name: "notes"}}}).
+			Where("notes.user_id = users.id AND notes.body = ?", "first").Update("name", "noted").Error
 	}},
 	{"Update of the key", []form{readUser(4), readUser(14)}, func(db *gorm.DB) error {
 		return db.Model(&User{ID: 4}).Update("id", 14).Error
