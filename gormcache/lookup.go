@@ -98,9 +98,12 @@ func (m *model) byColumn(c constraints) (lookup, bool) {
 func plain(db *gorm.DB) bool {
 	stmt := db.Statement
 	switch {
-	case db.DryRun, stmt.SQL.Len() > 0, stmt.Unscoped, stmt.Distinct, stmt.TableExpr != nil,
+	case db.DryRun, stmt.SQL.Len() > 0, stmt.Unscoped, stmt.Distinct,
 		len(stmt.Selects) > 0, len(stmt.Omits) > 0, len(stmt.Joins) > 0, len(stmt.Preloads) > 0,
-		stmt.Table != stmt.Schema.Table, !samePointer(stmt.Model, stmt.Dest):
+		!samePointer(stmt.Model, stmt.Dest):
+		return false
+	}
+	if _, own := ownTable(stmt); !own {
 		return false
 	}
 	if _, inTx := stmt.ConnPool.(gorm.TxCommitter); inTx {
@@ -114,6 +117,20 @@ func plain(db *gorm.DB) bool {
 		}
 	}
 	return true
+}
+
+// ownTable returns the statement's table, quoted as its SQL names it, and whether it
+// is the model's own table: the one GORM sets when it parses the model (a
+// schema-qualified name becomes a table expression, see gorm.Statement.Parse), not
+// one from db.Table.
+func ownTable(stmt *gorm.Statement) (string, bool) {
+	table := stmt.Schema.Table
+	if stmt.TableExpr == nil {
+		return stmt.Quote(table), stmt.Table == table
+	}
+	quoted := stmt.Quote(table)
+	s, t, qualified := strings.Cut(table, ".")
+	return quoted, qualified && s != "" && stmt.Table == t && stmt.TableExpr.SQL == quoted && len(stmt.TableExpr.Vars) == 0
 }
 
 // samePointer reports whether a and b are the same pointer: the query's model is its

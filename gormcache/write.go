@@ -24,11 +24,11 @@ func (p *Plugin) write(db *gorm.DB, next func(*gorm.DB)) {
 	before, _ := m.rowIDs(stmt.Context, stmt.ReflectValue, true)
 	ctx := stmt.Context
 	c := &collector{m: m}
-	if stmt.TableExpr == nil {
+	if table, own := ownTable(stmt); own {
 		// RETURNING names the key columns by the table (an UPDATE … FROM joins others,
-		// which may have columns of the same names); an aliased table would need the
-		// alias, so its writes go without.
-		c.table = stmt.Quote(stmt.Table)
+		// which may have columns of the same names); a table given by db.Table, maybe
+		// with an alias, would need that alias, so its writes go without.
+		c.table = table
 		stmt.Context = context.WithValue(ctx, collectorKey{}, c)
 	}
 	next(db)
