@@ -15,6 +15,7 @@ require (
 	github.com/testcontainers/testcontainers-go/modules/redis v0.44.0
 	gorm.io/driver/postgres v1.6.3
 	gorm.io/gorm v1.31.2
+	gorm.io/plugin/dbresolver v1.6.2
 )
 
 require (

@@ -28,6 +28,7 @@ var ladder = map[string][]string{
 	"writeback":          {"keys", "internal/retry", "internal/store", "internal/testhooks"},
 	"readthrough":        {"keys", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
 	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
+	"gormcache":          {"readthrough", "writepolicy"},
 	"internal/archtest":  {},
 	// The integration module: the harness, the test support, and the tests against real
 	// servers, whose packages hold only tests (their non-test code imports nothing).
@@ -38,6 +39,7 @@ var ladder = map[string][]string{
 	"integration/readthrough": {},
 	"integration/invalidator": {},
 	"integration/writeback":   {},
+	"integration/gormcache":   {},
 	"integration/cluster":     {},
 	"integration/torture":     {},
 	// The commands' module.
@@ -52,8 +54,8 @@ var confined = map[string][]string{
 	"github.com/jackc/pgx/v5":    {"cdc", "integration"},
 	// Packages that take a client from the user name its type; only the store calls it.
 	// The test support names the clients the tests it serves hold.
-	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "integration", "integration/fixture"},
-	"gorm.io/gorm":                 {"readthrough", "writeback", "integration/fixture"},
+	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "gormcache", "integration", "integration/fixture"},
+	"gorm.io/gorm":                 {"readthrough", "writeback", "gormcache", "integration/fixture"},
 	"github.com/testcontainers/":   {"integration"},
 }
 

@@ -63,6 +63,12 @@ var examples = []example{
 		"warm: 100 orders",
 		"(hits 100, misses 0, SQL queries 0)",
 	}},
+	{"gorm-plugin", []string{
+		"1. db.First(&u, 1) twice: misses 1, hits 1, database queries 1; user 404: record not found",
+		"2. after process a's updates, process b reads Grace, 37",
+		"3. after a rolled-back delete, process b reads Grace",
+		"4. Pluck and Select went to Postgres: served 0, passed 2",
+	}},
 	{"embedded-worker", []string{"worker handled "}},
 	{"worker-binary", []string{
 		"1. worker ready",

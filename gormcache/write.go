@@ -1,0 +1,111 @@
+package gormcache
+
+import (
+	"context"
+	"log/slog"
+
+	"gorm.io/gorm"
+)
+
+// write wraps GORM's gorm:create, gorm:update and gorm:delete for registered models:
+// the statement is sent with RETURNING of the primary key (see pool), so Postgres
+// names the rows it wrote, and their invalidation is queued on the transaction, or
+// done at once when the statement committed by itself.
+func (p *Plugin) write(db *gorm.DB, next func(*gorm.DB)) {
+	stmt := db.Statement
+	m := p.model(stmt.Schema)
+	if m == nil || p.bypassed(stmt) || db.Error != nil || db.DryRun {
+		next(db)
+		return
+	}
+	// The keys the model value holds before the write: an update of the key itself
+	// (Model(&u).Update("id", 9)) changes the row's key, and RETURNING names the new
+	// one only.
+	before, _ := m.rowIDs(stmt.Context, stmt.ReflectValue, true)
+	ctx := stmt.Context
+	c := &collector{m: m}
+	if table, own := ownTable(stmt); own {
+		// RETURNING names the key columns by the table (an UPDATE … FROM joins others,
+		// which may have columns of the same names); a table given by db.Table, maybe
+		// with an alias, would need that alias, so its writes go without.
+		c.table = table
+		stmt.Context = context.WithValue(ctx, collectorKey{}, c)
+	}
+	next(db)
+	stmt.Context = ctx
+	if db.Error != nil {
+		return // GORM rolls its own transaction back; the caller's is theirs to end
+	}
+	ids := append(c.ids, before...)
+	if !c.ran {
+		// Not sent through the plugin's pool (a prepared statement, or RETURNING the
+		// caller asked for, which GORM scans into the model), or nothing to write.
+		after, ok := m.rowIDs(ctx, stmt.ReflectValue, true)
+		ids = append(before, after...)
+		if !ok || db.RowsAffected > int64(len(ids)) {
+			p.stats.unknown.Add(1)
+			p.warn("gormcache: a write's rows are not known; the invalidator will invalidate them",
+				slog.String("model", m.sch.Name), slog.String("sql", stmt.SQL.String()))
+		}
+	}
+	if len(ids) > 0 {
+		p.written(ctx, stmt.ConnPool, m, ids)
+	}
+}
+
+// written invalidates the rows after the commit: queued on the plugin's transaction,
+// at once when the write was not in a transaction (it committed when it returned).
+func (p *Plugin) written(ctx context.Context, conn gorm.ConnPool, m *model, ids []any) {
+	if tx := trackedTx(conn); tx != nil {
+		tx.queue(p, m, ids)
+		return
+	}
+	if _, inTx := conn.(gorm.TxCommitter); inTx {
+		// A transaction begun elsewhere (before db.Use, on another pool): its commit is
+		// not seen, and invalidating now would let a reader cache the old row again
+		// before it commits.
+		p.stats.unknown.Add(1)
+		p.warn("gormcache: a write inside a transaction the plugin does not track; the invalidator will invalidate its rows",
+			slog.String("model", m.sch.Name))
+		return
+	}
+	p.invalidate(context.WithoutCancel(ctx), m, m.distinct(ids))
+}
+
+// invalidate deletes the rows' entries, and fills them again for write-through models.
+// It runs after the commit, so a failure is counted and logged, not returned.
+func (p *Plugin) invalidate(ctx context.Context, m *model, ids []any) {
+	if err := m.invalidate(ctx, ids); err != nil {
+		p.stats.errors.Add(1)
+		p.warn("gormcache: write committed, but its cache entries could not be deleted; the invalidator and the entries' TTL will remove them",
+			slog.String("model", m.sch.Name), slog.Any("error", err))
+		return
+	}
+	p.stats.invalidated.Add(uint64(len(ids)))
+	if m.refill {
+		// A read after the invalidation fills under a lease taken after it: the last
+		// commit's row or nothing, as a repository's write-through.
+		if _, err := m.getMany(ctx, ids); err != nil {
+			p.warn("gormcache: write committed, but filling its cache entries failed; the next read loads them",
+				slog.String("model", m.sch.Name), slog.Any("error", err))
+		}
+	}
+}
+
+// distinct returns ids without repeats (by key).
+func (m *model) distinct(ids []any) []any {
+	if len(ids) < 2 {
+		return ids
+	}
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		k, err := m.key(id)
+		if err != nil || seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, id)
+	}
+	return out
+}
