@@ -18,7 +18,9 @@
 // (db.First(&u, 42), db.Find(&us, []int64{1, 2})), a destination struct whose key is
 // set (u := User{ID: 42}; db.First(&u)), Where("id = ?", v), Where("id IN ?", vs),
 // Where(map or struct of the key), and for composite keys an equality on every key
-// column. The answer is GORM's: the same row or rows, RowsAffected, and
+// column; and, for a model registered with lookups (readthrough.ModelOptions.Unique),
+// Where("email = ?", v) by a single-column unique lookup's column, into a struct,
+// served through Repository.By. The answer is GORM's: the same row or rows, RowsAffected, and
 // gorm.ErrRecordNotFound from First, Take and Last when there is no row. SQL gives
 // rows without ORDER BY no order; Find with several keys returns them in the order of
 // the keys.
@@ -40,7 +42,12 @@
 // may have committed. Updates and deletes learn their rows from Postgres itself: the
 // plugin adds RETURNING with the primary key to the statement it sends, so
 // Where("age > ?", 30).Delete(&User{}) invalidates exactly the rows it deleted.
-// Models under writepolicy.WriteThrough are filled again after the invalidation.
+// Models under writepolicy.WriteThrough are filled again after the invalidation. For a
+// model with lookups (ModelOptions.Unique, Lists) the written rows are read back after
+// the invalidation and the lookup entries their values name are deleted, so a row
+// that took a unique value cached as absent, or joined a cached list, is read at once
+// in every process; entries a row left are dropped when read (lookups check the rows
+// they return).
 //
 // Left to the invalidator (pgcache-worker), which sees every committed change: raw SQL
 // (db.Exec), writes through sessions derived before db.Use or inside transactions

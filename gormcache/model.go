@@ -26,10 +26,12 @@ type model struct {
 	key        func(id any) (string, error)
 	invalidate func(ctx context.Context, ids []any) error
 
-	// unique holds the lookups by a unique column other than the key, by column name:
-	// the seam for readthrough's lookups by unique column, which are being written.
-	// Until a registration fills it, it is empty and such queries go to Postgres.
+	// unique holds the lookups by a unique column other than the key, by column name
+	// (see withLookups): queries by such a column are served through them.
 	unique map[string]columnLookup
+	// lookups are every registered lookup of the model, whose entries its writes
+	// invalidate (see invalidateLookups).
+	lookups []lookupOf
 }
 
 // columnLookup answers a query for the row whose unique column field holds a value.

@@ -119,7 +119,9 @@ func Register[T any](p *Plugin, opts readthrough.ModelOptions) (*readthrough.Rep
 	if err != nil {
 		return nil, err
 	}
-	p.add(newModel(sch, repo, opts.WritePolicy == writepolicy.WriteThrough))
+	m := newModel(sch, repo, opts.WritePolicy == writepolicy.WriteThrough)
+	withLookups(m, repo, opts)
+	p.add(m)
 	return repo, nil
 }
 

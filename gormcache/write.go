@@ -82,13 +82,22 @@ func (p *Plugin) invalidate(ctx context.Context, m *model, ids []any) {
 		return
 	}
 	p.stats.invalidated.Add(uint64(len(ids)))
-	if m.refill {
-		// A read after the invalidation fills under a lease taken after it: the last
-		// commit's row or nothing, as a repository's write-through.
-		if _, err := m.getMany(ctx, ids); err != nil {
-			p.warn("gormcache: write committed, but filling its cache entries failed; the next read loads them",
-				slog.String("model", m.sch.Name), slog.Any("error", err))
-		}
+	if !m.refill && len(m.lookups) == 0 {
+		return
+	}
+	// A read after the invalidation fills under a lease taken after it: the last
+	// commit's row or nothing, as a repository's write-through; and the rows' values
+	// as they are now name the lookup entries the write may have made stale.
+	rows, err := m.getMany(ctx, ids)
+	if err != nil {
+		p.warn("gormcache: write committed, but reading its rows back failed; the next read loads them, and the invalidator deletes the lookup entries they name",
+			slog.String("model", m.sch.Name), slog.Any("error", err))
+		return
+	}
+	if err := m.invalidateLookups(ctx, rows); err != nil {
+		p.stats.errors.Add(1)
+		p.warn("gormcache: write committed, but the lookup entries its rows name could not be deleted; the invalidator and the entries' TTL will remove them",
+			slog.String("model", m.sch.Name), slog.Any("error", err))
 	}
 }
 

@@ -1,0 +1,134 @@
+package gormcache_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/pgcache/pgcache/gormcache"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// Account is read by its unique email through the plugin, and listed by team.
+type Account struct {
+	ID    int64  `gorm:"primaryKey"`
+	Email string `gorm:"uniqueIndex"`
+	Team  int    `gorm:"index"`
+}
+
+// accountProc is a process caching accounts through the plugin, with the lookups.
+type accountProc struct {
+	db       *gorm.DB
+	plugin   *gormcache.Plugin
+	accounts *readthrough.Repository[Account]
+}
+
+func (e *env) accountProc(t *testing.T) *accountProc {
+	t.Helper()
+	db := e.open(t)
+	p, err := gormcache.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := gormcache.Register[Account](p, readthrough.ModelOptions{Unique: [][]string{{"Email"}}, Lists: [][]string{{"Team"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	return &accountProc{db: db, plugin: p, accounts: repo}
+}
+
+// byEmail reads the account through the plugin; "" when there is none.
+func (a *accountProc) byEmail(t *testing.T, email string) (Account, bool) {
+	t.Helper()
+	var acc Account
+	err := a.db.Where("email = ?", email).First(&acc).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return acc, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acc, true
+}
+
+// TestPluginLookups: a query by a registered unique column is served from the cache
+// and equals GORM's answer; the plugin's writes delete the lookup entries the written
+// rows' new values name, so another process reads them at once (a negative entry for
+// a new email, a list a row joined). The control writes without the plugin and the
+// other process keeps reading its cached answers.
+func TestPluginLookups(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := e.plain.AutoMigrate(&Account{}); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(t, `INSERT INTO accounts (id, email, team) VALUES (1, 'ann@x', 1), (2, 'bob@x', 1), (3, 'cat@x', 2)`)
+	writer, reader := e.accountProc(t), e.accountProc(t)
+	ctx := ctxT(t)
+
+	for range 2 {
+		got, ok := reader.byEmail(t, "bob@x")
+		var want Account
+		if err := e.plain.Where("email = ?", "bob@x").First(&want).Error; err != nil || !ok || got != want {
+			t.Fatalf("bob@x through the plugin: %+v %t; GORM: %+v %v", got, ok, want, err)
+		}
+	}
+	if s := reader.accounts.Stats().Unique; s.Hits != 1 || s.Misses != 1 {
+		t.Fatalf("unique lookup stats %+v: the plugin did not serve the query by email twice from its lookup", s)
+	}
+	if _, ok := reader.byEmail(t, "new@x"); ok {
+		t.Fatal("new@x found before it exists")
+	}
+	team := func(p *accountProc, n int) []int64 {
+		rows, err := p.accounts.ListBy("Team").Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []int64
+		for _, r := range rows {
+			ids = append(ids, r.ID)
+		}
+		return ids
+	}
+	if got := team(reader, 2); !slices.Equal(got, []int64{3}) {
+		t.Fatalf("team 2: %v", got)
+	}
+
+	// Through the plugin: an email changed to a value cached as absent, a row joining
+	// a cached list.
+	if err := writer.db.Model(&Account{ID: 1}).Update("email", "new@x").Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.db.Create(&Account{ID: 4, Email: "dan@x", Team: 2}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := reader.byEmail(t, "new@x"); !ok || got.ID != 1 {
+		t.Fatalf("new@x after the plugin's write: %+v %t, want account 1 at once", got, ok)
+	}
+	if _, ok := reader.byEmail(t, "ann@x"); ok {
+		t.Fatal("ann@x still found after its email changed")
+	}
+	if got := team(reader, 2); !slices.Equal(got, []int64{3, 4}) {
+		t.Fatalf("team 2 after the plugin's insert: %v, want [3 4] at once", got)
+	}
+
+	// Control: the same writes without the plugin (and no worker) leave the reader's
+	// cached answers.
+	if _, ok := reader.byEmail(t, "eve@x"); ok {
+		t.Fatal("eve@x found before it exists")
+	}
+	e.exec(t, `UPDATE accounts SET email = 'eve@x' WHERE id = 2`)
+	e.exec(t, `INSERT INTO accounts (id, email, team) VALUES (5, 'fay@x', 2)`)
+	if _, ok := reader.byEmail(t, "eve@x"); ok {
+		t.Fatal("control: eve@x found after a write without the plugin: the entry was not cached, so this test shows nothing")
+	}
+	if got := team(reader, 2); !slices.Equal(got, []int64{3, 4}) {
+		t.Fatalf("control: team 2 is %v after an insert without the plugin; want the cached [3 4]", got)
+	}
+}
