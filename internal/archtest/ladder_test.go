@@ -24,6 +24,7 @@ var ladder = map[string][]string{
 	"cdc":                {"internal/retry", "internal/testhooks"},
 	"internal/testhooks": {},
 	"internal/store":     {"keys"},
+	"internal/near":      {},
 	"writepolicy":        {},
 	"writeback":          {"keys", "internal/retry", "internal/store", "internal/testhooks"},
 	"readthrough":        {"keys", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
