@@ -16,6 +16,13 @@ type Stats struct {
 	Errors        uint64 // Redis failures: a read went to Postgres instead, or a committed write left its stale entry to the invalidator and the TTL, or a write-back write failed
 	Invalidations uint64 // rows invalidated through the repository (by Invalidate or after a write)
 	Writes        uint64 // writes through the repository that committed (in a transaction: counted at its commit; write-back: that Redis acknowledged)
+
+	// The near cache (ModelOptions.Near).
+	NearHits          uint64 // reads answered in process
+	NearMisses        uint64 // reads of a near-cached model that went on to Redis (tracking down included)
+	NearEvictions     uint64 // entries evicted by the model's near-cache bound
+	NearInvalidations uint64 // keys Redis reported changed to this process (Cache.Stats only: the tier is shared)
+	NearFlushes       uint64 // times the near tier was emptied: tracking lost, or FLUSHDB (Cache.Stats only)
 }
 
 func (s Stats) add(o Stats) Stats {
@@ -32,6 +39,12 @@ func (s Stats) add(o Stats) Stats {
 		Errors:        s.Errors + o.Errors,
 		Invalidations: s.Invalidations + o.Invalidations,
 		Writes:        s.Writes + o.Writes,
+
+		NearHits:          s.NearHits + o.NearHits,
+		NearMisses:        s.NearMisses + o.NearMisses,
+		NearEvictions:     s.NearEvictions + o.NearEvictions,
+		NearInvalidations: s.NearInvalidations + o.NearInvalidations,
+		NearFlushes:       s.NearFlushes + o.NearFlushes,
 	}
 }
 

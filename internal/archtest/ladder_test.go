@@ -27,7 +27,7 @@ var ladder = map[string][]string{
 	"internal/near":      {},
 	"writepolicy":        {},
 	"writeback":          {"keys", "internal/retry", "internal/store", "internal/testhooks"},
-	"readthrough":        {"keys", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
+	"readthrough":        {"keys", "internal/near", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
 	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"internal/archtest":  {},
 	// The integration module: the harness, the test support, and the tests against real

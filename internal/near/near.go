@@ -54,7 +54,7 @@ const stripes = 1024
 type stripe struct {
 	mu sync.Mutex
 	n  atomic.Uint64 // changed under mu; read without it by Ticket
-	_  [48]byte // one cache line each: invalidations of neighbours do not contend
+	_  [48]byte      // one cache line each: invalidations of neighbours do not contend
 }
 
 // Ticket is what a reader holds from before its Redis read until it stores the reply:

@@ -24,6 +24,13 @@ type Read struct {
 	// Unfenced makes fills plain SETs, as caches without fencing do, to show that the
 	// tests of fencing can fail.
 	Unfenced bool
+	// BeforeNearStore runs after a read got an entry from Redis, before it keeps it in
+	// the near tier.
+	BeforeNearStore func(key string)
+	// NearUnfenced makes near-tier stores ignore invalidations that arrived since the
+	// Redis read, as a near cache without fencing does, to show that the test of that
+	// fence can fail.
+	NearUnfenced bool
 }
 
 type readKey struct{}
@@ -65,6 +72,17 @@ func AfterLoad(ctx context.Context, key string) {
 // AfterCommit runs ctx's AfterCommit hook, if any.
 func AfterCommit(ctx context.Context, key string) {
 	runRead(ctx, key, func(h *Read) func(string) { return h.AfterCommit })
+}
+
+// BeforeNearStore runs ctx's BeforeNearStore hook, if any.
+func BeforeNearStore(ctx context.Context, key string) {
+	runRead(ctx, key, func(h *Read) func(string) { return h.BeforeNearStore })
+}
+
+// NearUnfenced reports whether ctx asks for unfenced near-tier stores.
+func NearUnfenced(ctx context.Context) bool {
+	h := read(ctx)
+	return h != nil && h.NearUnfenced
 }
 
 // Unfenced reports whether ctx asks for unfenced fills.
