@@ -41,6 +41,7 @@ var ladder = map[string][]string{
 	"integration/writeback":   {},
 	"integration/cluster":     {},
 	"integration/torture":     {},
+	"integration/near":        {},
 	// The commands' module.
 	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
 	"cmd/pgcache-bench":  {"cdc", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
