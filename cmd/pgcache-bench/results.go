@@ -36,6 +36,13 @@ type results struct {
 
 	StampedeDBQueries int `json:"stampede_db_queries"`
 
+	NearHitP50ns          float64 `json:"near_hit_p50_ns"`
+	NearHitOpsS16         float64 `json:"near_hit_ops_s_16"`
+	NearHitRatioToRedis   float64 `json:"near_hit_ratio_to_redis_hit_16"`
+	NearAllocsPerHit      float64 `json:"near_allocs_per_hit"`
+	NearInvalidationP50ms float64 `json:"near_invalidation_p50_ms"`
+	NearInvalidationP99ms float64 `json:"near_invalidation_p99_ms"`
+
 	WritebackSaveP50us     *float64 `json:"writeback_save_p50_us"`
 	WritebackFlushRowsPerS *float64 `json:"writeback_flush_rows_per_s"`
 
@@ -57,6 +64,11 @@ func (r *results) print(w io.Writer) {
 	row("invalidation lag p99 (ms)", f(r.InvalidationLagP99ms), "")
 	row("invalidation throughput (rows/s)", f(r.InvalidationRowsS), "one large UPDATE")
 	row("stampede DB queries", r.StampedeDBQueries, "1000 concurrent misses of one key, 4 instances")
+	row("near hit p50 (ns)", f(r.NearHitP50ns), "in process, 1 goroutine")
+	row("near hit ops/s, 16 goroutines", f(r.NearHitOpsS16), fmt.Sprintf("%.1f× the Redis-tier hit", r.NearHitRatioToRedis))
+	row("allocations per near hit", f(r.NearAllocsPerHit), "")
+	row("near invalidation p50 (ms)", fmt.Sprintf("%.3f", r.NearInvalidationP50ms), "Redis DEL sent → near tier told")
+	row("near invalidation p99 (ms)", fmt.Sprintf("%.3f", r.NearInvalidationP99ms), "")
 	opt := func(p *float64) string {
 		if p == nil {
 			return "not measured"

@@ -107,6 +107,9 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err := b.readPath(ctx, repo, r); err != nil {
 		return nil, err
 	}
+	if err := b.nearBench(ctx, r); err != nil {
+		return nil, err
+	}
 	if err := b.multiGet(ctx, repo, r); err != nil {
 		return nil, err
 	}
