@@ -63,6 +63,11 @@ var examples = []example{
 		"warm: 100 orders",
 		"(hits 100, misses 0, SQL queries 0)",
 	}},
+	{"nearcache", []string{
+		"1. both processes answer product 1 in process",
+		"2. process A saved price 120 and its next read returns 120",
+		"3. process B dropped its copy when Redis told it, and reads 120",
+	}},
 	{"embedded-worker", []string{"worker handled "}},
 	{"worker-binary", []string{
 		"1. worker ready",
