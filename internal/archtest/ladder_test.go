@@ -57,6 +57,7 @@ var confined = map[string][]string{
 	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "integration", "integration/fixture"},
 	"gorm.io/gorm":                 {"readthrough", "writeback", "integration/fixture"},
 	"github.com/testcontainers/":   {"integration"},
+	"github.com/maypok86/otter/":   {"internal/near"},
 }
 
 type pkg struct {
