@@ -35,7 +35,9 @@ func (o otterLib) get(k string) (*libRow, bool) { return o.c.GetIfPresent(k) }
 func (o otterLib) set(k string, v *libRow)      { o.c.Set(k, v) }
 func (o otterLib) wait()                        {}
 
-type ristrettoLib struct{ c *ristretto.Cache[string, *libRow] }
+type ristrettoLib struct {
+	c *ristretto.Cache[string, *libRow]
+}
 
 func (r ristrettoLib) get(k string) (*libRow, bool) { return r.c.Get(k) }
 func (r ristrettoLib) set(k string, v *libRow)      { r.c.Set(k, v, 1) }
