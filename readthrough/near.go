@@ -74,9 +74,17 @@ func (c *Cache) nearTier() (*near.Tier, error) {
 		return s.tier, nil
 	}
 	tier := near.NewTier()
+	hooks := c.db.Statement.Context // test hooks only (testhooks.Near)
+	if hooks == nil {
+		hooks = context.Background()
+	}
 	tr, err := c.store.NewTracker(keys.Prefix(c.opts.Prefix), store.TrackingHandler{
-		Up:         tier.Up,
-		Down:       func(error) { tier.Down() },
+		Up: tier.Up,
+		Down: func(error) {
+			if !testhooks.NearKeepOnDown(hooks) {
+				tier.Down()
+			}
+		},
 		Invalidate: func(ks []string) { tier.Invalidate(ks...) },
 		Flush:      tier.Flush,
 	}, nearHealth, c.log)

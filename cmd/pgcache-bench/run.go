@@ -107,9 +107,6 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err := b.readPath(ctx, repo, r); err != nil {
 		return nil, err
 	}
-	if err := b.nearBench(ctx, r); err != nil {
-		return nil, err
-	}
 	if err := b.multiGet(ctx, repo, r); err != nil {
 		return nil, err
 	}
@@ -123,6 +120,10 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 		return nil, err
 	}
 	if err := b.writeBack(ctx, r); err != nil {
+		return nil, err
+	}
+	// Last, so that its connection and goroutines are gone before the others run.
+	if err := b.nearBench(ctx, r); err != nil {
 		return nil, err
 	}
 	return r, nil

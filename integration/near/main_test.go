@@ -76,9 +76,15 @@ func (e *env) exec(t *testing.T, sql string, args ...any) {
 // process, closed when the test ends.
 func (e *env) process(t *testing.T) *readthrough.Cache {
 	t.Helper()
+	return e.processWith(t, context.Background())
+}
+
+// processWith is process with a context for the Cache's test hooks (testhooks.Near).
+func (e *env) processWith(t *testing.T, hooks context.Context) *readthrough.Cache {
+	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: e.rd.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	c, err := readthrough.New(e.open(t), rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+	c, err := readthrough.New(e.open(t).WithContext(hooks), rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,8 @@ const invalidateChannel = "__redis__:invalidate"
 const TrackingName = "pgcache-near"
 
 // TrackingHandler receives what a Tracker sees. The functions run on the tracker's
-// goroutine, one at a time, in the order Redis sent what they report; none may be nil.
+// goroutine, one at a time, in the order Redis sent what they report (Down also runs
+// when a connection is dialled, before tracking is turned on); none may be nil.
 type TrackingHandler struct {
 	// Up: tracking is on; every change of a key under the prefix from now on is
 	// reported by Invalidate (or the session ends with Down).
@@ -84,8 +85,20 @@ func (s *Store) NewTracker(p keys.Prefix, h TrackingHandler, health time.Duratio
 		return nil, fmt.Errorf("%w (got %T)", ErrTrackingUnsupported, s.rdb)
 	}
 	prefix := string(p)
+	t := &Tracker{h: h, log: log, health: health}
 	opt := *base.Options()
 	user := opt.OnConnect
+	// go-redis' PubSub reconnects by itself as soon as it finds its connection broken,
+	// before it returns the error (or, after a read that timed out, without one): the
+	// messages sent to the old connection are lost. So every dial reports Down first.
+	dial := opt.Dialer
+	if dial == nil {
+		dial = redis.NewDialer(&opt)
+	}
+	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		h.Down(errNewConnection)
+		return dial(ctx, network, addr)
+	}
 	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		if user != nil {
 			if err := user(ctx, cn); err != nil {
@@ -105,8 +118,11 @@ func (s *Store) NewTracker(p keys.Prefix, h TrackingHandler, health time.Duratio
 	opt.ClientName = TrackingName
 	opt.PoolSize, opt.MinIdleConns, opt.MaxIdleConns, opt.MaxActiveConns = 1, 0, 0, 0
 	opt.ClientSideCache, opt.ClientSideCacheConfig = nil, nil
-	return &Tracker{client: redis.NewClient(&opt), h: h, log: log, health: health}, nil
+	t.client = redis.NewClient(&opt)
+	return t, nil
 }
+
+var errNewConnection = errors.New("store: tracking: a new connection: messages to the old one may be lost")
 
 // Run follows the tracking connection until ctx ends, reconnecting with backoff after
 // each failure; the handler's Down runs after every session, the last included. It
@@ -140,7 +156,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 }
 
 // session subscribes on a new connection and hands its messages to the handler until
-// the connection fails or ctx ends. up reports whether tracking was ever on.
+// the connection fails or ctx ends. up reports whether tracking was ever on. A new
+// connection made within the session (go-redis reconnects on its own) reports Down
+// from OnConnect and Up once subscribed, so messages lost in between are covered.
 func (t *Tracker) session(ctx context.Context) (up bool, err error) {
 	ps := t.client.Subscribe(ctx, invalidateChannel)
 	defer ps.Close()
@@ -173,7 +191,9 @@ func (t *Tracker) session(ctx context.Context) (up bool, err error) {
 		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && m.Channel == invalidateChannel && !up {
+			// Every connection's SUBSCRIBE is acknowledged, a reconnect's too, after its
+			// dial reported Down and OnConnect turned tracking on.
+			if m.Kind == "subscribe" && m.Channel == invalidateChannel {
 				up = true
 				t.h.Up()
 			}

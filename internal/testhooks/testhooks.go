@@ -91,6 +91,28 @@ func Unfenced(ctx context.Context) bool {
 	return h != nil && h.Unfenced
 }
 
+// Near holds the hooks of a readthrough.Cache's near tier. They apply to a Cache whose
+// *gorm.DB, given to New, carries a context from WithNear (db.WithContext).
+type Near struct {
+	// KeepOnDown leaves the near tier up and full when its tracking connection fails,
+	// as a near cache that trusts every message to arrive does, to show that the
+	// tests of the tracking connection's faults can fail.
+	KeepOnDown bool
+}
+
+type nearKey struct{}
+
+// WithNear returns a context carrying h.
+func WithNear(ctx context.Context, h *Near) context.Context {
+	return context.WithValue(ctx, nearKey{}, h)
+}
+
+// NearKeepOnDown reports whether ctx asks the near tier to stay up when tracking fails.
+func NearKeepOnDown(ctx context.Context) bool {
+	h, _ := ctx.Value(nearKey{}).(*Near)
+	return h != nil && h.KeepOnDown
+}
+
 // Flush holds the hooks of a write-back flusher. Each may be nil. They run for a
 // flusher whose Run was given a context from WithFlush.
 type Flush struct {
