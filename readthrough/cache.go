@@ -131,6 +131,11 @@ type ModelOptions struct {
 	// Postgres on every read, not cached, and counted in Stats.List.OverCap.
 	// Default 1000.
 	ListCap int
+	// Near turns on the model's near cache, a bounded in-process tier in front of
+	// Redis kept coherent by Redis' invalidation messages (see NearOptions). Off by
+	// default; not with write-back, nor on a Cluster client. A Cache with near caches
+	// runs a goroutine until Close.
+	Near NearOptions
 }
 
 func (o ModelOptions) withDefaults(c *Cache) (ModelOptions, error) {
@@ -203,6 +208,8 @@ type Cache struct {
 
 	mu     sync.Mutex
 	models map[reflect.Type]statser
+
+	near nearState // the near tier, once a model uses it (near.go)
 }
 
 type statser interface{ Stats() Stats }
@@ -285,6 +292,10 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	if _, ok := c.models[typ]; ok {
 		return nil, fmt.Errorf("%w: %v", ErrRegistered, typ)
 	}
+	nm, err := newNearModel[T](c, m, opts)
+	if err != nil {
+		return nil, err
+	}
 	st := c.store
 	if opts.RedisTimeout != c.opts.RedisTimeout {
 		st = st.WithTimeout(opts.RedisTimeout)
@@ -310,6 +321,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		flights:  new(flights),
 		reg:      reg,
 		journal:  journal,
+		near:     nm,
 	}
 	c.models[typ] = r
 	return r, nil
@@ -323,6 +335,7 @@ func (c *Cache) Stats() Stats {
 	for _, r := range c.models {
 		s = s.add(r.Stats())
 	}
+	s.NearInvalidations, s.NearFlushes = c.nearTierStats()
 	return s
 }
 

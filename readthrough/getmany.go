@@ -33,9 +33,10 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	}
 	rows := make([]*T, len(ids)) // nil: absent
 	var entries [][]byte
+	var nf *nearFetch
 	if !r.inTx {
 		var err error
-		if entries, err = r.store.GetMany(ctx, ks); err != nil {
+		if entries, nf, err = r.fetchEntries(ctx, ks, rows); err != nil {
 			if err := r.fallBack(err); err != nil {
 				return nil, err
 			}
@@ -55,6 +56,9 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 
 	var missing []int
 	for i, e := range entries {
+		if nf.hit(i) {
+			continue
+		}
 		if e == nil {
 			missing = append(missing, i)
 			continue
@@ -63,6 +67,9 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 		if err != nil {
 			missing = append(missing, i)
 			continue
+		}
+		if nf != nil {
+			r.nearStore(ctx, nf.tickets[i], ks[i], e, nf.ttls[i])
 		}
 		if ok {
 			rows[i] = &row

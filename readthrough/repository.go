@@ -50,6 +50,8 @@ type Repository[T any] struct {
 	journal *writeback.Journal
 	// warnings rate-limits the model's warnings; copies from WithDB and In share it.
 	warnings *warnings
+	// near is the model's near cache, nil when off (near.go).
+	near *nearModel[T]
 }
 
 // Cached entries start with one byte saying what follows.
@@ -85,12 +87,12 @@ func (r *Repository[T]) clone() *Repository[T] {
 	return &Repository[T]{
 		cache: r.cache, db: r.db, inTx: r.inTx, base: r.base, tx: r.tx, store: r.store, model: r.model, rec: r.rec,
 		opts: r.opts, log: r.log, warnings: r.warnings, stats: r.stats, flights: r.flights, reg: r.reg,
-		journal: r.journal,
+		journal: r.journal, near: r.near,
 	}
 }
 
 // Stats returns a snapshot of the repository's counters.
-func (r *Repository[T]) Stats() Stats { return r.stats.snapshot() }
+func (r *Repository[T]) Stats() Stats { return r.nearStats(r.stats.snapshot()) }
 
 // Get returns the row whose primary key is id, from Redis when cached, else from
 // Postgres (then caching it, fenced against concurrent writes). ok is false when there
@@ -109,7 +111,11 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		return row, false, err
 	}
 	start := r.flights.clock.Load()
-	entry, cached, err := r.store.Get(ctx, k)
+	if row, ok, hit := r.nearGet(ctx, k); hit {
+		return row, ok, nil
+	}
+	tk := r.nearTicket(k)
+	entry, ttl, cached, err := r.getEntry(ctx, k)
 	if err != nil {
 		if err := r.fallBack(err); err != nil {
 			return row, false, err
@@ -120,6 +126,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 	}
 	if cached {
 		if row, ok, err := r.cachedRow(ctx, k, id, entry); err == nil {
+			r.nearStore(ctx, tk, k, entry, ttl)
 			return row, ok, nil
 		}
 	}
@@ -481,7 +488,9 @@ func (r *Repository[T]) Invalidate(ctx context.Context, ids ...any) error {
 		}
 		ks[i] = k
 	}
-	if err := r.store.Invalidate(ctx, ks...); err != nil {
+	err := r.store.Invalidate(ctx, ks...)
+	r.nearDrop(ks...)
+	if err != nil {
 		return fmt.Errorf("readthrough: invalidate %s: %w", r.model.schema.Name, err)
 	}
 	r.stats.invalidations.Add(uint64(len(ks)))

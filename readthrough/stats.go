@@ -19,6 +19,13 @@ type Stats struct {
 	// Unique and List count the lookups by unique values (By) and by list (ListBy).
 	// Their loads, fills and the row reads they make are also counted above.
 	Unique, List LookupStats
+
+	// The near cache (ModelOptions.Near).
+	NearHits          uint64 // reads answered in process
+	NearMisses        uint64 // reads of a near-cached model that went on to Redis (tracking down included)
+	NearEvictions     uint64 // entries evicted by the model's near-cache bound
+	NearInvalidations uint64 // keys Redis reported changed to this process (Cache.Stats only: the tier is shared)
+	NearFlushes       uint64 // times the near tier was emptied: tracking lost, or FLUSHDB (Cache.Stats only)
 }
 
 // LookupStats counts the reads of one kind of lookup.
@@ -55,6 +62,12 @@ func (s Stats) add(o Stats) Stats {
 		Writes:        s.Writes + o.Writes,
 		Unique:        s.Unique.add(o.Unique),
 		List:          s.List.add(o.List),
+
+		NearHits:          s.NearHits + o.NearHits,
+		NearMisses:        s.NearMisses + o.NearMisses,
+		NearEvictions:     s.NearEvictions + o.NearEvictions,
+		NearInvalidations: s.NearInvalidations + o.NearInvalidations,
+		NearFlushes:       s.NearFlushes + o.NearFlushes,
 	}
 }
 

@@ -158,7 +158,9 @@ func (r *Repository[T]) committed(ctx context.Context, k keys.Key, id any, lks .
 // afterCommit deletes the row's entry and, under write-through, fills it again.
 func (r *Repository[T]) afterCommit(ctx context.Context, k keys.Key, id any, lks []keys.Key) {
 	testhooks.AfterCommit(ctx, k.Value())
-	if err := r.store.Invalidate(ctx, append([]keys.Key{k}, lks...)...); err != nil {
+	err := r.store.Invalidate(ctx, append([]keys.Key{k}, lks...)...)
+	r.nearDrop(k) // after Redis: a read that missed the drop reads Redis after it
+	if err != nil {
 		r.stats.errors.Add(1)
 		r.warn("write committed, but its cache entry could not be deleted; the invalidator and the entry's TTL will remove it",
 			slog.String("key", k.Value()), slog.Any("error", err))

@@ -125,6 +125,10 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err := b.writeBack(ctx, r); err != nil {
 		return nil, err
 	}
+	// Last, so that its connection and goroutines are gone before the others run.
+	if err := b.nearBench(ctx, r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

@@ -24,9 +24,10 @@ var ladder = map[string][]string{
 	"cdc":                {"internal/retry", "internal/testhooks"},
 	"internal/testhooks": {},
 	"internal/store":     {"keys"},
+	"internal/near":      {},
 	"writepolicy":        {},
 	"writeback":          {"keys", "internal/retry", "internal/store", "internal/testhooks"},
-	"readthrough":        {"keys", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
+	"readthrough":        {"keys", "internal/near", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
 	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"gormcache":          {"readthrough", "writepolicy"},
 	"internal/archtest":  {},
@@ -42,6 +43,7 @@ var ladder = map[string][]string{
 	"integration/gormcache":   {},
 	"integration/cluster":     {},
 	"integration/torture":     {},
+	"integration/near":        {},
 	// The commands' module.
 	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
 	"cmd/pgcache-bench":  {"cdc", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
@@ -57,6 +59,7 @@ var confined = map[string][]string{
 	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "gormcache", "integration", "integration/fixture"},
 	"gorm.io/gorm":                 {"readthrough", "writeback", "gormcache", "integration/fixture"},
 	"github.com/testcontainers/":   {"integration"},
+	"github.com/maypok86/otter/":   {"internal/near"},
 }
 
 type pkg struct {

@@ -28,6 +28,13 @@ type Read struct {
 	// they still hold the values asked for, as caches of index entries without the
 	// check do, to show that the tests of the check can fail.
 	Unchecked bool
+	// BeforeNearStore runs after a read got an entry from Redis, before it keeps it in
+	// the near tier.
+	BeforeNearStore func(key string)
+	// NearUnfenced makes near-tier stores ignore invalidations that arrived since the
+	// Redis read, as a near cache without fencing does, to show that the test of that
+	// fence can fail.
+	NearUnfenced bool
 }
 
 type readKey struct{}
@@ -71,6 +78,17 @@ func AfterCommit(ctx context.Context, key string) {
 	runRead(ctx, key, func(h *Read) func(string) { return h.AfterCommit })
 }
 
+// BeforeNearStore runs ctx's BeforeNearStore hook, if any.
+func BeforeNearStore(ctx context.Context, key string) {
+	runRead(ctx, key, func(h *Read) func(string) { return h.BeforeNearStore })
+}
+
+// NearUnfenced reports whether ctx asks for unfenced near-tier stores.
+func NearUnfenced(ctx context.Context) bool {
+	h := read(ctx)
+	return h != nil && h.NearUnfenced
+}
+
 // Unfenced reports whether ctx asks for unfenced fills.
 func Unfenced(ctx context.Context) bool {
 	h := read(ctx)
@@ -81,6 +99,28 @@ func Unfenced(ctx context.Context) bool {
 func Unchecked(ctx context.Context) bool {
 	h := read(ctx)
 	return h != nil && h.Unchecked
+}
+
+// Near holds the hooks of a readthrough.Cache's near tier. They apply to a Cache whose
+// *gorm.DB, given to New, carries a context from WithNear (db.WithContext).
+type Near struct {
+	// KeepOnDown leaves the near tier up and full when its tracking connection fails,
+	// as a near cache that trusts every message to arrive does, to show that the
+	// tests of the tracking connection's faults can fail.
+	KeepOnDown bool
+}
+
+type nearKey struct{}
+
+// WithNear returns a context carrying h.
+func WithNear(ctx context.Context, h *Near) context.Context {
+	return context.WithValue(ctx, nearKey{}, h)
+}
+
+// NearKeepOnDown reports whether ctx asks the near tier to stay up when tracking fails.
+func NearKeepOnDown(ctx context.Context) bool {
+	h, _ := ctx.Value(nearKey{}).(*Near)
+	return h != nil && h.KeepOnDown
 }
 
 // Flush holds the hooks of a write-back flusher. Each may be nil. They run for a

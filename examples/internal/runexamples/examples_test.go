@@ -69,6 +69,11 @@ var examples = []example{
 		"3. after a rolled-back delete, process b reads Grace",
 		"4. Pluck and Select went to Postgres: served 0, passed 2",
 	}},
+	{"nearcache", []string{
+		"1. both processes answer product 1 in process",
+		"2. process A saved price 120 and its next read returns 120",
+		"3. process B dropped its copy when Redis told it, and reads 120",
+	}},
 	{"embedded-worker", []string{"worker handled "}},
 	{"worker-binary", []string{
 		"1. worker ready",
