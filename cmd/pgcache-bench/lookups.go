@@ -46,9 +46,13 @@ func (b *bench) lookups(ctx context.Context, r *results) error {
 	// Warm every entry and row, and name the keys the raw baseline reads.
 	raw := make([][2]string, members)
 	for i := range members {
+		// Twice: a miss answers from its own load, and the second read caches the row.
 		a, ok, err := users.By("Email").Get(ctx, email(i))
+		if err == nil && ok {
+			a, ok, err = users.By("Email").Get(ctx, email(i))
+		}
 		if err != nil || !ok {
-			return fmt.Errorf("account %s: found %t, %w", email(i), ok, err)
+			return fmt.Errorf("member %s: found %t, %w", email(i), ok, err)
 		}
 		if raw[i][0], err = users.By("Email").Key(email(i)); err != nil {
 			return err
@@ -57,9 +61,11 @@ func (b *bench) lookups(ctx context.Context, r *results) error {
 			return err
 		}
 	}
-	for o := range hotOrders {
-		if _, err := items.ListBy("OrderID").Get(ctx, int64(o+1)); err != nil {
-			return err
+	for range 2 {
+		for o := range hotOrders {
+			if _, err := items.ListBy("OrderID").Get(ctx, int64(o+1)); err != nil {
+				return err
+			}
 		}
 	}
 	twoGets := func(i int) error {

@@ -96,11 +96,15 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 	return b, true, nil
 }
 
-// GetMany returns the entries of ks in one round trip (pipelined; a Cluster client
-// sends one pipeline per node). A nil element is a miss.
+// GetMany returns the entries of ks in one round trip: one MGET on a single server,
+// a pipeline of GETs on a Cluster or Ring client (which sends one pipeline per node),
+// since the keys of different rows are in different slots. A nil element is a miss.
 func (s *Store) GetMany(ctx context.Context, ks []keys.Key) ([][]byte, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	if !s.Sharded() {
+		return s.mget(ctx, ks)
+	}
 	cmds := make([]*redis.StringCmd, len(ks))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range ks {
@@ -115,6 +119,25 @@ func (s *Store) GetMany(ctx context.Context, ks []keys.Key) ([][]byte, error) {
 	for i, c := range cmds {
 		if b, err := c.Bytes(); err == nil {
 			out[i] = b
+		}
+	}
+	return out, nil
+}
+
+// mget is GetMany on a single server.
+func (s *Store) mget(ctx context.Context, ks []keys.Key) ([][]byte, error) {
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = k.Value()
+	}
+	vals, err := s.rdb.MGet(ctx, names...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: get %d keys: %w", len(ks), err)
+	}
+	out := make([][]byte, len(ks))
+	for i, v := range vals {
+		if str, ok := v.(string); ok {
+			out[i] = []byte(str)
 		}
 	}
 	return out, nil

@@ -1,0 +1,64 @@
+package readthrough_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// LineItem is the model of the list benchmarks: 20 rows per order.
+type LineItem struct {
+	ID          int64 `gorm:"primaryKey"`
+	OrderID     int64 `gorm:"index"`
+	SKU         string
+	Description string
+	Quantity    int
+	Price       int
+}
+
+func listBenchEnv(b *testing.B) (*env, *readthrough.Repository[LineItem]) {
+	b.Helper()
+	e := newEnv(b)
+	if err := e.db.AutoMigrate(&LineItem{}); err != nil {
+		b.Fatal(err)
+	}
+	e.exec(b, `INSERT INTO line_items SELECT g, (g - 1) / 20 + 1, 'sku-' || g, repeat('x', 60), g % 7, g FROM generate_series(1, 2000) g`)
+	c := e.cache(b, e.db)
+	repo, err := readthrough.Register[LineItem](c, readthrough.ModelOptions{Lists: [][]string{{"OrderID"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range 2 {
+		if rows, err := repo.ListBy("OrderID").Get(context.Background(), int64(7)); err != nil || len(rows) != 20 {
+			b.Fatal(len(rows), err)
+		}
+	}
+	return e, repo
+}
+
+// BenchmarkListHit reads a cached list of 20 rows: the entry, one multi-get, the
+// rows decoded and checked. BenchmarkBaselineGormFind is the uncached query.
+func BenchmarkListHit(b *testing.B) {
+	_, repo := listBenchEnv(b)
+	ctx := context.Background()
+	list := repo.ListBy("OrderID")
+	b.ReportAllocs()
+	for b.Loop() {
+		if rows, err := list.Get(ctx, int64(7)); err != nil || len(rows) != 20 {
+			b.Fatal(len(rows), err)
+		}
+	}
+}
+
+func BenchmarkBaselineGormFind(b *testing.B) {
+	e, _ := listBenchEnv(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		var rows []LineItem
+		if err := e.db.WithContext(ctx).Where("order_id = ?", 7).Order("id").Find(&rows).Error; err != nil || len(rows) != 20 {
+			b.Fatal(len(rows), err)
+		}
+	}
+}
