@@ -50,6 +50,23 @@ type config struct {
 	claimAfter        time.Duration
 }
 
+// stringFlag defines a string flag whose default comes from an environment variable.
+type stringFlag func(p *string, name, envName, def, usage string)
+
+// redisFlags defines the flags and reads the environment that say how to reach Redis.
+func redisFlags(c *redisConfig, str stringFlag, env *secrets) {
+	str(&c.target, "redis", "PGCACHE_REDIS_ADDR", env.get("PGCACHE_REDIS_URL"),
+		"Redis: host:port, comma-separated for Cluster (or for the sentinels, with -redis-sentinel-master), or a redis:// or rediss:// (TLS) URL with user, password and database; also $PGCACHE_REDIS_URL")
+	str(&c.sentinelMaster, "redis-sentinel-master", "PGCACHE_REDIS_SENTINEL_MASTER", "", "the master name, when -redis names Redis Sentinels")
+	str(&c.caFile, "redis-ca-file", "PGCACHE_REDIS_CA_FILE", "", "PEM file of the CA that signed the Redis server's certificate (rediss:// only; default: the system's roots)")
+	str(&c.certFile, "redis-cert-file", "PGCACHE_REDIS_CERT_FILE", "", "PEM client certificate, for a Redis that requires one (rediss:// only)")
+	str(&c.keyFile, "redis-key-file", "PGCACHE_REDIS_KEY_FILE", "", "PEM key of -redis-cert-file")
+	// Secrets only from the environment (or files it names), never from flags that ps shows.
+	c.username = env.get("PGCACHE_REDIS_USERNAME")
+	c.password = env.get("PGCACHE_REDIS_PASSWORD")
+	c.sentinelPassword = env.get("PGCACHE_REDIS_SENTINEL_PASSWORD")
+}
+
 func parse(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("pgcache-worker", flag.ContinueOnError)
@@ -63,16 +80,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	}
 	str(&c.postgres, "postgres", "PGCACHE_POSTGRES_URL", "",
 		"Postgres connection string of a role with REPLICATION; TLS as libpq's sslmode=verify-full&sslrootcert=ca.pem. Keep passwords out of flags: $PGCACHE_POSTGRES_URL or $PGCACHE_POSTGRES_URL_FILE")
-	str(&c.redis.target, "redis", "PGCACHE_REDIS_ADDR", env.get("PGCACHE_REDIS_URL"),
-		"Redis: host:port, comma-separated for Cluster (or for the sentinels, with -redis-sentinel-master), or a redis:// or rediss:// (TLS) URL with user, password and database; also $PGCACHE_REDIS_URL")
-	str(&c.redis.sentinelMaster, "redis-sentinel-master", "PGCACHE_REDIS_SENTINEL_MASTER", "", "the master name, when -redis names Redis Sentinels")
-	str(&c.redis.caFile, "redis-ca-file", "PGCACHE_REDIS_CA_FILE", "", "PEM file of the CA that signed the Redis server's certificate (rediss:// only; default: the system's roots)")
-	str(&c.redis.certFile, "redis-cert-file", "PGCACHE_REDIS_CERT_FILE", "", "PEM client certificate, for a Redis that requires one (rediss:// only)")
-	str(&c.redis.keyFile, "redis-key-file", "PGCACHE_REDIS_KEY_FILE", "", "PEM key of -redis-cert-file")
-	// Secrets only from the environment (or files it names), never from flags that ps shows.
-	c.redis.username = env.get("PGCACHE_REDIS_USERNAME")
-	c.redis.password = env.get("PGCACHE_REDIS_PASSWORD")
-	c.redis.sentinelPassword = env.get("PGCACHE_REDIS_SENTINEL_PASSWORD")
+	redisFlags(&c.redis, str, &env)
 	str(&c.prefix, "prefix", "PGCACHE_PREFIX", "pgc", "key prefix, as in the applications' readthrough.Options.Prefix")
 	str(&c.slot, "slot", "PGCACHE_SLOT", "pgcache", "replication slot name")
 	str(&c.publication, "publication", "PGCACHE_PUBLICATION", "pgcache", "publication name")
