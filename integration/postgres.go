@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -40,6 +41,35 @@ type PostgresOptions struct {
 	// not include Docker's port proxy. The address may change when the container
 	// restarts, so a test that stops or restarts the server leaves it unset.
 	Direct bool
+	// TLS, when set, turns on ssl with this certificate and key (PEM) besides the
+	// plain connections the harness makes (its URLs say sslmode=disable).
+	TLS *PostgresTLS
+}
+
+// PostgresTLS is the server certificate and key of a Postgres with ssl on.
+type PostgresTLS struct{ Cert, Key []byte }
+
+// pgTLSInit runs at the server's first start (an init script, as root in the images
+// scripts/build-images.sh makes, as postgres in the official ones): Postgres wants its
+// key readable by its own user only.
+const pgTLSInit = `cp /etc/pgcache-tls/server.pem "$PGDATA/server.crt"
+cp /etc/pgcache-tls/server.key "$PGDATA/server.key"
+chown postgres:postgres "$PGDATA/server.crt" "$PGDATA/server.key" 2>/dev/null || true
+chmod 600 "$PGDATA/server.key"
+echo "ssl = on" >>"$PGDATA/postgresql.conf"
+`
+
+func (t *PostgresTLS) files() []testcontainers.ContainerFile {
+	if t == nil {
+		return nil
+	}
+	file := func(path string, b []byte, mode int64) testcontainers.ContainerFile {
+		return testcontainers.ContainerFile{Reader: bytes.NewReader(b), ContainerFilePath: path, FileMode: mode}
+	}
+	return []testcontainers.ContainerFile{
+		file("/etc/pgcache-tls/server.pem", t.Cert, 0o644), file("/etc/pgcache-tls/server.key", t.Key, 0o644),
+		file("/docker-entrypoint-initdb.d/pgcache-tls.sh", []byte(pgTLSInit), 0o755),
+	}
 }
 
 // Postgres is a running Postgres server: a container started by the harness, or an
@@ -79,6 +109,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 			tcpostgres.WithPassword("postgres"),
 			tcpostgres.WithDatabase("postgres"),
 			testcontainers.WithCmdArgs(args...),
+			testcontainers.WithFiles(opts.TLS.files()...),
 			tcpostgres.BasicWaitStrategies(),
 			bind,
 		)
