@@ -136,6 +136,10 @@ type nearItem[T any] struct {
 	ok    bool // false: there is no such row
 	row   T
 	entry []byte
+	// lookup marks a lookup's entry (see nearlookup.go): entry holds it, and ids the
+	// primary keys it names.
+	lookup bool
+	ids    []any
 }
 
 // newNearModel returns the model's near cache, nil when it is off.
@@ -201,7 +205,7 @@ func (r *Repository[T]) nearGet(ctx context.Context, k keys.Key) (row T, ok, hit
 		return row, false, false
 	}
 	it, found := r.near.cache.Get(k.Value())
-	if !found {
+	if !found || it.lookup {
 		return row, false, false
 	}
 	if !it.ok {

@@ -128,7 +128,11 @@ func (r *Repository[T]) uniqueOnce(ctx context.Context, q lookupQuery) (row T, o
 // cachedLookup reads q's entry from Redis and the ids it names; cached is false for
 // no entry or an undecodable one (deleted and counted). The error is Redis'.
 func (r *Repository[T]) cachedLookup(ctx context.Context, q lookupQuery) (entry []byte, ids []any, cached bool, err error) {
-	entry, cached, err = r.store.Get(ctx, q.key)
+	if entry, ids, hit := r.nearLookupGet(q.key); hit {
+		return entry, ids, true, nil
+	}
+	tk := r.nearTicket(q.key)
+	entry, ttl, cached, err := r.getEntry(ctx, q.key)
 	if err != nil {
 		return nil, nil, false, r.lookupRedisFailed(err)
 	}
@@ -143,6 +147,7 @@ func (r *Repository[T]) cachedLookup(ctx context.Context, q lookupQuery) (entry 
 		}
 		return nil, nil, false, nil
 	}
+	r.nearLookupStore(ctx, tk, q.key, entry, ids, ttl)
 	return entry, ids, true, nil
 }
 
@@ -164,6 +169,7 @@ func (r *Repository[T]) staleLookup(ctx context.Context, q lookupQuery, entry []
 	if err := r.store.DeleteEntry(ctx, q.key, entry); err != nil {
 		r.redisFailed(err)
 	}
+	r.nearDrop(q.key)
 }
 
 // GetMany returns the visible rows holding each of vals (as Get takes them), in the
@@ -290,7 +296,9 @@ func (r *Repository[T]) invalidateLookup(ctx context.Context, def *lookupDef, pe
 		}
 		ks[i] = q.key
 	}
-	if err := r.store.Invalidate(ctx, ks...); err != nil {
+	err := r.store.Invalidate(ctx, ks...)
+	r.nearDrop(ks...)
+	if err != nil {
 		return fmt.Errorf("readthrough: invalidate %s lookup %s of %s: %w", def.id.Kind(), def.id, r.model.schema.Name, err)
 	}
 	return nil

@@ -160,6 +160,7 @@ func (r *Repository[T]) afterCommit(ctx context.Context, k keys.Key, id any, lks
 	testhooks.AfterCommit(ctx, k.Value())
 	err := r.store.Invalidate(ctx, append([]keys.Key{k}, lks...)...)
 	r.nearDrop(k) // after Redis: a read that missed the drop reads Redis after it
+	r.nearDrop(lks...)
 	if err != nil {
 		r.stats.errors.Add(1)
 		r.warn("write committed, but its cache entry could not be deleted; the invalidator and the entry's TTL will remove it",
