@@ -100,6 +100,10 @@ const (
 	roleWriteBack    = "write-back"    // Save of BackItem, write-back policy
 )
 
+// nearRole reports whether the role's process registers its models with a near cache
+// (ModelOptions.Near), all but the write-back model, which refuses one.
+func nearRole(role string) bool { return role == roleInvalidate || role == roleWriteThrough }
+
 // The environment of a cache process, set by startCache.
 const (
 	envRole     = "PGCACHE_TORTURE_ROLE"
@@ -177,8 +181,15 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 	if role == roleWriteThrough {
 		policy = writepolicy.WriteThrough
 	}
+	// The near processes keep their rows in process too, in front of Redis (write-back
+	// models refuse a near cache: theirs stay in Redis only).
+	var nearOpts readthrough.NearOptions
+	if nearRole(role) {
+		nearOpts = readthrough.NearOptions{MaxEntries: 1000}
+	}
 	var (
 		db    *gorm.DB
+		cache *readthrough.Cache // closed when the process ends, or when a start fails: it stops the near cache's goroutines
 		items *readthrough.Repository[Item]
 		backs *readthrough.Repository[BackItem]
 		odds  *readthrough.Repository[OddItem]
@@ -190,12 +201,11 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 		if db, err = gorm.Open(postgres.Open(getenv(envPostgres)), &gorm.Config{Logger: logger.Discard}); err != nil {
 			return err
 		}
-		cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: getenv(envPrefix), RedisTimeout: 200 * time.Millisecond})
-		if err != nil {
+		if cache, err = readthrough.New(db, rdb, readthrough.Options{Prefix: getenv(envPrefix), RedisTimeout: 200 * time.Millisecond}); err != nil {
 			return err
 		}
-		opts := readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond}
-		if items, err = readthrough.Register[Item](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: policy}); err != nil {
+		opts := readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, Near: nearOpts}
+		if items, err = readthrough.Register[Item](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: policy, Near: nearOpts}); err != nil {
 			return err
 		}
 		if backs, err = readthrough.Register[BackItem](cache, readthrough.ModelOptions{TTL: time.Hour, WaitTimeout: 200 * time.Millisecond, WritePolicy: writepolicy.WriteBack}); err != nil {
@@ -208,7 +218,9 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 			return err
 		}
 		if role != roleWriteBack {
-			keyed, err = readthrough.Register[KeyedItem](cache, keyedOptions())
+			ko := keyedOptions()
+			ko.Near = nearOpts
+			keyed, err = readthrough.Register[KeyedItem](cache, ko)
 		}
 		return err
 	}
@@ -219,12 +231,19 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 		if err == nil || !pgUnavailable(err) || ctx.Err() != nil {
 			break
 		}
+		if cache != nil {
+			_ = cache.Close()
+			cache = nil
+		}
 		if db != nil {
 			if sqlDB, e := db.DB(); e == nil {
 				_ = sqlDB.Close()
 			}
 		}
 		sleep(ctx, 50*time.Millisecond)
+	}
+	if cache != nil {
+		defer cache.Close()
 	}
 	if err != nil && ctx.Err() != nil && pgUnavailable(err) {
 		// The process's time ran out while Postgres was still down (a restart takes
@@ -442,6 +461,13 @@ func runCache(getenv func(string) string, stdin io.Reader, rep *report) error {
 	rep.line("n unavailable %d", unavailable.Load())
 	rep.line("n slow %d", slow.Load())
 	rep.line("n pgdown %d", pgDown.Load())
+	if nearRole(role) {
+		st := cache.Stats()
+		rep.line("n nearhits %d", st.NearHits)
+		rep.line("n nearmisses %d", st.NearMisses)
+		rep.line("n nearinvalidations %d", st.NearInvalidations)
+		rep.line("n nearflushes %d", st.NearFlushes)
+	}
 	if keyed != nil {
 		kc.report(rep)
 	}

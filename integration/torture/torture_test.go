@@ -606,6 +606,19 @@ func TestTorture(t *testing.T) {
 	for role, c := range counts {
 		t.Logf("  %-13s %v", role, c)
 	}
+	// The near processes' reads are checked as every other read; a run in which their
+	// near tier answered none would check nothing of it.
+	var nearHits, nearFlushes int64
+	for role, c := range counts {
+		if nearRole(role) {
+			nearHits += c["nearhits"]
+			nearFlushes += c["nearflushes"]
+		}
+	}
+	t.Logf("near cache (%s and %s processes): %d near hits, %d near-tier flushes", roleInvalidate, roleWriteThrough, nearHits, nearFlushes)
+	if nearHits == 0 {
+		t.Errorf("the near processes (%s, %s) made no near hit: their near tier was never used", roleInvalidate, roleWriteThrough)
+	}
 	switch {
 	case control && lookupWrong == 0:
 		t.Errorf("control (%s=unchecked): lookups without the check on read, yet the checker found none wrong", envControl)
