@@ -34,7 +34,8 @@ func TestMain(m *testing.M) {
 
 // margin is how stale a read of a row written outside write-back may be beyond the
 // downtime of the worker, Redis or Postgres within the read's window: the invalidation
-// lag with reconnect backoff included.
+// lag with reconnect backoff included, and for the near processes the notification
+// delay on top of it (under a millisecond at p99: see the package doc).
 const margin = 3 * time.Second
 
 // pgKillEvery is the least time between two Postgres kills after the first: a tenth of
