@@ -3,11 +3,13 @@ module github.com/pgcache/pgcache/cmd
 go 1.26.8
 
 require (
+	github.com/go-redis/cache/v9 v9.0.0
 	github.com/jackc/pgx/v5 v5.10.0
 	github.com/pgcache/pgcache v0.0.0
 	github.com/pgcache/pgcache/integration v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
+	github.com/redis/rueidis v1.0.79
 	github.com/testcontainers/testcontainers-go v0.44.0
 	golang.org/x/sync v0.24.0
 	golang.org/x/time v0.16.0
@@ -72,6 +74,7 @@ require (
 	github.com/testcontainers/testcontainers-go/modules/redis v0.44.0 // indirect
 	github.com/tklauser/go-sysconf v0.4.0 // indirect
 	github.com/tklauser/numcpus v0.12.0 // indirect
+	github.com/vmihailenco/go-tinylfu v0.2.2 // indirect
 	github.com/vmihailenco/msgpack/v5 v5.4.1 // indirect
 	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
 	github.com/yusufpapurcu/wmi v1.2.4 // indirect

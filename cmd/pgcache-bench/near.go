@@ -53,7 +53,17 @@ func (b *bench) nearBench(ctx context.Context, r *results) error {
 		return fmt.Errorf("near cache: %d misses against %d hits while measuring hits", misses, after.NearHits-before.NearHits)
 	}
 	r.NearAllocsPerHit = allocsPerRun(1000, func() { _ = hit(7) })
-	return b.nearDelay(ctx, c, repo, r)
+	if err := b.nearDelay(ctx, c, repo, r); err != nil {
+		return err
+	}
+	// The same staleness measurement as the other libraries', and their hits, in this run.
+	if err := b.nearStaleness(ctx, repo, r); err != nil {
+		return err
+	}
+	if err := b.goRedisCache(ctx, repo, r); err != nil {
+		return err
+	}
+	return b.rueidisCache(ctx, repo, r)
 }
 
 // nearDelay measures, 200 times, the time from sending a DEL of a row's key (which

@@ -54,6 +54,21 @@ type results struct {
 	NearAllocsPerHit            float64 `json:"near_allocs_per_hit"`
 	NearInvalidationP50ms       float64 `json:"near_invalidation_p50_ms"`
 	NearInvalidationP99ms       float64 `json:"near_invalidation_p99_ms"`
+	// How long after another client's DEL a local copy is still served (compare.go).
+	NearStaleP50ms float64 `json:"near_stale_p50_ms"`
+	NearStaleP99ms float64 `json:"near_stale_p99_ms"`
+
+	// The other libraries' local tiers on the same row bytes (compare.go).
+	GoRedisCacheHitP50ns     float64 `json:"goredis_cache_local_hit_p50_ns"`
+	GoRedisCacheHitOpsS16    float64 `json:"goredis_cache_local_hit_ops_s_16"`
+	GoRedisCacheAllocsPerHit float64 `json:"goredis_cache_allocs_per_local_hit"`
+	GoRedisCacheStaleP50ms   float64 `json:"goredis_cache_stale_p50_ms"`
+	GoRedisCacheStaleP99ms   float64 `json:"goredis_cache_stale_p99_ms"`
+	RueidisHitP50ns          float64 `json:"rueidis_cache_hit_p50_ns"`
+	RueidisHitOpsS16         float64 `json:"rueidis_cache_hit_ops_s_16"`
+	RueidisAllocsPerHit      float64 `json:"rueidis_allocs_per_cache_hit"`
+	RueidisStaleP50ms        float64 `json:"rueidis_stale_p50_ms"`
+	RueidisStaleP99ms        float64 `json:"rueidis_stale_p99_ms"`
 
 	WritebackSaveP50us     *float64 `json:"writeback_save_p50_us"`
 	WritebackFlushRowsPerS *float64 `json:"writeback_flush_rows_per_s"`
@@ -87,6 +102,14 @@ func (r *results) print(w io.Writer) {
 	row("allocations per near hit", f(r.NearAllocsPerHit), "")
 	row("near invalidation p50 (ms)", fmt.Sprintf("%.3f", r.NearInvalidationP50ms), "Redis DEL sent → near tier told")
 	row("near invalidation p99 (ms)", fmt.Sprintf("%.3f", r.NearInvalidationP99ms), "")
+	stale := func(p50, p99 float64) string { return fmt.Sprintf("%.3f / %.3f", p50, p99) }
+	row("near stale p50 / p99 (ms)", stale(r.NearStaleP50ms, r.NearStaleP99ms), "another client's DEL → a Get not answered in process")
+	row("go-redis/cache local hit p50 (ns)", f(r.GoRedisCacheHitP50ns), "TinyLFU, same row bytes, 1 goroutine")
+	row("go-redis/cache hits/s, 16 gor.", f(r.GoRedisCacheHitOpsS16), fmt.Sprintf("%.1f allocations per hit", r.GoRedisCacheAllocsPerHit))
+	row("go-redis/cache stale p50 / p99 (ms)", stale(r.GoRedisCacheStaleP50ms, r.GoRedisCacheStaleP99ms), fmt.Sprintf("until its local TTL (%v)", localTTL))
+	row("rueidis DoCache hit p50 (ns)", f(r.RueidisHitP50ns), "client-side cache, same row bytes, 1 goroutine")
+	row("rueidis hits/s, 16 goroutines", f(r.RueidisHitOpsS16), fmt.Sprintf("%.1f allocations per hit", r.RueidisAllocsPerHit))
+	row("rueidis stale p50 / p99 (ms)", stale(r.RueidisStaleP50ms, r.RueidisStaleP99ms), "until Redis' invalidation arrives")
 	opt := func(p *float64) string {
 		if p == nil {
 			return "not measured"

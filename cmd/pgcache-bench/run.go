@@ -42,6 +42,8 @@ type bench struct {
 	reached string
 	db      *gorm.DB
 	rdb     *redis.Client
+	// redisAddr is where rdb connects, for the other libraries' clients.
+	redisAddr string
 	// queries counts widget SELECTs made through any pool opened by openDB.
 	queries atomic.Int64
 }
@@ -56,6 +58,7 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if b.db, err = b.openDB(); err != nil {
 		return nil, err
 	}
+	b.redisAddr = redisAddr
 	b.rdb = redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true, PoolSize: 32})
 	defer b.rdb.Close()
 
