@@ -15,7 +15,9 @@ import (
 )
 
 // The near cache: an in-process tier in front of Redis (package internal/near), kept
-// coherent by Redis' server-assisted client-side caching (store.Tracker).
+// coherent by Redis' server-assisted client-side caching (store.Tracker): one tracking
+// connection for a single Redis or a Sentinel client, one per master for a Cluster
+// client, the tier up only while all of them are. Ring clients are refused.
 //
 // Reads. Get and GetMany look in the near tier first. On a miss they take a ticket for
 // the key before their Redis GET, and store the entry Redis returned with it; the
@@ -157,9 +159,6 @@ func newNearModel[T any](c *Cache, m *model, opts ModelOptions) (*nearModel[T], 
 		// serve the older row until Redis' message reached it.
 		return nil, fmt.Errorf("%w: model %s: a near cache cannot keep write-back's promise that every process reads an acknowledged write at once (other processes drop the row only when Redis' message reaches them): use Invalidate or WriteThrough, or no near cache",
 			ErrConfig, m.schema.Name)
-	}
-	if c.store.Sharded() {
-		return nil, fmt.Errorf("%w: model %s: the near cache needs a single Redis or Sentinel client: tracking a Redis Cluster (one connection per master, following the topology) is not built yet", ErrConfig, m.schema.Name)
 	}
 	tier, err := c.nearTier()
 	if err != nil {

@@ -40,6 +40,8 @@ func TestCluster(t *testing.T) {
 	t.Run("writes", func(t *testing.T) { testWrites(t, rdb) })
 	t.Run("table flush races a fill", func(t *testing.T) { testFlushRace(t, cl) })
 	t.Run("lookups", func(t *testing.T) { testLookups(t, rdb) })
+	t.Run("near cache", func(t *testing.T) { testNear(t, cl) })
+	t.Run("near cache client kill", func(t *testing.T) { testNearClientKill(t, cl) })
 }
 
 // testReads: reads, multi-gets, fenced fills and change-driven invalidation work on a

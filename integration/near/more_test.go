@@ -9,6 +9,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -89,17 +90,21 @@ func TestNearSoftDelete(t *testing.T) {
 	}
 }
 
-// TestNearRefusedOnCluster: a Cluster client cannot have a near cache yet.
-func TestNearRefusedOnCluster(t *testing.T) {
+// TestNearRefusedOnRing: a Ring client cannot have a near cache (Redis does not know a
+// Ring's shards), and the error says so. Cluster clients can: integration/cluster,
+// TestCluster/near_cache.
+func TestNearRefusedOnRing(t *testing.T) {
 	e := newEnv(t, nil)
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{e.rd.Addr()}, ContextTimeoutEnabled: true})
+	rdb := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": e.rd.Addr()}})
 	t.Cleanup(func() { rdb.Close() })
 	c, err := readthrough.New(e.db, rdb, readthrough.Options{Prefix: e.prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := readthrough.Register[Widget](c, nearOn); !errors.Is(err, readthrough.ErrConfig) {
-		t.Fatalf("Register with a near cache on a Cluster client = %v, want ErrConfig", err)
+	_, err = readthrough.Register[Widget](c, nearOn)
+	if !errors.Is(err, readthrough.ErrConfig) || !errors.Is(err, store.ErrTrackingUnsupported) {
+		t.Fatalf("Register with a near cache on a Ring client = %v, want ErrConfig and store.ErrTrackingUnsupported", err)
 	}
+	t.Logf("refused: %v", err)
 }

@@ -61,32 +61,56 @@ type TrackingHandler struct {
 	Flush func()
 }
 
-// Tracker reports the changes of the keys under a prefix (see above). Run it; it stops
-// when Run's context ends.
+// Tracker reports the changes of the keys under a prefix (see above): over one
+// connection for a single server or a Sentinel client, over one connection per master
+// for a Cluster client (see clusterTracker). Run it; it stops when Run's context ends.
 type Tracker struct {
+	node    *nodeTracker
+	cluster *clusterTracker
+}
+
+// nodeTracker follows one server over one connection.
+type nodeTracker struct {
 	client *redis.Client
 	h      TrackingHandler
 	log    *slog.Logger
 	health time.Duration
 }
 
-// ErrTrackingUnsupported reports a client the tracker cannot follow: Cluster and Ring
-// clients (one connection per master, following the topology, is not built yet) and
-// unknown implementations.
-var ErrTrackingUnsupported = errors.New("store: near-cache tracking needs a single-node or Sentinel client (*redis.Client); Redis Cluster and Ring are not supported yet")
+// ErrTrackingUnsupported reports a client the tracker cannot follow: a Ring client (its
+// shards are chosen by the client, not by Redis, and are not tracked) or an unknown
+// implementation.
+var ErrTrackingUnsupported = errors.New("store: near-cache tracking needs a single-node, Sentinel or Cluster client (*redis.Client or *redis.ClusterClient); Ring clients are not supported: use a Cluster")
 
-// NewTracker returns a tracker of the keys of p, over a connection of its own to the
-// server of the Store's client. health bounds how long a silent connection is
-// trusted: after that long without a message it is pinged, and after as long again
-// without a reply it is dropped.
+// NewTracker returns a tracker of the keys of p, over connections of its own to the
+// server (or, for a Cluster client, to every master) of the Store's client. health
+// bounds how long a silent connection is trusted: after that long without a message
+// it is pinged, and after as long again without a reply it is dropped; a Cluster's
+// masters are re-read as often.
 func (s *Store) NewTracker(p keys.Prefix, h TrackingHandler, health time.Duration, log *slog.Logger) (*Tracker, error) {
-	base, ok := s.rdb.(*redis.Client)
-	if !ok {
-		return nil, fmt.Errorf("%w (got %T)", ErrTrackingUnsupported, s.rdb)
+	switch rdb := s.rdb.(type) {
+	case *redis.Client:
+		return &Tracker{node: newNodeTracker(*rdb.Options(), string(p), h, health, log)}, nil
+	case *redis.ClusterClient:
+		return &Tracker{cluster: &clusterTracker{rdb: rdb, prefix: string(p), h: h, health: health, log: log}}, nil
 	}
-	prefix := string(p)
-	t := &Tracker{h: h, log: log, health: health}
-	opt := *base.Options()
+	return nil, fmt.Errorf("%w (got %T)", ErrTrackingUnsupported, s.rdb)
+}
+
+// Run follows the tracking connections until ctx ends, reconnecting with backoff after
+// each failure; the handler's Down runs after every session, the last included. It
+// returns nil once ctx ended.
+func (t *Tracker) Run(ctx context.Context) error {
+	if t.cluster != nil {
+		return t.cluster.run(ctx)
+	}
+	return t.node.run(ctx)
+}
+
+// newNodeTracker returns a tracker over a client of its own made from opt, the
+// options of the server's client.
+func newNodeTracker(opt redis.Options, prefix string, h TrackingHandler, health time.Duration, log *slog.Logger) *nodeTracker {
+	t := &nodeTracker{h: h, log: log.With(slog.String("redis", opt.Addr)), health: health}
 	user := opt.OnConnect
 	// go-redis' PubSub reconnects by itself as soon as it finds its connection broken,
 	// before it returns the error (or, after a read that timed out, without one): the
@@ -119,15 +143,13 @@ func (s *Store) NewTracker(p keys.Prefix, h TrackingHandler, health time.Duratio
 	opt.PoolSize, opt.MinIdleConns, opt.MaxIdleConns, opt.MaxActiveConns = 1, 0, 0, 0
 	opt.ClientSideCache, opt.ClientSideCacheConfig = nil, nil
 	t.client = redis.NewClient(&opt)
-	return t, nil
+	return t
 }
 
 var errNewConnection = errors.New("store: tracking: a new connection: messages to the old one may be lost")
 
-// Run follows the tracking connection until ctx ends, reconnecting with backoff after
-// each failure; the handler's Down runs after every session, the last included. It
-// returns nil once ctx ended.
-func (t *Tracker) Run(ctx context.Context) error {
+// run follows the tracking connection until ctx ends (see Tracker.Run).
+func (t *nodeTracker) run(ctx context.Context) error {
 	defer t.client.Close()
 	wait := 50 * time.Millisecond
 	for {
@@ -159,7 +181,7 @@ func (t *Tracker) Run(ctx context.Context) error {
 // the connection fails or ctx ends. up reports whether tracking was ever on. A new
 // connection made within the session (go-redis reconnects on its own) reports Down
 // from OnConnect and Up once subscribed, so messages lost in between are covered.
-func (t *Tracker) session(ctx context.Context) (up bool, err error) {
+func (t *nodeTracker) session(ctx context.Context) (up bool, err error) {
 	ps := t.client.Subscribe(ctx, invalidateChannel)
 	defer ps.Close()
 	// Closing the subscription ends a blocked read at once when ctx ends.
