@@ -55,6 +55,9 @@ type RedisOptions struct {
 	// TLS, when set, makes the server speak TLS only, on its one port, with these PEM
 	// files; the harness's clients then connect with TLS.Client.
 	TLS *RedisTLS
+	// SpareNodes, for a Cluster only, publishes that many more ports, on which
+	// RedisCluster.AddMaster starts nodes later.
+	SpareNodes int
 }
 
 // RedisTLS is what a TLS Redis is started with: its certificate and key, the CA that

@@ -93,7 +93,7 @@ func (c *Cache) nearTier() (*near.Tier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: near cache: %w", ErrConfig, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithoutCancel(hooks)) // hooks: values only
 	s.tier, s.cancel, s.done = tier, cancel, make(chan struct{})
 	go func() {
 		defer close(s.done)

@@ -23,7 +23,7 @@ var ladder = map[string][]string{
 	"internal/retry":     {},
 	"cdc":                {"internal/retry", "internal/testhooks"},
 	"internal/testhooks": {},
-	"internal/store":     {"keys"},
+	"internal/store":     {"keys", "internal/testhooks"},
 	"internal/near":      {},
 	"writepolicy":        {},
 	"writeback":          {"keys", "internal/retry", "internal/store", "internal/testhooks"},

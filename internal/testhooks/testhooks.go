@@ -108,6 +108,10 @@ type Near struct {
 	// as a near cache that trusts every message to arrive does, to show that the
 	// tests of the tracking connection's faults can fail.
 	KeepOnDown bool
+	// FixedMasters keeps tracking a Redis Cluster's first set of masters whatever the
+	// topology becomes, as a near cache that does not follow the Cluster does, to show
+	// that the test of a master joining can fail.
+	FixedMasters bool
 }
 
 type nearKey struct{}
@@ -121,6 +125,13 @@ func WithNear(ctx context.Context, h *Near) context.Context {
 func NearKeepOnDown(ctx context.Context) bool {
 	h, _ := ctx.Value(nearKey{}).(*Near)
 	return h != nil && h.KeepOnDown
+}
+
+// NearFixedMasters reports whether ctx asks a Cluster's tracking not to follow the
+// topology.
+func NearFixedMasters(ctx context.Context) bool {
+	h, _ := ctx.Value(nearKey{}).(*Near)
+	return h != nil && h.FixedMasters
 }
 
 // Flush holds the hooks of a write-back flusher. Each may be nil. They run for a
