@@ -48,7 +48,7 @@ var ladder = map[string][]string{
 	"integration/varnish":     {},
 	// The commands' module.
 	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
-	"cmd/pgcache-bench":  {"cdc", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
+	"cmd/pgcache-bench":  {"cdc", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
 // confined lists third-party modules that only some packages may touch: each external
