@@ -153,3 +153,89 @@ func wantBody(t testing.TB, base, path, want string) {
 		t.Fatalf("GET %s%s = %d %q, want 200 %q", base, path, a.status, a.body, want)
 	}
 }
+
+// holdFetches makes the backend hold every request until the returned release is
+// called (which the test's cleanup also does).
+func (o *origin) holdFetches(t *testing.T) (release func()) {
+	t.Helper()
+	hold := make(chan struct{})
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			o.mu.Lock()
+			o.hold = nil
+			o.mu.Unlock()
+			close(hold)
+		})
+	}
+	t.Cleanup(release)
+	o.mu.Lock()
+	o.hold = hold
+	o.mu.Unlock()
+	for len(o.fetched) > 0 {
+		<-o.fetched
+	}
+	return release
+}
+
+// getUntilRefetch GETs base+path again and again, every answer so far being want,
+// until a GET makes Varnish fetch path from the backend (which holds it: see
+// holdFetches). It returns the channel on which that GET's answer comes.
+func getUntilRefetch(t *testing.T, o *origin, base, path, want string) <-chan answer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		ch := make(chan answer, 1)
+		go func() {
+			req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, base+path, nil)
+			if err != nil {
+				ch <- answer{body: err.Error()}
+				return
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				ch <- answer{body: err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			ch <- answer{status: resp.StatusCode, body: string(b), header: resp.Header}
+		}()
+	wait:
+		select {
+		case a := <-ch:
+			if a.status != http.StatusOK || a.body != want {
+				t.Fatalf("GET %s%s = %d %q before Varnish refetched it, want 200 %q", base, path, a.status, a.body, want)
+			}
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				t.Fatalf("Varnish did not refetch %s within a minute", path)
+			}
+		case p := <-o.fetched:
+			if p != path {
+				goto wait
+			}
+			return ch
+		case <-ctx.Done():
+			t.Fatalf("Varnish did not refetch %s within a minute", path)
+		}
+	}
+}
+
+// waitBody GETs base+path until it answers want, for up to a minute.
+func waitBody(t testing.TB, base, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		a := get(t, base+path)
+		if a.status == http.StatusOK && a.body == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s%s = %d %q after a minute, want 200 %q", base, path, a.status, a.body, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,8 +1,10 @@
 package varnish_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/pgcache/pgcache/integration"
 )
@@ -94,5 +96,53 @@ func TestVarnishPurgeRefused(t *testing.T) {
 	open := integration.NewVarnish(t, integration.VarnishOptions{Backend: o.addr()})
 	if a := purge(t, open.PurgeURL(), "", ""); a.status != http.StatusBadRequest {
 		t.Fatalf("PURGE without an xkey-purge header = %d %q, want 400", a.status, a.body)
+	}
+}
+
+// TestVarnishStaleWhileRevalidate: once a response with stale-while-revalidate expires,
+// the request that makes Varnish refetch it is answered at once with the stale body
+// while the backend (held by the test) has not answered; the control, a response
+// without it, is not served stale: that request waits for the backend and gets the new
+// body (Varnish's own default would serve it stale for 10 seconds).
+func TestVarnishStaleWhileRevalidate(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	o.set("/swr", 1, "widgets.1", "public, s-maxage=1, stale-while-revalidate=60")
+	o.set("/strict", 1, "widgets.2", "public, s-maxage=1")
+	v := integration.NewVarnish(t, integration.VarnishOptions{Backend: o.addr()})
+	wantBody(t, v.URL(), "/swr", body("/swr", 1))
+	wantBody(t, v.URL(), "/strict", body("/strict", 1))
+	o.bump()
+
+	release := o.holdFetches(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	select {
+	case a := <-getUntilRefetch(t, o, v.URL(), "/swr", body("/swr", 1)):
+		if a.body != body("/swr", 1) {
+			t.Fatalf("GET /swr while its refetch is held = %d %q, want the stale %q", a.status, a.body, body("/swr", 1))
+		}
+	case <-ctx.Done():
+		t.Fatal("GET /swr (stale-while-revalidate=60) waited for the backend's refetch instead of being served stale")
+	}
+	release()
+	waitBody(t, v.URL(), "/swr", body("/swr", 2))
+
+	release = o.holdFetches(t)
+	ch := getUntilRefetch(t, o, v.URL(), "/strict", body("/strict", 1))
+	select {
+	case a := <-ch:
+		t.Fatalf("GET /strict (no stale-while-revalidate) answered %d %q while the backend held its refetch: served stale", a.status, a.body)
+	default:
+	}
+	release()
+	select {
+	case a := <-ch:
+		if a.status != http.StatusOK || a.body != body("/strict", 2) {
+			t.Fatalf("GET /strict (no stale-while-revalidate) that made Varnish refetch it = %d %q, want 200 %q: not the stale body",
+				a.status, a.body, body("/strict", 2))
+		}
+	case <-ctx.Done():
+		t.Fatal("GET /strict never answered after the backend was released")
 	}
 }
