@@ -146,3 +146,27 @@ func TestVarnishStaleWhileRevalidate(t *testing.T) {
 		t.Fatal("GET /strict never answered after the backend was released")
 	}
 }
+
+// TestVarnishSoftPurge: xkey-softpurge expires the tagged objects rather than removing
+// them: one without stale-while-revalidate is fetched anew on the next request, one with
+// it is refetched (served stale meanwhile) and then served new; untagged objects stay.
+func TestVarnishSoftPurge(t *testing.T) {
+	t.Parallel()
+	o := newOrigin(t)
+	o.set("/a", 1, "widgets.1", "")
+	o.set("/b", 1, "widgets.1", "public, s-maxage=3600, stale-while-revalidate=60")
+	o.set("/c", 1, "widgets.2", "")
+	v := integration.NewVarnish(t, integration.VarnishOptions{Backend: o.addr()})
+	for _, p := range []string{"/a", "/b", "/c"} {
+		wantBody(t, v.URL(), p, body(p, 1))
+	}
+	o.bump()
+
+	a := purge(t, v.PurgeURL(), "xkey-softpurge", "widgets.1")
+	if a.status != http.StatusOK || a.header.Get("xkey-purged") != "2" {
+		t.Fatalf("PURGE with xkey-softpurge widgets.1 = %d %q (xkey-purged %q), want 200 and 2 objects", a.status, a.body, a.header.Get("xkey-purged"))
+	}
+	wantBody(t, v.URL(), "/a", body("/a", 2))
+	waitBody(t, v.URL(), "/b", body("/b", 2))
+	wantBody(t, v.URL(), "/c", body("/c", 1))
+}
