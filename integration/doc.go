@@ -25,4 +25,10 @@
 // Starting a server takes seconds, so the tests of a package share one of each through
 // a [Shared] value declared in the test package and closed in TestMain. Tests that
 // inject faults start their own with [NewPostgres] and [NewRedis].
+//
+// # Varnish
+//
+// [NewVarnish] starts Varnish (with vmod xkey) running deploy/varnish/pgcache.vcl in
+// Docker's host network, in front of a backend in the test process;
+// PGCACHE_VARNISH_IMAGE selects the image (default varnish:7.7).
 package integration

@@ -15,13 +15,21 @@ if ! docker info >/dev/null 2>&1; then
 	exit 0
 fi
 
+pullable() { docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1; }
+built=
 if [ -z "${PGCACHE_POSTGRES_IMAGE:-}${PGCACHE_REDIS_IMAGE:-}" ]; then
-	pullable() { docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1; }
 	if ! pullable postgres:17 || ! pullable redis:7.4; then
 		echo >&2 "env: no image registry reachable; using images built from Debian packages"
-		"$here/build-images.sh"
-		echo "export TESTCONTAINERS_RYUK_DISABLED=true"
+		"$here/build-images.sh" postgres redis
+		built=1
 	fi
+fi
+if [ -z "${PGCACHE_VARNISH_IMAGE:-}" ] && ! pullable varnish:7.7; then
+	"$here/build-images.sh" varnish
+	built=1
+fi
+if [ -n "$built" ]; then
+	echo "export TESTCONTAINERS_RYUK_DISABLED=true"
 fi
 
 # Inside a container testcontainers reaches published ports through the default gateway,

@@ -26,6 +26,7 @@ func main() {
 	flag.StringVar(&opts.out, "out", "bench-results.json", "where to write the results")
 	flag.StringVar(&opts.plots, "plots", "bench-results", "directory for the SVG plots")
 	flag.IntVar(&opts.commitRate, "commit-rate", 1000, "commits per second for the invalidation-lag measurement")
+	flag.BoolVar(&opts.varnish, "varnish", false, "also measure purge latency through a Varnish container (deploy/varnish/pgcache.vcl)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
@@ -53,4 +54,5 @@ type options struct {
 	duration   time.Duration
 	out, plots string
 	commitRate int
+	varnish    bool
 }

@@ -73,6 +73,10 @@ type results struct {
 	WritebackSaveP50us     *float64 `json:"writeback_save_p50_us"`
 	WritebackFlushRowsPerS *float64 `json:"writeback_flush_rows_per_s"`
 
+	// PURGE by tag sent → Varnish serving the backend's new body (varnish.go, -varnish).
+	VarnishPurgeP50ms *float64 `json:"varnish_purge_p50_ms"`
+	VarnishPurgeP99ms *float64 `json:"varnish_purge_p99_ms"`
+
 	lagHistogram []time.Duration
 }
 
@@ -118,6 +122,8 @@ func (r *results) print(w io.Writer) {
 	}
 	row("write-back Save p50 (µs)", opt(r.WritebackSaveP50us), "")
 	row("write-back flush (rows/s)", opt(r.WritebackFlushRowsPerS), "")
+	row("Varnish purge p50 (ms)", opt(r.VarnishPurgeP50ms), "PURGE by tag sent → Varnish serving the new body (-varnish)")
+	row("Varnish purge p99 (ms)", opt(r.VarnishPurgeP99ms), "")
 }
 
 // plot writes simple bar charts as SVG; no plotting library needed for bars.

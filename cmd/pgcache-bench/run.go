@@ -132,6 +132,11 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err := b.nearBench(ctx, r); err != nil {
 		return nil, err
 	}
+	if opts.varnish {
+		if err := b.varnishBench(ctx, r); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
 }
 

@@ -31,6 +31,7 @@ var ladder = map[string][]string{
 	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"gormcache":          {"readthrough", "writepolicy"},
 	"internal/archtest":  {},
+	"httpcache/varnish":  {"internal/retry"},
 	// The integration module: the harness, the test support, and the tests against real
 	// servers, whose packages hold only tests (their non-test code imports nothing).
 	"integration":             {},
@@ -44,9 +45,10 @@ var ladder = map[string][]string{
 	"integration/cluster":     {},
 	"integration/torture":     {},
 	"integration/near":        {},
+	"integration/varnish":     {},
 	// The commands' module.
 	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
-	"cmd/pgcache-bench":  {"cdc", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
+	"cmd/pgcache-bench":  {"cdc", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
 // confined lists third-party modules that only some packages may touch: each external
