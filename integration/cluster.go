@@ -3,8 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"io"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -28,7 +28,7 @@ type RedisCluster struct {
 	ctr   testcontainers.Container
 	addrs []string
 
-	mu     sync.Mutex
+	mu      sync.Mutex
 	spares  []int // published ports no node listens on yet (RedisOptions.SpareNodes)
 	clients map[string]*redis.Client
 }
