@@ -48,6 +48,7 @@ func (l *ListLookup[T]) Get(ctx context.Context, val any) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
+	r = r.recorded(ctx, q.key) // deps.go
 	if !r.direct() {
 		for range 2 {
 			rows, done, err := r.listOnce(ctx, q)

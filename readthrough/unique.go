@@ -55,6 +55,7 @@ func (u *UniqueLookup[T]) Get(ctx context.Context, val any) (row T, ok bool, err
 	if err != nil {
 		return row, false, err
 	}
+	r = r.recorded(ctx, q.key) // deps.go
 	if !r.direct() {
 		// A stale entry is deleted and filled again once; the second time, Postgres
 		// answers (a row changing under every fill must not keep the reader looping).
@@ -188,6 +189,13 @@ func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error)
 			return nil, err
 		}
 		qs[i] = q
+	}
+	if dependencyRecorder(ctx) != nil { // deps.go
+		ks := make([]keys.Key, len(qs))
+		for i, q := range qs {
+			ks[i] = q.key
+		}
+		r = r.recorded(ctx, ks...)
 	}
 	rows := make([]*T, len(vals))
 	var rest []int // the values Get's path answers
