@@ -60,6 +60,12 @@ func (r *recorder) Depend(ctx context.Context, space keys.Space, ks []keys.Key) 
 	r.tags = append(r.tags, tags...)
 }
 
+func (r *recorder) Unrecordable(context.Context, keys.Space) {
+	r.mu.Lock()
+	r.failed = true
+	r.mu.Unlock()
+}
+
 // result returns the dependencies and the sorted tags, and false when a registration
 // failed.
 func (r *recorder) result() ([]store.Dep, []string, bool) {

@@ -241,6 +241,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				c.stats.errors.Add(1)
 			}
 		}()
+		// Another render may have stored the response and given its lease back between
+		// the lookup and this lease.
+		if e, ok := c.lookup(ctx, key, id, hooks); ok {
+			c.stats.hits.Add(1)
+			c.serve(w, r, e, "HIT")
+			return
+		}
 	}
 	h.render(w, r, key, name, id, hooks)
 }

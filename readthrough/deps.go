@@ -20,6 +20,11 @@ import (
 // that could not record makes its own result uncacheable instead.
 type DependencyRecorder interface {
 	Depend(ctx context.Context, space keys.Space, ks []keys.Key)
+	// Unrecordable is called before a read whose rows cannot be named before it
+	// reads them: a lookup or list read from Postgres by its values (inside a
+	// transaction, through WithDB(db.Unscoped()), a list longer than ListCap, Redis
+	// failing). What the caller makes of the read must not be cached.
+	Unrecordable(ctx context.Context, space keys.Space)
 }
 
 type recorderKey struct{}
@@ -67,4 +72,15 @@ func (r *Repository[T]) recordedIDs(ctx context.Context, ids ...any) *Repository
 		}
 	}
 	return r.recorded(ctx, ks...)
+}
+
+// recording reports whether ctx has a recorder: lookups then read their rows through
+// Get and GetMany, which record them, rather than use the rows their fill loaded.
+func recording(ctx context.Context) bool { return dependencyRecorder(ctx) != nil }
+
+// unrecordable tells ctx's recorder, if any, that a read it cannot record follows.
+func (r *Repository[T]) unrecordable(ctx context.Context) {
+	if rec := dependencyRecorder(ctx); rec != nil {
+		rec.Unrecordable(ctx, r.model.space)
+	}
 }

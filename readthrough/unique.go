@@ -71,6 +71,7 @@ func (u *UniqueLookup[T]) Get(ctx context.Context, val any) (row T, ok bool, err
 
 // uniqueDirect reads q's row from Postgres, caching nothing.
 func (r *Repository[T]) uniqueDirect(ctx context.Context, q lookupQuery) (row T, ok bool, err error) {
+	r.unrecordable(ctx) // deps.go
 	rows, err := r.loadByValues(ctx, q, 2)
 	if err != nil || len(rows) == 0 {
 		return row, false, err
@@ -95,7 +96,7 @@ func (r *Repository[T]) uniqueOnce(ctx context.Context, q lookupQuery) (row T, o
 		if err != nil {
 			return row, false, true, err
 		}
-		if own && f.rows != nil {
+		if own && f.rows != nil && !recording(ctx) { // recorded: through Get (deps.go)
 			// Loaded by the values after this read began: current, and holding them.
 			if len(f.rows) == 0 {
 				return row, false, true, nil
