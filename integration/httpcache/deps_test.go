@@ -77,6 +77,9 @@ func TestRawSQL(t *testing.T) {
 	e.exec(t, `UPDATE books SET title = 'b3-raw' WHERE id = 3`)
 	eventuallyBody(t, h, "/books?ids=3", "b3-raw")
 
+	e.exec(t, `DELETE FROM books WHERE id = 1`) // leaves a list: only its row's keys are deleted
+	eventuallyNot(t, h, "/authors/1/books", `"b1"`)
+
 	e.exec(t, `TRUNCATE books`)
 	w := eventuallyBody(t, h, "/authors/2/books", "[]")
 	if w.Header().Get("X-Cache") != "MISS" {

@@ -58,7 +58,7 @@ type env struct {
 	renders map[string]int
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	pg := servers.Postgres(t).NewDatabase(t)
 	rd := servers.Redis(t)
