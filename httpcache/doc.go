@@ -27,8 +27,10 @@
 // Set-Cookie, with Cache-Control private, no-store or no-cache, with a status not in
 // Options.Statuses, with a Vary the route does not declare, or larger than
 // Options.MaxBody are never stored. Request headers the route does not vary on are not
-// part of the key, and the URL's query is normalised only in ways the handler cannot
-// tell apart (parameters sorted by name, the order of a parameter's values kept).
+// part of the key (a handler must not read them), and the URL's query is normalised as
+// far as r.URL.Query() cannot tell (parameters sorted by name, the order of a
+// parameter's values kept); an unparsable query, a Range, a request body or a URL and
+// varied headers over 16 KiB are not cached.
 //
 // # Stampedes
 //
