@@ -216,9 +216,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := digest(id)
 	key, lease := c.prefix.Response(name)
 
-	if e, ok := c.lookup(ctx, key, id, hooks); ok {
+	e, ok := c.lookup(ctx, key, id, hooks)
+	if ok {
 		c.stats.hits.Add(1)
 		c.serve(w, r, e, "HIT")
+		return
+	}
+	if e == pass {
+		// The last render was not storable: no lease, no waiting (see pass).
+		c.stats.bypassed.Add(1)
+		h.next.ServeHTTP(w, r)
 		return
 	}
 	c.stats.misses.Add(1)
@@ -227,8 +234,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.stats.errors.Add(1)
 	}
 	if err == nil && token == "" && c.opts.Wait > 0 {
-		var e *entry
-		if e, token = c.wait(ctx, key, lease, id, hooks); e != nil {
+		if e, token = c.wait(ctx, key, lease, id, hooks); e != nil && e != pass {
 			c.stats.hits.Add(1)
 			c.stats.waited.Add(1)
 			c.serve(w, r, e, "HIT")
@@ -252,7 +258,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, key, name, id, hooks)
 }
 
-// lookup returns the fresh entry at key for the request identity id.
+// pass is what lookup returns, with false, for a pass marker: the response's last
+// render was not storable (Set-Cookie, private, a status not stored...), so requests
+// for it go to the handler at once for a while rather than queue behind one another's
+// lease. Varnish calls it hit-for-pass.
+var pass = &entry{}
+
+// passMarker is the entry of a pass marker (no encoded entry starts with 0), kept for
+// at most passTTL.
+var passMarker = []byte{0}
+
+const passTTL = 5 * time.Second
+
+// lookup returns the fresh entry at key for the request identity id, or pass and false
+// for a pass marker.
 func (c *Cache) lookup(ctx context.Context, key string, id []byte, hooks *testhooks.HTTP) (*entry, bool) {
 	b, ok, err := c.st.GetResponse(ctx, key)
 	if err != nil {
@@ -261,6 +280,9 @@ func (c *Cache) lookup(ctx context.Context, key string, id []byte, hooks *testho
 	}
 	if !ok {
 		return nil, false
+	}
+	if len(b) == 1 && b[0] == 0 {
+		return pass, false
 	}
 	e, err := decodeEntry(b)
 	if err != nil || string(e.identity) != string(id) {
@@ -297,7 +319,7 @@ func (c *Cache) wait(ctx context.Context, key, lease string, id []byte, hooks *t
 			return nil, ""
 		case <-t.C:
 		}
-		if e, ok := c.lookup(ctx, key, id, hooks); ok {
+		if e, ok := c.lookup(ctx, key, id, hooks); ok || e == pass {
 			return e, ""
 		}
 		token, err := c.st.TakeResponseLease(ctx, lease, c.opts.Lease)
@@ -337,6 +359,13 @@ func (h *handler) render(w http.ResponseWriter, r *http.Request, key, name strin
 		deps: deps, tags: tags}
 	if !recorded || !h.storable(e) {
 		c.stats.notStored.Add(1)
+		if recorded {
+			// Not storable because of what the handler answers: requests waiting for
+			// it should not wait for the next render.
+			if err := c.st.PutResponse(ctx, key, passMarker, min(h.rt.ttl, passTTL)); err != nil {
+				c.stats.errors.Add(1)
+			}
+		}
 		h.send(w, r, e, "BYPASS", false)
 		return
 	}
@@ -351,6 +380,10 @@ func (h *handler) render(w http.ResponseWriter, r *http.Request, key, name strin
 			fresh = false
 		} else if !fresh {
 			c.stats.fenced.Add(1)
+			// A row it read changed meanwhile, and the invalidator may have purged
+			// the CDN already: no shared cache may keep this one.
+			e.header.Set("Cache-Control", "no-store")
+			e.header.Del(c.opts.TagHeader)
 		}
 	}
 	if fresh {
