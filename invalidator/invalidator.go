@@ -73,6 +73,13 @@ type Options struct {
 	RetryFor time.Duration
 	// Logger receives warnings. Nil discards them.
 	Logger *slog.Logger
+	// Purger, when set, is told the tags of the rows (and tables) invalidated, for a
+	// CDN or an HTTP cache in front of package httpcache's responses (see purge.go).
+	Purger Purger
+	// PurgeTimeout bounds how long purging may hold a batch's acknowledgement,
+	// retries included; a purge not done by then is logged and counted
+	// (Stats.PurgeErrors), and the batch acknowledged. Default 2s.
+	PurgeTimeout time.Duration
 }
 
 // Stats counts what an Invalidator did.
@@ -91,6 +98,8 @@ type Stats struct {
 	// ServerChanges counts the times the Redis servers changed (a failover, a
 	// restart) and the tables were flushed (see CheckServers).
 	ServerChanges uint64
+	Purged        uint64 // tags the Purger was told
+	PurgeErrors   uint64 // purges given up on (failed or timed out)
 }
 
 // Invalidator is a cdc.Handler that deletes cached rows. It is safe for concurrent use.
@@ -115,6 +124,8 @@ type Invalidator struct {
 
 	transactions, changes, keysDeleted, tablesFlushed, errors atomic.Uint64
 	lookupKeysDeleted, registryMissingCount, serverChanges    atomic.Uint64
+
+	*purging // purge.go
 }
 
 var _ cdc.BatchHandler = (*Invalidator)(nil)
@@ -147,6 +158,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Invalidator, error) {
 		spaces:   make(map[[2]string]keys.Space),
 
 		missingWarn: rate.Sometimes{Interval: registriesTTL},
+		purging:     newPurging(opts),
 	}, nil
 }
 
@@ -161,6 +173,8 @@ func (v *Invalidator) Stats() Stats {
 		Errors:            v.errors.Load(),
 		RegistryMissing:   v.registryMissingCount.Load(),
 		ServerChanges:     v.serverChanges.Load(),
+		Purged:            v.purged.Load(),
+		PurgeErrors:       v.purgeErrors.Load(),
 	}
 }
 
@@ -204,7 +218,8 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 			return err
 		})
 	}()
-	err := v.apply(ctx, txs, known)
+	var tags tagSet
+	err := v.apply(ctx, txs, known, &tags)
 	if err != nil {
 		cancel()
 	}
@@ -217,7 +232,7 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		err = v.registryMissing(ctx, txs)
 	}
 	if err == nil {
-		err = v.apply(ctx, txs, v.learn(known, read))
+		err = v.apply(ctx, txs, v.learn(known, read), &tags)
 	}
 	if err != nil {
 		first, last := txs[0], txs[len(txs)-1]
@@ -227,6 +242,7 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		return fmt.Errorf("invalidator: %d transactions from %d (commit %v) to %d (ending at %v): %w",
 			len(txs), first.XID, first.CommitLSN, last.XID, last.EndLSN, err)
 	}
+	v.purge(ctx, tags.tags)
 	v.transactions.Add(uint64(len(txs)))
 	for _, tx := range txs {
 		v.changes.Add(uint64(len(tx.Changes)))
@@ -268,13 +284,14 @@ type announced struct {
 // apply deletes the keys of the rows txs changed under the given versions, and the
 // lookup entries their values name under the given lookups, and flushes the tables
 // they truncated.
-func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, a announced) error {
+func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, a announced, tags *tagSet) error {
 	p := v.plan(txs, a)
 	for lo := 0; lo < len(p.keys); lo += deleteBatch {
 		batch := p.keys[lo:min(lo+deleteBatch, len(p.keys))]
 		if err := v.retry(ctx, func(ctx context.Context) error { return v.store.Invalidate(ctx, batch...) }); err != nil {
 			return err
 		}
+		tags.addKeys(batch)
 		lookups := p.lookupKeys(lo, lo+len(batch))
 		v.keysDeleted.Add(uint64(len(batch) - lookups))
 		v.lookupKeysDeleted.Add(uint64(lookups))
@@ -299,6 +316,7 @@ func (v *Invalidator) flushTable(ctx context.Context, sp keys.Space) error {
 		return err
 	}
 	v.tablesFlushed.Add(1)
+	v.purge(ctx, []string{sp.TableTag()})
 	return nil
 }
 

@@ -22,6 +22,7 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	r = r.recordedIDs(ctx, ids...) // deps.go
 	start := r.flights.clock.Load()
 	ks := make([]keys.Key, len(ids))
 	for i, id := range ids {

@@ -48,6 +48,7 @@ func (l *ListLookup[T]) Get(ctx context.Context, val any) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
+	r = r.recorded(ctx, q.key) // deps.go
 	if !r.direct() {
 		for range 2 {
 			rows, done, err := r.listOnce(ctx, q)
@@ -56,6 +57,7 @@ func (l *ListLookup[T]) Get(ctx context.Context, val any) ([]T, error) {
 			}
 		}
 	}
+	r.unrecordable(ctx) // deps.go
 	return r.loadByValues(ctx, q, 0)
 }
 
@@ -65,6 +67,7 @@ func (r *Repository[T]) listOnce(ctx context.Context, q lookupQuery) (rows []T, 
 	start := r.flights.clock.Load()
 	entry, ids, cached, err := r.cachedLookup(ctx, q)
 	if err != nil {
+		r.unrecordable(ctx) // deps.go
 		rows, err = r.loadByValues(ctx, q, 0)
 		return rows, true, err
 	}
@@ -76,11 +79,12 @@ func (r *Repository[T]) listOnce(ctx context.Context, q lookupQuery) (rows []T, 
 		if err != nil {
 			return nil, true, err
 		}
-		if own && f.rows != nil {
+		if own && f.rows != nil && !recording(ctx) { // recorded: through GetMany (deps.go)
 			// Loaded by the values after this read began: current, and holding them.
 			return unbox[T](f.rows), true, nil
 		}
 		if f.entry == nil { // over the cap, or read without a lease
+			r.unrecordable(ctx) // deps.go
 			rows, err = r.loadByValues(ctx, q, 0)
 			return rows, true, err
 		}

@@ -103,6 +103,7 @@ func (r *Repository[T]) Stats() Stats { return r.nearStats(r.stats.snapshot()) }
 // for write-back models: Postgres may lack their acknowledged writes, so Get returns
 // ErrRedisUnavailable. Otherwise the error is a database error or a bad id.
 func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err error) {
+	r = r.recordedIDs(ctx, id) // deps.go
 	if r.inTx {
 		return r.load(ctx, id)
 	}

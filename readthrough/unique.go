@@ -55,6 +55,7 @@ func (u *UniqueLookup[T]) Get(ctx context.Context, val any) (row T, ok bool, err
 	if err != nil {
 		return row, false, err
 	}
+	r = r.recorded(ctx, q.key) // deps.go
 	if !r.direct() {
 		// A stale entry is deleted and filled again once; the second time, Postgres
 		// answers (a row changing under every fill must not keep the reader looping).
@@ -70,6 +71,7 @@ func (u *UniqueLookup[T]) Get(ctx context.Context, val any) (row T, ok bool, err
 
 // uniqueDirect reads q's row from Postgres, caching nothing.
 func (r *Repository[T]) uniqueDirect(ctx context.Context, q lookupQuery) (row T, ok bool, err error) {
+	r.unrecordable(ctx) // deps.go
 	rows, err := r.loadByValues(ctx, q, 2)
 	if err != nil || len(rows) == 0 {
 		return row, false, err
@@ -94,7 +96,7 @@ func (r *Repository[T]) uniqueOnce(ctx context.Context, q lookupQuery) (row T, o
 		if err != nil {
 			return row, false, true, err
 		}
-		if own && f.rows != nil {
+		if own && f.rows != nil && !recording(ctx) { // recorded: through Get (deps.go)
 			// Loaded by the values after this read began: current, and holding them.
 			if len(f.rows) == 0 {
 				return row, false, true, nil
@@ -188,6 +190,13 @@ func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error)
 			return nil, err
 		}
 		qs[i] = q
+	}
+	if dependencyRecorder(ctx) != nil { // deps.go
+		ks := make([]keys.Key, len(qs))
+		for i, q := range qs {
+			ks[i] = q.key
+		}
+		r = r.recorded(ctx, ks...)
 	}
 	rows := make([]*T, len(vals))
 	var rest []int // the values Get's path answers

@@ -158,6 +158,14 @@ func (s *Store) FlushTable(ctx context.Context, space keys.Space) (int, error) {
 		}
 		cursor = next
 	}
+	// Last, the table's dependency epoch: a response that registered it before this
+	// point read rows the walk may not have reached yet (see responses.go).
+	rctx, cancel := s.ctx(ctx)
+	err := s.rdb.Del(rctx, space.TableDeps()).Err()
+	cancel()
+	if err != nil {
+		return visited, fmt.Errorf("store: flush %s: delete %s: %w", space.Table(), space.TableDeps(), err)
+	}
 	// The walk's cost covers removing as many expired entries as it visited, by chunks
 	// so that no script holds Redis long.
 	for pruned := 0; pruned < max(visited, 1); {
@@ -174,8 +182,8 @@ func (s *Store) FlushTable(ctx context.Context, space keys.Space) (int, error) {
 	return visited, nil
 }
 
-// deleteRows deletes the value and lease keys named by ZSCAN's member, score pairs, in
-// one pipeline (one DEL per row: both keys share its slot).
+// deleteRows deletes the value, lease and dependency keys named by ZSCAN's member,
+// score pairs, in one pipeline (one DEL per row: its keys share its slot).
 func (s *Store) deleteRows(ctx context.Context, pairs []string) error {
 	if len(pairs) == 0 {
 		return nil
@@ -188,7 +196,7 @@ func (s *Store) deleteRows(ctx context.Context, pairs []string) error {
 			if !ok {
 				continue // not written by this package; never delete a key it did not name
 			}
-			p.Del(ctx, k.Value(), k.Fence())
+			p.Del(ctx, k.Value(), k.Fence(), k.Deps())
 		}
 		return nil
 	})

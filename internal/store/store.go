@@ -380,8 +380,9 @@ func (s *Store) Release(ctx context.Context, k keys.Key, token string) error {
 }
 
 // Invalidate deletes the value and fence keys of the rows, which also voids every
-// outstanding lease on them. Both keys of a row share a hash slot, so each row is one
-// DEL; all rows go in one pipeline.
+// outstanding lease on them, and their dependency epochs (keys.Key.Deps), which voids
+// every cached response that read them. The keys of a row share a hash slot, so each
+// row is one DEL; all rows go in one pipeline.
 func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 	if len(ks) == 0 {
 		return nil
@@ -389,14 +390,14 @@ func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if len(ks) == 1 {
-		if err := s.rdb.Del(ctx, ks[0].Value(), ks[0].Fence()).Err(); err != nil {
+		if err := s.rdb.Del(ctx, ks[0].Value(), ks[0].Fence(), ks[0].Deps()).Err(); err != nil {
 			return fmt.Errorf("store: invalidate %s: %w", ks[0], err)
 		}
 		return nil
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range ks {
-			p.Del(ctx, k.Value(), k.Fence())
+			p.Del(ctx, k.Value(), k.Fence(), k.Deps())
 		}
 		return nil
 	})

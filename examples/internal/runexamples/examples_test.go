@@ -82,6 +82,14 @@ var examples = []example{
 		"4. SIGTERM: worker exited 0",
 	}},
 	{"cluster", []string{"300 items cached across 3 masters"}},
+	{"http-api", []string{
+		"1. GET /authors/1 twice:",
+		"MISS then HIT",
+		"2. GET /authors/1 with If-None-Match",
+		"304 Not Modified, no body, nothing rendered",
+		`the API answers {"id":1,"name":"Augusta"} (MISS), then HIT from the cache; the worker purged the row's tag pgc-`,
+		`the next GET renders again (MISS) and shows "Sketches, 2nd ed." at once`,
+	}},
 	{"lookups", []string{
 		"user7@example.com is user 7",
 		"user7@example.com is now user 8, seven@example.com user 7, user8@example.com nobody; stale entries dropped: 1",
