@@ -30,6 +30,7 @@ var ladder = map[string][]string{
 	"readthrough":        {"keys", "internal/near", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
 	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"gormcache":          {"readthrough", "writepolicy"},
+	"audit":              {"keys", "internal/store", "readthrough"},
 	"internal/archtest":  {},
 	// The integration module: the harness, the test support, and the tests against real
 	// servers, whose packages hold only tests (their non-test code imports nothing).
@@ -45,7 +46,7 @@ var ladder = map[string][]string{
 	"integration/torture":     {},
 	"integration/near":        {},
 	// The commands' module.
-	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
+	"cmd/pgcache-worker": {"audit", "keys", "cdc", "internal/store", "invalidator", "writeback"},
 	"cmd/pgcache-bench":  {"cdc", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
@@ -56,7 +57,7 @@ var confined = map[string][]string{
 	"github.com/jackc/pgx/v5":    {"cdc", "integration"},
 	// Packages that take a client from the user name its type; only the store calls it.
 	// The test support names the clients the tests it serves hold.
-	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "gormcache", "integration", "integration/fixture"},
+	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "gormcache", "audit", "integration", "integration/fixture"},
 	"gorm.io/gorm":                 {"readthrough", "writeback", "gormcache", "integration/fixture"},
 	"github.com/testcontainers/":   {"integration"},
 	"github.com/maypok86/otter/":   {"internal/near"},
