@@ -50,6 +50,7 @@ type config struct {
 	claimAfter        time.Duration
 
 	audit auditConfig // the coherence auditor (audit.go)
+	args  []string    // after the flags (the deadletter command's ids)
 }
 
 // stringFlag defines a string flag whose default comes from an environment variable.
@@ -110,6 +111,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.args = fs.Args()
 	if env.err != nil {
 		return c, env.err
 	}
