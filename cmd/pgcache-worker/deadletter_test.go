@@ -24,7 +24,8 @@ type ledger struct {
 // the worker's flusher (pgcache_writeback_dead_letters counts them); deadletter list
 // shows them (table and JSON); retry fails, and keeps the letter, while the cause
 // remains, and applies the write once the constraint is gone, after which readers see
-// it; drop removes a letter without applying it; unknown ids exit 1.
+// it; drop removes a letter without applying it; unknown ids exit 1. The auditor,
+// on in the same worker, compares the write-back model's entries.
 func TestDeadLetterCommand(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -52,7 +53,8 @@ func TestDeadLetterCommand(t *testing.T) {
 		}
 	}
 	flags := []string{"-postgres", pg.RoleURL, "-redis", rd.Addr(), "-prefix", prefix}
-	w := startRun(t, append(flags, "-tables", "ledgers", "-slot", "s_"+pg.Name, "-writeback", "-writeback-consumer", "w1"), nil)
+	w := startRun(t, append(flags, "-tables", "ledgers", "-slot", "s_"+pg.Name, "-writeback", "-writeback-consumer", "w1",
+		"-audit-rate", "50", "-audit-recheck", "1s"), nil)
 	integration.Eventually(t, "two dead letters", func() bool { return w.metric(t, "pgcache_writeback_dead_letters") == 2 })
 
 	cmd := func(args ...string) (code int, stdout, stderr string) {
@@ -115,6 +117,18 @@ func TestDeadLetterCommand(t *testing.T) {
 		t.Fatalf("list after retry and drop: exit %d\n%s", code, out)
 	}
 	integration.Eventually(t, "the gauge back to 0", func() bool { return w.metric(t, "pgcache_writeback_dead_letters") == 0 })
+
+	// The auditor, on beside, decodes the write-back model's entries (their envelope
+	// names the version) and finds them as Postgres has them.
+	for _, id := range []int64{1, 5, 6} {
+		if _, _, err := repo.Get(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	integration.Eventually(t, "write-back entries compared", func() bool { return w.metric(t, "pgcache_audit_checked_total") >= 20 })
+	if n := w.metric(t, `pgcache_audit_inconsistent_total{table="public.ledgers"}`); n != -1 {
+		t.Fatalf("%v inconsistencies; logs:\n%s", n, w.logs)
+	}
 
 	// Unknown ids, and bad usage.
 	for _, verb := range []string{"retry", "drop"} {

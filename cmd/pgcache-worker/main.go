@@ -13,6 +13,10 @@
 // replica a stable -writeback-consumer so that a restarted worker takes its pending
 // entries back at once instead of after -writeback-claim-after.
 //
+// With -audit-rate N it also runs the coherence auditor (package audit): N cached rows a
+// second compared with Postgres, a mismatch read again after -audit-recheck and counted
+// in pgcache_audit_inconsistent_total{table} only if still there with the same bytes.
+//
 // Every flag can also be set through the environment variable named in its help.
 // It serves /healthz, /readyz and /metrics (Prometheus) on -listen, logs JSON to stderr,
 // and on SIGTERM or SIGINT finishes the transaction at hand, confirms it and exits 0.
