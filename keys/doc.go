@@ -48,6 +48,7 @@
 //	<prefix>:gaps            tables owing a whole-table flush (Prefix.Gaps)
 //	<prefix>:servers:<slot>  the Redis servers a worker last flushed for (Prefix.Servers)
 //	<prefix>:lookups         the registry of cached lookups (Prefix.Lookups)
+//	<prefix>:shapes          the codec and columns of each cached version (Prefix.Shapes)
 //
 // The entries of a lookup by columns other than the primary key (a unique
 // column, a has-many list) have keys of their own, in the row keys' layout with

@@ -11,6 +11,7 @@ const (
 	gapsSuffix       = ":gaps"
 	serversSuffix    = ":servers:"
 	lookupsSuffix    = ":lookups"
+	shapesSuffix     = ":shapes"
 )
 
 // registrySep separates the table and the version in a registry field.
@@ -52,6 +53,12 @@ func (p Prefix) Servers(slot string) string { return string(p) + serversSuffix +
 // Space.LookupField), which the invalidator reads to know which lookup entries a
 // changed row's values name.
 func (p Prefix) Lookups() string { return string(p) + lookupsSuffix }
+
+// Shapes returns the key of the prefix's shape registry: a hash with one field per
+// (table, schema version), as Space.RegistryField spells it, whose value describes
+// the version's cached entries (their codec and columns), so that a process without
+// the model's Go type (the worker's coherence auditor) can read them.
+func (p Prefix) Shapes() string { return string(p) + shapesSuffix }
 
 // RegistryPattern returns a Redis SCAN MATCH pattern that matches the registry of
 // every prefix; ParseRegistry recovers the prefix of each key it matches.

@@ -300,7 +300,10 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 	if opts.RedisTimeout != c.opts.RedisTimeout {
 		st = st.WithTimeout(opts.RedisTimeout)
 	}
-	reg := withEntry(store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()), m.envelope)
+	reg, err := withShape(withEntry(store.NewModel(m.space, opts.FenceDuration+opts.longestTTL()), m.envelope), m, opts.Codec)
+	if err != nil {
+		return nil, fmt.Errorf("readthrough: model %s: %w", m.schema.Name, err)
+	}
 	log := c.log.With(slog.String("model", m.schema.Name))
 	// Every model checks its WriteBack options, whatever its policy.
 	journal, err := writeback.NewJournal(c.store, reg, opts.WriteBack, log)

@@ -106,13 +106,18 @@ func (f *Flusher) DeadLetters(ctx context.Context, count int) ([]DeadLetter, err
 	}
 	out := make([]DeadLetter, len(es))
 	for i, e := range es {
-		d := DeadLetter{ID: e.ID, Key: e.Fields[dlKey], Version: e.Fields[dlVersion], Table: e.Fields[dlTable],
-			Change: e.Fields[dlChange], Base: e.Fields[dlBase], Reason: e.Fields[dlReason], Consumer: e.Fields[dlConsumer]}
-		d.Attempts, _ = strconv.Atoi(e.Fields[dlAttempts])
-		d.FailedAt, _ = time.Parse(time.RFC3339Nano, e.Fields[dlFailedAt])
-		out[i] = d
+		out[i] = letterOf(e)
 	}
 	return out, nil
+}
+
+// letterOf reads a dead-letter stream entry.
+func letterOf(e store.StreamEntry) DeadLetter {
+	d := DeadLetter{ID: e.ID, Key: e.Fields[dlKey], Version: e.Fields[dlVersion], Table: e.Fields[dlTable],
+		Change: e.Fields[dlChange], Base: e.Fields[dlBase], Reason: e.Fields[dlReason], Consumer: e.Fields[dlConsumer]}
+	d.Attempts, _ = strconv.Atoi(e.Fields[dlAttempts])
+	d.FailedAt, _ = time.Parse(time.RFC3339Nano, e.Fields[dlFailedAt])
+	return d
 }
 
 // Stats counts what a flusher did. Counters only grow.

@@ -20,6 +20,11 @@ var (
 	// cannot be decoded or applied as written; such an entry goes to the dead-letter
 	// stream.
 	ErrBadChange = errors.New("writeback: bad change")
+	// ErrNoDeadLetter reports a dead-letter id that is not in the stream.
+	ErrNoDeadLetter = errors.New("writeback: no such dead letter")
+	// ErrWritePending reports a dead letter not retried because a newer write of its
+	// row is pending: that write replaces the row when it is flushed.
+	ErrWritePending = errors.New("writeback: a newer write of the row is pending")
 )
 
 // WriteOptions configure write-back writes (a write-back model's Create, Save and

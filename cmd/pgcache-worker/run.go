@@ -48,6 +48,9 @@ type config struct {
 	writeBack         bool
 	writeBackConsumer string
 	claimAfter        time.Duration
+
+	audit auditConfig // the coherence auditor (audit.go)
+	args  []string    // after the flags (the deadletter command's ids)
 }
 
 // stringFlag defines a string flag whose default comes from an environment variable.
@@ -104,9 +107,11 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	fs.BoolVar(&c.writeBack, "writeback", writeBackEnv, "also flush the write-back writes of the applications under -prefix to Postgres ($PGCACHE_WRITEBACK)")
 	str(&claimStr, "writeback-claim-after", "PGCACHE_WRITEBACK_CLAIM_AFTER", "30s",
 		"how long a journal entry held by a flusher that stopped may wait before this one claims it")
+	auditFlags(&c.audit, str)
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.args = fs.Args()
 	if env.err != nil {
 		return c, env.err
 	}
@@ -127,6 +132,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	}
 	if c.maxTxChanges, err = strconv.Atoi(maxTxStr); err != nil || c.maxTxChanges <= 0 {
 		return c, fmt.Errorf("-max-tx-changes %q: want a positive number of row changes", maxTxStr)
+	}
+	if err := c.audit.parse(); err != nil {
+		return c, err
 	}
 	switch {
 	case c.postgres == "":
@@ -196,9 +204,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		defer closeDB()
 	}
 
+	auditor, closeAudit, err := newAuditor(cfg, rdb, log)
+	if err != nil {
+		log.Error("bad configuration", slog.Any("error", err))
+		return exitConfig
+	}
+	defer closeAudit()
+
 	slot := newSlotCollector(cfg.postgres, cfg.slot, log)
 	defer slot.close()
-	h := handler(w, flusher, slot)
+	h := handler(w, flusher, slot, deadLetterGauge(rdb, cfg.prefix), auditCollector(auditor))
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		log.Error("listen", slog.String("addr", cfg.listen), slog.Any("error", err))
@@ -206,7 +221,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	log.Info("pgcache-worker starting", slog.String("http", ln.Addr().String()), slog.String("slot", cfg.slot), slog.Any("tables", tables))
-	return exitCode(log, serve(ctx, srv, ln, w, flusher))
+	return exitCode(log, serve(ctx, srv, ln, w, flusher, auditRun(auditor)))
 }
 
 // splitTables reads -tables: names separated by commas.
@@ -258,10 +273,14 @@ func newFlusher(cfg config, rdb redis.UniversalClient, log *slog.Logger) (flushe
 
 // handler serves /healthz, /readyz (ready while the worker streams) and /metrics, from a
 // registry of the worker's own.
-func handler(w *invalidator.Worker, flusher *writeback.Flusher, slot prometheus.Collector) http.Handler {
+func handler(w *invalidator.Worker, flusher *writeback.Flusher, collectors ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	registerMetrics(reg, w)
-	reg.MustRegister(slot)
+	for _, c := range collectors {
+		if c != nil {
+			reg.MustRegister(c)
+		}
+	}
 	if flusher != nil {
 		registerFlusherMetrics(reg, flusher)
 	}
@@ -278,10 +297,10 @@ func handler(w *invalidator.Worker, flusher *writeback.Flusher, slot prometheus.
 	return mux
 }
 
-// serve runs the HTTP server, the worker and the flusher (if any) until ctx ends or one
-// of them fails, and returns the first error. A worker that stops while ctx lives is an
-// error.
-func serve(ctx context.Context, srv *http.Server, ln net.Listener, w *invalidator.Worker, flusher *writeback.Flusher) error {
+// serve runs the HTTP server, the worker, the flusher (if any) and more (the auditor)
+// until ctx ends or one of them fails, and returns the first error. A worker that
+// stops while ctx lives is an error.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, w *invalidator.Worker, flusher *writeback.Flusher, more ...func(context.Context) error) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -305,6 +324,11 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, w *invalidato
 	if flusher != nil {
 		// Run returns nil once ctx ends and the entries it holds are applied.
 		g.Go(func() error { return flusher.Run(gctx) })
+	}
+	for _, f := range more {
+		if f != nil {
+			g.Go(func() error { return f(gctx) })
+		}
 	}
 	return g.Wait()
 }

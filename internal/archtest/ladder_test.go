@@ -31,6 +31,7 @@ var ladder = map[string][]string{
 	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
 	"gormcache":          {"readthrough", "writepolicy"},
 	"httpcache":          {"keys", "internal/store", "internal/testhooks", "readthrough"},
+	"audit":              {"keys", "internal/store", "readthrough"},
 	"internal/archtest":  {},
 	"httpcache/varnish":  {"internal/retry"},
 	// The integration module: the harness, the test support, and the tests against real
@@ -49,7 +50,7 @@ var ladder = map[string][]string{
 	"integration/varnish":     {},
 	"integration/httpcache":   {},
 	// The commands' module.
-	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
+	"cmd/pgcache-worker": {"audit", "keys", "cdc", "internal/store", "invalidator", "writeback"},
 	"cmd/pgcache-bench":  {"cdc", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
@@ -60,7 +61,7 @@ var confined = map[string][]string{
 	"github.com/jackc/pgx/v5":    {"cdc", "integration"},
 	// Packages that take a client from the user name its type; only the store calls it.
 	// The test support names the clients the tests it serves hold.
-	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "gormcache", "httpcache", "integration", "integration/fixture"},
+	"github.com/redis/go-redis/v9": {"internal/store", "readthrough", "writeback", "invalidator", "gormcache", "httpcache", "audit", "integration", "integration/fixture"},
 	"gorm.io/gorm":                 {"readthrough", "writeback", "gormcache", "integration/fixture"},
 	"github.com/testcontainers/":   {"integration"},
 	"github.com/maypok86/otter/":   {"internal/near"},

@@ -44,6 +44,8 @@ type Model struct {
 	// lookups and lookupField: for a Model from WithLookup, the lookup registry's
 	// key and the lookup's field, announced with every lease.
 	lookups, lookupField string
+	// shape, when set (WithShape), is announced in the shape registry now and then.
+	shape *shape
 }
 
 // WithLookup returns m for the entries of lookup l: a lease taken with it announces
@@ -70,6 +72,7 @@ func (s *Store) announce(ctx context.Context, p redis.Pipeliner, m Model) announ
 	if m.lookupField != "" {
 		a[1] = p.HSet(ctx, m.lookups, m.lookupField, now)
 	}
+	m.announceShape(ctx, p)
 	return a
 }
 
