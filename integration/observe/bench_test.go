@@ -50,7 +50,7 @@ func BenchmarkHitObserver(b *testing.B) {
 					b.Fatal(ok, err)
 				}
 			}
-			if s := r.Stats(); s.Misses != 1 {
+			if s := r.Stats(); s.Misses > 1 {
 				b.Fatalf("stats %+v: the benchmark missed", s)
 			}
 		})
