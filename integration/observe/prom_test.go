@@ -273,3 +273,34 @@ func gaugeValue(t *testing.T, reg prometheus.Gatherer, name string) string {
 	}
 	return fmt.Sprint(m.GetGauge().GetValue())
 }
+
+// TestPrometheusNearHit reads a near-cached model until the near cache answers: the
+// read is recorded with outcome near_hit and counted in near_hits_total, not in
+// hits_total.
+func TestPrometheusNearHit(t *testing.T) {
+	e := newEnv(t)
+	obs := pgcacheprom.NewObserver(pgcacheprom.Options{})
+	c := e.cache(t, obs)
+	gadgets := register[Gadget](t, c, readthrough.ModelOptions{Near: readthrough.NearOptions{MaxEntries: 100}})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(pgcacheprom.NewCollector(c, pgcacheprom.Options{}), obs)
+	reads := uint64(0)
+	integration.Eventually(t, "a read answered by the near cache", func() bool {
+		get(t, gadgets, 1, true)
+		reads++
+		return histCount(t, reg, "pgcache_cache_read_duration_seconds", "model", "Gadget", "outcome", "near_hit") > 0
+	})
+	snap := snapshot(t, reg)
+	near := histCount(t, snap, "pgcache_cache_read_duration_seconds", "model", "Gadget", "outcome", "near_hit")
+	hits := histCount(t, snap, "pgcache_cache_read_duration_seconds", "model", "Gadget", "outcome", "hit")
+	misses := histCount(t, snap, "pgcache_cache_read_duration_seconds", "model", "Gadget", "outcome", "miss")
+	if near+hits+misses != reads {
+		t.Errorf("%d reads recorded as %d near hits, %d hits, %d misses", reads, near, hits, misses)
+	}
+	if got := counterValue(t, snap, "pgcache_cache_near_hits_total", "model", "Gadget"); got != float64(near) {
+		t.Errorf("near_hits_total = %v, want %d", got, near)
+	}
+	if got := counterValue(t, snap, "pgcache_cache_hits_total", "model", "Gadget"); got != float64(hits) {
+		t.Errorf("hits_total = %v, want the %d Redis hits", got, hits)
+	}
+}
