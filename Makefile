@@ -8,9 +8,9 @@ demo:
 test:
 	scripts/test.sh
 
-# The repository's modules: the library, the harness and server tests, the commands, the
-# examples (see docs/ARCHITECTURE.md).
-MODULES = . integration cmd examples
+# The repository's modules: the library, its Prometheus and OpenTelemetry integrations,
+# the harness and server tests, the commands, the examples (see docs/ARCHITECTURE.md).
+MODULES = . extra integration cmd examples
 
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

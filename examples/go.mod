@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/pgcache/pgcache v0.0.0
+	github.com/pgcache/pgcache/extra v0.0.0
 	github.com/pgcache/pgcache/integration v0.0.0
 	github.com/redis/go-redis/v9 v9.23.0
 	golang.org/x/sync v0.24.0
@@ -14,7 +15,7 @@ require (
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/prometheus/client_golang v1.25.0 // indirect
+	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
@@ -96,6 +97,7 @@ require (
 replace (
 	github.com/pgcache/pgcache => ../
 	github.com/pgcache/pgcache/cmd => ../cmd
+	github.com/pgcache/pgcache/extra => ../extra
 	github.com/pgcache/pgcache/integration => ../integration
 )
 

@@ -66,6 +66,10 @@ type Options struct {
 	// Logger receives warnings (Redis unreachable, undecodable entries), at most one a
 	// second per model. Default: none.
 	Logger *slog.Logger
+	// Observer is told how reads went and of misses, fills and writes, for metrics
+	// and traces (see Observer; packages extra/pgcacheprom and extra/pgcacheotel).
+	// Default nil: off, and a hit costs nothing more.
+	Observer Observer
 }
 
 // ModelOptions configure one model. The zero value gives the defaults.

@@ -52,4 +52,13 @@
 // writes inside a transaction wait for its commit and are dropped on rollback: run it
 // with Transaction and bind repositories to it with In, or wrap a transaction you
 // manage with WrapTx and call AfterCommit after committing it.
+//
+// # Metrics and traces
+//
+// Stats (per repository) and Cache.ModelStats (per model) are counters kept anyway,
+// for exporters to read when scraped. An Observer in Options.Observer is told how long
+// each read took and how it was answered, and of each miss, fill and write, for
+// latency histograms and spans; without one a hit does no extra work. Packages
+// extra/pgcacheprom and extra/pgcacheotel, in module github.com/pgcache/pgcache/extra,
+// export both to Prometheus and OpenTelemetry (see observe.go).
 package readthrough

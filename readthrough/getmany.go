@@ -23,7 +23,7 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 		return nil, nil
 	}
 	r = r.recordedIDs(ctx, ids...) // deps.go
-	start := r.flights.clock.Load()
+	start, t0 := r.flights.clock.Load(), r.readStart()
 	ks := make([]keys.Key, len(ids))
 	for i, id := range ids {
 		k, err := r.model.key(id)
@@ -38,6 +38,7 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	if !r.inTx {
 		var err error
 		if entries, nf, err = r.fetchEntries(ctx, ks, rows); err != nil {
+			defer r.observeRead(ctx, t0, OutcomeError)
 			if err := r.fallBack(err); err != nil {
 				return nil, err
 			}
@@ -78,9 +79,14 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	}
 	if len(missing) > 0 {
 		r.stats.misses.Add(uint64(len(missing)))
+		defer r.observeRead(ctx, t0, OutcomeMiss)
 		if err := r.fillMany(ctx, start, ids, ks, missing, rows); err != nil {
 			return nil, err
 		}
+		return collect(rows), nil
+	}
+	if r.cache.opts.Observer != nil {
+		r.observeRead(ctx, t0, nf.outcome())
 	}
 	return collect(rows), nil
 }
@@ -106,7 +112,9 @@ func all(n int) []int {
 // fillMany resolves the missing ids into rows: leases in one round trip, one query for
 // the leased ids, fills in one round trip, and the single-row path for ids whose lease
 // another reader holds.
-func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, ks []keys.Key, missing []int, rows []*T) error {
+func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, ks []keys.Key, missing []int, rows []*T) (err error) {
+	ctx, end := r.startOp(ctx, OpMiss)
+	defer func() { end(missManyOutcome(rows, missing, err), err) }()
 	m := misses{idx: missing, ids: pick(ids, missing), keys: make([]keys.Key, len(missing))}
 	for j, i := range missing {
 		m.keys[j] = ks[i]
@@ -176,9 +184,11 @@ func (r *Repository[T]) sortLeases(ctx context.Context, m misses, leases []store
 // fillManyLeased loads the leased misses in one query, puts them into rows and stores them
 // in one round trip.
 func (r *Repository[T]) fillManyLeased(ctx context.Context, m misses, leases []store.Lease, leased []int, rows []*T) error {
+	ctx, end := r.startOp(ctx, OpFill)
 	byKey, err := r.loadLeased(ctx, m, leased)
 	if err != nil {
 		r.release(ctx, m, leases, leased...)
+		end(OutcomeError, err)
 		return err
 	}
 	for _, j := range leased {
@@ -215,6 +225,7 @@ func (r *Repository[T]) fillManyLeased(ctx context.Context, m misses, leases []s
 			r.stats.fillsRefused.Add(1)
 		}
 	}
+	end(fillManyOutcome(stored, err), err)
 	return nil
 }
 

@@ -104,7 +104,10 @@ func (r *Repository[T]) fillLookup(ctx context.Context, q lookupQuery) (lookupFl
 
 // fillLookupLeased loads q's entry and stores it under the lease token, taken at
 // clock value leased (see fillLeased).
-func (r *Repository[T]) fillLookupLeased(ctx context.Context, q lookupQuery, token string, leased uint64) (lookupFlight, error) {
+func (r *Repository[T]) fillLookupLeased(ctx context.Context, q lookupQuery, token string, leased uint64) (_ lookupFlight, ferr error) {
+	ctx, end := r.startOp(ctx, OpFill)
+	outcome := OutcomeUncached
+	defer func() { end(outcome, ferr) }()
 	f, err := r.loadLookup(ctx, q)
 	f.at = leased
 	release := func() {
@@ -114,6 +117,7 @@ func (r *Repository[T]) fillLookupLeased(ctx context.Context, q lookupQuery, tok
 	}
 	if err != nil {
 		release()
+		outcome = OutcomeError
 		return f, err
 	}
 	testhooks.AfterLoad(ctx, q.key.Value())
@@ -131,11 +135,14 @@ func (r *Repository[T]) fillLookupLeased(ctx context.Context, q lookupQuery, tok
 	switch {
 	case err != nil:
 		r.redisFailed(err)
+		outcome = OutcomeError
 	case stored:
 		r.stats.fills.Add(1)
 		f.at = at
+		outcome = OutcomeStored
 	default:
 		r.stats.fillsRefused.Add(1)
+		outcome = OutcomeRefused
 	}
 	return f, nil
 }

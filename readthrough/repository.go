@@ -111,13 +111,15 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 	if err != nil {
 		return row, false, err
 	}
-	start := r.flights.clock.Load()
+	start, t0 := r.flights.clock.Load(), r.readStart()
 	if row, ok, hit := r.nearGet(ctx, k); hit {
+		r.observeRead(ctx, t0, OutcomeNearHit)
 		return row, ok, nil
 	}
 	tk := r.nearTicket(k)
 	entry, ttl, cached, err := r.getEntry(ctx, k)
 	if err != nil {
+		defer r.observeRead(ctx, t0, OutcomeError)
 		if err := r.fallBack(err); err != nil {
 			return row, false, err
 		}
@@ -128,10 +130,12 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 	if cached {
 		if row, ok, err := r.cachedRow(ctx, k, id, entry); err == nil {
 			r.nearStore(ctx, tk, k, entry, ttl)
+			r.observeRead(ctx, t0, hitOutcome(ok))
 			return row, ok, nil
 		}
 	}
 	r.stats.misses.Add(1)
+	defer r.observeRead(ctx, t0, OutcomeMiss)
 	return r.miss(ctx, start, k, id, false)
 }
 
@@ -185,6 +189,8 @@ type flight struct {
 // handing that caller the older row would break read-your-writes. Such a caller joins
 // the next flight, which begins after this one ended, and so after the caller began.
 func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id any, direct bool) (row T, ok bool, err error) {
+	ctx, end := r.startOp(ctx, OpMiss)
+	defer func() { end(missOutcome(ok, err), err) }()
 	name, fill := k.Value(), r.fill
 	if direct {
 		name, fill = "db\x00"+name, r.loadFlight
@@ -347,12 +353,16 @@ func (r *Repository[T]) decodeRow(ctx context.Context, data []byte, row *T) erro
 // the lease was taken: under write-back, Postgres may lack writes acknowledged after
 // that, so a load sent later is not current for a reader begun after them.
 func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, token string, leased uint64) (flight, error) {
+	ctx, end := r.startOp(ctx, OpFill)
+	outcome, ferr := OutcomeUncached, error(nil)
+	defer func() { end(outcome, ferr) }()
 	f, err := r.loadFlight(ctx, k, id)
 	f.at = leased
 	if err != nil {
 		if rerr := r.store.Release(ctx, k, token); rerr != nil {
 			r.redisFailed(rerr)
 		}
+		outcome, ferr = OutcomeError, err
 		return f, err
 	}
 	testhooks.AfterLoad(ctx, k.Value())
@@ -374,11 +384,14 @@ func (r *Repository[T]) fillLeased(ctx context.Context, k keys.Key, id any, toke
 	switch {
 	case err != nil:
 		r.redisFailed(err)
+		outcome, ferr = OutcomeError, err
 	case stored:
 		r.stats.fills.Add(1)
 		f.at = at
+		outcome = OutcomeStored
 	default:
 		r.stats.fillsRefused.Add(1)
+		outcome = OutcomeRefused
 	}
 	return f, nil
 }

@@ -68,7 +68,9 @@ func (r *Repository[T]) Save(ctx context.Context, row *T) error {
 // journaled over a write of the row still pending carries that write, so the flush
 // applies both; over a pending write made by another schema version of the model it
 // returns ErrOtherVersionPending and writes nothing.
-func (r *Repository[T]) Delete(ctx context.Context, id any) error {
+func (r *Repository[T]) Delete(ctx context.Context, id any) (err error) {
+	ctx, end := r.startOp(ctx, OpDelete)
+	defer func() { end(writeOutcome(err), err) }()
 	k, err := r.model.key(id)
 	if err != nil {
 		return err
@@ -94,7 +96,9 @@ func (r *Repository[T]) Delete(ctx context.Context, id any) error {
 	return nil
 }
 
-func (r *Repository[T]) write(ctx context.Context, row *T, o op) error {
+func (r *Repository[T]) write(ctx context.Context, row *T, o op) (err error) {
+	ctx, end := r.startOp(ctx, o.observed())
+	defer func() { end(writeOutcome(err), err) }()
 	if row == nil {
 		return fmt.Errorf("readthrough: %s %s: nil row", o, r.model.schema.Name)
 	}

@@ -13,7 +13,7 @@ import (
 const module = "github.com/pgcache/pgcache"
 
 // modules are the repository's modules, by directory (see docs/ARCHITECTURE.md).
-var modules = []string{".", "integration", "cmd", "examples"}
+var modules = []string{".", "extra", "integration", "cmd", "examples"}
 
 // ladder lists, for each package of the repository, the packages of the repository it
 // may import. It is docs/ARCHITECTURE.md in code: change both together.
@@ -49,6 +49,11 @@ var ladder = map[string][]string{
 	"integration/near":        {},
 	"integration/varnish":     {},
 	"integration/httpcache":   {},
+	"integration/observe":     {},
+	// The integrations' module: exporters at the edge, over readthrough's Stats and
+	// Observer.
+	"extra/pgcacheprom": {"readthrough"},
+	"extra/pgcacheotel": {"readthrough"},
 	// The commands' module.
 	"cmd/pgcache-worker": {"audit", "keys", "cdc", "internal/store", "invalidator", "writeback"},
 	"cmd/pgcache-bench":  {"cdc", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},

@@ -90,6 +90,14 @@ var examples = []example{
 		`the API answers {"id":1,"name":"Augusta"} (MISS), then HIT from the cache; the worker purged the row's tag pgc-`,
 		`the next GET renders again (MISS) and shows "Sketches, 2nd ed." at once`,
 	}},
+	{"metrics", []string{
+		`pgcache_cache_hits_total{model="Product"} 4`,
+		`pgcache_cache_negative_hits_total{model="Product"} 2`,
+		`pgcache_cache_misses_total{model="Product"} 3`,
+		`pgcache_cache_writes_total{model="Product"} 1`,
+		`pgcache_cache_read_duration_seconds_count{model="Product",outcome="hit"} 4`,
+		`pgcache_cache_read_duration_seconds_count{model="Product",outcome="miss"} 3`,
+	}},
 	{"lookups", []string{
 		"user7@example.com is user 7",
 		"user7@example.com is now user 8, seven@example.com user 7, user8@example.com nobody; stale entries dropped: 1",

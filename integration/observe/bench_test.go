@@ -1,0 +1,82 @@
+package observe_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgcache/pgcache/extra/pgcacheprom"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// observers are the configurations a hit is measured under.
+var observers = []struct {
+	name string
+	new  func(testing.TB) readthrough.Observer
+}{
+	{"off", func(testing.TB) readthrough.Observer { return nil }},
+	{"prometheus", func(testing.TB) readthrough.Observer {
+		obs := pgcacheprom.NewObserver(pgcacheprom.Options{})
+		prometheus.NewRegistry().MustRegister(obs)
+		return obs
+	}},
+	{"otel", func(tb testing.TB) readthrough.Observer { return newOtel(tb).obs }},
+	{"both", func(tb testing.TB) readthrough.Observer {
+		return readthrough.Observers(pgcacheprom.NewObserver(pgcacheprom.Options{}), newOtel(tb).obs)
+	}},
+}
+
+// hitRepo returns Widget's repository on a Cache with obs, with row 1 cached.
+func hitRepo(tb testing.TB, e *env, obs readthrough.Observer) *readthrough.Repository[Widget] {
+	tb.Helper()
+	r := register[Widget](tb, e.cache(tb, obs), readthrough.ModelOptions{})
+	get(tb, r, 1, true)
+	return r
+}
+
+// BenchmarkHitObserver measures a hit (Get of a cached row, one Redis GET) with no
+// observer, and with the Prometheus and OpenTelemetry observers. Compare "off" with
+// integration/readthrough's BenchmarkGetHit of a build before observers existed.
+func BenchmarkHitObserver(b *testing.B) {
+	e := newEnv(b)
+	for _, o := range observers {
+		b.Run(o.name, func(b *testing.B) {
+			r := hitRepo(b, e, o.new(b))
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, ok, err := r.Get(ctx, int64(1)); err != nil || !ok {
+					b.Fatal(ok, err)
+				}
+			}
+			if s := r.Stats(); s.Misses > 1 {
+				b.Fatalf("stats %+v: the benchmark missed", s)
+			}
+		})
+	}
+}
+
+// hitAllocsBefore is what a hit allocated before observers existed: BenchmarkGetHit
+// (integration/readthrough) at commit 24c68a5 reports 19 allocs/op, 920 B/op.
+const hitAllocsBefore = 19
+
+// TestHitAllocsObserverOff checks that with no observer a hit allocates no more than
+// it did before observers existed, and logs what each observer adds.
+func TestHitAllocsObserverOff(t *testing.T) {
+	e := newEnv(t)
+	allocs := map[string]float64{}
+	for _, o := range observers {
+		r := hitRepo(t, e, o.new(t))
+		ctx := context.Background()
+		allocs[o.name] = testing.AllocsPerRun(500, func() {
+			if _, ok, err := r.Get(ctx, int64(1)); err != nil || !ok {
+				t.Fatal(ok, err)
+			}
+		})
+		t.Logf("hit, observer %s: %v allocs", o.name, allocs[o.name])
+	}
+	if allocs["off"] > hitAllocsBefore {
+		t.Errorf("with no observer a hit allocates %v times, %v before observers existed", allocs["off"], hitAllocsBefore)
+	}
+}
