@@ -63,6 +63,9 @@ type Options struct {
 	// ContextTimeoutEnabled in the go-redis options. Without it a hung Redis holds a read
 	// for the client's ReadTimeout (3s by default), and New logs a warning saying so.
 	RedisTimeout time.Duration
+	// Breaker configures the circuit breaker that makes reads skip a Redis that does
+	// not answer (see BreakerOptions). The zero value turns it on with its defaults.
+	Breaker BreakerOptions
 	// Logger receives warnings (Redis unreachable, undecodable entries), at most one a
 	// second per model. Default: none.
 	Logger *slog.Logger
@@ -229,6 +232,11 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	if opts.RedisTimeout < 0 {
 		return nil, fmt.Errorf("%w: RedisTimeout %v is negative", ErrConfig, opts.RedisTimeout)
 	}
+	breaker, err := opts.Breaker.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	opts.Breaker = breaker
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -243,7 +251,7 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	}
 	return &Cache{
 		db:     db,
-		store:  store.New(rdb, opts.RedisTimeout, hex.EncodeToString(id[:])),
+		store:  store.New(rdb, opts.RedisTimeout, hex.EncodeToString(id[:])).WithBreaker(opts.Breaker.Failures, opts.Breaker.Cooldown),
 		opts:   opts,
 		log:    log,
 		models: make(map[reflect.Type]statser),
@@ -318,7 +326,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		log:      log,
 		stats:    new(counters),
 		warnings: newWarnings(),
-		flights:  new(flights),
+		flights:  newFlights(c),
 		reg:      reg,
 		journal:  journal,
 		near:     nm,

@@ -114,8 +114,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 	if row, ok, hit := r.nearGet(ctx, k); hit {
 		return row, ok, nil
 	}
-	tk := r.nearTicket(k)
-	entry, ttl, cached, err := r.getEntry(ctx, k)
+	entry, ttl, cached, tk, err := r.getShared(ctx, start, k) // hotkey.go
 	if err != nil {
 		if err := r.fallBack(err); err != nil {
 			return row, false, err
@@ -163,6 +162,10 @@ type flights struct {
 	// clock orders reads against fills: a read takes its value when it begins, and a
 	// fill takes the next value at a moment its entry was the row's current state.
 	clock atomic.Uint64
+	// gets lets concurrent Gets of a key share one Redis GET (hotkey.go); unshared
+	// turns that off (testhooks.Unshared).
+	gets     getGroup
+	unshared bool
 }
 
 // flight is what a fill hands to the misses that shared it: the entry, and the clock
@@ -508,6 +511,10 @@ func (r *Repository[T]) fallBack(err error) error {
 }
 
 func (r *Repository[T]) redisFailed(err error) {
+	if errors.Is(err, store.ErrBreakerOpen) {
+		r.stats.redisSkipped.Add(1) // not a failure: Redis was not tried (breaker.go)
+		return
+	}
 	r.stats.errors.Add(1)
 	r.warn("redis unavailable; reading from postgres", slog.Any("error", err))
 }
