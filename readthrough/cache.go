@@ -57,7 +57,11 @@ type Options struct {
 	// RedisTimeout bounds each Redis operation, on top of the caller's context; when it
 	// passes, a read falls back to Postgres. Default 100ms. ModelOptions may override it.
 	// It includes the wait for a connection from the client's pool: size PoolSize for
-	// the reads you run at once.
+	// the reads you run at once (concurrent Gets of one key share one GET). A read that
+	// waited for a connection and got none waits and tries again, up to the model's
+	// WaitTimeout, rather than fall back; go-redis reports such a wait as such only when
+	// its PoolTimeout passes first, so set PoolTimeout below RedisTimeout if the client
+	// serves other work too.
 	//
 	// The bound reaches the network only if the client honours context deadlines: set
 	// ContextTimeoutEnabled in the go-redis options. Without it a hung Redis holds a read
