@@ -57,12 +57,19 @@ type Options struct {
 	// RedisTimeout bounds each Redis operation, on top of the caller's context; when it
 	// passes, a read falls back to Postgres. Default 100ms. ModelOptions may override it.
 	// It includes the wait for a connection from the client's pool: size PoolSize for
-	// the reads you run at once.
+	// the reads you run at once (concurrent Gets of one key share one GET). A read that
+	// waited for a connection and got none waits and tries again, up to the model's
+	// WaitTimeout, rather than fall back; go-redis reports such a wait as such only when
+	// its PoolTimeout passes first, so set PoolTimeout below RedisTimeout if the client
+	// serves other work too.
 	//
 	// The bound reaches the network only if the client honours context deadlines: set
 	// ContextTimeoutEnabled in the go-redis options. Without it a hung Redis holds a read
 	// for the client's ReadTimeout (3s by default), and New logs a warning saying so.
 	RedisTimeout time.Duration
+	// Breaker configures the circuit breaker that makes reads skip a Redis that does
+	// not answer (see BreakerOptions). The zero value turns it on with its defaults.
+	Breaker BreakerOptions
 	// Logger receives warnings (Redis unreachable, undecodable entries), at most one a
 	// second per model. Default: none.
 	Logger *slog.Logger
@@ -233,6 +240,11 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	if opts.RedisTimeout < 0 {
 		return nil, fmt.Errorf("%w: RedisTimeout %v is negative", ErrConfig, opts.RedisTimeout)
 	}
+	breaker, err := opts.Breaker.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	opts.Breaker = breaker
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -247,7 +259,7 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	}
 	return &Cache{
 		db:     db,
-		store:  store.New(rdb, opts.RedisTimeout, hex.EncodeToString(id[:])),
+		store:  store.New(rdb, opts.RedisTimeout, hex.EncodeToString(id[:])).WithBreaker(opts.Breaker.Failures, opts.Breaker.Cooldown),
 		opts:   opts,
 		log:    log,
 		models: make(map[reflect.Type]statser),
@@ -325,7 +337,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		log:      log,
 		stats:    new(counters),
 		warnings: newWarnings(),
-		flights:  new(flights),
+		flights:  newFlights(c),
 		reg:      reg,
 		journal:  journal,
 		near:     nm,

@@ -116,8 +116,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		r.observeRead(ctx, t0, OutcomeNearHit)
 		return row, ok, nil
 	}
-	tk := r.nearTicket(k)
-	entry, ttl, cached, err := r.getEntry(ctx, k)
+	entry, ttl, cached, tk, err := r.getShared(ctx, start, k) // hotkey.go
 	if err != nil {
 		defer r.observeRead(ctx, t0, OutcomeError)
 		if err := r.fallBack(err); err != nil {
@@ -168,6 +167,10 @@ type flights struct {
 	// clock orders reads against fills: a read takes its value when it begins, and a
 	// fill takes the next value at a moment its entry was the row's current state.
 	clock atomic.Uint64
+	// gets lets concurrent Gets of a key share one Redis GET (hotkey.go); unshared
+	// turns that off (testhooks.Unshared).
+	gets     getGroup
+	unshared bool
 }
 
 // flight is what a fill hands to the misses that shared it: the entry, and the clock
@@ -522,6 +525,10 @@ func (r *Repository[T]) fallBack(err error) error {
 }
 
 func (r *Repository[T]) redisFailed(err error) {
+	if errors.Is(err, store.ErrBreakerOpen) {
+		r.stats.redisSkipped.Add(1) // not a failure: Redis was not tried (breaker.go)
+		return
+	}
 	r.stats.errors.Add(1)
 	r.warn("redis unavailable; reading from postgres", slog.Any("error", err))
 }

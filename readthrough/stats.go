@@ -13,6 +13,7 @@ type Stats struct {
 	StampedeWaits uint64 // reads that waited for another reader's fill
 	DecodeErrors  uint64 // cached entries that could not be decoded (deleted, treated as misses)
 	Uncacheable   uint64 // rows loaded from Postgres that the cache cannot hold exactly (their column record would not come back as it is): returned as loaded, not cached; logged at most once a minute
+	RedisSkipped  uint64 // Redis reads skipped while the circuit breaker was open (Options.Breaker): served from Postgres, nothing filled
 	Errors        uint64 // Redis failures: a read went to Postgres instead, or a committed write left its stale entry to the invalidator and the TTL, or a write-back write failed
 	Invalidations uint64 // rows invalidated through the repository (by Invalidate or after a write)
 	Writes        uint64 // writes through the repository that committed (in a transaction: counted at its commit; write-back: that Redis acknowledged)
@@ -57,6 +58,7 @@ func (s Stats) add(o Stats) Stats {
 		StampedeWaits: s.StampedeWaits + o.StampedeWaits,
 		DecodeErrors:  s.DecodeErrors + o.DecodeErrors,
 		Uncacheable:   s.Uncacheable + o.Uncacheable,
+		RedisSkipped:  s.RedisSkipped + o.RedisSkipped,
 		Errors:        s.Errors + o.Errors,
 		Invalidations: s.Invalidations + o.Invalidations,
 		Writes:        s.Writes + o.Writes,
@@ -74,7 +76,7 @@ func (s Stats) add(o Stats) Stats {
 type counters struct {
 	hits, negativeHits, misses, loads, fills, fillsRefused atomic.Uint64
 	stampedeWaits, decodeErrors, errors, invalidations     atomic.Uint64
-	writes, uncacheable                                    atomic.Uint64
+	writes, uncacheable, redisSkipped                      atomic.Uint64
 	unique, list                                           lookupCounters
 }
 
@@ -89,6 +91,7 @@ func (c *counters) snapshot() Stats {
 		StampedeWaits: c.stampedeWaits.Load(),
 		DecodeErrors:  c.decodeErrors.Load(),
 		Uncacheable:   c.uncacheable.Load(),
+		RedisSkipped:  c.redisSkipped.Load(),
 		Errors:        c.errors.Load(),
 		Invalidations: c.invalidations.Load(),
 		Writes:        c.writes.Load(),

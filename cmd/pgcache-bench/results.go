@@ -23,10 +23,14 @@ type results struct {
 	GormFirstP50us   float64 `json:"gorm_first_p50_us"`
 	HitOverheadRatio float64 `json:"hit_overhead_ratio"`
 
-	RawRedisGetOpsS16  float64 `json:"raw_redis_get_ops_s_16"`
-	GormFirstOpsS16    float64 `json:"gorm_first_ops_s_16"`
-	CachedHitOpsS16    float64 `json:"cached_hit_ops_s_16"`
-	ThroughputRatio16  float64 `json:"throughput_ratio_16"`
+	RawRedisGetOpsS16 float64 `json:"raw_redis_get_ops_s_16"`
+	GormFirstOpsS16   float64 `json:"gorm_first_ops_s_16"`
+	CachedHitOpsS16   float64 `json:"cached_hit_ops_s_16"`
+	ThroughputRatio16 float64 `json:"throughput_ratio_16"`
+	// Cached hits against the raw GET of the same bytes, in the same run.
+	HitVsRawOpsRatio16 float64 `json:"hit_vs_raw_ops_ratio_16"`
+	HitAllocs          float64 `json:"hit_allocs"`     // allocations per cached hit (Get)
+	RawGetAllocs       float64 `json:"raw_get_allocs"` // allocations per raw go-redis GET
 	MultiGet100Speedup float64 `json:"multiget_100_speedup"`
 
 	InvalidationLagP50ms float64 `json:"invalidation_lag_p50_ms"`
@@ -89,7 +93,8 @@ func (r *results) print(w io.Writer) {
 	row("GORM First p50 (µs)", f(r.GormFirstP50us), "uncached baseline")
 	row("raw GET ops/s, 16 goroutines", f(r.RawRedisGetOpsS16), "")
 	row("GORM First ops/s, 16 goroutines", f(r.GormFirstOpsS16), "")
-	row("cached hit ops/s, 16 goroutines", f(r.CachedHitOpsS16), fmt.Sprintf("%.2f× GORM First", r.ThroughputRatio16))
+	row("cached hit ops/s, 16 goroutines", f(r.CachedHitOpsS16), fmt.Sprintf("%.2f× GORM First, %.2f× the raw GET", r.ThroughputRatio16, r.HitVsRawOpsRatio16))
+	row("allocations per hit / raw GET", fmt.Sprintf("%.1f / %.1f", r.HitAllocs, r.RawGetAllocs), "")
 	row("multi-get of 100, cold", f(r.MultiGet100Speedup)+"×", "faster than 100 cold Gets")
 	row("invalidation lag p50 (ms)", f(r.InvalidationLagP50ms), fmt.Sprintf("commit → key deleted, at %.0f commits/s", r.InvalidationCommitsS))
 	row("invalidation lag p99 (ms)", f(r.InvalidationLagP99ms), "")

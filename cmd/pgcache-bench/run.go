@@ -289,6 +289,9 @@ func (b *bench) readPath(ctx context.Context, repo *readthrough.Repository[Widge
 	}
 	r.HitOverheadRatio = r.CachedHitP50us / r.RawRedisGetP50us
 	r.ThroughputRatio16 = r.CachedHitOpsS16 / r.GormFirstOpsS16
+	r.HitVsRawOpsRatio16 = r.CachedHitOpsS16 / r.RawRedisGetOpsS16
+	r.HitAllocs = allocsPerRun(1000, func() { _ = hit(7) })
+	r.RawGetAllocs = allocsPerRun(1000, func() { _ = rawGet(7) })
 	return nil
 }
 

@@ -51,6 +51,7 @@ type Store struct {
 	// across processes without a round trip.
 	instance string
 	seq      atomic.Uint64
+	gate     *gate // reads' circuit breaker and pool-wait check (breaker.go); nil: none
 }
 
 // New returns a Store over rdb. Each Redis operation is bounded by timeout (no bound when
@@ -84,9 +85,14 @@ func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // Get returns the entry stored at the row's value key.
 func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	b, err := s.rdb.Get(ctx, k.Value()).Bytes()
+	gp, err := s.gate.enter()
+	if err != nil {
+		return nil, false, err
+	}
+	rctx, cancel := s.ctx(ctx)
+	b, err := s.rdb.Get(rctx, k.Value()).Bytes()
+	cancel()
+	err = s.gate.leave(ctx, gp, err)
 	if err == redis.Nil {
 		return nil, false, nil
 	}
@@ -99,14 +105,19 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 // GetMany returns the entries of ks in one round trip: one MGET on a single server,
 // a pipeline of GETs on a Cluster or Ring client (which sends one pipeline per node),
 // since the keys of different rows are in different slots. A nil element is a miss.
-func (s *Store) GetMany(ctx context.Context, ks []keys.Key) ([][]byte, error) {
+func (s *Store) GetMany(ctx context.Context, ks []keys.Key) (_ [][]byte, err error) {
+	gp, err := s.gate.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer func(parent context.Context) { err = s.gate.leave(parent, gp, err) }(ctx)
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if !s.Sharded() {
 		return s.mget(ctx, ks)
 	}
 	cmds := make([]*redis.StringCmd, len(ks))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range ks {
 			cmds[i] = p.Get(ctx, k.Value())
 		}
@@ -221,7 +232,12 @@ func (s *Store) TakeLease(ctx context.Context, m Model, k keys.Key, d time.Durat
 // TakeLeases is TakeLease for many rows in one round trip. Scripts in pipelines are
 // sent with EVAL, not EVALSHA: a pipeline cannot fall back when the server does not
 // know the script yet.
-func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.Duration) ([]Lease, error) {
+func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.Duration) (_ []Lease, err error) {
+	gp, err := s.gate.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer func(parent context.Context) { err = s.gate.leave(parent, gp, err) }(ctx)
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	toks := make([]string, len(ks))
@@ -239,7 +255,7 @@ func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.D
 		idx *redis.Cmd
 	)
 	cmds := make([]*redis.Cmd, len(ks))
-	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+	err = s.pipelined(ctx, func(p redis.Pipeliner) {
 		reg = s.announce(ctx, p, m)
 		idx = s.index(ctx, p, m, ks)
 		for i, k := range ks {
@@ -426,5 +442,5 @@ func (s *Store) DeleteEntry(ctx context.Context, k keys.Key, entry []byte) error
 
 // WithTimeout returns a Store that shares s's client and tokens with another timeout.
 func (s *Store) WithTimeout(d time.Duration) *Store {
-	return &Store{rdb: s.rdb, timeout: d, instance: s.instance + "." + strconv.FormatInt(int64(d), 36)}
+	return &Store{rdb: s.rdb, timeout: d, instance: s.instance + "." + strconv.FormatInt(int64(d), 36), gate: s.gate}
 }

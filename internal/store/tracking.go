@@ -257,12 +257,17 @@ func (s *Store) GetWithTTL(ctx context.Context, k keys.Key) ([]byte, time.Durati
 }
 
 // GetManyWithTTL is GetMany with each entry's remaining time to live (see GetWithTTL).
-func (s *Store) GetManyWithTTL(ctx context.Context, ks []keys.Key) ([][]byte, []time.Duration, error) {
+func (s *Store) GetManyWithTTL(ctx context.Context, ks []keys.Key) (_ [][]byte, _ []time.Duration, err error) {
+	gp, err := s.gate.enter()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func(parent context.Context) { err = s.gate.leave(parent, gp, err) }(ctx)
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	gets := make([]*redis.StringCmd, len(ks))
 	ttls := make([]*redis.DurationCmd, len(ks))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range ks {
 			gets[i] = p.Get(ctx, k.Value())
 			ttls[i] = p.PTTL(ctx, k.Value())

@@ -35,6 +35,11 @@ type Read struct {
 	// Redis read, as a near cache without fencing does, to show that the test of that
 	// fence can fail.
 	NearUnfenced bool
+	// Unshared, in the context of the *gorm.DB a readthrough.Cache is made with, makes
+	// its reads as they were before hot keys were shared: each Get sends its own Redis
+	// GET, and a GET that waited for a pooled connection falls back to Postgres like a
+	// Redis that does not answer. It shows that the tests of sharing can fail.
+	Unshared bool
 }
 
 type readKey struct{}
@@ -208,4 +213,10 @@ func Run(f func()) {
 	if f != nil {
 		f()
 	}
+}
+
+// Unshared reports whether ctx's Read hooks turn off the sharing of Redis reads.
+func Unshared(ctx context.Context) bool {
+	h := read(ctx)
+	return h != nil && h.Unshared
 }

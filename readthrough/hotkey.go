@@ -1,0 +1,155 @@
+package readthrough
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/pgcache/pgcache/internal/near"
+	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
+	"github.com/pgcache/pgcache/keys"
+)
+
+// Hot keys. Concurrent Gets of one key in a process share one Redis GET, as their
+// misses share one fill (see miss): a thousand readers of a hot row take one
+// connection from the client's pool, not a thousand, so none of them waits for a
+// connection long enough to fall back to Postgres.
+//
+// Read-your-writes holds as for fills. A GET takes the flights' clock value when it is
+// sent; a reader takes a shared reply only if the GET was sent after the reader began
+// (the clock was read then). A reader that joins a GET sent before it began may be
+// after a write whose invalidation that GET missed: it sends or joins the next GET.
+// So a reader waits at most for two round trips.
+//
+// Each caller's context bounds its own wait. The reader that sends the GET sends it
+// with its own context; if that context ends, the readers that joined it send another.
+// Callers share the reply's bytes, which nothing changes: each decodes its own row
+// (as the near tier's entries are decoded per hit).
+//
+// A GET that waited for a pooled connection and got none (store.ErrBusy) did not
+// reach Redis, which may be answering everyone else: the reader waits, as for another
+// reader's fill, and tries again, for at most ModelOptions.WaitTimeout; only then it
+// falls back to Postgres. A Redis that does not answer is the circuit breaker's
+// business (Options.Breaker).
+
+// newFlights returns a model's flights; the test hook turning sharing off is read from
+// the context of c's *gorm.DB, as the near cache's hooks are.
+func newFlights(c *Cache) *flights {
+	ctx := c.db.Statement.Context
+	return &flights{unshared: ctx != nil && testhooks.Unshared(ctx)}
+}
+
+// getGroup holds the Redis GETs under way, by key.
+type getGroup struct {
+	mu sync.Mutex
+	m  map[string]*getCall
+}
+
+// getCall is one GET and what its readers get from it. Its fields are written by the
+// reader that sends it, before done is closed.
+type getCall struct {
+	at     uint64 // the flights' clock when the GET was sent
+	tk     near.Ticket
+	entry  []byte
+	ttl    time.Duration
+	cached bool
+	err    error
+	// abandoned: the sender's context ended, so err says nothing of Redis.
+	abandoned bool
+	// done is made by the first reader to join, and closed once the fields are set.
+	done chan struct{}
+}
+
+// getShared is Get's Redis read: the entry of k, with its remaining TTL and the near
+// tier's ticket taken before the GET was sent. start is the clock's value when the read
+// began.
+func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key) ([]byte, time.Duration, bool, near.Ticket, error) {
+	if r.flights.unshared {
+		tk := r.nearTicket(k)
+		entry, ttl, cached, err := r.getEntry(ctx, k)
+		return entry, ttl, cached, tk, err
+	}
+	var deadline time.Time // of the wait for a busy pool
+	poll := time.Millisecond
+	for {
+		c, err := r.flights.gets.get(ctx, r, k)
+		if err != nil {
+			return nil, 0, false, near.Ticket{}, err // ctx ended
+		}
+		switch {
+		case c.abandoned:
+			if err := ctx.Err(); err != nil {
+				return nil, 0, false, near.Ticket{}, err // this reader sent it
+			}
+			continue // its sender gave up; this reader has not
+		case c.err == nil && c.at <= start:
+			continue // sent before this read began
+		case errors.Is(c.err, store.ErrBusy):
+			now := time.Now()
+			if deadline.IsZero() {
+				deadline = now.Add(r.opts.WaitTimeout)
+				r.stats.stampedeWaits.Add(1)
+			}
+			if !now.Before(deadline) {
+				break // waited enough: fall back
+			}
+			t := time.NewTimer(min(poll, deadline.Sub(now)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, 0, false, near.Ticket{}, ctx.Err()
+			case <-t.C:
+			}
+			poll = min(2*poll, 20*time.Millisecond)
+			continue
+		}
+		return c.entry, c.ttl, c.cached, c.tk, c.err
+	}
+}
+
+// get sends k's GET, or joins the one under way, and returns it once done.
+func (g *getGroup) get(ctx context.Context, r interface {
+	sendGet(context.Context, keys.Key, *getCall)
+}, k keys.Key) (*getCall, error) {
+	name := k.Value()
+	g.mu.Lock()
+	if c, ok := g.m[name]; ok {
+		if c.done == nil {
+			c.done = make(chan struct{})
+		}
+		done := c.done
+		g.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-done:
+			return c, nil
+		}
+	}
+	if g.m == nil {
+		g.m = make(map[string]*getCall)
+	}
+	c := new(getCall)
+	g.m[name] = c
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.m, name)
+		if c.done != nil {
+			close(c.done)
+		}
+		g.mu.Unlock()
+	}()
+	r.sendGet(ctx, k, c)
+	return c, nil
+}
+
+// sendGet sends the GET of c.
+func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, c *getCall) {
+	c.at = r.flights.clock.Add(1)
+	c.tk = r.nearTicket(k)
+	c.entry, c.ttl, c.cached, c.err = r.getEntry(ctx, k)
+	c.abandoned = c.err != nil && ctx.Err() != nil
+}
