@@ -168,6 +168,12 @@ type Decoder struct {
 	// oldTuple and newTuple are reused by every change: a tuple's values alias the
 	// message only while it is decoded, and are copied into a Row.
 	oldTuple, newTuple []tupleCol
+	// arena hands out the changes' row columns and key slices from shared chunks.
+	arena arena
+	// capHint: the capacity the next transaction's Changes start with, from the size
+	// of the last one (bounded), which spares a backlog of like transactions the
+	// slice's growth.
+	capHint int
 }
 
 // NewDecoder returns a Decoder with no relations and no transaction in progress.
@@ -331,6 +337,7 @@ func (d *Decoder) commit(r *reader) (*Tx, error) {
 	}
 	tx := d.tx
 	d.tx, d.whole = nil, nil
+	d.capHint = min(len(tx.Changes), maxCapHint)
 	tx.CommitLSN = LSN(commitLSN)
 	tx.EndLSN = LSN(endLSN)
 	tx.CommitTime = pgTime(int64(commitTime))
@@ -470,24 +477,19 @@ func (d *Decoder) change(typ byte, r *reader) error {
 	// text where the rows keep them.
 	c := Change{Relation: rel}
 	keep := d.maxChanges <= 0 || len(d.tx.Changes) < d.maxChanges
-	if cur != nil {
-		c.New = row(rel, cur, false, keep, &d.tx.rowBytes)
-	}
-	if old != nil {
-		c.Old = row(rel, old, kind == 'K', keep, &d.tx.rowBytes)
-	}
+	c.New, c.Old = d.arena.rows(rel, cur, old, kind == 'K', keep, &d.tx.rowBytes)
 	switch typ {
 	case 'I':
 		c.Kind = Insert
-		c.Key = key(rel, cur, nil, c.New, Row{})
+		c.Key = d.arena.key(rel, cur, nil, c.New, Row{})
 	case 'U':
 		c.Kind = Update
-		c.Key = key(rel, cur, old, c.New, c.Old)
+		c.Key = d.arena.key(rel, cur, old, c.New, c.Old)
 		if old != nil {
 			// A 'K' tuple comes only when the key changed, but an 'O' tuple (REPLICA
 			// IDENTITY FULL) comes always: compare. An old key that cannot be read
 			// leaves the new key unknown too, so the handler covers the whole table.
-			oldKey := key(rel, old, nil, c.Old, Row{})
+			oldKey := d.arena.key(rel, old, nil, c.Old, Row{})
 			switch {
 			case oldKey == nil && len(rel.keyIdx) > 0:
 				c.Key = nil
@@ -497,7 +499,7 @@ func (d *Decoder) change(typ byte, r *reader) error {
 		}
 	case 'D':
 		c.Kind = Delete
-		c.Key = key(rel, old, nil, c.Old, Row{})
+		c.Key = d.arena.key(rel, old, nil, c.Old, Row{})
 	}
 	d.add(c)
 	return nil
@@ -509,6 +511,9 @@ var changeKinds = [256]ChangeKind{'I': Insert, 'U': Update, 'D': Delete}
 // transaction is past maxChanges.
 func (d *Decoder) add(c Change) {
 	if d.whole == nil && (d.maxChanges <= 0 || len(d.tx.Changes) < d.maxChanges) {
+		if d.tx.Changes == nil && d.capHint > 0 {
+			d.tx.Changes = make([]Change, 0, d.capHint)
+		}
 		d.tx.Changes = append(d.tx.Changes, c)
 		return
 	}
@@ -583,18 +588,24 @@ func (c tupleCol) hasValue() bool { return c.kind == 't' || c.kind == 'b' }
 // from fallback (the old row) when it has one. It returns nil when the relation has no
 // key columns or a key value is missing. tRow and fallbackRow are the Rows of t and
 // fallback: a value they keep is shared rather than copied.
-func key(rel *Relation, t, fallback []tupleCol, tRow, fallbackRow Row) []string {
+func (a *arena) key(rel *Relation, t, fallback []tupleCol, tRow, fallbackRow Row) []string {
 	if len(rel.keyIdx) == 0 {
 		return nil
 	}
-	k := make([]string, len(rel.keyIdx))
+	for _, j := range rel.keyIdx {
+		c := t[j]
+		if c.kind == 'u' && fallback != nil {
+			c = fallback[j]
+		}
+		if !c.hasValue() {
+			return nil
+		}
+	}
+	k := a.strings(len(rel.keyIdx))
 	for i, j := range rel.keyIdx {
 		c, r := t[j], tRow
 		if c.kind == 'u' && fallback != nil {
 			c, r = fallback[j], fallbackRow
-		}
-		if !c.hasValue() {
-			return nil
 		}
 		if v, ok := r.kept(j); ok {
 			k[i] = v

@@ -131,13 +131,45 @@ func (r Row) String() string {
 	return b.String()
 }
 
-// row builds the Row of a tuple read by reader.tuple. identityOnly: t is the old row of
-// a 'K' message, whose columns outside the replica identity are not sent. keep: the
-// values may be kept (the transaction is within its bound on row bytes); *bytes grows
-// by what is kept.
-func row(rel *Relation, t []tupleCol, identityOnly, keep bool, bytes *int) Row {
-	if !keep {
-		return Row{n: len(t)}
+// rows builds the Rows of a change's tuples read by reader.tuple: cur, the new row,
+// and old, either nil when the message has no such row. identityOnly: old is the old
+// row of a 'K' message, whose columns outside the replica identity are not sent. keep:
+// the values may be kept (the transaction is within its bound on row bytes); *bytes
+// grows by what is kept. Both rows' values share one string, the change's only
+// allocation of its own; their columns come from the arena.
+func (a *arena) rows(rel *Relation, cur, old []tupleCol, identityOnly, keep bool, bytes *int) (newRow, oldRow Row) {
+	newSize, keepNew := rowSize(cur, keep, bytes)
+	oldSize, keepOld := rowSize(old, keep, bytes)
+	newRow, oldRow = Row{n: len(cur)}, Row{n: len(old)}
+	if !keepNew && !keepOld {
+		return newRow, oldRow
+	}
+	var b strings.Builder
+	b.Grow(newSize + oldSize)
+	if keepNew {
+		newRow.cols = a.rowCols(len(cur))
+		writeRow(&b, rel, cur, false, newRow.cols)
+	}
+	if keepOld {
+		oldRow.cols = a.rowCols(len(old))
+		writeRow(&b, rel, old, identityOnly, oldRow.cols)
+	}
+	text := b.String()
+	if keepNew {
+		newRow.text = text[:newSize]
+	}
+	if keepOld {
+		oldRow.text = text[len(text)-oldSize:]
+	}
+	return newRow, oldRow
+}
+
+// rowSize returns the bytes of t's values a Row keeps, and whether it keeps them: t is
+// a row (not nil), keep allows it and the transaction's bound on row bytes has room,
+// which *bytes then takes.
+func rowSize(t []tupleCol, keep bool, bytes *int) (int, bool) {
+	if t == nil || !keep {
+		return 0, false
 	}
 	size := 0
 	for _, c := range t {
@@ -146,12 +178,16 @@ func row(rel *Relation, t []tupleCol, identityOnly, keep bool, bytes *int) Row {
 		}
 	}
 	if *bytes+size > maxTxRowBytes {
-		return Row{n: len(t)}
+		return 0, false
 	}
 	*bytes += size
-	var b strings.Builder
-	b.Grow(size)
-	cols := make([]rowCol, len(t))
+	return size, true
+}
+
+// writeRow writes the kept values of t to b and describes each column in cols, whose
+// ends count from the row's first value, written at b's current length.
+func writeRow(b *strings.Builder, rel *Relation, t []tupleCol, identityOnly bool, cols []rowCol) {
+	start := b.Len()
 	for i, c := range t {
 		var kind ValueKind
 		switch {
@@ -167,7 +203,6 @@ func row(rel *Relation, t []tupleCol, identityOnly, keep bool, bytes *int) Row {
 		default: // too long, or binary (never requested)
 			kind = ValueNotKept
 		}
-		cols[i] = rowCol{end: uint32(b.Len()), kind: kind}
+		cols[i] = rowCol{end: uint32(b.Len() - start), kind: kind}
 	}
-	return Row{text: b.String(), cols: cols, n: len(t)}
 }

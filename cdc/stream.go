@@ -489,13 +489,26 @@ func (r *receiver) run(ctx context.Context) error {
 	silence := max(3*interval, 30*time.Second)
 	r.nextStatus = time.Now()
 	r.lastHeard = time.Now()
-	// One deadline context per status interval, not one per message.
-	var (
-		rctx         context.Context
-		deadline     time.Time
-		stopDeadline = func() {}
-	)
-	defer func() { stopDeadline() }()
+	// The wait for a message is bounded by a read deadline on the connection, the next
+	// status update's, not by a context: pgconn watches a context with a goroutine of
+	// its own per ReceiveMessage, which cost more than decoding the message. A
+	// cancelled ctx ends the wait by moving the deadline to the past.
+	nc := r.conn.Conn()
+	var deadline time.Time
+	done, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-ctx.Done():
+			_ = nc.SetReadDeadline(time.Now())
+		case <-done:
+		}
+	}()
+	defer func() {
+		close(done)
+		<-watched
+		_ = nc.SetReadDeadline(time.Time{})
+	}()
 	for {
 		now := time.Now()
 		if !now.Before(r.nextStatus) {
@@ -508,13 +521,18 @@ func (r *receiver) run(ctx context.Context) error {
 			return fmt.Errorf("cdc: no message from the server for %v", silence)
 		}
 		if !deadline.Equal(r.nextStatus) {
-			stopDeadline()
 			deadline = r.nextStatus
-			c, cancel := context.WithDeadline(ctx, deadline)
-			rctx, stopDeadline = c, cancel
+			if err := nc.SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("cdc: receive: %w", err)
+			}
+		}
+		// After the deadline is set, so that a cancellation the watcher acted on
+		// first is not missed.
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 
-		msg, err := r.conn.ReceiveMessage(rctx)
+		msg, err := r.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

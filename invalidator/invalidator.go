@@ -423,32 +423,6 @@ func union[T any](a, b map[string][]T) map[string][]T {
 	return out
 }
 
-// canonical turns primary-key values in Postgres text, in column order, into the
-// canonical values a key takes, in the order of their column names (keys.Order): the
-// order the read side builds them in, whatever order the table or the struct declares.
-func canonical(rel *cdc.Relation, vals []string) ([]string, error) {
-	if vals == nil {
-		return nil, nil
-	}
-	cols := rel.KeyColumns()
-	if len(cols) != len(vals) {
-		return nil, fmt.Errorf("%d key values for %d key columns", len(vals), len(cols))
-	}
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = c.Name
-	}
-	out := make([]string, len(vals))
-	for j, i := range keys.Order(names) {
-		s, err := keys.FromText(kindOf(cols[i]), vals[i])
-		if err != nil {
-			return nil, err
-		}
-		out[j] = s
-	}
-	return out, nil
-}
-
 func (v *Invalidator) space(table, version string) keys.Space {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -37,6 +37,8 @@ type results struct {
 	InvalidationLagP99ms float64 `json:"invalidation_lag_p99_ms"`
 	InvalidationCommitsS float64 `json:"invalidation_commit_rate"`
 	InvalidationRowsS    float64 `json:"invalidation_rows_per_s"`
+	// A backlog of small transactions committed while the worker was stopped (backlog.go).
+	InvalidationBacklogRowsS float64 `json:"invalidation_backlog_rows_per_s"`
 
 	StampedeDBQueries int `json:"stampede_db_queries"`
 
@@ -99,6 +101,7 @@ func (r *results) print(w io.Writer) {
 	row("invalidation lag p50 (ms)", f(r.InvalidationLagP50ms), fmt.Sprintf("commit → key deleted, at %.0f commits/s", r.InvalidationCommitsS))
 	row("invalidation lag p99 (ms)", f(r.InvalidationLagP99ms), "")
 	row("invalidation throughput (rows/s)", f(r.InvalidationRowsS), "one large UPDATE")
+	row("invalidation backlog (rows/s)", f(r.InvalidationBacklogRowsS), fmt.Sprintf("%d transactions of %d rows, worker started after", backlogTxs, rows/backlogTxs))
 	row("stampede DB queries", r.StampedeDBQueries, "1000 concurrent misses of one key, 4 instances")
 	row("two raw GETs p50 (µs)", f(r.TwoRawGetsP50us), "baseline of a unique lookup, 1 goroutine")
 	row("unique lookup hit p50 (µs)", f(r.UniqueHitP50us), fmt.Sprintf("%.2f× two raw GETs", r.UniqueHitRatio))

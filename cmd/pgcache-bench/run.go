@@ -89,14 +89,9 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err != nil {
 		return nil, err
 	}
-	wctx, stopWorker := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := w.Run(wctx); err != nil {
-			log.Error("worker", "error", err)
-		}
-	})
-	defer func() { stopWorker(); wg.Wait() }()
+	wr := &workerRun{w: w, log: log}
+	wr.start(ctx)
+	defer wr.stop()
 	for !w.Ready() {
 		select {
 		case <-ctx.Done():
@@ -123,6 +118,9 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 		return nil, err
 	}
 	if err := b.throughput(ctx, w, r); err != nil {
+		return nil, err
+	}
+	if err := b.backlog(ctx, wr, r); err != nil {
 		return nil, err
 	}
 	if err := b.writeBack(ctx, r); err != nil {
