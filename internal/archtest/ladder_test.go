@@ -49,7 +49,7 @@ var ladder = map[string][]string{
 	"integration/varnish":     {},
 	"integration/httpcache":   {},
 	// The commands' module.
-	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback"},
+	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback", "httpcache/varnish"},
 	"cmd/pgcache-bench":  {"cdc", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
