@@ -50,7 +50,7 @@ var ladder = map[string][]string{
 	"integration/httpcache":   {},
 	// The commands' module.
 	"cmd/pgcache-worker": {"keys", "cdc", "internal/store", "invalidator", "writeback", "httpcache/varnish"},
-	"cmd/pgcache-bench":  {"cdc", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
+	"cmd/pgcache-bench":  {"cdc", "httpcache", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
 // confined lists third-party modules that only some packages may touch: each external
