@@ -82,6 +82,14 @@ type results struct {
 	// PURGE by tag sent → Varnish serving the backend's new body (varnish.go, -varnish).
 	VarnishPurgeP50ms *float64 `json:"varnish_purge_p50_ms"`
 	VarnishPurgeP99ms *float64 `json:"varnish_purge_p99_ms"`
+	// Commit (raw SQL UPDATE) → Varnish serving the new body through the whole chain:
+	// httpcache middleware, worker with a varnish.Purger (chain.go, -varnish).
+	VarnishCommitToServedP50ms *float64 `json:"varnish_commit_to_served_p50_ms"`
+	VarnishCommitToServedP99ms *float64 `json:"varnish_commit_to_served_p99_ms"`
+	// One GET in process: served by httpcache, by the handler without it, and a 304.
+	HTTPHitP50us      *float64 `json:"http_hit_p50_us"`
+	HTTPUncachedP50us *float64 `json:"http_uncached_p50_us"`
+	HTTP304P50us      *float64 `json:"http_304_p50_us"`
 
 	lagHistogram []time.Duration
 }
@@ -132,6 +140,11 @@ func (r *results) print(w io.Writer) {
 	row("write-back flush (rows/s)", opt(r.WritebackFlushRowsPerS), "")
 	row("Varnish purge p50 (ms)", opt(r.VarnishPurgeP50ms), "PURGE by tag sent → Varnish serving the new body (-varnish)")
 	row("Varnish purge p99 (ms)", opt(r.VarnishPurgeP99ms), "")
+	row("Varnish commit → served p50 (ms)", opt(r.VarnishCommitToServedP50ms), "UPDATE committed → Varnish serving the new body, middleware + worker purger (-varnish)")
+	row("Varnish commit → served p99 (ms)", opt(r.VarnishCommitToServedP99ms), "")
+	row("HTTP cache hit p50 (µs)", opt(r.HTTPHitP50us), "in process, httpcache serving from Redis (-varnish)")
+	row("HTTP uncached p50 (µs)", opt(r.HTTPUncachedP50us), "the same handler without httpcache")
+	row("HTTP 304 p50 (µs)", opt(r.HTTP304P50us), "If-None-Match answered by httpcache")
 }
 
 // plot writes simple bar charts as SVG; no plotting library needed for bars.

@@ -134,6 +134,9 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 		if err := b.varnishBench(ctx, r); err != nil {
 			return nil, err
 		}
+		if err := b.chainBench(ctx, r); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }

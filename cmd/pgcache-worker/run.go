@@ -49,6 +49,7 @@ type config struct {
 	writeBackConsumer string
 	claimAfter        time.Duration
 
+	purge purgeConfig
 	audit auditConfig // the coherence auditor (audit.go)
 	args  []string    // after the flags (the deadletter command's ids)
 }
@@ -100,6 +101,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 		"how often to read the partitions of partitioned tables: attaching, detaching or dropping one invalidates the table within about this long")
 	str(&maxTxStr, "max-tx-changes", "PGCACHE_MAX_TX_CHANGES", "100000",
 		"row changes kept per transaction; a larger transaction invalidates its tables whole, in bounded memory")
+	finishPurge := purgeFlags(str)
 	writeBackEnv, err := envBool(getenv, "PGCACHE_WRITEBACK")
 	if err != nil {
 		return c, err
@@ -114,6 +116,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	c.args = fs.Args()
 	if env.err != nil {
 		return c, env.err
+	}
+	if err := finishPurge(&c.purge); err != nil {
+		return c, err
 	}
 	if c.statusInterval, err = time.ParseDuration(intervalStr); err != nil {
 		return c, fmt.Errorf("-status-interval %q: %v", intervalStr, err)
@@ -189,7 +194,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	tables := splitTables(cfg.tables)
-	w, err := invalidator.NewWorker(rdb, workerOptions(cfg, tables, log))
+	purger, err := cfg.purge.purger(log)
+	if err != nil {
+		log.Error("bad configuration", slog.Any("error", err))
+		return exitConfig
+	}
+	w, err := invalidator.NewWorker(rdb, workerOptions(cfg, tables, purger, log))
 	if err != nil {
 		log.Error("bad configuration", slog.Any("error", err))
 		return exitConfig
@@ -235,7 +245,7 @@ func splitTables(list string) []string {
 	return tables
 }
 
-func workerOptions(cfg config, tables []string, log *slog.Logger) invalidator.WorkerOptions {
+func workerOptions(cfg config, tables []string, purger invalidator.Purger, log *slog.Logger) invalidator.WorkerOptions {
 	return invalidator.WorkerOptions{
 		Postgres: cfg.postgres,
 		Stream: cdc.Options{
@@ -243,7 +253,7 @@ func workerOptions(cfg config, tables []string, log *slog.Logger) invalidator.Wo
 			StatusInterval: cfg.statusInterval, PartitionCheckInterval: cfg.partitionCheck,
 			MaxTxChanges: cfg.maxTxChanges, Logger: log,
 		},
-		Invalidator:         invalidator.Options{Prefix: cfg.prefix, Logger: log},
+		Invalidator:         invalidator.Options{Prefix: cfg.prefix, Logger: log, Purger: purger, PurgeTimeout: cfg.purge.timeout},
 		ServerCheckInterval: cfg.redisCheck,
 	}
 }

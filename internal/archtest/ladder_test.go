@@ -55,8 +55,8 @@ var ladder = map[string][]string{
 	"extra/pgcacheprom": {"readthrough"},
 	"extra/pgcacheotel": {"readthrough"},
 	// The commands' module.
-	"cmd/pgcache-worker": {"audit", "keys", "cdc", "internal/store", "invalidator", "writeback"},
-	"cmd/pgcache-bench":  {"cdc", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
+	"cmd/pgcache-worker": {"audit", "keys", "cdc", "internal/store", "invalidator", "writeback", "httpcache/varnish"},
+	"cmd/pgcache-bench":  {"cdc", "httpcache", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
 }
 
 // confined lists third-party modules that only some packages may touch: each external
