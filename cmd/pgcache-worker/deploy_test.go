@@ -72,7 +72,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	t.Cleanup(func() { rdb.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	w, err := invalidator.NewWorker(rdb, workerOptions(config{postgres: "postgres://127.0.0.1:1/x", slot: "s", publication: "p", prefix: "pgc",
-		maxTxChanges: 1}, []string{"t"}, log))
+		maxTxChanges: 1}, []string{"t"}, nil, log))
 	if err != nil {
 		t.Fatal(err)
 	}
