@@ -57,9 +57,11 @@ func BenchmarkHitObserver(b *testing.B) {
 	}
 }
 
-// hitAllocsBefore is what a hit allocated before observers existed: BenchmarkGetHit
-// (integration/readthrough) at commit 24c68a5 reports 19 allocs/op, 920 B/op.
-const hitAllocsBefore = 19
+// hitAllocsBefore guards a hit's allocations with no observer: BenchmarkGetHit
+// (integration/readthrough) reported 19 allocs/op before observers existed (commit
+// 24c68a5), and observers off added none; the sharing of concurrent GETs of a key
+// (hot keys) then added 2. Raise it only with a reason.
+const hitAllocsBefore = 21
 
 // TestHitAllocsObserverOff checks that with no observer a hit allocates no more than
 // it did before observers existed, and logs what each observer adds.
@@ -77,6 +79,6 @@ func TestHitAllocsObserverOff(t *testing.T) {
 		t.Logf("hit, observer %s: %v allocs", o.name, allocs[o.name])
 	}
 	if allocs["off"] > hitAllocsBefore {
-		t.Errorf("with no observer a hit allocates %v times, %v before observers existed", allocs["off"], hitAllocsBefore)
+		t.Errorf("with no observer a hit allocates %v times, more than the %v it did (see hitAllocsBefore)", allocs["off"], hitAllocsBefore)
 	}
 }
