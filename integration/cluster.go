@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -224,15 +225,22 @@ func (c *RedisCluster) MoveSlot(ctx context.Context, slot int, addr string) erro
 	if err != nil {
 		return fmt.Errorf("integration: move slot %d: %w", slot, err)
 	}
-	slots, err := to.ClusterSlots(ctx).Result()
+	shards, err := to.ClusterShards(ctx).Result()
 	if err != nil {
 		return fmt.Errorf("integration: move slot %d: %w", slot, err)
 	}
 	var from *redis.Client
 	var fromID string
-	for _, r := range slots {
-		if r.Start <= slot && slot <= r.End && len(r.Nodes) > 0 {
-			from, fromID = c.node(r.Nodes[0].Addr), r.Nodes[0].ID
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if int(r.Start) > slot || slot > int(r.End) {
+				continue
+			}
+			for _, n := range sh.Nodes {
+				if n.Role == "master" {
+					from, fromID = c.node(net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))), n.ID
+				}
+			}
 		}
 	}
 	if from == nil {
