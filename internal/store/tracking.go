@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/pgcache/pgcache/keys"
 )
@@ -142,6 +143,10 @@ func newNodeTracker(opt redis.Options, prefix string, h TrackingHandler, health 
 	opt.ClientName = TrackingName
 	opt.PoolSize, opt.MinIdleConns, opt.MaxIdleConns, opt.MaxActiveConns = 1, 0, 0, 0
 	opt.ClientSideCache, opt.ClientSideCacheConfig = nil, nil
+	// A config of its own: opt was copied from a live client (a Cluster's node), whose
+	// config go-redis still writes through the shared pointer while NewClient would
+	// read it; and maintenance notifications need RESP3, which tracking does not use.
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	t.client = redis.NewClient(&opt)
 	return t
 }
