@@ -16,19 +16,20 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 pullable() { docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1; }
-built=
 if [ -z "${PGCACHE_POSTGRES_IMAGE:-}${PGCACHE_REDIS_IMAGE:-}" ]; then
 	if ! pullable postgres:17 || ! pullable redis:7.4; then
 		echo >&2 "env: no image registry reachable; using images built from Debian packages"
 		"$here/build-images.sh" postgres redis
-		built=1
 	fi
 fi
 if [ -z "${PGCACHE_VARNISH_IMAGE:-}" ] && ! pullable varnish:7.7; then
 	"$here/build-images.sh" varnish
-	built=1
 fi
-if [ -n "$built" ]; then
+# testcontainers' reaper: turned off when its image can be neither found nor pulled,
+# whoever chose the other images. Keep the tag in step with testcontainers-go's
+# ReaperDefaultImage (internal/config) when upgrading it.
+ryuk=testcontainers/ryuk:0.14.0
+if [ -z "${TESTCONTAINERS_RYUK_DISABLED:-}" ] && ! pullable "$ryuk"; then
 	echo "export TESTCONTAINERS_RYUK_DISABLED=true"
 fi
 
