@@ -25,9 +25,6 @@ package pgcacheotel
 import (
 	"context"
 	"fmt"
-	"maps"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -36,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/pgcache/pgcache/extra/internal/modelstats"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -67,11 +65,7 @@ type Observer struct {
 	meter      metric.Meter
 	tracer     trace.Tracer
 	read, miss metric.Float64Histogram
-
-	// attrs holds each model's attribute sets, looked up without locking on the hit
-	// path; mu serializes adding a model (copy on write).
-	attrs atomic.Pointer[map[string]*modelAttrs]
-	mu    sync.Mutex
+	attrs      *modelstats.PerModel[*modelAttrs]
 }
 
 type modelAttrs struct {
@@ -91,10 +85,7 @@ func NewObserver(opts Options) (*Observer, error) {
 		opts.TracerProvider = otel.GetTracerProvider()
 	}
 	if len(opts.Buckets) == 0 {
-		opts.Buckets = make([]float64, 14)
-		for i, b := 0, 10e-6; i < len(opts.Buckets); i, b = i+1, b*2.5 {
-			opts.Buckets[i] = b
-		}
+		opts.Buckets = modelstats.DefaultBuckets()
 	}
 	o := &Observer{
 		meter:  opts.MeterProvider.Meter(ScopeName),
@@ -113,29 +104,14 @@ func NewObserver(opts Options) (*Observer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgcacheotel: miss histogram: %w", err)
 	}
-	o.attrs.Store(&map[string]*modelAttrs{})
+	o.attrs = modelstats.NewPerModel(func(model string) *modelAttrs {
+		a := &modelAttrs{model: AttrModel.String(model), miss: metric.WithAttributeSet(attribute.NewSet(AttrModel.String(model)))}
+		for i := 1; i < outcomes; i++ {
+			a.read[i] = metric.WithAttributeSet(attribute.NewSet(AttrModel.String(model), AttrOutcome.String(readthrough.Outcome(i).String())))
+		}
+		return a
+	})
 	return o, nil
-}
-
-// attrsOf returns model's attribute sets, made on first use.
-func (o *Observer) attrsOf(model string) *modelAttrs {
-	if a, ok := (*o.attrs.Load())[model]; ok {
-		return a
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	old := *o.attrs.Load()
-	if a, ok := old[model]; ok {
-		return a
-	}
-	a := &modelAttrs{model: AttrModel.String(model), miss: metric.WithAttributeSet(attribute.NewSet(AttrModel.String(model)))}
-	for i := 1; i < outcomes; i++ {
-		a.read[i] = metric.WithAttributeSet(attribute.NewSet(AttrModel.String(model), AttrOutcome.String(readthrough.Outcome(i).String())))
-	}
-	attrs := maps.Clone(old)
-	attrs[model] = a
-	o.attrs.Store(&attrs)
-	return a
 }
 
 // ObserveRead records d in pgcache.cache.read.duration (readthrough.Observer).
@@ -143,13 +119,13 @@ func (o *Observer) ObserveRead(ctx context.Context, model string, outcome readth
 	if int(outcome) >= outcomes || outcome == 0 {
 		return
 	}
-	o.read.Record(ctx, d.Seconds(), o.attrsOf(model).read[outcome])
+	o.read.Record(ctx, d.Seconds(), o.attrs.Get(model).read[outcome])
 }
 
 // StartOp starts the op's span, and for a miss times it for pgcache.cache.miss.duration
 // (readthrough.Observer).
 func (o *Observer) StartOp(ctx context.Context, op readthrough.Op, model string) (context.Context, func(readthrough.Outcome, error)) {
-	a := o.attrsOf(model)
+	a := o.attrs.Get(model)
 	name := "pgcache." + op.String()
 	if op.Write() {
 		name = "pgcache.write"
@@ -193,41 +169,26 @@ func (o *Observer) RegisterCache(cache *readthrough.Cache, timeout time.Duration
 		insts    []metric.Observable
 		errs     error
 	)
-	add := func(name, desc string, value func(readthrough.Stats) uint64) {
+	instrument := func(name, desc string) metric.Int64ObservableCounter {
 		c, err := o.meter.Int64ObservableCounter("pgcache.cache."+name, metric.WithDescription(desc))
 		if err != nil && errs == nil {
 			errs = fmt.Errorf("pgcacheotel: counter %s: %w", name, err)
 		}
-		counters = append(counters, counter{inst: c, value: value})
 		insts = append(insts, c)
+		return c
 	}
-	add("hits", "Reads answered from Redis with a row.", func(s readthrough.Stats) uint64 { return s.Hits })
-	add("negative_hits", `Reads answered from Redis with "no such row".`, func(s readthrough.Stats) uint64 { return s.NegativeHits })
-	add("misses", "Reads that found nothing usable in Redis.", func(s readthrough.Stats) uint64 { return s.Misses })
-	add("loads", "Database queries made by misses and by reads that bypass the cache.", func(s readthrough.Stats) uint64 { return s.Loads })
-	add("fills", "Entries stored after a load.", func(s readthrough.Stats) uint64 { return s.Fills })
-	add("fills_refused", "Fills refused because the row was invalidated during the load.", func(s readthrough.Stats) uint64 { return s.FillsRefused })
-	add("stampede_waits", "Reads that waited for another reader's fill.", func(s readthrough.Stats) uint64 { return s.StampedeWaits })
-	add("decode_errors", "Cached entries that could not be decoded.", func(s readthrough.Stats) uint64 { return s.DecodeErrors })
-	add("uncacheable", "Rows loaded that the cache cannot hold exactly.", func(s readthrough.Stats) uint64 { return s.Uncacheable })
-	add("redis_errors", "Redis failures.", func(s readthrough.Stats) uint64 { return s.Errors })
-	add("invalidations", "Rows invalidated through the repository.", func(s readthrough.Stats) uint64 { return s.Invalidations })
-	add("writes", "Writes through the repository that committed.", func(s readthrough.Stats) uint64 { return s.Writes })
-	add("near_hits", "Reads answered by the near cache.", func(s readthrough.Stats) uint64 { return s.NearHits })
-	add("near_misses", "Reads of a near-cached model that went on to Redis.", func(s readthrough.Stats) uint64 { return s.NearMisses })
-	add("near_evictions", "Near-cache entries evicted by the model's bound.", func(s readthrough.Stats) uint64 { return s.NearEvictions })
-	lookup := func(name, desc string, value func(readthrough.LookupStats) uint64) {
-		add(name, desc, func(s readthrough.Stats) uint64 { return value(s.Unique) })
-		counters[len(counters)-1].kind = "unique"
-		counters = append(counters, counter{inst: counters[len(counters)-1].inst, kind: "list",
-			value: func(s readthrough.Stats) uint64 { return value(s.List) }})
+	for _, c := range modelstats.Counters() {
+		counters = append(counters, counter{inst: instrument(c.Name, c.Help), value: c.Value})
 	}
-	lookup("lookup.hits", "Lookups whose entry was cached.", func(s readthrough.LookupStats) uint64 { return s.Hits })
-	lookup("lookup.misses", "Lookups that found no entry.", func(s readthrough.LookupStats) uint64 { return s.Misses })
-	lookup("lookup.stale", "Lookup entries found stale by the check on read.", func(s readthrough.LookupStats) uint64 { return s.Stale })
-	lookup("lookup.over_cap", "Lists longer than ListCap, not cached.", func(s readthrough.LookupStats) uint64 { return s.OverCap })
+	for _, c := range modelstats.LookupCounters() {
+		inst := instrument("lookup."+c.Name, c.Help)
+		for _, kind := range modelstats.Kinds() {
+			counters = append(counters, counter{inst: inst, kind: kind,
+				value: func(s readthrough.Stats) uint64 { return c.ValueOf(s, kind) }})
+		}
+	}
 	pending, err := o.meter.Int64ObservableGauge("pgcache.cache.writeback.pending",
-		metric.WithDescription("Entries in the write-back journal the cache's write-back models write to (shared by them)."))
+		metric.WithDescription(modelstats.WriteBackPendingHelp))
 	if err != nil && errs == nil {
 		errs = fmt.Errorf("pgcacheotel: gauge writeback.pending: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgcache/pgcache/extra/internal/modelstats"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -70,49 +71,19 @@ func NewCollector(cache *readthrough.Cache, opts Options) *Collector {
 		return prometheus.NewDesc("pgcache_cache_"+name, help, labels, opts.ConstLabels)
 	}
 	c := &Collector{cache: cache, timeout: opts.WriteBackTimeout}
-	add := func(name, help string, value func(readthrough.Stats) uint64) {
-		c.counters = append(c.counters, counter{desc: desc(name, help, "model"), value: value})
+	for _, ctr := range modelstats.Counters() {
+		c.counters = append(c.counters, counter{desc: desc(ctr.Name+"_total", ctr.Help, "model"), value: ctr.Value})
 	}
-	add("hits_total", "Reads answered from Redis with a row.", func(s readthrough.Stats) uint64 { return s.Hits })
-	add("negative_hits_total", `Reads answered from Redis with "no such row" (soft-deleted rows in the default scope included).`,
-		func(s readthrough.Stats) uint64 { return s.NegativeHits })
-	add("misses_total", "Reads that found nothing usable in Redis.", func(s readthrough.Stats) uint64 { return s.Misses })
-	add("loads_total", "Database queries made by misses and by reads that bypass the cache.", func(s readthrough.Stats) uint64 { return s.Loads })
-	add("fills_total", "Entries stored after a load.", func(s readthrough.Stats) uint64 { return s.Fills })
-	add("fills_refused_total", "Fills refused because the row was invalidated during the load.",
-		func(s readthrough.Stats) uint64 { return s.FillsRefused })
-	add("stampede_waits_total", "Reads that waited for another reader's fill of the same row.",
-		func(s readthrough.Stats) uint64 { return s.StampedeWaits })
-	add("decode_errors_total", "Cached entries that could not be decoded (deleted, read as misses).",
-		func(s readthrough.Stats) uint64 { return s.DecodeErrors })
-	add("uncacheable_total", "Rows loaded that the cache cannot hold exactly (returned, not cached).",
-		func(s readthrough.Stats) uint64 { return s.Uncacheable })
-	add("redis_errors_total", "Redis failures: reads that went to Postgres instead, committed writes whose entry was left to the invalidator, failed write-back writes.",
-		func(s readthrough.Stats) uint64 { return s.Errors })
-	add("invalidations_total", "Rows invalidated through the repository (Invalidate, or after a write).",
-		func(s readthrough.Stats) uint64 { return s.Invalidations })
-	add("writes_total", "Writes through the repository that committed (write-back: that Redis acknowledged).",
-		func(s readthrough.Stats) uint64 { return s.Writes })
-	add("near_hits_total", "Reads answered by the near cache, in process.", func(s readthrough.Stats) uint64 { return s.NearHits })
-	add("near_misses_total", "Reads of a near-cached model that went on to Redis.", func(s readthrough.Stats) uint64 { return s.NearMisses })
-	add("near_evictions_total", "Near-cache entries evicted by the model's bound.", func(s readthrough.Stats) uint64 { return s.NearEvictions })
-	lookup := func(name, help string, value func(readthrough.LookupStats) uint64) {
-		d := desc(name, help, "model", "kind")
-		c.counters = append(c.counters,
-			counter{desc: d, kind: "unique", value: func(s readthrough.Stats) uint64 { return value(s.Unique) }},
-			counter{desc: d, kind: "list", value: func(s readthrough.Stats) uint64 { return value(s.List) }})
+	for _, ctr := range modelstats.LookupCounters() {
+		d := desc("lookup_"+ctr.Name+"_total", ctr.Help, "model", "kind")
+		for _, kind := range modelstats.Kinds() {
+			c.counters = append(c.counters, counter{desc: d, kind: kind,
+				value: func(s readthrough.Stats) uint64 { return ctr.ValueOf(s, kind) }})
+		}
 	}
-	lookup("lookup_hits_total", "Lookups (kind unique: By; list: ListBy) whose entry was cached.",
-		func(s readthrough.LookupStats) uint64 { return s.Hits })
-	lookup("lookup_misses_total", "Lookups that found no entry.", func(s readthrough.LookupStats) uint64 { return s.Misses })
-	lookup("lookup_stale_total", "Lookup entries found stale by the check on read, deleted and filled again.",
-		func(s readthrough.LookupStats) uint64 { return s.Stale })
-	lookup("lookup_over_cap_total", "Lists longer than ListCap, read from Postgres and not cached.",
-		func(s readthrough.LookupStats) uint64 { return s.OverCap })
 	c.nearInval = desc("near_invalidations_total", "Keys Redis reported changed to this process's near cache.")
 	c.nearFlushes = desc("near_flushes_total", "Times the near cache was emptied (tracking lost, or FLUSHDB).")
-	c.pending = desc("writeback_pending",
-		"Entries in the write-back journal the cache's write-back models write to (shared by them): writes not yet applied to Postgres, and applied ones behind an unacknowledged one. Present only when the cache has write-back models.")
+	c.pending = desc("writeback_pending", modelstats.WriteBackPendingHelp)
 	c.scrapeErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "pgcache_cache_scrape_errors_total", ConstLabels: opts.ConstLabels,
 		Help: "Scrapes that could not read the write-back journal's length from Redis (pgcache_cache_writeback_pending was left out).",
@@ -123,7 +94,7 @@ func NewCollector(cache *readthrough.Cache, opts Options) *Collector {
 // Describe sends the descriptions of the metrics Collect sends.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, ctr := range c.counters {
-		if ctr.kind != "list" { // the unique one sent it
+		if ctr.kind != modelstats.KindList { // the unique one sent it
 			ch <- ctr.desc
 		}
 	}

@@ -2,13 +2,11 @@ package pgcacheprom
 
 import (
 	"context"
-	"maps"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgcache/pgcache/extra/internal/modelstats"
 	"github.com/pgcache/pgcache/readthrough"
 )
 
@@ -20,11 +18,7 @@ import (
 // use.
 type Observer struct {
 	read, miss *prometheus.HistogramVec
-
-	// models holds each model's histograms, looked up without locking or allocating
-	// on the hit path; mu serializes adding a model (copy on write).
-	models atomic.Pointer[map[string]*modelObservers]
-	mu     sync.Mutex
+	models     *modelstats.PerModel[*modelObservers]
 }
 
 type modelObservers struct {
@@ -35,15 +29,11 @@ type modelObservers struct {
 // outcomes bounds the values of readthrough.Outcome a read reports.
 const outcomes = int(readthrough.OutcomeError) + 1
 
-// DefaultBuckets are the histograms' buckets when Options.Buckets is empty: 10µs to
-// 1.5s.
-var DefaultBuckets = prometheus.ExponentialBuckets(10e-6, 2.5, 14)
-
 // NewObserver returns an Observer with opts' ConstLabels and Buckets.
 func NewObserver(opts Options) *Observer {
 	buckets := opts.Buckets
 	if len(buckets) == 0 {
-		buckets = DefaultBuckets
+		buckets = modelstats.DefaultBuckets()
 	}
 	o := &Observer{
 		read: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -55,29 +45,14 @@ func NewObserver(opts Options) *Observer {
 			Help: "Time a miss took from the Redis read that missed to the row: the wait for a fill, the database load and the store.",
 		}, []string{"model"}),
 	}
-	o.models.Store(&map[string]*modelObservers{})
+	o.models = modelstats.NewPerModel(func(model string) *modelObservers {
+		m := &modelObservers{miss: o.miss.WithLabelValues(model)}
+		for i := 1; i < outcomes; i++ {
+			m.read[i] = o.read.WithLabelValues(model, readthrough.Outcome(i).String())
+		}
+		return m
+	})
 	return o
-}
-
-// observers returns model's histograms, made on first use.
-func (o *Observer) observers(model string) *modelObservers {
-	if m, ok := (*o.models.Load())[model]; ok {
-		return m
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	old := *o.models.Load()
-	if m, ok := old[model]; ok {
-		return m
-	}
-	m := &modelObservers{miss: o.miss.WithLabelValues(model)}
-	for i := 1; i < outcomes; i++ {
-		m.read[i] = o.read.WithLabelValues(model, readthrough.Outcome(i).String())
-	}
-	models := maps.Clone(old)
-	models[model] = m
-	o.models.Store(&models)
-	return m
 }
 
 // ObserveRead records d in the read histogram (readthrough.Observer).
@@ -85,7 +60,7 @@ func (o *Observer) ObserveRead(_ context.Context, model string, outcome readthro
 	if int(outcome) >= outcomes || outcome == 0 {
 		return
 	}
-	o.observers(model).read[outcome].Observe(d.Seconds())
+	o.models.Get(model).read[outcome].Observe(d.Seconds())
 }
 
 // StartOp times misses for the miss histogram (readthrough.Observer); other ops are
@@ -94,7 +69,7 @@ func (o *Observer) StartOp(ctx context.Context, op readthrough.Op, model string)
 	if op != readthrough.OpMiss {
 		return ctx, noEnd
 	}
-	h, start := o.observers(model).miss, time.Now()
+	h, start := o.models.Get(model).miss, time.Now()
 	return ctx, func(readthrough.Outcome, error) { h.Observe(time.Since(start).Seconds()) }
 }
 

@@ -52,8 +52,9 @@ var ladder = map[string][]string{
 	"integration/observe":     {},
 	// The integrations' module: exporters at the edge, over readthrough's Stats and
 	// Observer.
-	"extra/pgcacheprom": {"readthrough"},
-	"extra/pgcacheotel": {"readthrough"},
+	"extra/internal/modelstats": {"readthrough"},
+	"extra/pgcacheprom":         {"readthrough", "extra/internal/modelstats"},
+	"extra/pgcacheotel":         {"readthrough", "extra/internal/modelstats"},
 	// The commands' module.
 	"cmd/pgcache-worker": {"audit", "keys", "cdc", "internal/store", "invalidator", "writeback", "httpcache/varnish"},
 	"cmd/pgcache-bench":  {"cdc", "httpcache", "httpcache/varnish", "integration", "invalidator", "readthrough", "writepolicy", "writeback"},
