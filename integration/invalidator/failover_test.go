@@ -64,7 +64,7 @@ func TestFailoverLostDeletion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		runWorker(t, ctx, s.worker)
+		fixture.RunWorker(t, ctx, s.worker)
 	}
 
 	// Both rows cached, on the master and on the replica.

@@ -92,21 +92,6 @@ func slotHolds(t *testing.T, admin *gorm.DB, slot string, lsn cdc.LSN) (bool, st
 	return ok && pos <= lsn, pos.String()
 }
 
-// runWorker runs w with ctx until the test ends, and waits until it is ready.
-func runWorker(t *testing.T, ctx context.Context, w *invalidator.Worker) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
-	integration.Eventually(t, "the worker to be ready", w.Ready)
-}
-
 // TestRedisPaused freezes Redis for 10s while rows change. The invalidator cannot
 // delete their keys, so the slot's confirmed position, as Postgres has it, must stay at
 // or before the first of those commits the whole time; once Redis answers again the worker catches up and
@@ -209,7 +194,7 @@ func TestPostgresRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runWorker(t, context.Background(), w)
+	fixture.RunWorker(t, context.Background(), w)
 
 	load, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()

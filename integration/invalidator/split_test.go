@@ -68,7 +68,7 @@ func TestWorkersSplitTables(t *testing.T) {
 		return w
 	}
 	ctx := t.Context()
-	runWorker(t, ctx, worker("ab", "alphas", "betas"))
+	fixture.RunWorker(t, ctx, worker("ab", "alphas", "betas"))
 	gctx, stopGammas := context.WithCancel(ctx)
 	gammaDone := make(chan error, 1)
 	gw := worker("g", "gammas")
@@ -111,7 +111,7 @@ func TestWorkersSplitTables(t *testing.T) {
 	if got := get(t, gammas, 5); got != "v0" {
 		t.Fatalf("gamma 5 read %q with its worker stopped: the control expects the cached v0", got)
 	}
-	runWorker(t, ctx, worker("g", "gammas"))
+	fixture.RunWorker(t, ctx, worker("g", "gammas"))
 	integration.Eventually(t, "the restarted gammas' worker to catch up", func() bool { return get(t, gammas, 5) == "v3" })
 }
 

@@ -65,7 +65,7 @@ func commitBeforeVisible(t *testing.T, srv *integration.Postgres, rd *integratio
 	if err != nil {
 		t.Fatal(err)
 	}
-	runWorker(t, testhooks.WithCDC(context.Background(), hooks), w)
+	fixture.RunWorker(t, testhooks.WithCDC(context.Background(), hooks), w)
 	e.Fill(t, 1)
 
 	// From here every commit waits for a standby that does not exist. Registered after

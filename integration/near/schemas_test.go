@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
 )
@@ -43,16 +44,7 @@ func TestNearSchemas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
-	integration.Eventually(t, "the worker to be ready", w.Ready)
+	fixture.RunWorker(t, t.Context(), w)
 
 	a := register[Seat](t, e.process(t), nearOn)
 	b := register[Seat](t, e.process(t), nearOn)

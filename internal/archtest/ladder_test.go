@@ -37,7 +37,7 @@ var ladder = map[string][]string{
 	// The integration module: the harness, the test support, and the tests against real
 	// servers, whose packages hold only tests (their non-test code imports nothing).
 	"integration":             {},
-	"integration/fixture":     {"cdc", "integration", "readthrough"},
+	"integration/fixture":     {"cdc", "integration", "invalidator", "readthrough"},
 	"integration/cdc":         {},
 	"integration/store":       {},
 	"integration/readthrough": {},
