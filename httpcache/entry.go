@@ -15,13 +15,14 @@ type entry struct {
 	status   int
 	header   http.Header
 	body     []byte
-	stored   int64 // Unix ms
-	deps     []store.Dep
+	stored   int64       // Unix ms
+	deps     []store.Dep // stored by the store beside the entry (store.PutResponse)
 	tags     []string
 }
 
-// entryVersion starts every encoded entry; another value is a miss.
-const entryVersion = 1
+// entryVersion starts every encoded entry; another value is a miss. Version 1 held
+// the dependencies, which the store now keeps.
+const entryVersion = 2
 
 func (e *entry) encode() []byte {
 	n := 64 + len(e.identity) + len(e.body)
@@ -42,11 +43,6 @@ func (e *entry) encode() []byte {
 		for _, v := range e.header[k] {
 			b = field(b, v)
 		}
-	}
-	b = binary.AppendUvarint(b, uint64(len(e.deps)))
-	for _, d := range e.deps {
-		b = field(b, d.Key)
-		b = field(b, d.Epoch)
 	}
 	b = binary.AppendUvarint(b, uint64(len(e.tags)))
 	for _, t := range e.tags {
@@ -122,11 +118,6 @@ func decodeEntry(b []byte) (*entry, error) {
 			vs = append(vs, string(r.bytes()))
 		}
 		e.header[k] = vs
-	}
-	nd := r.count()
-	e.deps = make([]store.Dep, 0, nd)
-	for i := 0; i < nd && r.err == nil; i++ {
-		e.deps = append(e.deps, store.Dep{Key: string(r.bytes()), Epoch: string(r.bytes())})
 	}
 	nt := r.count()
 	e.tags = make([]string, 0, nt)

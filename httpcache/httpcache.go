@@ -273,12 +273,16 @@ const passTTL = 5 * time.Second
 // lookup returns the fresh entry at key for the request identity id, or pass and false
 // for a pass marker.
 func (c *Cache) lookup(ctx context.Context, key string, id []byte, hooks *testhooks.HTTP) (*entry, bool) {
-	b, ok, err := c.st.GetResponse(ctx, key)
+	b, state, err := c.st.GetResponse(ctx, key, hooks != nil && hooks.Unfenced)
 	if err != nil {
 		c.stats.errors.Add(1)
 		return nil, false
 	}
-	if !ok {
+	switch state {
+	case store.ResponseMissing:
+		return nil, false
+	case store.ResponseStale:
+		c.stats.stale.Add(1)
 		return nil, false
 	}
 	if len(b) == 1 && b[0] == 0 {
@@ -287,21 +291,6 @@ func (c *Cache) lookup(ctx context.Context, key string, id []byte, hooks *testho
 	e, err := decodeEntry(b)
 	if err != nil || string(e.identity) != string(id) {
 		// Undecodable, or another request's (a digest collision): never served.
-		return nil, false
-	}
-	if hooks != nil && hooks.Unfenced {
-		return e, true
-	}
-	fresh, err := c.st.CheckDeps(ctx, e.deps)
-	if err != nil {
-		c.stats.errors.Add(1)
-		return nil, false
-	}
-	if !fresh {
-		c.stats.stale.Add(1)
-		if err := c.st.DeleteResponse(ctx, key, b); err != nil {
-			c.stats.errors.Add(1)
-		}
 		return nil, false
 	}
 	return e, true
@@ -362,7 +351,7 @@ func (h *handler) render(w http.ResponseWriter, r *http.Request, key, name strin
 		if recorded {
 			// Not storable because of what the handler answers: requests waiting for
 			// it should not wait for the next render.
-			if err := c.st.PutResponse(ctx, key, passMarker, min(h.rt.ttl, passTTL)); err != nil {
+			if _, err := c.st.PutResponse(ctx, key, nil, passMarker, min(h.rt.ttl, passTTL), true); err != nil {
 				c.stats.errors.Add(1)
 			}
 		}
@@ -370,28 +359,20 @@ func (h *handler) render(w http.ResponseWriter, r *http.Request, key, name strin
 		return
 	}
 	h.complete(e)
-	fresh := true
-	if hooks == nil || !hooks.Unfenced {
-		// A row read changed while rendering: not stored (a hit would refuse it
-		// anyway; this spares the write).
-		var err error
-		if fresh, err = c.st.CheckDeps(ctx, deps); err != nil {
-			c.stats.errors.Add(1)
-			fresh = false
-		} else if !fresh {
-			c.stats.fenced.Add(1)
-			// A row it read changed meanwhile, and the invalidator may have purged
-			// the CDN already: no shared cache may keep this one.
-			e.header.Set("Cache-Control", "no-store")
-			e.header.Del(c.opts.TagHeader)
-		}
-	}
-	if fresh {
-		if err := c.st.PutResponse(ctx, key, e.encode(), h.rt.ttl); err != nil {
-			c.stats.errors.Add(1)
-		} else {
-			c.stats.stored.Add(1)
-		}
+	// Stored only if no row read changed while rendering (a hit would refuse it
+	// anyway; this spares the write).
+	stored, err := c.st.PutResponse(ctx, key, deps, e.encode(), h.rt.ttl, hooks != nil && hooks.Unfenced)
+	switch {
+	case err != nil:
+		c.stats.errors.Add(1)
+	case stored:
+		c.stats.stored.Add(1)
+	default:
+		c.stats.fenced.Add(1)
+		// A row it read changed meanwhile, and the invalidator may have purged the
+		// CDN already: no shared cache may keep this one.
+		e.header.Set("Cache-Control", "no-store")
+		e.header.Del(c.opts.TagHeader)
 	}
 	c.serve(w, r, e, "MISS")
 }

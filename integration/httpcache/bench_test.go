@@ -39,7 +39,7 @@ func BenchmarkResponseUncached(b *testing.B) {
 }
 
 // BenchmarkResponseHit is a cached response: its entry and its dependencies' epochs
-// read in two round trips.
+// read in one round trip (a script checking the epochs; two on a Cluster).
 func BenchmarkResponseHit(b *testing.B) {
 	e := newEnv(b)
 	h := wrap(b, e.cache(b, httpcache.Options{TTL: time.Hour}), httpcache.Route{}, e.api())

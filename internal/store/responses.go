@@ -1,8 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,6 +28,11 @@ import (
 //     are unique), so every CheckDeps after I fails, and the response is not served.
 //
 // A lost or expired dependency key only makes responses that read it render again.
+//
+// A response is stored as its dependencies, in a header of the store's own (see
+// appendDeps), followed by the caller's payload, so that on one server a script reads
+// it and checks its epochs in one round trip (getFreshScript); on a Cluster or Ring,
+// whose dependency keys are on other nodes, the check is a second round trip.
 
 // Dep is a response's dependency: a dependency key and the epoch it held.
 type Dep struct {
@@ -73,14 +81,12 @@ func (s *Store) RegisterDeps(ctx context.Context, names []string, ttl time.Durat
 	return deps, nil
 }
 
-// CheckDeps reports whether every dependency key still holds its epoch, in one round
+// checkDeps reports whether every dependency key still holds its epoch, in one round
 // trip.
-func (s *Store) CheckDeps(ctx context.Context, deps []Dep) (bool, error) {
+func (s *Store) checkDeps(ctx context.Context, deps []Dep) (bool, error) {
 	if len(deps) == 0 {
 		return true, nil
 	}
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
 	names := make([]string, len(deps))
 	for i, d := range deps {
 		names[i] = d.Key
@@ -131,39 +137,197 @@ func (s *Store) getStrings(ctx context.Context, names []string) ([]*string, erro
 	return out, nil
 }
 
-// GetResponse returns the cached response entry at key.
-func (s *Store) GetResponse(ctx context.Context, key string) ([]byte, bool, error) {
+// ResponseState says what GetResponse found.
+type ResponseState uint8
+
+const (
+	ResponseMissing ResponseState = iota // no entry, or one of another format
+	ResponseStale                        // an entry a dependency of which changed: deleted
+	ResponseFresh                        // an entry whose dependencies all hold their epochs
+)
+
+// depsMark begins every stored response (see appendDeps).
+const depsMark = 'D'
+
+// appendDeps appends the dependency header of a stored response to b: "D", the
+// number of dependencies in decimal and a newline, then each key and epoch as their
+// length in decimal, a colon and their bytes. getFreshScript reads it.
+func appendDeps(b []byte, deps []Dep) []byte {
+	b = append(b, depsMark)
+	b = strconv.AppendInt(b, int64(len(deps)), 10)
+	b = append(b, '\n')
+	for _, d := range deps {
+		for _, f := range [2]string{d.Key, d.Epoch} {
+			b = strconv.AppendInt(b, int64(len(f)), 10)
+			b = append(b, ':')
+			b = append(b, f...)
+		}
+	}
+	return b
+}
+
+var errDepsHeader = errors.New("store: stored response without a valid dependency header")
+
+// splitDeps returns the dependencies of a stored response and its payload.
+func splitDeps(b []byte) ([]Dep, []byte, error) {
+	if len(b) == 0 || b[0] != depsMark {
+		return nil, nil, errDepsHeader
+	}
+	nl := bytes.IndexByte(b, '\n')
+	if nl < 0 {
+		return nil, nil, errDepsHeader
+	}
+	n, err := strconv.Atoi(string(b[1:nl]))
+	if err != nil || n < 0 || n > len(b) {
+		return nil, nil, errDepsHeader
+	}
+	b = b[nl+1:]
+	field := func() (string, bool) {
+		c := bytes.IndexByte(b, ':')
+		if c < 0 {
+			return "", false
+		}
+		l, err := strconv.Atoi(string(b[:c]))
+		if err != nil || l < 0 || l > len(b)-c-1 {
+			return "", false
+		}
+		f := string(b[c+1 : c+1+l])
+		b = b[c+1+l:]
+		return f, true
+	}
+	deps := make([]Dep, n)
+	for i := range deps {
+		var ok1, ok2 bool
+		deps[i].Key, ok1 = field()
+		deps[i].Epoch, ok2 = field()
+		if !ok1 || !ok2 {
+			return nil, nil, errDepsHeader
+		}
+	}
+	return deps, b, nil
+}
+
+// getFreshScript returns the response at KEYS[1] when each dependency its header
+// (appendDeps) names still holds its epoch; otherwise it deletes it and returns 0.
+// It reads keys it is not given, so it runs on one server only, never on a Cluster.
+var getFreshScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+if string.sub(v, 1, 1) ~= 'D' then return v end
+local nl = string.find(v, '\n', 2, true)
+if not nl then return v end
+local pos = nl + 1
+local function field()
+  local c = string.find(v, ':', pos, true)
+  if not c then return nil end
+  local l = tonumber(string.sub(v, pos, c - 1))
+  if not l then return nil end
+  pos = c + 1 + l
+  return string.sub(v, c + 1, c + l)
+end
+for _ = 1, tonumber(string.sub(v, 2, nl - 1)) or 0 do
+  local k, e = field(), field()
+  if not k or not e then return v end
+  if redis.call('GET', k) ~= e then
+    redis.call('DEL', KEYS[1])
+    return 0
+  end
+end
+return v
+`)
+
+// GetResponse returns the payload of the response stored at key and what it found:
+// ResponseFresh when every dependency of the response still holds its epoch (checked
+// in the same round trip on one server, in a second one on a Cluster or Ring),
+// ResponseStale when one does not (the entry is then deleted, unless a newer one
+// replaced it meanwhile). With unchecked, the dependencies are not checked (the race
+// tests' control).
+func (s *Store) GetResponse(ctx context.Context, key string, unchecked bool) ([]byte, ResponseState, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	b, err := s.rdb.Get(ctx, key).Bytes()
+	var (
+		b   []byte
+		err error
+	)
+	if s.Sharded() || unchecked {
+		b, err = s.rdb.Get(ctx, key).Bytes()
+	} else {
+		var v any
+		v, err = getFreshScript.Run(ctx, s.rdb, []string{key}).Result()
+		if n, ok := v.(int64); ok && n == 0 {
+			return nil, ResponseStale, nil
+		}
+		str, _ := v.(string)
+		b = []byte(str)
+	}
 	if err == redis.Nil {
-		return nil, false, nil
+		return nil, ResponseMissing, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("store: get response %s: %w", key, err)
+		return nil, ResponseMissing, fmt.Errorf("store: get response %s: %w", key, err)
 	}
-	return b, true, nil
+	deps, payload, err := splitDeps(b)
+	if err != nil {
+		return nil, ResponseMissing, nil // another format (an older version's): a miss
+	}
+	if !s.Sharded() || unchecked {
+		return payload, ResponseFresh, nil // checked by the script
+	}
+	fresh, err := s.checkDeps(ctx, deps)
+	if err != nil {
+		return nil, ResponseMissing, fmt.Errorf("store: get response %s: %w", key, err)
+	}
+	if !fresh {
+		if err := deleteIfScript.Run(ctx, s.rdb, []string{key}, b).Err(); err != nil {
+			return nil, ResponseStale, fmt.Errorf("store: delete stale response %s: %w", key, err)
+		}
+		return nil, ResponseStale, nil
+	}
+	return payload, ResponseFresh, nil
 }
 
-// PutResponse stores a response entry at key for ttl.
-func (s *Store) PutResponse(ctx context.Context, key string, entry []byte, ttl time.Duration) error {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if err := s.rdb.Set(ctx, key, entry, ttl).Err(); err != nil {
-		return fmt.Errorf("store: put response %s: %w", key, err)
-	}
-	return nil
-}
+// putFreshScript stores ARGV[1] at KEYS[1] for ARGV[2] ms when each dependency key
+// ARGV[3], ARGV[5], ... still holds the epoch after it, and returns 1; else 0. Like
+// getFreshScript it runs on one server only.
+var putFreshScript = redis.NewScript(`
+for i = 3, #ARGV, 2 do
+  if redis.call('GET', ARGV[i]) ~= ARGV[i + 1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
 
-// DeleteResponse deletes the response entry at key if it still holds entry (one found
-// stale), leaving a newer one alone.
-func (s *Store) DeleteResponse(ctx context.Context, key string, entry []byte) error {
+// PutResponse stores payload at key for ttl with its dependencies, unless one of them
+// no longer holds its epoch (a row the response shows changed while it was rendered);
+// it reports whether it stored. On one server the check and the store are one script;
+// on a Cluster or Ring the check is a round trip before the store. With unchecked (a
+// response that depends on nothing, or the race tests' control), nothing is checked.
+func (s *Store) PutResponse(ctx context.Context, key string, deps []Dep, payload []byte, ttl time.Duration, unchecked bool) (bool, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	if err := deleteIfScript.Run(ctx, s.rdb, []string{key}, entry).Err(); err != nil {
-		return fmt.Errorf("store: delete response %s: %w", key, err)
+	b := append(appendDeps(make([]byte, 0, 64+len(payload)), deps), payload...)
+	if !s.Sharded() && !unchecked && len(deps) > 0 {
+		args := make([]any, 0, 2+2*len(deps))
+		args = append(args, b, max(ttl, time.Millisecond).Milliseconds())
+		for _, d := range deps {
+			args = append(args, d.Key, d.Epoch)
+		}
+		n, err := putFreshScript.Run(ctx, s.rdb, []string{key}, args...).Int()
+		if err != nil {
+			return false, fmt.Errorf("store: put response %s: %w", key, err)
+		}
+		return n == 1, nil
 	}
-	return nil
+	if !unchecked {
+		fresh, err := s.checkDeps(ctx, deps)
+		if err != nil || !fresh {
+			return false, err
+		}
+	}
+	if err := s.rdb.Set(ctx, key, b, ttl).Err(); err != nil {
+		return false, fmt.Errorf("store: put response %s: %w", key, err)
+	}
+	return true, nil
 }
 
 // TakeResponseLease takes the lease of rendering a response for d, unless another

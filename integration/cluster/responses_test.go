@@ -1,0 +1,134 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/pgcache/pgcache/httpcache"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// Ticket is the row the response test's handler shows.
+type Ticket struct {
+	ID    int64 `gorm:"primaryKey"`
+	Title string
+}
+
+// testResponses: cached HTTP responses on a Redis Cluster, where a response's entry
+// and the dependency keys of the rows it shows are in other slots, on other masters:
+// a response is stored and hit, and once a row it shows is invalidated it is found
+// stale (checked in a second round trip, the script of one server cannot read them)
+// and rendered again with the new row; a render that raced the change is not stored.
+func testResponses(t *testing.T, rdb *redis.ClusterClient) {
+	pg := servers.Postgres(t).NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AutoMigrate(&Ticket{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec(`INSERT INTO tickets SELECT g, 'v0-' || g FROM generate_series(1, 20) g`).Error; err != nil {
+		t.Fatal(err)
+	}
+	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "cl-http", RedisTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := readthrough.Register[Ticket](cache, readthrough.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := httpcache.New(rdb, httpcache.Options{Prefix: "cl-http", RedisTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var change func() // called by the handler between its read and its answer, once
+	h, err := rc.Wrap(httpcache.Route{TTL: time.Hour}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Five rows, so that the dependency keys spread over the masters.
+		var out []Ticket
+		for id := int64(1); id <= 5; id++ {
+			tk, ok, err := repo.Get(r.Context(), id)
+			if err != nil || !ok {
+				http.Error(w, fmt.Sprint(ok, err), http.StatusInternalServerError)
+				return
+			}
+			out = append(out, tk)
+		}
+		if change != nil {
+			change()
+			change = nil
+		}
+		_ = json.NewEncoder(w).Encode(out)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(want string) string {
+		t.Helper()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/tickets", nil))
+		var out []Ticket
+		if err := json.Unmarshal(w.Body.Bytes(), &out); w.Code != http.StatusOK || err != nil || len(out) != 5 {
+			t.Fatalf("GET /tickets: %d %q", w.Code, w.Body)
+		}
+		if out[2].Title != want {
+			t.Fatalf("ticket 3 is %q (%s), want %q", out[2].Title, w.Header().Get("X-Cache"), want)
+		}
+		return w.Header().Get("X-Cache")
+	}
+	update := func(title string) {
+		t.Helper()
+		if err := db.Exec(`UPDATE tickets SET title = ? WHERE id = 3`, title).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.Invalidate(ctx, int64(3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if got := get("v0-3"); got != "MISS" {
+		t.Fatalf("first GET: %s, want MISS", got)
+	}
+	if got := get("v0-3"); got != "HIT" {
+		t.Fatalf("second GET: %s, want HIT", got)
+	}
+	update("v1")
+	if got := get("v1"); got != "MISS" {
+		t.Fatalf("GET after the change: %s, want MISS (the stored response is stale)", got)
+	}
+	if s := rc.Stats(); s.Stale != 1 {
+		t.Fatalf("stats %+v, want one response found stale", s)
+	}
+	// A render during which a row it read changes shows the old row once and is not
+	// stored: the next request renders the new one.
+	change = func() { update("v2") }
+	rc2 := rc.Stats()
+	if err := repo.Invalidate(ctx, int64(1)); err != nil { // drop the stored response
+		t.Fatal(err)
+	}
+	if got := get("v1"); got != "MISS" {
+		t.Fatalf("GET racing the change: %s, want MISS", got)
+	}
+	if s := rc.Stats(); s.Fenced != rc2.Fenced+1 {
+		t.Fatalf("stats %+v, want the racing render fenced", s)
+	}
+	if got := get("v2"); got != "MISS" {
+		t.Fatalf("GET after the racing render: %s, want MISS (it was not stored)", got)
+	}
+	if got := get("v2"); got != "HIT" {
+		t.Fatalf("GET: %s, want HIT", got)
+	}
+}
