@@ -210,6 +210,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	// 5. A write through the library: the API renders the list again at once; Varnish
 	// drops its copy when the worker sees the commit (only the worker purges).
 	fmt.Println("5. GET /authors/1/books through Varnish, then books.Save renames book 2 through the library:")
+	// Varnish caches the list (untilServed ends on a Varnish hit).
 	if _, err := untilServed(front.Varnish+"/authors/1/books", "Sketches", "2nd ed."); err != nil {
 		return err
 	}
