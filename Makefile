@@ -20,8 +20,9 @@ lint:
 images:
 	scripts/build-images.sh
 
-# The benchmark program: one run against the harness, results in bench-results.json and
-# bench-results/*.svg (see docs/BENCHMARKS.md).
+# The benchmark program: one run against the harness, Varnish (the image scripts/env.sh
+# builds) included, results in bench-results.json and bench-results/*.svg (see
+# docs/BENCHMARKS.md). Without Varnish: go run -C cmd ./pgcache-bench -varnish=false.
 bench:
 	eval "$$(scripts/env.sh)" && go run -C cmd ./pgcache-bench -out ../bench-results.json -plots ../bench-results
 

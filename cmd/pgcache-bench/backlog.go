@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -30,6 +31,20 @@ func (r *workerRun) start(ctx context.Context) {
 			r.log.Error("worker", "error", err)
 		}
 	}()
+}
+
+// ready waits until the worker streams (its gap flush done), or ctx ends.
+func (r *workerRun) ready(ctx context.Context) error {
+	for !r.w.Ready() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.done:
+			return errors.New("the invalidation worker stopped before it was ready; its error is logged")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // stop stops the worker and waits for it to return; it does nothing when the worker

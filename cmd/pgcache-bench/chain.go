@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,8 +16,6 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/httpcache"
-	"github.com/pgcache/pgcache/httpcache/varnish"
-	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
 )
@@ -37,9 +35,9 @@ type chain struct {
 }
 
 // startChain starts the chain's API server and worker in front of db and rdb (dbURL
-// for the worker's replication connection) and a Varnish of the harness's. stop ends
-// them all.
-func startChain(ctx context.Context, db *gorm.DB, dbURL string, rdb *redis.Client) (*chain, error) {
+// for the worker's replication connection, log for its errors) and a Varnish of the
+// harness's (startFront). stop ends them all.
+func startChain(ctx context.Context, log *slog.Logger, db *gorm.DB, dbURL string, rdb *redis.Client) (*chain, error) {
 	const prefix = "benchv"
 	rc, err := readthrough.New(db, rdb, readthrough.Options{Prefix: prefix})
 	if err != nil {
@@ -74,40 +72,27 @@ func startChain(ctx context.Context, db *gorm.DB, dbURL string, rdb *redis.Clien
 	if err != nil {
 		return nil, err
 	}
-	srv := httptest.NewServer(api)
-	v, err := integration.StartVarnish(ctx, integration.VarnishOptions{Backend: strings.TrimPrefix(srv.URL, "http://")})
+	f, err := startFront(ctx, api)
 	if err != nil {
-		srv.Close()
-		return nil, err
-	}
-	closeAll := func() { _ = v.Close(context.WithoutCancel(ctx)); srv.Close() }
-	p, err := varnish.NewPurger(varnish.Options{URLs: []string{v.PurgeURL()}})
-	if err != nil {
-		closeAll()
 		return nil, err
 	}
 	w, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
 		Postgres:    dbURL,
 		Stream:      cdc.Options{Slot: "pgcache_bench_varnish", Publication: "pgcache_bench_varnish", Tables: []string{"widgets"}, StatusInterval: time.Second},
-		Invalidator: invalidator.Options{Prefix: prefix, Purger: p},
+		Invalidator: invalidator.Options{Prefix: prefix, Purger: f.purger},
 	})
 	if err != nil {
-		closeAll()
+		f.close()
 		return nil, err
 	}
-	wctx, stopWorker := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = w.Run(wctx) })
-	stop := func() { stopWorker(); wg.Wait(); closeAll() }
-	for !w.Ready() {
-		select {
-		case <-ctx.Done():
-			stop()
-			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+	wr := &workerRun{w: w, log: log}
+	wr.start(ctx)
+	stop := func() { wr.stop(); f.close() }
+	if err := wr.ready(ctx); err != nil {
+		stop()
+		return nil, err
 	}
-	return &chain{db: db, api: api, uncached: uncached, varnish: v.URL(), stop: stop}, nil
+	return &chain{db: db, api: api, uncached: uncached, varnish: f.url, stop: stop}, nil
 }
 
 func widgetBody(id int64, stock int) []byte { return fmt.Appendf(nil, "widget %d stock %d", id, stock) }
@@ -184,10 +169,10 @@ func (c *chain) httpFigures(ctx context.Context, id int64, n int) (hit, uncached
 	return hit, uncached, notModified, nil
 }
 
-// chainBench fills the -varnish results of the whole chain.
+// chainBench fills the results of the whole chain (off with -varnish=false).
 func (b *bench) chainBench(ctx context.Context, r *results) error {
 	b.log.Info("varnish end to end: commit → new body served")
-	c, err := startChain(ctx, b.db, b.dbURL, b.rdb)
+	c, err := startChain(ctx, b.log, b.db, b.dbURL, b.rdb)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 	"github.com/pgcache/pgcache/integration"
 )
 
-// TestChainCommitToServed: the -varnish end-to-end measurement against real Postgres,
+// TestChainCommitToServed: the end-to-end Varnish measurement against real Postgres,
 // Redis and Varnish: every raw UPDATE ends with Varnish serving the row's new body
 // through the middleware and the worker's purger (commitToServed fails when one never
 // is), and the in-process HTTP figures come back (hits really hits, 304s really 304s).
@@ -31,7 +32,7 @@ func TestChainCommitToServed(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := startChain(ctx, db, pg.RoleURL, rdb)
+	c, err := startChain(ctx, slog.Default(), db, pg.RoleURL, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}

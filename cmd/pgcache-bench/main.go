@@ -1,9 +1,12 @@
 // Command pgcache-bench measures the cache against its baselines in one run, on servers
 // started through the test harness (or named by PGCACHE_POSTGRES_URL and
-// PGCACHE_REDIS_ADDR), and writes bench-results.json and SVG plots.
+// PGCACHE_REDIS_ADDR), and writes bench-results.json and SVG plots. The HTTP edge
+// (httpcache, and a Varnish container in front of it) is measured too unless
+// -varnish=false.
 //
 //	make bench                    (a short run, under five minutes)
 //	go run -C cmd ./pgcache-bench -duration 10s
+//	go run -C cmd ./pgcache-bench -varnish=false
 //
 // Every figure is measured in the same run as its baseline (a raw go-redis GET of the
 // same bytes, an uncached GORM First), so ratios compare like with like.
@@ -26,7 +29,7 @@ func main() {
 	flag.StringVar(&opts.out, "out", "bench-results.json", "where to write the results")
 	flag.StringVar(&opts.plots, "plots", "bench-results", "directory for the SVG plots")
 	flag.IntVar(&opts.commitRate, "commit-rate", 1000, "commits per second for the invalidation-lag measurement")
-	flag.BoolVar(&opts.varnish, "varnish", false, "also measure purge latency through a Varnish container (deploy/varnish/pgcache.vcl)")
+	flag.BoolVar(&opts.varnish, "varnish", true, "measure the HTTP response cache and Varnish in front of it (a Varnish container with deploy/varnish/pgcache.vcl); -varnish=false skips them")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 

@@ -92,12 +92,8 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	wr := &workerRun{w: w, log: log}
 	wr.start(ctx)
 	defer wr.stop()
-	for !w.Ready() {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+	if err := wr.ready(ctx); err != nil {
+		return nil, err
 	}
 
 	r := &results{Reached: b.reached, Machine: fmt.Sprintf("%d CPUs, %s/%s, %s; postgres %s, redis %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(),

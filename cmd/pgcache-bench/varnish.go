@@ -20,20 +20,45 @@ import (
 // varnishPurges is how many purges the Varnish section times.
 const varnishPurges = 300
 
-// varnishBench measures, with a Varnish of the harness's (deploy/varnish/pgcache.vcl)
-// in front of a plain Go backend, how long after a purge by tag is sent Varnish serves
-// the backend's new body: purger.Purge, then GETs until the new body comes back.
+// front is an HTTP server of the benchmark's with a Varnish of the harness's in front
+// (deploy/varnish/pgcache.vcl, a container in the host's network) and a purger of
+// that Varnish: the setup both Varnish measurements share.
+type front struct {
+	url    string // Varnish's base URL
+	purger *varnish.Purger
+	close  func()
+}
+
+// startFront serves h on a loopback port and starts a Varnish in front of it. close
+// stops both.
+func startFront(ctx context.Context, h http.Handler) (*front, error) {
+	srv := httptest.NewServer(h)
+	v, err := integration.StartVarnish(ctx, integration.VarnishOptions{Backend: strings.TrimPrefix(srv.URL, "http://")})
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	closeAll := func() { _ = v.Close(context.WithoutCancel(ctx)); srv.Close() }
+	p, err := varnish.NewPurger(varnish.Options{URLs: []string{v.PurgeURL()}})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	return &front{url: v.URL(), purger: p, close: closeAll}, nil
+}
+
+// varnishBench measures, with a Varnish in front of a plain Go backend, how long after
+// a purge by tag is sent Varnish serves the backend's new body: purger.Purge, then GETs
+// until the new body comes back.
 func (b *bench) varnishBench(ctx context.Context, r *results) error {
 	b.log.Info("varnish purge latency")
 	origin := &versioned{version: map[string]int{}}
-	srv := httptest.NewServer(origin)
-	defer srv.Close()
-	v, err := integration.StartVarnish(ctx, integration.VarnishOptions{Backend: strings.TrimPrefix(srv.URL, "http://")})
+	f, err := startFront(ctx, origin)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = v.Close(context.WithoutCancel(ctx)) }()
-	lat, err := purgeLatencies(ctx, origin, v.URL(), v.PurgeURL(), varnishPurges)
+	defer f.close()
+	lat, err := purgeLatencies(ctx, origin, f.url, f.purger, varnishPurges)
 	if err != nil {
 		return err
 	}
@@ -43,13 +68,9 @@ func (b *bench) varnishBench(ctx context.Context, r *results) error {
 }
 
 // purgeLatencies caches n objects of origin in the Varnish at url in turn, makes the
-// backend answer each one's next version, purges its tag through a varnish.Purger at
-// purgeURL and times the purge → the new body served. The latencies come back sorted.
-func purgeLatencies(ctx context.Context, origin *versioned, url, purgeURL string, n int) ([]time.Duration, error) {
-	p, err := varnish.NewPurger(varnish.Options{URLs: []string{purgeURL}})
-	if err != nil {
-		return nil, err
-	}
+// backend answer each one's next version, purges its tag through p and times the
+// purge → the new body served. The latencies come back sorted.
+func purgeLatencies(ctx context.Context, origin *versioned, url string, p *varnish.Purger, n int) ([]time.Duration, error) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	lat := make([]time.Duration, 0, n)
 	for i := range n {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgcache/pgcache/httpcache/varnish"
 	"github.com/pgcache/pgcache/integration"
 )
 
@@ -21,7 +22,11 @@ func TestPurgeLatencies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const n = 20
-	lat, err := purgeLatencies(ctx, origin, v.URL(), v.PurgeURL(), n)
+	p, err := varnish.NewPurger(varnish.Options{URLs: []string{v.PurgeURL()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lat, err := purgeLatencies(ctx, origin, v.URL(), p, n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,22 @@
-// HTTP API: JSON responses cached in Redis by package httpcache, dropped when a row
-// they show changes, whoever changes it.
+// HTTP API behind Varnish: JSON responses cached by package httpcache in Redis and by a
+// Varnish in front, both dropped when a row they show changes, whoever changes it.
 //
 //	eval "$(scripts/env.sh)" && go run -C examples ./http-api
 //
-// A small API over authors and their books runs on a local port, with the response
-// cache in front and the invalidation worker in-process. The program asks it for an
-// author twice (a miss, then a hit, with the CDN headers), conditionally (304 Not
-// Modified), changes the author with raw SQL outside the library (the next responses
-// show the change once the worker saw the commit: never the old name after that), and
-// changes a book through the library (the next response shows it at once).
+// A small API over authors and their books runs behind the response cache's middleware,
+// with a Varnish in front of it (deploy/varnish/pgcache.vcl, in a container started
+// through the test harness) and the invalidation worker in-process, purging Varnish by
+// tag (package httpcache/varnish) when rows change:
+//
+//	client → Varnish → httpcache middleware → handler → repositories → Redis / Postgres
+//	                ↖ PURGE xkey-purge: pgc-…  ← worker ← Postgres logical replication
+//
+// The program asks the API itself for an author (the headers Varnish relies on), asks
+// Varnish twice (a miss, then a hit the API never sees), conditionally (304 Not
+// Modified from Varnish), changes the author with raw SQL outside the library (Varnish
+// serves the change once the worker purged it: never the old name after that), and
+// changes a book through the library (the API renders it at once, Varnish once the
+// worker has seen the commit).
 package main
 
 import (
@@ -18,12 +26,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,6 +41,7 @@ import (
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/examples/internal/demo"
 	"github.com/pgcache/pgcache/httpcache"
+	"github.com/pgcache/pgcache/httpcache/varnish"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/readthrough"
 )
@@ -57,27 +65,6 @@ func main() {
 		log.Error("http-api failed", "error", err)
 		os.Exit(1)
 	}
-}
-
-// purges prints the tags the worker purges (a CDN's purge API would get them).
-type purges struct {
-	mu   sync.Mutex
-	tags map[string]bool
-}
-
-func (p *purges) Purge(_ context.Context, tags []string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, t := range tags {
-		p.tags[t] = true
-	}
-	return nil
-}
-
-func (p *purges) has(tag string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.tags[tag]
 }
 
 func run(ctx context.Context, log *slog.Logger) error {
@@ -118,18 +105,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	p := &purges{tags: map[string]bool{}}
-	stopWorker, err := demo.StartWorker(ctx, log, rdb, invalidator.WorkerOptions{
-		Postgres:    pgURL,
-		Stream:      cdc.Options{Slot: "httpapi", Publication: "httpapi", Tables: []string{"authors", "books"}, StatusInterval: time.Second},
-		Invalidator: invalidator.Options{Prefix: "httpapi", Purger: p},
-	})
-	if err != nil {
-		return err
-	}
-	defer stopWorker()
 
-	responses, err := httpcache.New(rdb, httpcache.Options{Prefix: "httpapi", TTL: time.Hour, RedisTimeout: time.Second, Logger: log})
+	// The response cache tags each response with its rows in the header Varnish's xkey
+	// module reads; Varnish keeps them with the object and strips them from its answers.
+	responses, err := httpcache.New(rdb, httpcache.Options{Prefix: "httpapi", TagHeader: "xkey", TTL: time.Hour, RedisTimeout: time.Second, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -137,104 +116,155 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var reached atomic.Int64 // requests that reached the API: Varnish answers the others
+	front, stopFront, err := demo.Varnish(ctx, log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		api.ServeHTTP(w, r)
+	}))
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // the program ends
-	base := "http://" + ln.Addr().String()
+	defer stopFront()
 
-	// 1. A miss, then a hit.
-	fmt.Println("1. GET /authors/1 twice:")
-	first, err := fetch(base+"/authors/1", "")
+	// The worker purges Varnish by tag once it has deleted the changed rows' keys.
+	purger, err := varnish.NewPurger(varnish.Options{URLs: []string{front.Purge}, Logger: log})
 	if err != nil {
 		return err
 	}
-	second, err := fetch(base+"/authors/1", "")
+	stopWorker, err := demo.StartWorker(ctx, log, rdb, invalidator.WorkerOptions{
+		Postgres:    pgURL,
+		Stream:      cdc.Options{Slot: "httpapi", Publication: "httpapi", Tables: []string{"authors", "books"}, StatusInterval: time.Second},
+		Invalidator: invalidator.Options{Prefix: "httpapi", Purger: purger},
+	})
 	if err != nil {
 		return err
 	}
-	if first.cache != "MISS" || second.cache != "HIT" || second.body != first.body {
-		return fmt.Errorf("want a miss then a hit with one body, got %s %q, %s %q", first.cache, first.body, second.cache, second.body)
-	}
-	fmt.Printf("   %s then %s: %s", first.cache, second.cache, second.body)
-	fmt.Printf("   ETag: %s\n   Cache-Control: %s\n   Surrogate-Key: %s\n\n", second.etag, second.header.Get("Cache-Control"), second.header.Get("Surrogate-Key"))
+	defer stopWorker()
 
-	// 2. Conditional GET.
-	cond, err := fetch(base+"/authors/1", second.etag)
+	// 1. The API itself, asked as Varnish will ask it (Varnish passes on the client's
+	// Host, part of the response cache's key): the headers a CDN or Varnish relies on.
+	varnishHost := strings.TrimPrefix(front.Varnish, "http://")
+	fmt.Println("1. GET /authors/1 from the API itself, as Varnish will ask it:")
+	direct, err := fetch(front.Backend+"/authors/1", "Host", varnishHost)
 	if err != nil {
 		return err
 	}
-	if cond.status != http.StatusNotModified || cond.body != "" {
-		return fmt.Errorf("If-None-Match: %d %q", cond.status, cond.body)
+	cc, tags := direct.header.Get("Cache-Control"), direct.header.Get("Xkey")
+	if direct.status != http.StatusOK || !strings.Contains(cc, "s-maxage=") || !strings.Contains(tags, "pgc-") || direct.etag == "" {
+		return fmt.Errorf("the API answered %d with Cache-Control %q, xkey %q, ETag %q: want 200, s-maxage, the row's pgc- tag and an ETag",
+			direct.status, cc, tags, direct.etag)
 	}
-	fmt.Printf("2. GET /authors/1 with If-None-Match: %s: %d Not Modified, no body, nothing rendered\n\n", second.etag, cond.status)
+	fmt.Printf("   %d %s (%s: rendered, stored in Redis)\n   Cache-Control: %s\n   xkey: %s\n   ETag: %s\n\n",
+		direct.status, strings.TrimSpace(direct.body), direct.cache, cc, tags, direct.etag)
 
-	// 3. Raw SQL, outside the library: the worker drops the response (and purges its tags).
-	fmt.Println("3. Raw SQL renames author 1 to Augusta, outside the library.")
+	// 2. Through Varnish: a miss (Varnish fetches from the API, which answers from
+	// Redis without rendering), then a hit the API never sees.
+	fmt.Println("2. GET /authors/1 through Varnish twice:")
+	renders := responses.Stats().Renders
+	first, err := fetch(front.Varnish + "/authors/1")
+	if err != nil {
+		return err
+	}
+	before := reached.Load()
+	second, err := fetch(front.Varnish + "/authors/1")
+	if err != nil {
+		return err
+	}
+	if first.cache != "MISS" || second.cache != "HIT" || second.body != direct.body || reached.Load() != before {
+		return fmt.Errorf("want a Varnish miss then a hit the API does not see, with one body: got %s %q, %s %q; the API saw %d requests more",
+			first.cache, first.body, second.cache, second.body, reached.Load()-before)
+	}
+	if n := responses.Stats().Renders - renders; n != 0 {
+		return fmt.Errorf("the handler rendered %d times for Varnish's miss: want it answered from Redis (step 1 stored it)", n)
+	}
+	if second.header.Get("Age") == "" || len(strings.Fields(second.header.Get("X-Varnish"))) != 2 || second.etag != direct.etag || second.header.Get("Xkey") != "" {
+		return fmt.Errorf("the hit from Varnish: Age %q, X-Varnish %q (want two transaction ids), ETag %q (want the API's %q), xkey %q (want none)",
+			second.header.Get("Age"), second.header.Get("X-Varnish"), second.etag, direct.etag, second.header.Get("Xkey"))
+	}
+	fmt.Printf("   %s (the API answered from Redis, nothing rendered) then %s (Age: %s, X-Varnish: %s); the API did not see the second request\n\n",
+		first.cache, second.cache, second.header.Get("Age"), second.header.Get("X-Varnish"))
+
+	// 3. Conditional GET: Varnish answers it from its copy.
+	before = reached.Load()
+	cond, err := fetch(front.Varnish+"/authors/1", "If-None-Match", second.etag)
+	if err != nil {
+		return err
+	}
+	if cond.status != http.StatusNotModified || cond.body != "" || reached.Load() != before {
+		return fmt.Errorf("If-None-Match through Varnish: %d %q, the API saw %d requests: want 304 from Varnish", cond.status, cond.body, reached.Load()-before)
+	}
+	fmt.Printf("3. GET /authors/1 through Varnish with If-None-Match: %s: %d Not Modified (%s), no body\n\n", second.etag, cond.status, cond.cache)
+
+	// 4. Raw SQL, outside the library: the worker drops the cached response in Redis,
+	// then purges its tags in Varnish.
+	fmt.Println("4. Raw SQL renames author 1 to Augusta, outside the library.")
 	if err := db.Exec(`UPDATE authors SET name = 'Augusta' WHERE id = 1`).Error; err != nil {
 		return err
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	var fresh response
-	for {
-		if fresh, err = fetch(base+"/authors/1", ""); err != nil {
-			return err
-		}
-		if strings.Contains(fresh.body, "Augusta") {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("author 1 still %q after 20s", fresh.body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	again, err := fetch(base+"/authors/1", "")
+	fresh, err := untilServed(front.Varnish+"/authors/1", "Augusta", "Ada")
 	if err != nil {
 		return err
 	}
-	if !strings.Contains(again.body, "Augusta") || again.cache != "HIT" {
-		return fmt.Errorf("after the change: %s %q", again.cache, again.body)
-	}
-	// The old response's tags: the row's ("pgc-…") and the table's ("pgct-…", purged
-	// only when the whole table is invalidated, as at the worker's first start).
-	rowTag := ""
-	for _, t := range strings.Fields(second.header.Get("Surrogate-Key")) {
-		if strings.HasPrefix(t, "pgc-") {
-			rowTag = t
-		}
-	}
-	// The worker purges after it deleted the row's keys in Redis, before it confirms
-	// the commit: the tag may come a moment after the fresh response.
-	for !p.has(rowTag) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the worker did not purge the row's tag %q", rowTag)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	fmt.Printf("   the API answers %s (%s), then %s from the cache; the worker purged the row's tag %s\n\n",
-		strings.TrimSpace(fresh.body), fresh.cache, again.cache, rowTag)
+	fmt.Printf("   Varnish serves %s after the worker's purge, then from its cache (%s)\n\n", strings.TrimSpace(fresh.body), fresh.cache)
 
-	// 4. A write through the library: the response that showed the row is gone at once.
-	fmt.Println("4. GET /authors/1/books, then books.Save renames book 2 through the library:")
-	if _, err := fetch(base+"/authors/1/books", ""); err != nil {
+	// 5. A write through the library: the API renders the list again at once; Varnish
+	// drops its copy when the worker sees the commit (only the worker purges).
+	fmt.Println("5. GET /authors/1/books through Varnish, then books.Save renames book 2 through the library:")
+	// Varnish caches the list (untilServed ends on a Varnish hit).
+	if _, err := untilServed(front.Varnish+"/authors/1/books", "Sketches", "2nd ed."); err != nil {
 		return err
 	}
 	if err := books.Save(ctx, &Book{ID: 2, AuthorID: 1, Title: "Sketches, 2nd ed."}); err != nil {
 		return err
 	}
-	list, err := fetch(base+"/authors/1/books", "")
+	list, err := fetch(front.Backend+"/authors/1/books", "Host", varnishHost)
 	if err != nil {
 		return err
 	}
 	if !strings.Contains(list.body, "2nd ed.") || list.cache != "MISS" {
-		return fmt.Errorf("after Save: %s %q", list.cache, list.body)
+		return fmt.Errorf("the API after Save: %s %q, want a render showing the new title", list.cache, list.body)
 	}
-	fmt.Printf("   the next GET renders again (%s) and shows %q at once\n\n", list.cache, "Sketches, 2nd ed.")
-	fmt.Printf("Stats: %+v\n", responses.Stats())
+	fmt.Printf("   the API renders again (%s) and shows %q at once\n", list.cache, "Sketches, 2nd ed.")
+	if list, err = untilServed(front.Varnish+"/authors/1/books", "2nd ed.", "Sketches\""); err != nil {
+		return err
+	}
+	fmt.Printf("   Varnish serves it after the worker's purge, then from its cache (%s)\n\n", list.cache)
+
+	fmt.Printf("Requests that reached the API: %d\nResponse cache: %+v\n", reached.Load(), responses.Stats())
 	return nil
+}
+
+// untilServed GETs url until the body contains want, for at most 30 s, then a few
+// times more: once a cache served the change it must never serve old again, and the
+// last answer must be a Varnish hit. It returns that last answer.
+func untilServed(url, want, old string) (response, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	var r response
+	var err error
+	for {
+		if r, err = fetch(url); err != nil {
+			return r, err
+		}
+		if r.status == http.StatusOK && strings.Contains(r.body, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("%s still answers %d %q 30 s after the change: was the purge lost? (the worker logs purge failures)", url, r.status, r.body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for range 3 {
+		if r, err = fetch(url); err != nil {
+			return r, err
+		}
+		if !strings.Contains(r.body, want) || strings.Contains(r.body, old) {
+			return r, fmt.Errorf("%s served %q after it had served %q", url, r.body, want)
+		}
+	}
+	if r.cache != "HIT" {
+		return r, fmt.Errorf("%s: Varnish did not cache the new response: X-Cache %q", url, r.cache)
+	}
+	return r, nil
 }
 
 // handler is the API: GET /authors/{id} and GET /authors/{id}/books. It reads through
@@ -286,14 +316,18 @@ type response struct {
 	header      http.Header
 }
 
-// fetch GETs url, with If-None-Match when etag is not empty.
-func fetch(url, etag string) (response, error) {
+// fetch GETs url with the request headers given as name, value pairs.
+func fetch(url string, header ...string) (response, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return response{}, err
 	}
-	if etag != "" {
-		req.Header.Set("If-None-Match", etag)
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+		} else {
+			req.Header.Set(header[i], header[i+1])
+		}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

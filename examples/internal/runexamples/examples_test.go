@@ -83,12 +83,17 @@ var examples = []example{
 	}},
 	{"cluster", []string{"300 items cached across 3 masters"}},
 	{"http-api", []string{
-		"1. GET /authors/1 twice:",
-		"MISS then HIT",
-		"2. GET /authors/1 with If-None-Match",
-		"304 Not Modified, no body, nothing rendered",
-		`the API answers {"id":1,"name":"Augusta"} (MISS), then HIT from the cache; the worker purged the row's tag pgc-`,
-		`the next GET renders again (MISS) and shows "Sketches, 2nd ed." at once`,
+		"1. GET /authors/1 from the API itself, as Varnish will ask it:",
+		"(MISS: rendered, stored in Redis)",
+		"Cache-Control: public, max-age=0, s-maxage=600, stale-while-revalidate=60",
+		"xkey: pgc-",
+		"2. GET /authors/1 through Varnish twice:",
+		"MISS (the API answered from Redis, nothing rendered) then HIT (Age: ",
+		"the API did not see the second request",
+		"304 Not Modified (HIT), no body",
+		`Varnish serves {"id":1,"name":"Augusta"} after the worker's purge, then from its cache (HIT)`,
+		`the API renders again (MISS) and shows "Sketches, 2nd ed." at once`,
+		"Varnish serves it after the worker's purge, then from its cache (HIT)",
 	}},
 	{"metrics", []string{
 		`pgcache_cache_hits_total{model="Product"} 4`,
@@ -152,6 +157,12 @@ func TestExamples(t *testing.T) {
 		// go build) slow Redis beyond the read timeout, and reads fall back to Postgres.
 		t.Run(ex.name, func(t *testing.T) {
 			env := []string{"PGCACHE_POSTGRES_URL=" + pg.NewDatabase(t).RoleURL}
+			if ex.name == "http-api" && os.Getenv("PGCACHE_VARNISH_URL") == "" {
+				// It starts a Varnish container of its own.
+				if err := integration.DockerAvailable(t.Context()); err != nil {
+					t.Skipf("needs Docker for its Varnish container, or PGCACHE_VARNISH_URL: %v", err)
+				}
+			}
 			if ex.name == "cluster" {
 				// Write-back aside, the examples take a single Redis; this one a cluster.
 				if cluster == nil {
