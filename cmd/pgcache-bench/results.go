@@ -144,7 +144,7 @@ func (r *results) print(w io.Writer) {
 	row("Varnish purge p99 (ms)", opt(r.VarnishPurgeP99ms), "")
 	row("Varnish commit → served p50 (ms)", opt(r.VarnishCommitToServedP50ms), "UPDATE committed → Varnish serving the new body, middleware + worker purger")
 	row("Varnish commit → served p99 (ms)", opt(r.VarnishCommitToServedP99ms), "")
-	row("HTTP cache hit p50 (µs)", opt(r.HTTPHitP50us), "in process, httpcache serving from Redis (2 round trips)")
+	row("HTTP cache hit p50 (µs)", opt(r.HTTPHitP50us), "in process, httpcache serving from Redis (1 round trip)")
 	row("HTTP uncached p50 (µs)", opt(r.HTTPUncachedP50us), "the same handler without httpcache (1 read-through hit)")
 	row("HTTP 304 p50 (µs)", opt(r.HTTP304P50us), "If-None-Match answered by httpcache")
 }
