@@ -1,0 +1,315 @@
+package httpcache_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+
+	"github.com/pgcache/pgcache/httpcache"
+	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
+	"github.com/pgcache/pgcache/invalidator"
+	"github.com/pgcache/pgcache/keys"
+	"github.com/pgcache/pgcache/readthrough"
+)
+
+// The response cache on the schemas real teams have, each table cached by an API and
+// changed by raw SQL while the worker runs. For every change, each response that read
+// a changed row (or lookup entry) is first served from Redis, then no longer once the
+// worker has seen the commit, the next one rendering the new data; and the tags the
+// change has the worker purge, among those the response was sent with, are exactly the
+// ones of what changed: a CDN holding the response drops it, whatever the spelling of
+// the key the handler was asked for and the text Postgres prints the key in.
+
+// tagHeader is the header the schema tests read tags from.
+const tagHeader = "Surrogate-Key"
+
+// schemaEnv is a database whose tables an API caches through readthrough and httpcache,
+// and whose changes a worker, with a recording purger, invalidates.
+type schemaEnv struct {
+	pg     *integration.Database
+	url    string // the role's, with the test's connection options
+	db     *gorm.DB
+	rdb    *redis.Client
+	prefix string
+	cache  *readthrough.Cache
+	purger *recordingPurger
+	mux    *http.ServeMux
+}
+
+// newSchemaEnv creates a database, runs ddl in it over a connection with the given
+// server options (e.g. a search_path), which the repositories and the worker use too.
+func newSchemaEnv(t *testing.T, connOptions string, ddl ...string) *schemaEnv {
+	t.Helper()
+	pg := servers.Postgres(t).NewDatabase(t)
+	rd := servers.Redis(t)
+	e := &schemaEnv{pg: pg, url: pg.RoleURL, rdb: rd.Client(t), prefix: rd.Prefix(t), purger: &recordingPurger{}, mux: http.NewServeMux()}
+	if connOptions != "" {
+		e.url = fixture.WithOptions(t, pg.RoleURL, connOptions)
+	}
+	e.db = fixture.Open(t, e.url)
+	for _, sql := range ddl {
+		if err := e.db.Exec(sql).Error; err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	var err error
+	if e.cache, err = readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func registerIn[T any](t *testing.T, e *schemaEnv, opts readthrough.ModelOptions) *readthrough.Repository[T] {
+	t.Helper()
+	r, err := readthrough.Register[T](e.cache, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// start runs the worker of the tables, telling its purges to e.purger, and returns the
+// API (e.mux) under a response cache that sends tags in tagHeader.
+func (e *schemaEnv) start(t *testing.T, tables ...string) http.Handler {
+	t.Helper()
+	runWorker(t, e.rdb, e.url, "s_"+e.pg.Name, tables, invalidator.Options{Prefix: e.prefix, Purger: e.purger})
+	c, err := httpcache.New(e.rdb, httpcache.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second, TagHeader: tagHeader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wrap(t, c, httpcache.Route{SMaxAge: time.Minute}, e.mux)
+}
+
+// one answers with the row get returns as JSON, or 404.
+func one[T any](get func(r *http.Request) (T, bool, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, ok, err := get(r)
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		case !ok:
+			http.NotFound(w, r)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(v)
+		}
+	}
+}
+
+// many answers with the rows get returns as JSON.
+func many[T any](get func(r *http.Request) ([]T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := get(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+func pathID(r *http.Request) int64 {
+	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	return id
+}
+
+// cached GETs target until a response is served from Redis, and returns the tags it
+// was sent with, sorted.
+func cached(t *testing.T, h http.Handler, target string) []string {
+	t.Helper()
+	var tags []string
+	integration.Eventually(t, "GET "+target+" to be served from Redis", func() bool {
+		w := get(bg, h, target)
+		if w.Code >= 500 {
+			t.Fatalf("GET %s: %d %s", target, w.Code, w.Body)
+		}
+		tags = strings.Fields(w.Header().Get(tagHeader))
+		return w.Header().Get("X-Cache") == "HIT"
+	})
+	if len(tags) == 0 {
+		t.Fatalf("GET %s: a hit without tags", target)
+	}
+	slices.Sort(tags)
+	return tags
+}
+
+// rowTags returns the tags among tags that name rows and lookup entries (not tables).
+func rowTags(tags []string) []string {
+	return slices.DeleteFunc(slices.Clone(tags), func(tag string) bool { return strings.HasPrefix(tag, "pgct-") })
+}
+
+// rowTag returns the one row tag of a response that shows one row (or its absence).
+func rowTag(t *testing.T, h http.Handler, target string) string {
+	t.Helper()
+	rt := rowTags(cached(t, h, target))
+	if len(rt) != 1 {
+		t.Fatalf("GET %s: row tags %q, want one", target, rt)
+	}
+	return rt[0]
+}
+
+// without returns tags less those of drop.
+func without(tags []string, drop ...string) []string {
+	return slices.DeleteFunc(slices.Clone(tags), func(tag string) bool { return slices.Contains(drop, tag) })
+}
+
+// view is a response followed across a change: target, served from Redis before with
+// tags; what it must show once the worker saw the change; and which of its tags the
+// change must have the worker purge (the others must not be).
+type view struct {
+	target string
+	tags   []string
+	after  expect
+	purged []string
+}
+
+// expect is what a response must be: check, described by what.
+type expect struct {
+	check func(*httptest.ResponseRecorder) bool
+	what  string
+}
+
+func shows(want string) expect {
+	return expect{func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && strings.Contains(w.Body.String(), want) },
+		fmt.Sprintf("200 with %q", want)}
+}
+
+func lacks(unwanted string) expect {
+	return expect{func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && !strings.Contains(w.Body.String(), unwanted) },
+		fmt.Sprintf("200 without %q", unwanted)}
+}
+
+var gone = expect{func(w *httptest.ResponseRecorder) bool { return w.Code == http.StatusNotFound }, "404"}
+
+// see is the view of target, served from Redis before the change with tags, which must
+// come to answer after, and whose tags purged (and no others) the change must purge.
+func see(target string, tags []string, after expect, purged ...string) view {
+	return view{target: target, tags: tags, after: after, purged: purged}
+}
+
+// change runs sql (raw SQL, which only the worker sees), then checks every view: it is
+// no longer served once the worker saw the commit, and the next response, rendered,
+// shows the new data; among the tags it was sent with, the worker purged exactly
+// v.purged.
+func (e *schemaEnv) change(t *testing.T, h http.Handler, sql string, views ...view) {
+	t.Helper()
+	mark := e.purger.mark()
+	if err := e.db.Exec(sql).Error; err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	for _, v := range views {
+		var w *httptest.ResponseRecorder
+		integration.Eventually(t, fmt.Sprintf("after %s: GET %s to answer %s", sql, v.target, v.after.what), func() bool {
+			w = get(bg, h, v.target)
+			return v.after.check(w)
+		})
+		// The one before showed the old data: this one was rendered.
+		if x := w.Header().Get("X-Cache"); x == "HIT" {
+			t.Errorf("after %s: GET %s: the new data served as a %s", sql, v.target, x)
+		}
+	}
+	for _, v := range views {
+		want := slices.Sorted(slices.Values(v.purged))
+		var got []string
+		integration.Eventually(t, fmt.Sprintf("after %s: the tags %q of GET %s to be purged", sql, want, v.target), func() bool {
+			told := e.purger.since(mark)
+			got = slices.DeleteFunc(slices.Clone(v.tags), func(tag string) bool { return !slices.Contains(told, tag) })
+			return len(got) >= len(want)
+		})
+		if !slices.Equal(got, want) {
+			t.Errorf("after %s: of the tags %q GET %s was sent with, the worker purged %q, want %q (purged: %q)",
+				sql, v.tags, v.target, got, want, e.purger.since(mark))
+		}
+	}
+}
+
+// Seat has a composite key of a uuid, a char(4) and a numeric, in schema app: the table
+// declares its columns (label, section, code, hall) and its primary key (hall, code,
+// section), the struct its fields in a third order.
+type Seat struct {
+	Code    string `gorm:"primaryKey;type:uuid" json:"code"`
+	Hall    string `gorm:"primaryKey;type:char(4)" json:"hall"`
+	Section string `gorm:"primaryKey;type:numeric(6,2)" json:"section"`
+	Label   string `json:"label"`
+}
+
+func (Seat) TableName() string { return "app.seats" }
+
+// TestSchemaCompositeKey: responses that read a seat, asked for in spellings other than
+// Postgres' text (an upper-case uuid, a char(4) without its padding, a numeric without
+// its trailing zeros), carry the tag the worker purges when raw SQL updates the row,
+// changes its key (the old key's response goes 404, the new key's cached 404 shows the
+// row) or deletes it. The control: a tag computed from the key as Postgres spells it
+// is not the one purged.
+func TestSchemaCompositeKey(t *testing.T) {
+	t.Parallel()
+	const a, b = "6f1c1e52-9f3a-4a0e-8f55-1d2b3c4d5e6f", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+	e := newSchemaEnv(t, "",
+		`CREATE SCHEMA app`,
+		`CREATE TABLE app.seats (label text, section numeric(6,2), code uuid, hall char(4), PRIMARY KEY (hall, code, section))`,
+		`INSERT INTO app.seats VALUES ('v0', 1.5, '`+a+`', 'A1'), ('w0', 2, '`+b+`', 'B')`,
+	)
+	seats := registerIn[Seat](t, e, readthrough.ModelOptions{})
+	e.mux.HandleFunc("GET /seats", one(func(r *http.Request) (Seat, bool, error) {
+		q := r.URL.Query()
+		return seats.Get(r.Context(), []any{q.Get("code"), q.Get("hall"), q.Get("section")})
+	}))
+	h := e.start(t, "app.seats")
+
+	// Two spellings of seat a, neither Postgres': one response each, one row tag.
+	upper := "/seats?code=" + strings.ToUpper(a) + "&hall=A1&section=1.5"
+	padded := "/seats?code=" + a + "&hall=A1%20%20&section=1.500"
+	tagsU, tagsP := cached(t, h, upper), cached(t, h, padded)
+	if !slices.Equal(tagsU, tagsP) || len(rowTags(tagsU)) != 1 {
+		t.Fatalf("two spellings of one seat: tags %q and %q, want one row tag and the table's", tagsU, tagsP)
+	}
+	seatA := rowTags(tagsU)[0]
+
+	// The control: the tag of the key spelled as Postgres prints it (padded char, two
+	// decimals), or in the table's column order, is another tag; the one of the
+	// canonical values (in the order of the columns' names) is the header's.
+	sp, err := keys.NewSpace(e.prefix, seats.Table(), seats.Version())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sp.Key(a, "A1", "1.5").Tag(); got != seatA {
+		t.Fatalf("the canonical key's tag %s, the header's %s", got, seatA)
+	}
+	misspelled := []string{sp.Key(a, "A1  ", "1.50").Tag(), sp.Key("A1", a, "1.5").Tag(), sp.Key(strings.ToUpper(a), "A1", "1.5").Tag()}
+	if slices.Contains(misspelled, seatA) {
+		t.Fatalf("a misspelled key has the header's tag %s", seatA)
+	}
+
+	mark := e.purger.mark()
+	e.change(t, h, `UPDATE app.seats SET label = 'v1' WHERE code = '`+a+`'`,
+		see(upper, tagsU, shows(`"label":"v1"`), seatA),
+		see(padded, tagsP, shows(`"label":"v1"`), seatA))
+	for _, tag := range misspelled {
+		if slices.Contains(e.purger.since(mark), tag) {
+			t.Errorf("the control: misspelled key's tag %s purged", tag)
+		}
+	}
+
+	// A key change: seat a moves to hall C3. Its old key's response goes, its new key's
+	// (a cached 404) shows it.
+	moved := "/seats?code=" + a + "&hall=C3&section=1.5"
+	tagsU, tagsM := cached(t, h, upper), cached(t, h, moved)
+	e.change(t, h, `UPDATE app.seats SET hall = 'C3' WHERE code = '`+a+`'`,
+		see(upper, tagsU, gone, seatA),
+		see(moved, tagsM, shows(`"hall":"C3  "`), rowTags(tagsM)...))
+
+	seatB := "/seats?code=" + b + "&hall=B&section=2"
+	tagsB := cached(t, h, seatB)
+	e.change(t, h, `DELETE FROM app.seats WHERE code = '`+b+`'`, see(seatB, tagsB, gone, rowTags(tagsB)...))
+}
