@@ -313,3 +313,131 @@ func TestSchemaCompositeKey(t *testing.T) {
 	tagsB := cached(t, h, seatB)
 	e.change(t, h, `DELETE FROM app.seats WHERE code = '`+b+`'`, see(seatB, tagsB, gone, rowTags(tagsB)...))
 }
+
+// Account is in schema app, reached through search_path=app: its model names the table
+// unqualified. It is soft-deleted (gorm.DeletedAt) and looked up by its unique email.
+type Account struct {
+	ID        int64          `gorm:"primaryKey" json:"id"`
+	Email     string         `json:"email"`
+	Name      string         `json:"name"`
+	DeletedAt gorm.DeletedAt `json:"-"`
+}
+
+// Note is an account's has-many list, in a table under REPLICA IDENTITY FULL.
+type Note struct {
+	ID        int64  `gorm:"primaryKey" json:"id"`
+	AccountID int64  `json:"account_id"`
+	Body      string `json:"body"`
+}
+
+// Handle is looked up by its unique handle, in a table under REPLICA IDENTITY USING
+// INDEX (handle, id).
+type Handle struct {
+	ID     int64  `gorm:"primaryKey" json:"id"`
+	Handle string `json:"handle"`
+}
+
+// TestSchemaSearchPath: tables in schema app reached through search_path (by the API
+// and the worker alike), read by primary key, unique lookups and a has-many list.
+// Changes by raw SQL drop the responses that showed them and purge their tags: an
+// update, a soft delete (an UPDATE of deleted_at: the row's responses go 404), deletes,
+// a list member's update, its move to another list and its delete (REPLICA IDENTITY
+// FULL: the old list's entry is purged too), and a change of a unique value under
+// REPLICA IDENTITY USING INDEX (the old value's entry is purged too).
+func TestSchemaSearchPath(t *testing.T) {
+	t.Parallel()
+	e := newSchemaEnv(t, "-c search_path=app",
+		`CREATE SCHEMA app`,
+		`CREATE TABLE app.accounts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, name text, deleted_at timestamptz)`,
+		`CREATE TABLE app.notes (id bigint PRIMARY KEY, account_id bigint NOT NULL, body text)`,
+		`ALTER TABLE app.notes REPLICA IDENTITY FULL`,
+		`CREATE TABLE app.handles (id bigint NOT NULL PRIMARY KEY, handle text NOT NULL UNIQUE)`,
+		`CREATE UNIQUE INDEX handles_ident ON app.handles (handle, id)`,
+		`ALTER TABLE app.handles REPLICA IDENTITY USING INDEX handles_ident`,
+		`INSERT INTO app.accounts VALUES (1, 'a@x', 'ann', NULL), (2, 'b@x', 'bo', NULL)`,
+		`INSERT INTO app.notes VALUES (1, 1, 'n1'), (2, 1, 'n2'), (3, 2, 'n3')`,
+		`INSERT INTO app.handles VALUES (1, 'h1'), (2, 'h2')`,
+	)
+	accounts := registerIn[Account](t, e, readthrough.ModelOptions{Unique: [][]string{{"Email"}}})
+	notes := registerIn[Note](t, e, readthrough.ModelOptions{Lists: [][]string{{"AccountID"}}})
+	handles := registerIn[Handle](t, e, readthrough.ModelOptions{Unique: [][]string{{"Handle"}}})
+	if got := accounts.Table(); got != "app.accounts" {
+		t.Fatalf("accounts cached as table %s, want app.accounts", got)
+	}
+	e.mux.HandleFunc("GET /accounts/{id}", one(func(r *http.Request) (Account, bool, error) {
+		return accounts.Get(r.Context(), pathID(r))
+	}))
+	e.mux.HandleFunc("GET /accounts", one(func(r *http.Request) (Account, bool, error) {
+		return accounts.By("Email").Get(r.Context(), r.URL.Query().Get("email"))
+	}))
+	e.mux.HandleFunc("GET /accounts/{id}/notes", many(func(r *http.Request) ([]Note, error) {
+		return notes.ListBy("AccountID").Get(r.Context(), pathID(r))
+	}))
+	e.mux.HandleFunc("GET /notes/{id}", one(func(r *http.Request) (Note, bool, error) {
+		return notes.Get(r.Context(), pathID(r))
+	}))
+	e.mux.HandleFunc("GET /handles/{id}", one(func(r *http.Request) (Handle, bool, error) {
+		return handles.Get(r.Context(), pathID(r))
+	}))
+	e.mux.HandleFunc("GET /handles", one(func(r *http.Request) (Handle, bool, error) {
+		return handles.By("Handle").Get(r.Context(), r.URL.Query().Get("h"))
+	}))
+	h := e.start(t, "accounts", "notes", "handles")
+
+	// Accounts: an update, then a soft delete, then a delete. A lookup response's tags
+	// are its entry's, its row's and the table's.
+	acct1 := rowTag(t, h, "/accounts/1")
+	byID, byEmail := cached(t, h, "/accounts/1"), cached(t, h, "/accounts?email=a@x")
+	if len(rowTags(byEmail)) != 2 || !slices.Contains(byEmail, acct1) {
+		t.Fatalf("lookup response tags %q: want its entry's, row %s's and the table's", byEmail, acct1)
+	}
+	e.change(t, h, `UPDATE accounts SET name = 'ann2' WHERE id = 1`,
+		see("/accounts/1", byID, shows(`"ann2"`), acct1),
+		see("/accounts?email=a@x", byEmail, shows(`"ann2"`), rowTags(byEmail)...))
+
+	byID, byEmail = cached(t, h, "/accounts/1"), cached(t, h, "/accounts?email=a@x")
+	e.change(t, h, `UPDATE accounts SET deleted_at = now() WHERE id = 1`,
+		see("/accounts/1", byID, gone, acct1),
+		see("/accounts?email=a@x", byEmail, gone, rowTags(byEmail)...))
+
+	// A DELETE under REPLICA IDENTITY DEFAULT carries the key alone: the email's entry
+	// is not named (a later read finds it stale), the row's tag is.
+	acct2 := rowTag(t, h, "/accounts/2")
+	byID, byEmail = cached(t, h, "/accounts/2"), cached(t, h, "/accounts?email=b@x")
+	e.change(t, h, `DELETE FROM accounts WHERE id = 2`,
+		see("/accounts/2", byID, gone, acct2),
+		see("/accounts?email=b@x", byEmail, gone, acct2))
+
+	// Notes (REPLICA IDENTITY FULL): a list response's tags are its entry's, each
+	// member's and the table's.
+	n1, n2, n3 := rowTag(t, h, "/notes/1"), rowTag(t, h, "/notes/2"), rowTag(t, h, "/notes/3")
+	list1, list2 := cached(t, h, "/accounts/1/notes"), cached(t, h, "/accounts/2/notes")
+	if len(rowTags(list1)) != 3 || !slices.Contains(list1, n1) || !slices.Contains(list1, n2) {
+		t.Fatalf("list response tags %q: want its entry's, %s, %s and the table's", list1, n1, n2)
+	}
+	e.change(t, h, `UPDATE notes SET body = 'n2b' WHERE id = 2`,
+		see("/accounts/1/notes", list1, shows(`"n2b"`), without(rowTags(list1), n1)...),
+		see("/notes/2", cached(t, h, "/notes/2"), shows(`"n2b"`), n2))
+
+	list1 = cached(t, h, "/accounts/1/notes")
+	e.change(t, h, `UPDATE notes SET account_id = 2 WHERE id = 2`,
+		see("/accounts/1/notes", list1, lacks(`"n2b"`), without(rowTags(list1), n1)...),
+		see("/accounts/2/notes", list2, shows(`"n2b"`), without(rowTags(list2), n3)...))
+
+	list1 = cached(t, h, "/accounts/1/notes")
+	e.change(t, h, `DELETE FROM notes WHERE id = 1`,
+		see("/accounts/1/notes", list1, shows(`[]`), rowTags(list1)...),
+		see("/notes/1", cached(t, h, "/notes/1"), gone, n1))
+
+	// Handles (REPLICA IDENTITY USING INDEX (handle, id)): a change of the handle
+	// carries the old one, whose entry is purged with the new one's.
+	hd1 := rowTag(t, h, "/handles/1")
+	old, fresh := cached(t, h, "/handles?h=h1"), cached(t, h, "/handles?h=h9")
+	e.change(t, h, `UPDATE handles SET handle = 'h9' WHERE id = 1`,
+		see("/handles?h=h1", old, gone, rowTags(old)...),
+		see("/handles?h=h9", fresh, shows(`"h9"`), rowTags(fresh)...),
+		see("/handles/1", cached(t, h, "/handles/1"), shows(`"h9"`), hd1))
+
+	byHandle := cached(t, h, "/handles?h=h2")
+	e.change(t, h, `DELETE FROM handles WHERE id = 2`, see("/handles?h=h2", byHandle, gone, rowTags(byHandle)...))
+}
