@@ -260,10 +260,13 @@ func TestSchemaCompositeKey(t *testing.T) {
 		`CREATE TABLE app.seats (label text, section numeric(6,2), code uuid, hall char(4), PRIMARY KEY (hall, code, section))`,
 		`INSERT INTO app.seats VALUES ('v0', 1.5, '`+a+`', 'A1'), ('w0', 2, '`+b+`', 'B')`,
 	)
-	seats := registerIn[Seat](t, e, readthrough.ModelOptions{})
+	seats := registerIn[Seat](t, e, readthrough.ModelOptions{Lists: [][]string{{"Hall"}}})
 	e.mux.HandleFunc("GET /seats", one(func(r *http.Request) (Seat, bool, error) {
 		q := r.URL.Query()
 		return seats.Get(r.Context(), []any{q.Get("code"), q.Get("hall"), q.Get("section")})
+	}))
+	e.mux.HandleFunc("GET /halls/{hall}/seats", many(func(r *http.Request) ([]Seat, error) {
+		return seats.ListBy("Hall").Get(r.Context(), r.PathValue("hall"))
 	}))
 	h := e.start(t, "app.seats")
 
@@ -291,10 +294,18 @@ func TestSchemaCompositeKey(t *testing.T) {
 		t.Fatalf("a misspelled key has the header's tag %s", seatA)
 	}
 
+	// A list by the char(4) column, asked for unpadded and padded: one list, whose
+	// member's tag is the seat's.
+	hall, hallPadded := cached(t, h, "/halls/A1/seats"), cached(t, h, "/halls/A1%20/seats")
+	if !slices.Equal(hall, hallPadded) || len(rowTags(hall)) != 2 || !slices.Contains(hall, seatA) {
+		t.Fatalf("hall A1's list tags %q and %q: want one list's entry, seat %s and the table's", hall, hallPadded, seatA)
+	}
+
 	mark := e.purger.mark()
 	e.change(t, h, `UPDATE app.seats SET label = 'v1' WHERE code = '`+a+`'`,
 		see(upper, tagsU, shows(`"label":"v1"`), seatA),
-		see(padded, tagsP, shows(`"label":"v1"`), seatA))
+		see(padded, tagsP, shows(`"label":"v1"`), seatA),
+		see("/halls/A1/seats", hall, shows(`"label":"v1"`), rowTags(hall)...))
 	for _, tag := range misspelled {
 		if slices.Contains(e.purger.since(mark), tag) {
 			t.Errorf("the control: misspelled key's tag %s purged", tag)
@@ -305,9 +316,13 @@ func TestSchemaCompositeKey(t *testing.T) {
 	// (a cached 404) shows it.
 	moved := "/seats?code=" + a + "&hall=C3&section=1.5"
 	tagsU, tagsM := cached(t, h, upper), cached(t, h, moved)
+	hall, hallC3 := cached(t, h, "/halls/A1/seats"), cached(t, h, "/halls/C3/seats")
+	// The old key, in the message, holds the old hall: hall A1's entry is purged too.
 	e.change(t, h, `UPDATE app.seats SET hall = 'C3' WHERE code = '`+a+`'`,
 		see(upper, tagsU, gone, seatA),
-		see(moved, tagsM, shows(`"hall":"C3  "`), rowTags(tagsM)...))
+		see(moved, tagsM, shows(`"hall":"C3  "`), rowTags(tagsM)...),
+		see("/halls/A1/seats", hall, shows(`[]`), rowTags(hall)...),
+		see("/halls/C3/seats", hallC3, shows(`"hall":"C3  "`), rowTags(hallC3)...))
 
 	seatB := "/seats?code=" + b + "&hall=B&section=2"
 	tagsB := cached(t, h, seatB)
@@ -323,11 +338,13 @@ type Account struct {
 	DeletedAt gorm.DeletedAt `json:"-"`
 }
 
-// Note is an account's has-many list, in a table under REPLICA IDENTITY FULL.
+// Note is an account's has-many list, in a table under REPLICA IDENTITY FULL, and
+// soft-deleted.
 type Note struct {
-	ID        int64  `gorm:"primaryKey" json:"id"`
-	AccountID int64  `json:"account_id"`
-	Body      string `json:"body"`
+	ID        int64          `gorm:"primaryKey" json:"id"`
+	AccountID int64          `json:"account_id"`
+	Body      string         `json:"body"`
+	DeletedAt gorm.DeletedAt `json:"-"`
 }
 
 // Handle is looked up by its unique handle, in a table under REPLICA IDENTITY USING
@@ -341,15 +358,15 @@ type Handle struct {
 // and the worker alike), read by primary key, unique lookups and a has-many list.
 // Changes by raw SQL drop the responses that showed them and purge their tags: an
 // update, a soft delete (an UPDATE of deleted_at: the row's responses go 404), deletes,
-// a list member's update, its move to another list and its delete (REPLICA IDENTITY
-// FULL: the old list's entry is purged too), and a change of a unique value under
+// a list member's update, its move to another list, its soft delete and its delete
+// (REPLICA IDENTITY FULL: the old list's entry is purged too), and a change of a unique value under
 // REPLICA IDENTITY USING INDEX (the old value's entry is purged too).
 func TestSchemaSearchPath(t *testing.T) {
 	t.Parallel()
 	e := newSchemaEnv(t, "-c search_path=app",
 		`CREATE SCHEMA app`,
 		`CREATE TABLE app.accounts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, name text, deleted_at timestamptz)`,
-		`CREATE TABLE app.notes (id bigint PRIMARY KEY, account_id bigint NOT NULL, body text)`,
+		`CREATE TABLE app.notes (id bigint PRIMARY KEY, account_id bigint NOT NULL, body text, deleted_at timestamptz)`,
 		`ALTER TABLE app.notes REPLICA IDENTITY FULL`,
 		`CREATE TABLE app.handles (id bigint NOT NULL PRIMARY KEY, handle text NOT NULL UNIQUE)`,
 		`CREATE UNIQUE INDEX handles_ident ON app.handles (handle, id)`,
@@ -424,6 +441,12 @@ func TestSchemaSearchPath(t *testing.T) {
 		see("/accounts/1/notes", list1, lacks(`"n2b"`), without(rowTags(list1), n1)...),
 		see("/accounts/2/notes", list2, shows(`"n2b"`), without(rowTags(list2), n3)...))
 
+	// A soft delete of a member: the list's responses lose it.
+	list2 = cached(t, h, "/accounts/2/notes")
+	e.change(t, h, `UPDATE notes SET deleted_at = now() WHERE id = 3`,
+		see("/accounts/2/notes", list2, lacks(`"n3"`), without(rowTags(list2), n2)...),
+		see("/notes/3", cached(t, h, "/notes/3"), gone, n3))
+
 	list1 = cached(t, h, "/accounts/1/notes")
 	e.change(t, h, `DELETE FROM notes WHERE id = 1`,
 		see("/accounts/1/notes", list1, shows(`[]`), rowTags(list1)...),
@@ -440,4 +463,63 @@ func TestSchemaSearchPath(t *testing.T) {
 
 	byHandle := cached(t, h, "/handles?h=h2")
 	e.change(t, h, `DELETE FROM handles WHERE id = 2`, see("/handles?h=h2", byHandle, gone, rowTags(byHandle)...))
+}
+
+// Event is a row of a table partitioned by range of its id, listed by kind.
+type Event struct {
+	ID   int64  `gorm:"primaryKey" json:"id"`
+	Kind string `json:"kind"`
+	V    string `json:"v"`
+}
+
+// TestSchemaPartitions: a partitioned table, in a publication an administrator created
+// with publish_via_partition_root (which the worker, its owner, sets up to publish
+// under the partitions' names). Rows changed through the root or in a partition, moved
+// to another partition by a key change, deleted, and a partition truncated: the
+// responses that showed them go, and their tags (a TRUNCATE: the table's) are purged.
+func TestSchemaPartitions(t *testing.T) {
+	t.Parallel()
+	e := newSchemaEnv(t, "",
+		`CREATE TABLE events (id bigint PRIMARY KEY, kind text NOT NULL, v text) PARTITION BY RANGE (id)`,
+		`CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100)`,
+		`CREATE TABLE events_2 PARTITION OF events FOR VALUES FROM (100) TO (200)`,
+		`INSERT INTO events VALUES (1, 'a', 'e1'), (2, 'a', 'e2'), (101, 'b', 'e101'), (102, 'b', 'e102')`,
+		`CREATE PUBLICATION pgcache FOR TABLE events WITH (publish_via_partition_root = true)`,
+	)
+	events := registerIn[Event](t, e, readthrough.ModelOptions{Lists: [][]string{{"Kind"}}})
+	e.mux.HandleFunc("GET /events/{id}", one(func(r *http.Request) (Event, bool, error) {
+		return events.Get(r.Context(), pathID(r))
+	}))
+	e.mux.HandleFunc("GET /events", many(func(r *http.Request) ([]Event, error) {
+		return events.ListBy("Kind").Get(r.Context(), r.URL.Query().Get("kind"))
+	}))
+	h := e.start(t, "events")
+	var viaRoot bool
+	if err := e.db.Raw(`SELECT pubviaroot FROM pg_publication WHERE pubname = 'pgcache'`).Scan(&viaRoot).Error; err != nil || viaRoot {
+		t.Fatalf("publish_via_partition_root %v (%v): the worker should have set it off", viaRoot, err)
+	}
+
+	e1, e2 := rowTag(t, h, "/events/1"), rowTag(t, h, "/events/2")
+	kindA := cached(t, h, "/events?kind=a")
+	e.change(t, h, `UPDATE events SET v = 'e1b' WHERE id = 1`,
+		see("/events/1", cached(t, h, "/events/1"), shows(`"e1b"`), e1),
+		see("/events?kind=a", kindA, shows(`"e1b"`), without(rowTags(kindA), e2)...))
+
+	e.change(t, h, `UPDATE events_1 SET v = 'e2b' WHERE id = 2`,
+		see("/events/2", cached(t, h, "/events/2"), shows(`"e2b"`), e2))
+
+	// From events_1 to events_2: a DELETE in one partition, an INSERT in the other.
+	kindA = cached(t, h, "/events?kind=a")
+	moved := cached(t, h, "/events/150")
+	e.change(t, h, `UPDATE events SET id = 150 WHERE id = 1`,
+		see("/events/1", cached(t, h, "/events/1"), gone, e1),
+		see("/events/150", moved, shows(`"e1b"`), rowTags(moved)...),
+		see("/events?kind=a", kindA, shows(`"id":150`), without(rowTags(kindA), e2)...))
+
+	e101 := rowTag(t, h, "/events/101")
+	e.change(t, h, `DELETE FROM events_2 WHERE id = 101`, see("/events/101", cached(t, h, "/events/101"), gone, e101))
+
+	// A partition's TRUNCATE flushes the table: its tag is what a CDN is told.
+	ev2 := cached(t, h, "/events/2")
+	e.change(t, h, `TRUNCATE events_1`, see("/events/2", ev2, gone, without(ev2, e2)...))
 }
