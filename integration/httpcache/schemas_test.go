@@ -389,7 +389,8 @@ type Handle struct {
 // TestSchemaSearchPath: tables in schema app reached through search_path (by the API
 // and the worker alike), read by primary key, unique lookups and a has-many list.
 // Changes by raw SQL drop the responses that showed them and purge their tags: an
-// update, a soft delete (an UPDATE of deleted_at: the row's responses go 404), deletes,
+// update, a soft delete (an UPDATE of deleted_at: the row's responses go 404), a new row
+// taking the soft-deleted one's email (a partial unique index), deletes,
 // a list member's update, its move to another list, its soft delete and its delete
 // (REPLICA IDENTITY FULL: the old list's entry is purged too), and a change of a unique value under
 // REPLICA IDENTITY USING INDEX (the old value's entry is purged too).
@@ -397,7 +398,8 @@ func TestSchemaSearchPath(t *testing.T) {
 	t.Parallel()
 	e := newSchemaEnv(t, "-c search_path=app",
 		`CREATE SCHEMA app`,
-		`CREATE TABLE app.accounts (id bigint PRIMARY KEY, email text NOT NULL UNIQUE, name text, deleted_at timestamptz)`,
+		`CREATE TABLE app.accounts (id bigint PRIMARY KEY, email text NOT NULL, name text, deleted_at timestamptz)`,
+		`CREATE UNIQUE INDEX accounts_email ON app.accounts (email) WHERE deleted_at IS NULL`,
 		`CREATE TABLE app.notes (id bigint PRIMARY KEY, account_id bigint NOT NULL, body text, deleted_at timestamptz)`,
 		`ALTER TABLE app.notes REPLICA IDENTITY FULL`,
 		`CREATE TABLE app.handles (id bigint NOT NULL PRIMARY KEY, handle text NOT NULL UNIQUE)`,
@@ -448,6 +450,11 @@ func TestSchemaSearchPath(t *testing.T) {
 	e.change(t, h, `UPDATE accounts SET deleted_at = now() WHERE id = 1`,
 		see("/accounts/1", byID, gone, acct1),
 		see("/accounts?email=a@x", byEmail, gone, rowTags(byEmail)...))
+
+	// The email is free again (the unique index is partial): a new account takes it.
+	byEmail = cached(t, h, "/accounts?email=a@x")
+	e.change(t, h, `INSERT INTO accounts VALUES (3, 'a@x', 'ann3', NULL)`,
+		see("/accounts?email=a@x", byEmail, shows(`"ann3"`), rowTags(byEmail)...))
 
 	// A DELETE under REPLICA IDENTITY DEFAULT carries the key alone: the email's entry
 	// is not named (a later read finds it stale), the row's tag is.
