@@ -504,7 +504,8 @@ func TestSchemaSearchPath(t *testing.T) {
 	e.change(t, h, `DELETE FROM handles WHERE id = 2`, see("/handles?h=h2", byHandle, gone, rowTags(byHandle)...))
 }
 
-// Event is a row of a table partitioned by range of its id, listed by kind.
+// Event is a row of a table partitioned by range of its id (a partition in a schema of
+// its own), listed by kind.
 type Event struct {
 	ID   int64  `gorm:"primaryKey" json:"id"`
 	Kind string `json:"kind"`
@@ -521,7 +522,8 @@ func TestSchemaPartitions(t *testing.T) {
 	e := newSchemaEnv(t, "",
 		`CREATE TABLE events (id bigint PRIMARY KEY, kind text NOT NULL, v text) PARTITION BY RANGE (id)`,
 		`CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100)`,
-		`CREATE TABLE events_2 PARTITION OF events FOR VALUES FROM (100) TO (200)`,
+		`CREATE SCHEMA parts`,
+		`CREATE TABLE parts.events_2 PARTITION OF events FOR VALUES FROM (100) TO (200)`,
 		`INSERT INTO events VALUES (1, 'a', 'e1'), (2, 'a', 'e2'), (101, 'b', 'e101'), (102, 'b', 'e102')`,
 		`CREATE PUBLICATION pgcache FOR TABLE events WITH (publish_via_partition_root = true)`,
 	)
@@ -556,7 +558,7 @@ func TestSchemaPartitions(t *testing.T) {
 		see("/events?kind=a", kindA, shows(`"id":150`), without(rowTags(kindA), e2)...))
 
 	e101 := rowTag(t, h, "/events/101")
-	e.change(t, h, `DELETE FROM events_2 WHERE id = 101`, see("/events/101", cached(t, h, "/events/101"), gone, e101))
+	e.change(t, h, `DELETE FROM parts.events_2 WHERE id = 101`, see("/events/101", cached(t, h, "/events/101"), gone, e101))
 
 	// A partition's TRUNCATE flushes the table: its tag is what a CDN is told.
 	ev2 := cached(t, h, "/events/2")
