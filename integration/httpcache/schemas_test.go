@@ -512,20 +512,33 @@ type Event struct {
 	V    string `json:"v"`
 }
 
+// Order is a row of a table partitioned by list of its region, a part of its key.
+type Order struct {
+	ID     string `gorm:"primaryKey;type:uuid" json:"id"`
+	Region string `gorm:"primaryKey;type:char(2)" json:"region"`
+	Total  int    `json:"total"`
+}
+
 // TestSchemaPartitions: a partitioned table, in a publication an administrator created
 // with publish_via_partition_root (which the worker, its owner, sets up to publish
 // under the partitions' names). Rows changed through the root or in a partition, moved
-// to another partition by a key change, deleted, and a partition truncated: the
+// to another partition by a key change (of an integer key, and of a uuid and char(2)
+// key partitioned by list of the char(2)), deleted, and a partition truncated: the
 // responses that showed them go, and their tags (a TRUNCATE: the table's) are purged.
 func TestSchemaPartitions(t *testing.T) {
 	t.Parallel()
+	const order = "5d3c2b1a-0f9e-4d8c-b7a6-958473625140"
 	e := newSchemaEnv(t, "",
 		`CREATE TABLE events (id bigint PRIMARY KEY, kind text NOT NULL, v text) PARTITION BY RANGE (id)`,
 		`CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (0) TO (100)`,
 		`CREATE SCHEMA parts`,
 		`CREATE TABLE parts.events_2 PARTITION OF events FOR VALUES FROM (100) TO (200)`,
 		`INSERT INTO events VALUES (1, 'a', 'e1'), (2, 'a', 'e2'), (101, 'b', 'e101'), (102, 'b', 'e102')`,
-		`CREATE PUBLICATION pgcache FOR TABLE events WITH (publish_via_partition_root = true)`,
+		`CREATE TABLE orders (id uuid, region char(2), total int, PRIMARY KEY (id, region)) PARTITION BY LIST (region)`,
+		`CREATE TABLE orders_eu PARTITION OF orders FOR VALUES IN ('eu')`,
+		`CREATE TABLE orders_us PARTITION OF orders FOR VALUES IN ('us')`,
+		`INSERT INTO orders VALUES ('`+order+`', 'eu', 10)`,
+		`CREATE PUBLICATION pgcache FOR TABLE events, orders WITH (publish_via_partition_root = true)`,
 	)
 	events := registerIn[Event](t, e, readthrough.ModelOptions{Lists: [][]string{{"Kind"}}})
 	e.mux.HandleFunc("GET /events/{id}", one(func(r *http.Request) (Event, bool, error) {
@@ -534,7 +547,11 @@ func TestSchemaPartitions(t *testing.T) {
 	e.mux.HandleFunc("GET /events", many(func(r *http.Request) ([]Event, error) {
 		return events.ListBy("Kind").Get(r.Context(), r.URL.Query().Get("kind"))
 	}))
-	h := e.start(t, "events")
+	orders := registerIn[Order](t, e, readthrough.ModelOptions{})
+	e.mux.HandleFunc("GET /orders/{region}/{id}", one(func(r *http.Request) (Order, bool, error) {
+		return orders.Get(r.Context(), []any{r.PathValue("id"), r.PathValue("region")})
+	}))
+	h := e.start(t, "events", "orders")
 	var viaRoot bool
 	if err := e.db.Raw(`SELECT pubviaroot FROM pg_publication WHERE pubname = 'pgcache'`).Scan(&viaRoot).Error; err != nil || viaRoot {
 		t.Fatalf("publish_via_partition_root %v (%v): the worker should have set it off", viaRoot, err)
@@ -559,6 +576,16 @@ func TestSchemaPartitions(t *testing.T) {
 
 	e101 := rowTag(t, h, "/events/101")
 	e.change(t, h, `DELETE FROM parts.events_2 WHERE id = 101`, see("/events/101", cached(t, h, "/events/101"), gone, e101))
+
+	// A composite key holding the partition key, a char(2) region, with a uuid asked
+	// for in upper case: an update in the partition, then a move to another partition.
+	eu, us := "/orders/eu/"+strings.ToUpper(order), "/orders/us/"+order
+	tagsEU := cached(t, h, eu)
+	e.change(t, h, `UPDATE orders SET total = 11`, see(eu, tagsEU, shows(`"total":11`), rowTags(tagsEU)...))
+	tagsEU, tagsUS := cached(t, h, eu), cached(t, h, us)
+	e.change(t, h, `UPDATE orders SET region = 'us'`,
+		see(eu, tagsEU, gone, rowTags(tagsEU)...),
+		see(us, tagsUS, shows(`"total":11`), rowTags(tagsUS)...))
 
 	// A partition's TRUNCATE flushes the table: its tag is what a CDN is told.
 	ev2 := cached(t, h, "/events/2")
