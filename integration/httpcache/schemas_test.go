@@ -182,13 +182,13 @@ type expect struct {
 }
 
 func shows(want string) expect {
-	return expect{func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && strings.Contains(w.Body.String(), want) },
-		fmt.Sprintf("200 with %q", want)}
+	check := func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && strings.Contains(w.Body.String(), want) }
+	return expect{check, fmt.Sprintf("200 with %q", want)}
 }
 
 func lacks(unwanted string) expect {
-	return expect{func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && !strings.Contains(w.Body.String(), unwanted) },
-		fmt.Sprintf("200 without %q", unwanted)}
+	check := func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && !strings.Contains(w.Body.String(), unwanted) }
+	return expect{check, fmt.Sprintf("200 without %q", unwanted)}
 }
 
 var gone = expect{func(w *httptest.ResponseRecorder) bool { return w.Code == http.StatusNotFound }, "404"}
