@@ -182,12 +182,16 @@ type expect struct {
 }
 
 func shows(want string) expect {
-	check := func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && strings.Contains(w.Body.String(), want) }
+	check := func(w *httptest.ResponseRecorder) bool {
+		return w.Code == 200 && strings.Contains(w.Body.String(), want)
+	}
 	return expect{check, fmt.Sprintf("200 with %q", want)}
 }
 
 func lacks(unwanted string) expect {
-	check := func(w *httptest.ResponseRecorder) bool { return w.Code == 200 && !strings.Contains(w.Body.String(), unwanted) }
+	check := func(w *httptest.ResponseRecorder) bool {
+		return w.Code == 200 && !strings.Contains(w.Body.String(), unwanted)
+	}
 	return expect{check, fmt.Sprintf("200 without %q", unwanted)}
 }
 
