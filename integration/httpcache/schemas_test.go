@@ -255,6 +255,14 @@ type Seat struct {
 
 func (Seat) TableName() string { return "app.seats" }
 
+// Price has a numeric key, held in a float64.
+type Price struct {
+	SKU    float64 `gorm:"column:sku;primaryKey;type:numeric(10,2)" json:"sku"`
+	Amount int     `json:"amount"`
+}
+
+func (Price) TableName() string { return "app.prices" }
+
 // Invoice has a text key, in a mixed-case table of a mixed-case schema.
 type Invoice struct {
 	No    string `gorm:"column:No;primaryKey" json:"no"`
@@ -267,8 +275,9 @@ func (Invoice) TableName() string { return `"Billing"."Invoices"` }
 // Postgres' text (an upper-case uuid, a char(4) without its padding, a numeric without
 // its trailing zeros), carry the tag the worker purges when raw SQL updates the row,
 // changes its key (the old key's response goes 404, the new key's cached 404 shows the
-// row) or deletes it; so do a list by the char(4) column and a text key holding the
-// keys' separators in a mixed-case table of a mixed-case schema. The control: tags
+// row) or deletes it; so do a list by the char(4) column, a numeric key held in a
+// float64, and a text key holding the keys' separators in a mixed-case table of a
+// mixed-case schema. The control: tags
 // computed from the key as Postgres spells it, or with its values in the table's order,
 // fail the check the headers pass (the worker does not purge them).
 func TestSchemaCompositeKey(t *testing.T) {
@@ -281,7 +290,17 @@ func TestSchemaCompositeKey(t *testing.T) {
 		`CREATE SCHEMA "Billing"`,
 		`CREATE TABLE "Billing"."Invoices" ("No" text PRIMARY KEY, total numeric)`,
 		`INSERT INTO "Billing"."Invoices" VALUES ('INV|2024,{1}: ü', 10)`,
+		`CREATE TABLE app.prices (amount int, sku numeric(10,2) PRIMARY KEY)`,
+		`INSERT INTO app.prices VALUES (1, 12.5)`,
 	)
+	prices := registerIn[Price](t, e, readthrough.ModelOptions{})
+	e.mux.HandleFunc("GET /prices/{sku}", one(func(r *http.Request) (Price, bool, error) {
+		sku, err := strconv.ParseFloat(r.PathValue("sku"), 64)
+		if err != nil {
+			return Price{}, false, err
+		}
+		return prices.Get(r.Context(), sku)
+	}))
 	invoices := registerIn[Invoice](t, e, readthrough.ModelOptions{})
 	e.mux.HandleFunc("GET /invoices", one(func(r *http.Request) (Invoice, bool, error) {
 		return invoices.Get(r.Context(), r.URL.Query().Get("no"))
@@ -294,7 +313,18 @@ func TestSchemaCompositeKey(t *testing.T) {
 	e.mux.HandleFunc("GET /halls/{hall}/seats", many(func(r *http.Request) ([]Seat, error) {
 		return seats.ListBy("Hall").Get(r.Context(), r.PathValue("hall"))
 	}))
-	h := e.start(t, "app.seats", "Billing.Invoices")
+	h := e.start(t, "app.seats", "Billing.Invoices", "app.prices")
+
+	// A numeric key held in a float64 (12.5), which Postgres prints 12.50: updated, moved
+	// to another key, deleted.
+	tagsP := cached(t, h, "/prices/12.5")
+	e.change(t, h, `UPDATE app.prices SET amount = 2`, see("/prices/12.5", tagsP, shows(`"amount":2`), rowTags(tagsP)...))
+	tagsP, tags13 := cached(t, h, "/prices/12.50"), cached(t, h, "/prices/13")
+	e.change(t, h, `UPDATE app.prices SET sku = 13`,
+		see("/prices/12.50", tagsP, gone, rowTags(tagsP)...),
+		see("/prices/13", tags13, shows(`"amount":2`), rowTags(tags13)...))
+	tags13 = cached(t, h, "/prices/13.0")
+	e.change(t, h, `DELETE FROM app.prices`, see("/prices/13.0", tags13, gone, rowTags(tags13)...))
 
 	// A text key with the keys' separators, in a mixed-case table of a mixed-case schema.
 	inv := "/invoices?no=" + url.QueryEscape("INV|2024,{1}: ü")
