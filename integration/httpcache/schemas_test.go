@@ -566,8 +566,9 @@ type Order struct {
 // with publish_via_partition_root (which the worker, its owner, sets up to publish
 // under the partitions' names). Rows changed through the root or in a partition, moved
 // to another partition by a key change (of an integer key, and of a uuid and char(2)
-// key partitioned by list of the char(2)), deleted, and a partition truncated: the
-// responses that showed them go, and their tags (a TRUNCATE: the table's) are purged.
+// key partitioned by list of the char(2)), deleted, a partition detached and one
+// truncated: the responses that showed them go, and their tags (a detach or a
+// TRUNCATE: the table's) are purged.
 func TestSchemaPartitions(t *testing.T) {
 	t.Parallel()
 	const order = "5d3c2b1a-0f9e-4d8c-b7a6-958473625140"
@@ -629,6 +630,11 @@ func TestSchemaPartitions(t *testing.T) {
 	e.change(t, h, `UPDATE orders SET region = 'us'`,
 		see(eu, tagsEU, gone, rowTags(tagsEU)...),
 		see(us, tagsUS, shows(`"total":11`), rowTags(tagsUS)...))
+
+	// A partition detached: its rows leave the table, whose tag is purged once the
+	// worker's partition check sees it.
+	ev102 := cached(t, h, "/events/102")
+	e.change(t, h, `ALTER TABLE events DETACH PARTITION parts.events_2`, see("/events/102", ev102, gone, without(ev102, rowTags(ev102)...)...))
 
 	// A partition's TRUNCATE flushes the table: its tag is what a CDN is told.
 	ev2 := cached(t, h, "/events/2")
