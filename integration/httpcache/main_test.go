@@ -200,10 +200,24 @@ func do(ctx context.Context, h http.Handler, method, target string, headers ...s
 	return w
 }
 
-// recordingPurger records the tags it is told.
+// recordingPurger records the tags it is told, in the order it is told them.
 type recordingPurger struct {
 	mu   sync.Mutex
 	tags []string
+}
+
+// mark returns how many tags were told so far, for since.
+func (p *recordingPurger) mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.tags)
+}
+
+// since returns the tags told after mark returned n.
+func (p *recordingPurger) since(n int) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.tags[n:])
 }
 
 func (p *recordingPurger) Purge(_ context.Context, tags []string) error {
@@ -224,9 +238,17 @@ func (p *recordingPurger) has(tag string) bool {
 func (e *env) startWorker(t *testing.T, opts invalidator.Options) *invalidator.Worker {
 	t.Helper()
 	opts.Prefix = e.prefix
-	w, err := invalidator.NewWorker(e.rdb, invalidator.WorkerOptions{
-		Postgres: e.pg.RoleURL,
-		Stream: cdc.Options{Slot: "s_" + e.pg.Name, Publication: "pgcache", Tables: []string{"authors", "books"},
+	return runWorker(t, e.rdb, e.pg.RoleURL, "s_"+e.pg.Name, []string{"authors", "books"}, opts)
+}
+
+// runWorker runs an invalidator worker of the tables in the database at url, on the
+// slot, with the publication "pgcache", until the test ends, and waits until it is
+// ready.
+func runWorker(t *testing.T, rdb redis.UniversalClient, url, slot string, tables []string, opts invalidator.Options) *invalidator.Worker {
+	t.Helper()
+	w, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
+		Postgres: url,
+		Stream: cdc.Options{Slot: slot, Publication: "pgcache", Tables: tables,
 			StatusInterval: 100 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond},
 		Invalidator: opts,
 	})

@@ -2,7 +2,6 @@ package invalidator_test
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -86,14 +85,7 @@ func newSchemaEnv(t *testing.T, connOptions string, ddl ...string) *schemaEnv {
 	rd := servers.Redis(t)
 	e := &schemaEnv{pg: pg, prefix: rd.Prefix(t), url: pg.RoleURL}
 	if connOptions != "" {
-		u, err := url.Parse(pg.RoleURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		q := u.Query()
-		q.Set("options", connOptions)
-		u.RawQuery = q.Encode()
-		e.url = u.String()
+		e.url = fixture.WithOptions(t, pg.RoleURL, connOptions)
 	}
 	db := fixture.Open(t, e.url)
 	e.db = db
