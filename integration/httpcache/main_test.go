@@ -255,16 +255,7 @@ func runWorker(t *testing.T, rdb redis.UniversalClient, url, slot string, tables
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
-	integration.Eventually(t, "the worker to be ready", w.Ready)
+	fixture.RunWorker(t, context.Background(), w)
 	return w
 }
 
