@@ -106,8 +106,8 @@ type Stats struct {
 	// restart) and the tables were flushed (see CheckServers).
 	ServerChanges uint64
 	Purged        uint64 // tags the Purger purged (second purges and retries included)
-	// PurgeErrors counts purges not done within PurgeTimeout (failed or timed out),
-	// whose tags went to the purge stream for retrying.
+	// PurgeErrors counts purges that failed or outlasted PurgeTimeout: at once (their
+	// tags then go to the purge stream) or retried from the purge stream.
 	PurgeErrors uint64
 	// PurgesPending is the number of entries in the purge stream (purges to retry and
 	// second purges, up to 256 tags each) and PurgeDelay how long past its due time

@@ -320,6 +320,22 @@ func (p *purging) drain(ctx context.Context) (time.Duration, error) {
 	}
 }
 
+// call calls the purger once, and returns after PurgeTimeout at the latest, whatever
+// the purger does (a purger that ignores its context must not stop RunPurges from
+// returning).
+func (p *purging) call(ctx context.Context, tags []string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.purger.Purge(ctx, tags) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("the purger did not return within PurgeTimeout (%v): %w", p.timeout, ctx.Err())
+	}
+}
+
 // purgeEntries purges the tags of due entries, up to purgeBatch tags per Purge, and
 // deletes the entries of each batch once it is purged.
 func (p *purging) purgeEntries(ctx context.Context, entries []store.StreamEntry) error {
@@ -332,10 +348,8 @@ func (p *purging) purgeEntries(ctx context.Context, entries []store.StreamEntry)
 			return nil
 		}
 		if len(tags.tags) > 0 {
-			pctx, cancel := context.WithTimeout(ctx, p.timeout)
-			err := p.purger.Purge(pctx, tags.tags)
-			cancel()
-			if err != nil {
+			if err := p.call(ctx, tags.tags); err != nil {
+				p.purgeErrors.Add(1)
 				return fmt.Errorf("purge %d tags: %w", len(tags.tags), err)
 			}
 			p.purged.Add(uint64(len(tags.tags)))

@@ -223,6 +223,14 @@ func (p *recordingPurger) has(tag string) bool {
 // prefix until the test ends, and waits until it is ready.
 func (e *env) startWorker(t *testing.T, opts invalidator.Options) *invalidator.Worker {
 	t.Helper()
+	w, _ := e.runWorker(t, context.Background(), opts)
+	return w
+}
+
+// runWorker is startWorker with the worker's context (hooks) given: stop ends the
+// worker and waits for it (the test's end does too).
+func (e *env) runWorker(t *testing.T, ctx context.Context, opts invalidator.Options) (_ *invalidator.Worker, stop func()) {
+	t.Helper()
 	opts.Prefix = e.prefix
 	w, err := invalidator.NewWorker(e.rdb, invalidator.WorkerOptions{
 		Postgres: e.pg.RoleURL,
@@ -233,17 +241,21 @@ func (e *env) startWorker(t *testing.T, opts invalidator.Options) *invalidator.W
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	integration.Eventually(t, "the worker to be ready", w.Ready)
-	return w
+	return w, stop
 }
 
 // eventuallyBody waits until a GET of target through h answers a body containing want.
