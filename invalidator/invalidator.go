@@ -39,6 +39,15 @@
 // transaction to Postgres only then. A Redis failure is retried for a while, then
 // returned: the stream reconnects and delivers the transaction again. Deleting twice
 // is harmless.
+//
+// # CDN purges
+//
+// With Options.Purger, the tags of the deleted keys are purged too, at least once:
+// at once, for at most PurgeTimeout, and what that did not purge is appended to the
+// prefix's purge stream (keys.Prefix.Purges) before the acknowledgement, for RunPurges
+// to retry until the purger succeeds. Every purge is repeated RepurgeAfter later, for
+// responses rendered from the old row that reached the CDN after the first purge. See
+// purge.go.
 package invalidator
 
 import (
