@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,13 +111,18 @@ func (x *edge) acknowledged(t *testing.T) {
 type switchPurger struct {
 	next invalidator.Purger
 	down atomic.Bool
-	mu   sync.Mutex
-	tags []string
+	// before, if set (before the worker starts), runs before each purge is passed on.
+	before func(tags []string)
+	mu     sync.Mutex
+	tags   []string
 }
 
 func (p *switchPurger) Purge(ctx context.Context, tags []string) error {
 	if p.down.Load() {
 		return errors.New("test: the CDN is unreachable")
+	}
+	if p.before != nil {
+		p.before(tags)
 	}
 	if err := p.next.Purge(ctx, tags); err != nil {
 		return err
@@ -201,19 +207,28 @@ func TestPurgeAtLeastOnce(t *testing.T) {
 // TestRepurgeInFlight: the CDN in-flight race. A response rendered from the old row
 // (its rows checked before the UPDATE) is held on its way to Varnish until the worker
 // purged the row's tag; Varnish then caches the old body after the purge. The second
-// purge, RepurgeAfter later, drops it: Varnish serves the new body. The control,
-// without the second purge (testhooks.Purge.Unrepeated), keeps serving the old body
-// after a later change of another row was purged.
+// purge, RepurgeAfter later (held itself until Varnish delivered the old response, so
+// that a slow machine cannot send it before the race happened), drops it: Varnish
+// serves the new body. The control, without the second purge
+// (testhooks.Purge.Unrepeated), keeps serving the old body after a later change of
+// another row was purged.
 func TestRepurgeInFlight(t *testing.T) {
 	t.Parallel()
 	for _, repurge := range []bool{true, false} {
 		t.Run(map[bool]string{true: "repurge", false: "control-no-repurge"}[repurge], func(t *testing.T) {
 			t.Parallel()
 			x := newEdge(t)
+			tag := x.rowTag(t, 1)
+			var seen atomic.Int32
+			oldCached := make(chan struct{})
+			x.purger.before = func(tags []string) {
+				if slices.Contains(tags, tag) && seen.Add(1) > 1 {
+					<-oldCached // the second purge waits for the race to have happened
+				}
+			}
 			ctx := testhooks.WithPurge(context.Background(), &testhooks.Purge{Unrepeated: !repurge})
 			w, _ := x.runWorker(t, ctx, invalidator.Options{Purger: x.purger, RepurgeAfter: time.Second})
 			x.cached(t, "/authors/2", `"bob"`)
-			tag := x.rowTag(t, 1)
 
 			rendered, release := make(chan struct{}), make(chan struct{})
 			hold := func() { close(rendered); <-release }
@@ -231,6 +246,7 @@ func TestRepurgeInFlight(t *testing.T) {
 				// Only if Varnish did not cache the held response: the race did not happen.
 				t.Fatalf("Varnish served %q after the held old response; want the old body cached (the race)", a.body)
 			}
+			close(oldCached)
 			if repurge {
 				waitServed(t, x.varnish.URL()+"/authors/1", `"ada-new"`)
 				// Recorded once Varnish answered the purge, which may be after it served.
@@ -248,4 +264,3 @@ func TestRepurgeInFlight(t *testing.T) {
 		})
 	}
 }
-
