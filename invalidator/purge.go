@@ -257,7 +257,6 @@ func (v *Invalidator) RunPurges(ctx context.Context) error {
 		}
 		wake := p.wake
 		if err != nil {
-			p.down.Store(true)
 			wait, wake = waits.NextBackOff(), nil // a wake-up must not hammer a CDN that is down
 			p.log.Warn("purging from the purge stream failed; retrying", slog.String("stream", p.stream),
 				slog.Any("error", err), slog.Duration("in", wait))
@@ -350,6 +349,7 @@ func (p *purging) purgeEntries(ctx context.Context, entries []store.StreamEntry)
 		if len(tags.tags) > 0 {
 			if err := p.call(ctx, tags.tags); err != nil {
 				p.purgeErrors.Add(1)
+				p.down.Store(true)
 				return fmt.Errorf("purge %d tags: %w", len(tags.tags), err)
 			}
 			p.purged.Add(uint64(len(tags.tags)))
