@@ -31,39 +31,7 @@ func TestWriteBackDropsResponses(t *testing.T) {
 	for _, control := range []bool{false, true} {
 		t.Run(map[bool]string{false: "epoch-deleted", true: "control-epoch-kept"}[control], func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t)
-			if err := e.db.AutoMigrate(&Memo{}); err != nil {
-				t.Fatal(err)
-			}
-			e.exec(t, `INSERT INTO memos (id, body) VALUES (1, 'old-one'), (2, 'old-two')`)
-			cache, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			memos, err := readthrough.Register[Memo](cache, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
-			if err != nil {
-				t.Fatal(err)
-			}
-			mux := http.NewServeMux()
-			mux.HandleFunc("GET /memos/{id}", func(w http.ResponseWriter, r *http.Request) {
-				id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
-				m, ok, err := memos.Get(r.Context(), id)
-				switch {
-				case err != nil:
-					http.Error(w, err.Error(), http.StatusInternalServerError)
-				case !ok:
-					http.NotFound(w, r)
-				default:
-					_ = json.NewEncoder(w).Encode(m)
-				}
-			})
-			h := wrap(t, e.cache(t, httpcache.Options{}), httpcache.Route{}, mux)
-			for _, target := range []string{"/memos/1", "/memos/2"} {
-				get(bg, h, target)
-				if w := get(bg, h, target); w.Header().Get("X-Cache") != "HIT" {
-					t.Fatalf("%s: not cached (%s)", target, w.Header().Get("X-Cache"))
-				}
-			}
+			memos, h := memoAPI(t, writepolicy.WriteBack)
 
 			ctx := testhooks.WithWriteBack(context.Background(), &testhooks.WriteBack{KeepEpoch: control})
 			if err := memos.Save(ctx, &Memo{ID: 1, Body: "new-one"}); err != nil {
@@ -90,4 +58,63 @@ func TestWriteBackDropsResponses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWriteThroughDropsResponses: a write-through Save and Delete drop the responses
+// that showed the row before they return, as invalidate's do (TestLibraryWrite).
+func TestWriteThroughDropsResponses(t *testing.T) {
+	t.Parallel()
+	memos, h := memoAPI(t, writepolicy.WriteThrough)
+	if err := memos.Save(bg, &Memo{ID: 1, Body: "new-one"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := memos.Delete(bg, int64(2)); err != nil {
+		t.Fatal(err)
+	}
+	if w := get(bg, h, "/memos/1"); !strings.Contains(w.Body.String(), "new-one") || w.Header().Get("X-Cache") != "MISS" {
+		t.Errorf("after a write-through Save, /memos/1 = %s %q, want a render of new-one", w.Header().Get("X-Cache"), w.Body)
+	}
+	if w := get(bg, h, "/memos/2"); w.Code != http.StatusNotFound || w.Header().Get("X-Cache") == "HIT" {
+		t.Errorf("after a write-through Delete, /memos/2 = %s %d %q, want a render answering 404", w.Header().Get("X-Cache"), w.Code, w.Body)
+	}
+}
+
+// memoAPI is a memos table with rows 1 (old-one) and 2 (old-two), its repository under
+// policy, and GET /memos/{id} behind the response cache, both responses cached.
+func memoAPI(t *testing.T, policy writepolicy.Policy) (*readthrough.Repository[Memo], http.Handler) {
+	t.Helper()
+	e := newEnv(t)
+	if err := e.db.AutoMigrate(&Memo{}); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(t, `INSERT INTO memos (id, body) VALUES (1, 'old-one'), (2, 'old-two')`)
+	cache, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	memos, err := readthrough.Register[Memo](cache, readthrough.ModelOptions{WritePolicy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /memos/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		m, ok, err := memos.Get(r.Context(), id)
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		case !ok:
+			http.NotFound(w, r)
+		default:
+			_ = json.NewEncoder(w).Encode(m)
+		}
+	})
+	h := wrap(t, e.cache(t, httpcache.Options{}), httpcache.Route{}, mux)
+	for _, target := range []string{"/memos/1", "/memos/2"} {
+		get(bg, h, target)
+		if w := get(bg, h, target); w.Header().Get("X-Cache") != "HIT" {
+			t.Fatalf("%s: not cached (%s)", target, w.Header().Get("X-Cache"))
+		}
+	}
+	return memos, h
 }
