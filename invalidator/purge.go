@@ -297,12 +297,15 @@ func (p *purging) drain(ctx context.Context) (time.Duration, error) {
 		wait, late := purgeIdle, time.Duration(0)
 		var due []store.StreamEntry
 		for _, e := range entries {
-			at, err := strconv.ParseInt(e.Fields[purgeDue], 10, 64)
-			if d := time.UnixMilli(at).Sub(now); err == nil && d > 0 {
-				wait = min(wait, d)
-				continue
+			// An entry without a readable due time is due (purgeEntries drops it if
+			// its tags are unreadable too).
+			if at, err := strconv.ParseInt(e.Fields[purgeDue], 10, 64); err == nil {
+				if d := time.UnixMilli(at).Sub(now); d > 0 {
+					wait = min(wait, d)
+					continue
+				}
+				late = max(late, now.Sub(time.UnixMilli(at)))
 			}
-			late = max(late, now.Sub(time.UnixMilli(at)))
 			due = append(due, e)
 		}
 		p.delayMs.Store(late.Milliseconds())
