@@ -29,9 +29,8 @@ import (
 // row's value key V to the entry, delete the fence F and the dependency epoch D
 // (keys.Key.Deps, so that cached HTTP responses showing the row are not served). So a
 // write is either wholly there or not at all, and the journal entry's id is the
-// write's version: stream ids
-// only grow, even after P is deleted, so a replayed old entry never matches a newer
-// write's P. (A per-row counter kept in P would restart at 1 once P is cleared, and an
+// write's version: stream ids only grow, even after P is deleted, so a replayed old
+// entry never matches a newer write's P. (A per-row counter kept in P would restart at 1 once P is cleared, and an
 // old entry replayed after a crash could then pass for the new write.)
 //
 // The journal and the rows are in different hash slots, so the script needs a single
