@@ -30,8 +30,9 @@ import (
 // (keys.Key.Deps, so that cached HTTP responses showing the row are not served). So a
 // write is either wholly there or not at all, and the journal entry's id is the
 // write's version: stream ids only grow, even after P is deleted, so a replayed old
-// entry never matches a newer write's P. (A per-row counter kept in P would restart at 1 once P is cleared, and an
-// old entry replayed after a crash could then pass for the new write.)
+// entry never matches a newer write's P. (A per-row counter kept in P would restart
+// at 1 once P is cleared, and an old entry replayed after a crash could then pass for
+// the new write.)
 //
 // The journal and the rows are in different hash slots, so the script needs a single
 // Redis (or Sentinel): Redis Cluster rejects it with CROSSSLOT.
