@@ -39,6 +39,15 @@
 // transaction to Postgres only then. A Redis failure is retried for a while, then
 // returned: the stream reconnects and delivers the transaction again. Deleting twice
 // is harmless.
+//
+// # CDN purges
+//
+// With Options.Purger, the tags of the deleted keys are purged too, at least once:
+// at once, for at most PurgeTimeout, and what that did not purge is appended to the
+// prefix's purge stream (keys.Prefix.Purges) before the acknowledgement, for RunPurges
+// to retry until the purger succeeds. Every purge is repeated RepurgeAfter later, for
+// responses rendered from the old row that reached the CDN after the first purge. See
+// purge.go.
 package invalidator
 
 import (
@@ -74,12 +83,19 @@ type Options struct {
 	// Logger receives warnings. Nil discards them.
 	Logger *slog.Logger
 	// Purger, when set, is told the tags of the rows (and tables) invalidated, for a
-	// CDN or an HTTP cache in front of package httpcache's responses (see purge.go).
+	// CDN or an HTTP cache in front of package httpcache's responses, at least once
+	// (see purge.go). Run RunPurges (Worker.Run does) for purges to be retried.
 	Purger Purger
 	// PurgeTimeout bounds how long purging may hold a batch's acknowledgement,
-	// retries included; a purge not done by then is logged and counted
-	// (Stats.PurgeErrors), and the batch acknowledged. Default 2s.
+	// retries included; a purge not done by then is counted (Stats.PurgeErrors) and
+	// kept in the purge stream (keys.Prefix.Purges) for RunPurges to retry, and the
+	// batch acknowledged. Default 2s.
 	PurgeTimeout time.Duration
+	// RepurgeAfter is how long after a batch's purge its tags are purged again: a
+	// response rendered from the old row that reached the CDN after the first purge
+	// (which overtook it) is dropped then, if it arrived within RepurgeAfter of the
+	// invalidation. Default 2s; negative turns the second purge off.
+	RepurgeAfter time.Duration
 }
 
 // Stats counts what an Invalidator did.
@@ -98,8 +114,16 @@ type Stats struct {
 	// ServerChanges counts the times the Redis servers changed (a failover, a
 	// restart) and the tables were flushed (see CheckServers).
 	ServerChanges uint64
-	Purged        uint64 // tags the Purger was told
-	PurgeErrors   uint64 // purges given up on (failed or timed out)
+	Purged        uint64 // tags the Purger purged (second purges and retries included)
+	// PurgeErrors counts purges that failed or outlasted PurgeTimeout: at once (their
+	// tags then go to the purge stream) or retried from the purge stream.
+	PurgeErrors uint64
+	// PurgesPending is the number of entries in the purge stream (purges to retry and
+	// second purges, up to 256 tags each) and PurgeDelay how long past its due time
+	// its most overdue entry was, as RunPurges last read them: a delay that grows
+	// means purges fail.
+	PurgesPending int64
+	PurgeDelay    time.Duration
 }
 
 // Invalidator is a cdc.Handler that deletes cached rows. It is safe for concurrent use.
@@ -150,15 +174,16 @@ func New(rdb redis.UniversalClient, opts Options) (*Invalidator, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	st := store.New(rdb, opts.RedisTimeout, "invalidator")
 	return &Invalidator{
-		store:    store.New(rdb, opts.RedisTimeout, "invalidator"),
+		store:    st,
 		prefix:   opts.Prefix,
 		retryFor: opts.RetryFor,
 		log:      opts.Logger,
 		spaces:   make(map[[2]string]keys.Space),
 
 		missingWarn: rate.Sometimes{Interval: registriesTTL},
-		purging:     newPurging(opts),
+		purging:     newPurging(opts, st),
 	}, nil
 }
 
@@ -175,6 +200,8 @@ func (v *Invalidator) Stats() Stats {
 		ServerChanges:     v.serverChanges.Load(),
 		Purged:            v.purged.Load(),
 		PurgeErrors:       v.purgeErrors.Load(),
+		PurgesPending:     v.pending.Load(),
+		PurgeDelay:        time.Duration(v.delayMs.Load()) * time.Millisecond,
 	}
 }
 
@@ -242,7 +269,9 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		return fmt.Errorf("invalidator: %d transactions from %d (commit %v) to %d (ending at %v): %w",
 			len(txs), first.XID, first.CommitLSN, last.XID, last.EndLSN, err)
 	}
-	v.purge(ctx, tags.tags)
+	if err := v.purge(ctx, tags.tags); err != nil {
+		return fmt.Errorf("invalidator: %d transactions ending at %v: %w", len(txs), txs[len(txs)-1].EndLSN, err)
+	}
 	v.transactions.Add(uint64(len(txs)))
 	for _, tx := range txs {
 		v.changes.Add(uint64(len(tx.Changes)))
@@ -316,8 +345,7 @@ func (v *Invalidator) flushTable(ctx context.Context, sp keys.Space) error {
 		return err
 	}
 	v.tablesFlushed.Add(1)
-	v.purge(ctx, []string{sp.TableTag()})
-	return nil
+	return v.purge(ctx, []string{sp.TableTag()})
 }
 
 // ErrWrongPrefix: the invalidator's registry is missing while another prefix's lists a

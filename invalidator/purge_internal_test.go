@@ -28,15 +28,17 @@ func (p *flakyPurger) Purge(_ context.Context, tags []string) error {
 }
 
 // TestPurgeBatchesAndRetries: tags go in batches of at most purgeBatch, each retried
-// until it succeeds within PurgeTimeout.
+// until it succeeds within PurgeTimeout; none is left for the purge stream.
 func TestPurgeBatchesAndRetries(t *testing.T) {
 	p := &flakyPurger{fails: 2}
-	pg := newPurging(Options{Purger: p, PurgeTimeout: time.Minute})
+	pg := newPurging(Options{Purger: p, PurgeTimeout: time.Minute}, nil)
 	tags := make([]string, purgeBatch+10)
 	for i := range tags {
 		tags[i] = fmt.Sprint("pgc-", i)
 	}
-	pg.purge(context.Background(), tags)
+	if left := pg.purgeNow(context.Background(), tags); len(left) != 0 {
+		t.Errorf("%d tags left unpurged", len(left))
+	}
 	if len(p.batches) != 2 || len(p.batches[0]) != purgeBatch || len(p.batches[1]) != 10 {
 		t.Fatalf("batches of %v", lens(p.batches))
 	}
@@ -61,21 +63,29 @@ func (p hangingPurger) Purge(context.Context, []string) error {
 	return nil
 }
 
-// TestPurgeBound: a purger that never returns is given up on, counted, and purge
-// returns (the test would hang otherwise); a purger that always fails is counted too.
+// TestPurgeBound: a purger that never returns is given up on, counted, and purgeNow
+// returns every tag as left to purge (the test would hang otherwise); a purger that
+// always fails is counted too.
 func TestPurgeBound(t *testing.T) {
 	p := hangingPurger{release: make(chan struct{})}
 	defer close(p.release)
-	pg := newPurging(Options{Purger: p, PurgeTimeout: 50 * time.Millisecond})
-	pg.purge(context.Background(), []string{"pgc-a"})
-	if pg.purgeErrors.Load() != 1 || pg.purged.Load() != 0 {
+	pg := newPurging(Options{Purger: p, PurgeTimeout: 50 * time.Millisecond}, nil)
+	left := pg.purgeNow(context.Background(), []string{"pgc-a"})
+	if pg.purgeErrors.Load() != 1 || pg.purged.Load() != 0 || len(left) != 1 {
 		t.Errorf("hanging purger: purged %d, errors %d", pg.purged.Load(), pg.purgeErrors.Load())
 	}
-	failing := newPurging(Options{Purger: &flakyPurger{fails: 1 << 30}, PurgeTimeout: 50 * time.Millisecond})
-	failing.purge(context.Background(), []string{"pgc-a"})
-	if failing.purgeErrors.Load() != 1 {
-		t.Errorf("failing purger: errors %d", failing.purgeErrors.Load())
+	failing := newPurging(Options{Purger: &flakyPurger{fails: 1 << 30}, PurgeTimeout: 50 * time.Millisecond}, nil)
+	left = failing.purgeNow(context.Background(), []string{"pgc-a", "pgc-b"})
+	if failing.purgeErrors.Load() != 1 || len(left) != 2 {
+		t.Errorf("failing purger: errors %d, %d tags left", failing.purgeErrors.Load(), len(left))
 	}
-	none := newPurging(Options{})
-	none.purge(context.Background(), []string{"pgc-a"}) // no purger: nothing to do
+}
+
+// TestRepurgeAfterOption: RepurgeAfter defaults to defaultRepurgeAfter; negative is off.
+func TestRepurgeAfterOption(t *testing.T) {
+	for in, want := range map[time.Duration]time.Duration{0: defaultRepurgeAfter, -1: 0, time.Second: time.Second} {
+		if got := newPurging(Options{RepurgeAfter: in}, nil).repurge; got != want {
+			t.Errorf("RepurgeAfter %v: %v, want %v", in, got, want)
+		}
+	}
 }

@@ -66,14 +66,16 @@ func NewWorker(rdb redis.UniversalClient, opts WorkerOptions) (*Worker, error) {
 // handled) or a fatal error (bad configuration, wal_level not logical, missing
 // privileges or tables: see cdc.IsFatal). Connection failures are retried.
 //
-// Beside the stream, it checks the Redis servers every ServerCheckInterval.
+// Beside the stream, it checks the Redis servers every ServerCheckInterval, and, with
+// a Purger, retries the purges waiting in the purge stream (Invalidator.RunPurges),
+// those a previous run left included.
 func (w *Worker) Run(ctx context.Context) error {
-	if w.checkEvery == 0 {
-		return w.stream.Run(ctx)
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.stream.Run(gctx) })
-	g.Go(func() error { return w.watchServers(gctx, w.checkEvery) })
+	if w.checkEvery != 0 {
+		g.Go(func() error { return w.watchServers(gctx, w.checkEvery) })
+	}
+	g.Go(func() error { return w.inv.RunPurges(gctx) })
 	return g.Wait()
 }
 

@@ -49,6 +49,7 @@
 //	<prefix>:servers:<slot>  the Redis servers a worker last flushed for (Prefix.Servers)
 //	<prefix>:lookups         the registry of cached lookups (Prefix.Lookups)
 //	<prefix>:shapes          the codec and columns of each cached version (Prefix.Shapes)
+//	<prefix>:purges          CDN purges still to do: retries and second purges (Prefix.Purges)
 //
 // The entries of a lookup by columns other than the primary key (a unique
 // column, a has-many list) have keys of their own, in the row keys' layout with

@@ -12,6 +12,7 @@ const (
 	serversSuffix    = ":servers:"
 	lookupsSuffix    = ":lookups"
 	shapesSuffix     = ":shapes"
+	purgesSuffix     = ":purges"
 )
 
 // registrySep separates the table and the version in a registry field.
@@ -59,6 +60,11 @@ func (p Prefix) Lookups() string { return string(p) + lookupsSuffix }
 // the version's cached entries (their codec and columns), so that a process without
 // the model's Go type (the worker's coherence auditor) can read them.
 func (p Prefix) Shapes() string { return string(p) + shapesSuffix }
+
+// Purges returns the key of the prefix's purge stream: the CDN purges (tags) the
+// invalidator has still to do, purges that failed and second purges, each entry due
+// at a time (see package invalidator, purge.go).
+func (p Prefix) Purges() string { return string(p) + purgesSuffix }
 
 // RegistryPattern returns a Redis SCAN MATCH pattern that matches the registry of
 // every prefix; ParseRegistry recovers the prefix of each key it matches.

@@ -13,14 +13,15 @@ func TestPrefixKeys(t *testing.T) {
 	tests := []struct {
 		prefix                             keys.Prefix
 		registry, journal, deadLetter, gap string
+		purges                             string
 	}{
-		{"pgc", "pgc:models", "pgc:journal", "pgc:deadletter", "pgc:gaps"},
-		{"app:", "app::models", "app::journal", "app::deadletter", "app::gaps"},
-		{"a.b-c_1", "a.b-c_1:models", "a.b-c_1:journal", "a.b-c_1:deadletter", "a.b-c_1:gaps"},
+		{"pgc", "pgc:models", "pgc:journal", "pgc:deadletter", "pgc:gaps", "pgc:purges"},
+		{"app:", "app::models", "app::journal", "app::deadletter", "app::gaps", "app::purges"},
+		{"a.b-c_1", "a.b-c_1:models", "a.b-c_1:journal", "a.b-c_1:deadletter", "a.b-c_1:gaps", "a.b-c_1:purges"},
 	}
 	for _, tt := range tests {
-		got := []string{tt.prefix.Registry(), tt.prefix.Journal(), tt.prefix.DeadLetter(), tt.prefix.Gaps()}
-		want := []string{tt.registry, tt.journal, tt.deadLetter, tt.gap}
+		got := []string{tt.prefix.Registry(), tt.prefix.Journal(), tt.prefix.DeadLetter(), tt.prefix.Gaps(), tt.prefix.Purges()}
+		want := []string{tt.registry, tt.journal, tt.deadLetter, tt.gap, tt.purges}
 		for i := range got {
 			if got[i] != want[i] {
 				t.Errorf("Prefix(%q): key %d is %q, want %q", tt.prefix, i, got[i], want[i])
@@ -46,7 +47,7 @@ func TestPrefixKeys(t *testing.T) {
 		if !globMatch(keys.RegistryPattern(), tt.registry) {
 			t.Errorf("RegistryPattern() %q does not match %q", keys.RegistryPattern(), tt.registry)
 		}
-		for _, k := range []string{tt.journal, tt.deadLetter, tt.gap, sp.TableIndex(), sp.Key("1").Value(), sp.Key("1").Fence(), sp.Key("1").Pending()} {
+		for _, k := range []string{tt.journal, tt.deadLetter, tt.gap, tt.purges, sp.TableIndex(), sp.Key("1").Value(), sp.Key("1").Fence(), sp.Key("1").Pending()} {
 			if globMatch(keys.RegistryPattern(), k) {
 				t.Errorf("RegistryPattern() %q matches %q", keys.RegistryPattern(), k)
 			}

@@ -253,7 +253,7 @@ func workerOptions(cfg config, tables []string, purger invalidator.Purger, log *
 			StatusInterval: cfg.statusInterval, PartitionCheckInterval: cfg.partitionCheck,
 			MaxTxChanges: cfg.maxTxChanges, Logger: log,
 		},
-		Invalidator:         invalidator.Options{Prefix: cfg.prefix, Logger: log, Purger: purger, PurgeTimeout: cfg.purge.timeout},
+		Invalidator:         invalidator.Options{Prefix: cfg.prefix, Logger: log, Purger: purger, PurgeTimeout: cfg.purge.timeout, RepurgeAfter: cfg.purge.repurge},
 		ServerCheckInterval: cfg.redisCheck,
 	}
 }
@@ -404,6 +404,10 @@ func registerMetrics(reg *prometheus.Registry, w *invalidator.Worker) {
 	counter("redis_errors_total", "Failed Redis attempts.", func() float64 { return float64(w.Stats().Errors) })
 	counter("reconnects_total", "Reconnections to Postgres.", func() float64 { return float64(w.StreamStats().Reconnects) })
 	counter("redis_server_changes_total", "Redis failovers and restarts seen, each followed by a flush of the tables.", func() float64 { return float64(w.Stats().ServerChanges) })
+	counter("purged_total", "Tags purged from the CDN (-purge-varnish), second purges and retries included.", func() float64 { return float64(w.Stats().Purged) })
+	counter("purge_errors_total", "CDN purges that failed or outlasted -purge-timeout, at once or retried from the purge stream.", func() float64 { return float64(w.Stats().PurgeErrors) })
+	gauge("purges_pending", "Entries in the purge stream (purges to retry, second purges; up to 256 tags each), as last read.", func() float64 { return float64(w.Stats().PurgesPending) })
+	gauge("purge_delay_seconds", "How late the most overdue entry of the purge stream was, as last read: it grows while CDN purges fail.", func() float64 { return w.Stats().PurgeDelay.Seconds() })
 }
 
 // registerFlusherMetrics exports the write-back flusher's counters and its backlog.

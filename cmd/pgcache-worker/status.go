@@ -32,10 +32,11 @@ type report struct {
 	gaps       map[string]string
 	journal    int64
 	deadLetter int64
+	purges     int64
 }
 
-// status prints the slot's health, the registry, recorded gaps and the write-back
-// journal, and returns 0 when all is well, exitAttention when something needs an
+// status prints the slot's health, the registry, recorded gaps, the write-back
+// journal and the purge stream, and returns 0 when all is well, exitAttention when something needs an
 // operator (each such line starts with "!"), exitConfig or exitNoRedis.
 func status(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, err := parse(args, getenv, stderr)
@@ -57,7 +58,9 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 	if r.versions, err = st.Versions(ctx, cfg.prefix); err == nil {
 		if r.gaps, err = st.RecordedGaps(ctx, cfg.prefix); err == nil {
 			if r.journal, err = st.JournalLen(ctx, prefix.Journal()); err == nil {
-				r.deadLetter, err = st.JournalLen(ctx, prefix.DeadLetter())
+				if r.deadLetter, err = st.JournalLen(ctx, prefix.DeadLetter()); err == nil {
+					r.purges, err = st.JournalLen(ctx, prefix.Purges())
+				}
 			}
 		}
 	}
@@ -109,6 +112,7 @@ func (r report) print(w io.Writer, cfg config) int {
 	line(len(gapped) > 0, "gaps recorded: %s", orNone(gapped))
 	line(false, "write-back journal: %d writes not yet applied", r.journal)
 	line(r.deadLetter > 0, "write-back dead letters: %d", r.deadLetter)
+	line(false, "purge stream: %d CDN purges pending (retries and second purges; see pgcache_purge_delay_seconds)", r.purges)
 	return code
 }
 

@@ -16,7 +16,8 @@ import (
 
 // TestStatusAndSlotMetrics: the status command and the slot metrics tell a slot that
 // is missing, streamed, and streamed by nobody apart, and the status command flags
-// dead letters; its exit code says whether an operator is needed.
+// dead letters and prints the purge stream's length; its exit code says whether an
+// operator is needed.
 func TestStatusAndSlotMetrics(t *testing.T) {
 	t.Parallel()
 	rd := servers.Redis(t)
@@ -73,7 +74,15 @@ func TestStatusAndSlotMetrics(t *testing.T) {
 	if err := rd.Client(t).XAdd(context.Background(), dl).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := statusOf(); code != exitAttention || !strings.Contains(out, "! write-back dead letters: 1") {
+	if code, out := statusOf(); code != exitAttention || !strings.Contains(out, "! write-back dead letters: 1") ||
+		!strings.Contains(out, "  purge stream: 0 CDN purges pending") {
 		t.Fatalf("with a dead letter: exit %d:\n%s", code, out)
+	}
+	purge := &redis.XAddArgs{Stream: keys.Prefix(prefix).Purges(), Values: map[string]any{"tags": `["t"]`, "due": "0"}}
+	if err := rd.Client(t).XAdd(context.Background(), purge).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, out := statusOf(); !strings.Contains(out, "  purge stream: 1 CDN purges pending") {
+		t.Fatalf("with a purge pending:\n%s", out)
 	}
 }

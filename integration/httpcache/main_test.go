@@ -237,14 +237,22 @@ func (p *recordingPurger) has(tag string) bool {
 // prefix until the test ends, and waits until it is ready.
 func (e *env) startWorker(t *testing.T, opts invalidator.Options) *invalidator.Worker {
 	t.Helper()
+	w, _ := e.runWorker(t, context.Background(), opts)
+	return w
+}
+
+// runWorker is startWorker with the worker's context (hooks) given: stop ends the
+// worker and waits for it (the test's end does too).
+func (e *env) runWorker(t *testing.T, ctx context.Context, opts invalidator.Options) (_ *invalidator.Worker, stop func()) {
+	t.Helper()
 	opts.Prefix = e.prefix
-	return runWorker(t, e.rdb, e.pg.RoleURL, "s_"+e.pg.Name, []string{"authors", "books"}, opts)
+	return runWorker(t, ctx, e.rdb, e.pg.RoleURL, "s_"+e.pg.Name, []string{"authors", "books"}, opts)
 }
 
 // runWorker runs an invalidator worker of the tables in the database at url, on the
-// slot, with the publication "pgcache", until the test ends, and waits until it is
-// ready.
-func runWorker(t *testing.T, rdb redis.UniversalClient, url, slot string, tables []string, opts invalidator.Options) *invalidator.Worker {
+// slot, with the publication "pgcache", with ctx (hooks) until stop is called or the
+// test ends, and waits until it is ready.
+func runWorker(t *testing.T, ctx context.Context, rdb redis.UniversalClient, url, slot string, tables []string, opts invalidator.Options) (_ *invalidator.Worker, stop func()) {
 	t.Helper()
 	w, err := invalidator.NewWorker(rdb, invalidator.WorkerOptions{
 		Postgres: url,
@@ -255,8 +263,7 @@ func runWorker(t *testing.T, rdb redis.UniversalClient, url, slot string, tables
 	if err != nil {
 		t.Fatal(err)
 	}
-	fixture.RunWorker(t, context.Background(), w)
-	return w
+	return w, fixture.RunWorker(t, ctx, w)
 }
 
 // eventuallyBody waits until a GET of target through h answers a body containing want.

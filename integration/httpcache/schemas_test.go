@@ -1,6 +1,7 @@
 package httpcache_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -83,7 +84,7 @@ func registerIn[T any](t *testing.T, e *schemaEnv, opts readthrough.ModelOptions
 // API (e.mux) under a response cache that sends tags in tagHeader.
 func (e *schemaEnv) start(t *testing.T, tables ...string) http.Handler {
 	t.Helper()
-	runWorker(t, e.rdb, e.url, "s_"+e.pg.Name, tables, invalidator.Options{Prefix: e.prefix, Purger: e.purger})
+	runWorker(t, context.Background(), e.rdb, e.url, "s_"+e.pg.Name, tables, invalidator.Options{Prefix: e.prefix, Purger: e.purger})
 	c, err := httpcache.New(e.rdb, httpcache.Options{Prefix: e.prefix, RedisTimeout: 2 * time.Second, TagHeader: tagHeader})
 	if err != nil {
 		t.Fatal(err)

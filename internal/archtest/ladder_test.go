@@ -28,7 +28,7 @@ var ladder = map[string][]string{
 	"writepolicy":        {},
 	"writeback":          {"keys", "internal/retry", "internal/store", "internal/testhooks"},
 	"readthrough":        {"keys", "internal/near", "internal/store", "internal/testhooks", "writepolicy", "writeback"},
-	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store"},
+	"invalidator":        {"keys", "cdc", "internal/retry", "internal/store", "internal/testhooks"},
 	"gormcache":          {"readthrough", "writepolicy"},
 	"httpcache":          {"keys", "internal/store", "internal/testhooks", "readthrough"},
 	"audit":              {"keys", "internal/store", "readthrough"},

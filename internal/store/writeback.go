@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 )
 
@@ -25,11 +26,13 @@ import (
 //	                             e = that write's cache entry
 //
 // A write is one script: XADD the journal entry, set P to its id and entry, set the
-// row's value key V to the entry, delete the fence F. So a write is either wholly
-// there or not at all, and the journal entry's id is the write's version: stream ids
-// only grow, even after P is deleted, so a replayed old entry never matches a newer
-// write's P. (A per-row counter kept in P would restart at 1 once P is cleared, and an
-// old entry replayed after a crash could then pass for the new write.)
+// row's value key V to the entry, delete the fence F and the dependency epoch D
+// (keys.Key.Deps, so that cached HTTP responses showing the row are not served). So a
+// write is either wholly there or not at all, and the journal entry's id is the
+// write's version: stream ids only grow, even after P is deleted, so a replayed old
+// entry never matches a newer write's P. (A per-row counter kept in P would restart
+// at 1 once P is cleared, and an old entry replayed after a crash could then pass for
+// the new write.)
 //
 // The journal and the rows are in different hash slots, so the script needs a single
 // Redis (or Sentinel): Redis Cluster rejects it with CROSSSLOT.
@@ -48,8 +51,9 @@ var ErrUnsupported = errors.New("store: command not supported by this Redis")
 // the journal, and the group with it, was deleted. Create the group again.
 var ErrNoGroup = errors.New("store: no such consumer group")
 
-// journalScript records one write. KEYS: V, F, P, journal. ARGV: entry, value TTL in
-// ms (0: delete V instead), change.
+// journalScript records one write. KEYS: V, F, P, journal, the table index, D (the
+// row's dependency epoch, keys.Key.Deps: deleting it voids the cached HTTP responses
+// that showed the row). ARGV: entry, value TTL in ms (0: delete V instead), change.
 var journalScript = redis.NewScript(indexLua + `
 local id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[3])
 redis.call('HSET', KEYS[3], 'v', id, 'e', ARGV[1])
@@ -60,7 +64,7 @@ if ttl > 0 then
 else
   redis.call('DEL', KEYS[1])
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[6])
 return id
 `)
 
@@ -127,9 +131,13 @@ func (s *Store) journal(ctx context.Context, m Model, script *redis.Script, k ke
 		cmd    *redis.Cmd
 		waited *redis.Cmd
 	)
+	deps := k.Deps()
+	if testhooks.KeepEpoch(ctx) {
+		deps = k.Fence() // deleted anyway: the epoch is kept
+	}
 	perr := s.pipelined(ctx, func(p redis.Pipeliner) {
 		reg = s.announce(ctx, p, m)
-		cmd = script.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.index}, args...)
+		cmd = script.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.index, deps}, args...)
 		if wait != nil {
 			waited = p.Do(ctx, "WAITAOF", 1, wait.Replicas, max(wait.Timeout.Milliseconds(), 1))
 		}
@@ -152,7 +160,8 @@ func (s *Store) journal(ctx context.Context, m Model, script *redis.Script, k ke
 	return reply, nil
 }
 
-// softDeleteScript journals a soft delete (see SoftDelete). KEYS: V, F, P, journal.
+// softDeleteScript journals a soft delete (see SoftDelete). KEYS: V, F, P, journal,
+// the table index, D (as journalScript's).
 // ARGV: the model's entry prefix, the entry's soft-delete header, value TTL in ms (0:
 // delete V instead), change. Replies: {1, id} journaled; {0} nothing to do (the
 // pending write deletes the row already); {2, entry} the pending write is another
@@ -187,7 +196,7 @@ if ttl > 0 then
 else
   redis.call('DEL', KEYS[1])
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[6])
 return {1, id}
 `)
 
@@ -519,16 +528,16 @@ func (s *Store) slotGroups(ks []keys.Key) [][]int {
 }
 
 // clearScript deletes each row's P if it still records the version given for it;
-// with ARGV[1] = "1" it also deletes the row's V and F, so readers go back to
-// Postgres. KEYS: P, V, F of each row; ARGV[1 + i]: row i's version. It returns 1 or
-// 0 per row.
+// with ARGV[1] = "1" it also deletes the row's V, F and D (keys.Key.Deps), so readers
+// and cached HTTP responses go back to Postgres. KEYS: P, V, F, D of each row;
+// ARGV[1 + i]: row i's version. It returns 1 or 0 per row.
 var clearScript = redis.NewScript(`
 local out = {}
 for i = 1, #ARGV - 1 do
-  local p = KEYS[3 * i - 2]
+  local p = KEYS[4 * i - 3]
   if redis.call('HGET', p, 'v') == ARGV[i + 1] then
     if ARGV[1] == '1' then
-      redis.call('DEL', p, KEYS[3 * i - 1], KEYS[3 * i])
+      redis.call('DEL', p, KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i])
     else
       redis.call('DEL', p)
     end
@@ -567,12 +576,12 @@ func (s *Store) ClearPending(ctx context.Context, items []Versioned, invalidate 
 	}
 	groups := s.slotGroups(ks)
 	cmds, err := s.evalShaMany(ctx, clearScript, len(groups), func(g int) ([]string, []any) {
-		keys := make([]string, 0, 3*len(groups[g]))
+		keys := make([]string, 0, 4*len(groups[g]))
 		args := make([]any, 0, 1+len(groups[g]))
 		args = append(args, flag)
 		for _, i := range groups[g] {
 			k := items[i].Key
-			keys = append(keys, k.Pending(), k.Value(), k.Fence())
+			keys = append(keys, k.Pending(), k.Value(), k.Fence(), k.Deps())
 			args = append(args, items[i].Version)
 		}
 		return keys, args

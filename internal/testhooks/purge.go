@@ -1,0 +1,52 @@
+package testhooks
+
+import "context"
+
+// Purge holds switches of the invalidator's purges (package invalidator, purge.go).
+// They apply to batches handled with a context from WithPurge: the context given to
+// Worker.Run, or to HandleBatch.
+type Purge struct {
+	// Undurable makes purges best effort, as they were before the retry stream: a
+	// purge that fails or outlasts PurgeTimeout is dropped, not kept for retrying, to
+	// show that the tests of at-least-once purging can fail.
+	Undurable bool
+	// Unrepeated turns the second purge (Options.RepurgeAfter) off, to show that the
+	// test of the CDN in-flight race can fail.
+	Unrepeated bool
+}
+
+type purgeKey struct{}
+
+// WithPurge returns a context carrying h.
+func WithPurge(ctx context.Context, h *Purge) context.Context {
+	return context.WithValue(ctx, purgeKey{}, h)
+}
+
+// PurgeFrom returns ctx's purge switches, or the zero Purge (every protection on).
+func PurgeFrom(ctx context.Context) Purge {
+	if h, _ := ctx.Value(purgeKey{}).(*Purge); h != nil {
+		return *h
+	}
+	return Purge{}
+}
+
+// WriteBack holds a switch of write-back writes (internal/store, writeback.go).
+type WriteBack struct {
+	// KeepEpoch makes write-back writes leave the row's dependency epoch
+	// (keys.Key.Deps) alone, as they did before, so that cached HTTP responses showing
+	// the row stay valid: it shows that the test of the epoch's deletion can fail.
+	KeepEpoch bool
+}
+
+type writeBackKey struct{}
+
+// WithWriteBack returns a context carrying h.
+func WithWriteBack(ctx context.Context, h *WriteBack) context.Context {
+	return context.WithValue(ctx, writeBackKey{}, h)
+}
+
+// KeepEpoch reports whether ctx asks write-back writes to keep the dependency epoch.
+func KeepEpoch(ctx context.Context) bool {
+	h, _ := ctx.Value(writeBackKey{}).(*WriteBack)
+	return h != nil && h.KeepEpoch
+}
