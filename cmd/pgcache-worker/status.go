@@ -19,16 +19,19 @@ import (
 // Exit codes of the status command, besides exitConfig and exitNoRedis.
 const (
 	// exitAttention: something needs an operator: the slot is missing, streamed by
-	// nobody or losing WAL, gaps are recorded, writes are dead-lettered, or Postgres
-	// does not answer.
+	// nobody or losing WAL, a table applications cache is published by no publication,
+	// gaps are recorded, writes are dead-lettered, or Postgres does not answer.
 	exitAttention = 1
 )
 
 // report is what the status command found.
 type report struct {
-	slot       cdc.SlotHealth
-	slotErr    error
-	versions   map[string][]string
+	slot     cdc.SlotHealth
+	slotErr  error // Postgres could not be read: slot nor publications
+	versions map[string][]string
+	// published holds, for each table of the registry that Postgres has, the
+	// publications that publish it; a table Postgres does not have is missing.
+	published  map[string][]string
 	gaps       map[string]string
 	journal    int64
 	deadLetter int64
@@ -68,17 +71,31 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stderr, "pgcache-worker status: redis %s: %v\n", cfg.redis.display(), err)
 		return exitNoRedis
 	}
-	r.slot, r.slotErr = readSlot(ctx, cfg.postgres, cfg.slot)
+	r.slotErr = r.readPostgres(ctx, cfg.postgres, cfg.slot)
 	return r.print(stdout, cfg)
 }
 
-func readSlot(ctx context.Context, url, slot string) (cdc.SlotHealth, error) {
+// readPostgres reads the slot's health and the publications of the registry's tables.
+func (r *report) readPostgres(ctx context.Context, url, slot string) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
-		return cdc.SlotHealth{}, err
+		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return cdc.ReadSlot(ctx, conn, slot)
+	if r.slot, err = cdc.ReadSlot(ctx, conn, slot); err != nil {
+		return err
+	}
+	r.published = make(map[string][]string)
+	for table := range r.versions {
+		pubs, ok, err := cdc.Publications(ctx, conn, table)
+		if err != nil {
+			return err
+		}
+		if ok {
+			r.published[table] = pubs
+		}
+	}
+	return nil
 }
 
 // print writes the report and returns the exit code it calls for.
@@ -106,7 +123,21 @@ func (r report) print(w io.Writer, cfg config) int {
 		line(false, "registry %s: empty (no application has cached a row under prefix %q yet)", keys.Prefix(cfg.prefix).Registry(), cfg.prefix)
 	}
 	for _, t := range tables {
-		line(false, "registry: table %s cached under versions %s", t, strings.Join(r.versions[t], ", "))
+		vs := strings.Join(r.versions[t], ", ")
+		pubs, ok := r.published[t]
+		switch {
+		case r.slotErr != nil:
+			line(false, "registry: table %s cached under versions %s", t, vs)
+		case !ok:
+			line(false, "registry: table %s cached under versions %s; Postgres has no such table (dropped or renamed: its entries expire with their TTL)", t, vs)
+		case len(pubs) == 0:
+			// Nothing streams its changes: rows changed by anyone but the library stay
+			// stale until they expire. Often a worker whose search_path resolves an
+			// unqualified -tables entry to another schema's table of that name.
+			line(true, "registry: table %s cached under versions %s, but no publication publishes it: no worker invalidates it (give a worker -tables %s, schema-qualified)", t, vs, t)
+		default:
+			line(false, "registry: table %s cached under versions %s, published by %s", t, vs, strings.Join(pubs, ", "))
+		}
 	}
 	gapped := slices.Sorted(maps.Keys(r.gaps))
 	line(len(gapped) > 0, "gaps recorded: %s", orNone(gapped))

@@ -54,7 +54,7 @@ func TestStatusAndSlotMetrics(t *testing.T) {
 	})
 	t.Log(m)
 	if code, out := statusOf(); code != exitOK || !strings.Contains(out, "  slot "+slot+": streamed") ||
-		!strings.Contains(out, "registry: table public.widgets cached under versions") {
+		!strings.Contains(out, "registry: table public.widgets cached under versions") || !strings.Contains(out, ", published by pgcache") {
 		t.Fatalf("with the worker streaming: exit %d:\n%s\nworker logs:\n%s", code, out, w.logs)
 	}
 
@@ -84,5 +84,28 @@ func TestStatusAndSlotMetrics(t *testing.T) {
 	}
 	if _, out := statusOf(); !strings.Contains(out, "  purge stream: 1 CDN purges pending") {
 		t.Fatalf("with a purge pending:\n%s", out)
+	}
+
+	// Applications cache a table no publication publishes (a worker resolved its
+	// unqualified -tables entry to another schema's table, or was never told of it):
+	// flagged. A table Postgres no longer has is only noted.
+	if err := f.db.Exec(`CREATE SCHEMA app; CREATE TABLE app.widgets (id bigint PRIMARY KEY)`).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"app.widgets", "public.ghosts"} {
+		sp, err := keys.NewSpace(prefix, table, "v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rd.Client(t).HSet(context.Background(), keys.Prefix(prefix).Registry(), sp.RegistryField(), "1").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out := statusOf()
+	if code != exitAttention ||
+		!strings.Contains(out, "! registry: table app.widgets cached under versions v1, but no publication publishes it") ||
+		!strings.Contains(out, "  registry: table public.ghosts cached under versions v1; Postgres has no such table") ||
+		!strings.Contains(out, "  registry: table public.widgets cached under versions") {
+		t.Fatalf("with a table nobody publishes: exit %d:\n%s", code, out)
 	}
 }
