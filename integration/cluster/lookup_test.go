@@ -8,9 +8,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
@@ -30,27 +27,10 @@ type Part struct {
 // multi-gets of entries and of a list's members, pipelined per node, answer every
 // value.
 func testLookups(t *testing.T, rdb *redis.ClusterClient) {
-	pg := servers.Postgres(t).NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AutoMigrate(&Part{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Exec(`INSERT INTO parts SELECT g, 'c' || g, g % 10 FROM generate_series(1, 200) g`).Error; err != nil {
-		t.Fatal(err)
-	}
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "cl-lk", RedisTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := readthrough.Register[Part](cache, readthrough.ModelOptions{Unique: [][]string{{"Code"}}, Lists: [][]string{{"Box"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, repo := cachedModel[Part](t, rdb, "cl-lk", `INSERT INTO parts SELECT g, 'c' || g, g % 10 FROM generate_series(1, 200) g`,
+		readthrough.ModelOptions{Unique: [][]string{{"Code"}}, Lists: [][]string{{"Box"}}})
 
 	codes := make([]any, 50)
 	for i := range codes {

@@ -10,9 +10,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/httpcache"
 	"github.com/pgcache/pgcache/readthrough"
@@ -30,27 +27,9 @@ type Ticket struct {
 // stale (checked in a second round trip, the script of one server cannot read them)
 // and rendered again with the new row; a render that raced the change is not stored.
 func testResponses(t *testing.T, rdb *redis.ClusterClient) {
-	pg := servers.Postgres(t).NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	db, err := gorm.Open(postgres.Open(pg.RoleURL), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AutoMigrate(&Ticket{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Exec(`INSERT INTO tickets SELECT g, 'v0-' || g FROM generate_series(1, 20) g`).Error; err != nil {
-		t.Fatal(err)
-	}
-	cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: "cl-http", RedisTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := readthrough.Register[Ticket](cache, readthrough.ModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, repo := cachedModel[Ticket](t, rdb, "cl-http", `INSERT INTO tickets SELECT g, 'v0-' || g FROM generate_series(1, 20) g`, readthrough.ModelOptions{})
 	rc, err := httpcache.New(rdb, httpcache.Options{Prefix: "cl-http", RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

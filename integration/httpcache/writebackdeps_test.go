@@ -2,7 +2,6 @@ package httpcache_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -97,18 +96,10 @@ func memoAPI(t *testing.T, policy writepolicy.Policy) (*readthrough.Repository[M
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /memos/{id}", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /memos/{id}", one(func(r *http.Request) (Memo, bool, error) {
 		id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
-		m, ok, err := memos.Get(r.Context(), id)
-		switch {
-		case err != nil:
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-		case !ok:
-			http.NotFound(w, r)
-		default:
-			_ = json.NewEncoder(w).Encode(m)
-		}
-	})
+		return memos.Get(r.Context(), id)
+	}))
 	h := wrap(t, e.cache(t, httpcache.Options{}), httpcache.Route{}, mux)
 	for _, target := range []string{"/memos/1", "/memos/2"} {
 		get(bg, h, target)
