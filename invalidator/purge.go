@@ -206,38 +206,24 @@ func appendPurges(entries [][]string, tags []string, due time.Time) [][]string {
 func (p *purging) purgeNow(ctx context.Context, tags []string) []string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
 	defer cancel()
-	done := make(chan int, 1) // how many tags were purged
-	go func() {
-		n := 0
-		for lo := 0; lo < len(tags); lo += purgeBatch {
-			batch := tags[lo:min(lo+purgeBatch, len(tags))]
-			_, err := backoff.Retry(ctx, func() (struct{}, error) {
-				return struct{}{}, p.purger.Purge(ctx, batch)
-			}, backoff.WithBackOff(retry.Backoff(10*time.Millisecond, 500*time.Millisecond)), backoff.WithMaxElapsedTime(p.timeout))
-			if err != nil {
-				p.log.Warn("purge failed; retrying from the purge stream",
-					slog.Int("tags", len(batch)), slog.Any("error", err))
-				break
-			}
-			n += len(batch)
+	n := 0 // tags purged
+	for lo := 0; lo < len(tags); lo += purgeBatch {
+		batch := tags[lo:min(lo+purgeBatch, len(tags))]
+		_, err := backoff.Retry(ctx, func() (struct{}, error) {
+			return struct{}{}, p.call(ctx, batch)
+		}, backoff.WithBackOff(retry.Backoff(10*time.Millisecond, 500*time.Millisecond)), backoff.WithMaxElapsedTime(p.timeout))
+		if err != nil {
+			p.log.Warn("purge failed; retrying from the purge stream",
+				slog.Int("tags", len(tags)-n), slog.Any("error", err))
+			break
 		}
-		done <- n
-	}()
-	select {
-	case n := <-done:
-		p.purged.Add(uint64(n))
-		if n < len(tags) {
-			p.purgeErrors.Add(1)
-		}
-		return tags[n:]
-	case <-ctx.Done():
-		// The purger did not return within the bound (it should have, on ctx): give up
-		// waiting; its goroutine ends when it does. Tags it purged are purged again.
-		p.purgeErrors.Add(1)
-		p.log.Warn("purge timed out; retrying from the purge stream",
-			slog.Int("tags", len(tags)), slog.Duration("timeout", p.timeout))
-		return tags
+		n += len(batch)
 	}
+	p.purged.Add(uint64(n))
+	if n < len(tags) {
+		p.purgeErrors.Add(1)
+	}
+	return tags[n:]
 }
 
 // RunPurges purges the tags waiting in the purge stream (failed purges and second
@@ -322,9 +308,9 @@ func (p *purging) drain(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// call calls the purger once, and returns after PurgeTimeout at the latest, whatever
-// the purger does (a purger that ignores its context must not stop RunPurges from
-// returning).
+// call calls the purger once, and returns after PurgeTimeout (or when ctx ends) at the
+// latest, whatever the purger does: a purger that ignores its context must hold
+// neither the change stream nor RunPurges.
 func (p *purging) call(ctx context.Context, tags []string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()

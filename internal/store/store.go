@@ -397,23 +397,17 @@ func (s *Store) Release(ctx context.Context, k keys.Key, token string) error {
 
 // Invalidate deletes the value and fence keys of the rows, which also voids every
 // outstanding lease on them, and their dependency epochs (keys.Key.Deps), which voids
-// every cached response that read them. The keys of a row share a hash slot, so each
-// row is one DEL; all rows go in one pipeline.
+// every cached response that read them: on one server in one DEL; on a Cluster or Ring,
+// where only the keys of one row share a hash slot, in a DEL per row, pipelined.
 func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 	if len(ks) == 0 {
 		return nil
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	if len(ks) == 1 {
-		if err := s.rdb.Del(ctx, ks[0].Value(), ks[0].Fence(), ks[0].Deps()).Err(); err != nil {
-			return fmt.Errorf("store: invalidate %s: %w", ks[0], err)
-		}
-		return nil
-	}
 	var err error
-	if s.Sharded() {
-		// A DEL per row: its three keys share a slot, the rows do not.
+	if s.Sharded() && len(ks) > 1 {
+		// A DEL per row, all in one pipeline: a row's keys share a slot, rows do not.
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, k := range ks {
 				p.Del(ctx, k.Value(), k.Fence(), k.Deps())
@@ -421,7 +415,7 @@ func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 			return nil
 		})
 	} else {
-		// One DEL of every key: a server parses one command instead of a command per row.
+		// One DEL of every key: the server parses one command, not one per row.
 		names := make([]string, 0, 3*len(ks))
 		for _, k := range ks {
 			names = append(names, k.Value(), k.Fence(), k.Deps())
@@ -429,7 +423,7 @@ func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 		err = s.rdb.Del(ctx, names...).Err()
 	}
 	if err != nil {
-		return fmt.Errorf("store: invalidate %d keys: %w", len(ks), err)
+		return fmt.Errorf("store: invalidate %d rows: %w", len(ks), err)
 	}
 	return nil
 }
