@@ -27,7 +27,8 @@ func TestPerModelMakesOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if p.Get("a") != p.Get("a") {
+	first, again := p.Get("a"), p.Get("a")
+	if first != again {
 		t.Error("Get returned two entries for one model")
 	}
 	for m, n := range made {
