@@ -105,7 +105,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		names[f.GetName()] = true
 	}
 	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
-	for _, c := range []prometheus.Collector{newSlotCollector("postgres://127.0.0.1:1/x", "s", log), deadLetterGauge(rdb, "pgc"), auditCollector(a)} {
+	for _, c := range []prometheus.Collector{newSlotCollector("postgres://127.0.0.1:1/x", "s", nil, log), deadLetterGauge(rdb, "pgc"), auditCollector(a)} {
 		ch := make(chan *prometheus.Desc, 32)
 		c.Describe(ch)
 		close(ch)

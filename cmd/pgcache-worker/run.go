@@ -22,6 +22,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/cdc"
+	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/invalidator"
 	"github.com/pgcache/pgcache/writeback"
 )
@@ -221,7 +222,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer closeAudit()
 
-	slot := newSlotCollector(cfg.postgres, cfg.slot, log)
+	registry := store.New(rdb, 3*time.Second, "worker-registry")
+	versions := func(ctx context.Context) (map[string][]string, error) { return registry.Versions(ctx, cfg.prefix) }
+	slot := newSlotCollector(cfg.postgres, cfg.slot, versions, log)
 	defer slot.close()
 	h := handler(w, flusher, slot, deadLetterGauge(rdb, cfg.prefix), auditCollector(auditor))
 	ln, err := net.Listen("tcp", cfg.listen)
@@ -231,7 +234,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	log.Info("pgcache-worker starting", slog.String("http", ln.Addr().String()), slog.String("slot", cfg.slot), slog.Any("tables", tables))
-	return exitCode(log, serve(ctx, srv, ln, w, flusher, auditRun(auditor)))
+	return exitCode(log, serve(ctx, srv, ln, w, flusher, auditRun(auditor),
+		func(ctx context.Context) error { return slot.warnUnpublished(ctx, w.Ready) }))
 }
 
 // splitTables reads -tables: names separated by commas.

@@ -109,3 +109,38 @@ func TestStatusAndSlotMetrics(t *testing.T) {
 		t.Fatalf("with a table nobody publishes: exit %d:\n%s", code, out)
 	}
 }
+
+// TestUnpublishedTableWarned: a worker that starts while applications cache a table no
+// publication publishes (here app.widgets, beside the public.widgets it streams) says
+// so in its log and exports pgcache_table_unpublished for that table alone.
+func TestUnpublishedTableWarned(t *testing.T) {
+	t.Parallel()
+	rd := servers.Redis(t)
+	prefix := rd.Prefix(t)
+	f := newFixtureDB(t, rd.Client(t), prefix)
+	if err := f.db.Exec(`CREATE SCHEMA app; CREATE TABLE app.widgets (id bigint PRIMARY KEY)`).Error; err != nil {
+		t.Fatal(err)
+	}
+	sp, err := keys.NewSpace(prefix, "app.widgets", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Client(t).HSet(t.Context(), keys.Prefix(prefix).Registry(), sp.RegistryField(), "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"PGCACHE_POSTGRES_URL": f.pg.RoleURL, "PGCACHE_REDIS_ADDR": rd.Addr(), "PGCACHE_PREFIX": prefix, "PGCACHE_SLOT": "s_" + f.pg.Name}
+	w := startRun(t, []string{"-tables", "widgets"}, env)
+	invalidates(t, f, w)
+	integration.Eventually(t, "the warning in the log", func() bool {
+		return strings.Contains(w.logs.String(), `"msg":"applications cache tables that no publication publishes`)
+	})
+	if logs := w.logs.String(); !strings.Contains(logs, `"tables":["app.widgets"]`) {
+		t.Fatalf("the warning does not name app.widgets alone:\n%s", logs)
+	}
+	if v := w.metric(t, `pgcache_table_unpublished{table="app.widgets"}`); v != 1 {
+		t.Errorf(`pgcache_table_unpublished{table="app.widgets"} = %v, want 1`, v)
+	}
+	if v := w.metric(t, `pgcache_table_unpublished{table="public.widgets"}`); v != -1 {
+		t.Errorf("public.widgets, which the worker streams, is reported unpublished (%v)", v)
+	}
+}
