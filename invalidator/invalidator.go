@@ -215,9 +215,9 @@ func (v *Invalidator) Stats() Stats {
 // a round trip, the keys under the versions the previous call read are deleted while the
 // registry is read, and then those under any version the read adds. Versions the
 // registry listed once are kept: if it loses them, rows cached under them are still
-// invalidated. Row keys are deleted in pipelines of at most deleteBatch rows, each
-// bounded by RedisTimeout and retried on its own, so that a transaction of any size
-// makes progress.
+// invalidated. Row keys are deleted in pipelines of at most deleteBatch rows, up to
+// deletesInFlight at once, each bounded by RedisTimeout and retried on its own, so that
+// a transaction of any size makes progress; Handle returns once all of them are done.
 func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
 	return v.HandleBatch(ctx, []*cdc.Tx{tx})
 }
