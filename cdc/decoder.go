@@ -244,6 +244,14 @@ func (d *Decoder) SetOthers(tables [][2]string) {
 // InTransaction reports whether a Begin was decoded and its Commit was not.
 func (d *Decoder) InTransaction() bool { return d.tx != nil }
 
+// changes returns the number of changes of the open transaction decoded so far.
+func (d *Decoder) changes() int {
+	if d.tx == nil {
+		return 0
+	}
+	return len(d.tx.Changes)
+}
+
 // Relation returns the relation the stream last described under id.
 func (d *Decoder) Relation(id uint32) (*Relation, bool) {
 	r, ok := d.relations[id]

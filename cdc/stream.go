@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -290,7 +291,7 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 	}
 	defer closeConn(ctx, sqlConn)
 
-	conn, err := s.connectReplication(ctx)
+	conn, lazy, err := s.connectReplication(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -322,7 +323,7 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 	p := newPipeline(confirmed)
 	s.setPipeline(p)
 	start := time.Now()
-	err = s.stream(ctx, conn, sqlConn, p)
+	err = s.stream(ctx, conn, lazy, sqlConn, p)
 	streamed := time.Since(start)
 	if pe, ok := errors.AsType[*partitionsChangedError](err); ok {
 		s.gap.add(GapPartitions, s.qualify([]string{pe.spec}))
@@ -337,19 +338,29 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 	return streamed, err
 }
 
-func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, *lazyConn, error) {
 	cfg, err := pgconn.ParseConfig(s.connString)
 	if err != nil {
-		return nil, fmt.Errorf("%w: connection string: %v", ErrConfig, err)
+		return nil, nil, fmt.Errorf("%w: connection string: %v", ErrConfig, err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	var lc *lazyConn
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		lc = &lazyConn{Conn: c} // the last dialled is the one connected
+		return lc, nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	conn, err := pgconn.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return nil, classify("connect for replication", err)
+		return nil, nil, classify("connect for replication", err)
 	}
-	return conn, nil
+	return conn, lc, nil
 }
 
 func sendStatus(conn *pgconn.PgConn, pos LSN, replyRequested bool) error {
@@ -368,10 +379,10 @@ func sendStatus(conn *pgconn.PgConn, pos LSN, replyRequested bool) error {
 // stream runs the receiver and the handler of a session until ctx is done or either
 // fails, and returns the first error. The receiver owns conn, and the handler's
 // goroutine sqlConn, until stream returns.
-func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, sqlConn *pgx.Conn, p *pipeline) error {
+func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, lazy *lazyConn, sqlConn *pgx.Conn, p *pipeline) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		r := receiver{s: s, conn: conn, p: p, dec: s.newDecoder()}
+		r := receiver{s: s, conn: conn, lazy: lazy, p: p, dec: s.newDecoder()}
 		return r.run(gctx)
 	})
 	g.Go(func() error { return s.handle(gctx, sqlConn, p) })
@@ -476,6 +487,7 @@ type receiver struct {
 	conn *pgconn.PgConn
 	p    *pipeline
 	dec  *Decoder
+	lazy *lazyConn // conn's socket; nil when it is not one
 
 	nextStatus time.Time // when the position is next reported
 	lastHeard  time.Time // when the server was last heard from, or last listened to
@@ -596,6 +608,9 @@ func (r *receiver) copyData(ctx context.Context, data []byte) (replyNow bool, er
 		}
 		r.s.update(func(st *Stats) { st.ReceivedLSN = max(st.ReceivedLSN, xld.ServerWALEnd) })
 		tx, err := r.dec.Decode(xld.WALData)
+		if r.lazy != nil {
+			r.lazy.lazy.Store(r.dec.changes() >= lazyAfterChanges)
+		}
 		if err != nil || tx == nil {
 			return false, err
 		}

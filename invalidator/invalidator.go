@@ -62,11 +62,13 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 )
 
@@ -213,9 +215,9 @@ func (v *Invalidator) Stats() Stats {
 // a round trip, the keys under the versions the previous call read are deleted while the
 // registry is read, and then those under any version the read adds. Versions the
 // registry listed once are kept: if it loses them, rows cached under them are still
-// invalidated. Row keys are deleted in pipelines of at most deleteBatch rows, each
-// bounded by RedisTimeout and retried on its own, so that a transaction of any size
-// makes progress.
+// invalidated. Row keys are deleted in pipelines of at most deleteBatch rows, up to
+// deletesInFlight at once, each bounded by RedisTimeout and retried on its own, so that
+// a transaction of any size makes progress; Handle returns once all of them are done.
 func (v *Invalidator) Handle(ctx context.Context, tx *cdc.Tx) error {
 	return v.HandleBatch(ctx, []*cdc.Tx{tx})
 }
@@ -245,8 +247,13 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 			return err
 		})
 	}()
-	var tags tagSet
-	err := v.apply(ctx, txs, known, &tags)
+	// Tags are worked out only for a Purger: a digest per key costs as much as the
+	// rest of the plan.
+	var tags *tagSet
+	if v.purger != nil {
+		tags = &tagSet{}
+	}
+	err := v.apply(ctx, txs, known, tags)
 	if err != nil {
 		cancel()
 	}
@@ -259,7 +266,7 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		err = v.registryMissing(ctx, txs)
 	}
 	if err == nil {
-		err = v.apply(ctx, txs, v.learn(known, read), &tags)
+		err = v.apply(ctx, txs, v.learn(known, read), tags)
 	}
 	if err != nil {
 		first, last := txs[0], txs[len(txs)-1]
@@ -269,7 +276,7 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		return fmt.Errorf("invalidator: %d transactions from %d (commit %v) to %d (ending at %v): %w",
 			len(txs), first.XID, first.CommitLSN, last.XID, last.EndLSN, err)
 	}
-	if err := v.purge(ctx, tags.tags); err != nil {
+	if err := v.purge(ctx, tags.list()); err != nil {
 		return fmt.Errorf("invalidator: %d transactions ending at %v: %w", len(txs), txs[len(txs)-1].EndLSN, err)
 	}
 	v.transactions.Add(uint64(len(txs)))
@@ -315,21 +322,50 @@ type announced struct {
 // they truncated.
 func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, a announced, tags *tagSet) error {
 	p := v.plan(txs, a)
-	for lo := 0; lo < len(p.keys); lo += deleteBatch {
-		batch := p.keys[lo:min(lo+deleteBatch, len(p.keys))]
-		if err := v.retry(ctx, func(ctx context.Context) error { return v.store.Invalidate(ctx, batch...) }); err != nil {
-			return err
-		}
-		tags.addKeys(batch)
-		lookups := p.lookupKeys(lo, lo+len(batch))
-		v.keysDeleted.Add(uint64(len(batch) - lookups))
-		v.lookupKeysDeleted.Add(uint64(lookups))
+	if err := v.deleteKeys(ctx, p); err != nil {
+		return err
 	}
+	tags.addKeys(p.keys)
 	for _, sp := range p.flush {
 		if err := v.flushTable(ctx, sp); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// deleteKeys deletes p's keys in pipelines of at most deleteBatch rows, up to
+// deletesInFlight of them at once, each bounded by RedisTimeout and retried on its own.
+// It returns once every pipeline has succeeded, or one has failed (after its retries)
+// and the others have stopped: nil means every key is deleted.
+func (v *Invalidator) deleteKeys(ctx context.Context, p plan) error {
+	if len(p.keys) <= deleteBatch {
+		return v.deleteBatch(ctx, p, 0, len(p.keys))
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(deletesInFlight)
+	for lo := 0; lo < len(p.keys); lo += deleteBatch {
+		hi := min(lo+deleteBatch, len(p.keys))
+		g.Go(func() error { return v.deleteBatch(gctx, p, lo, hi) })
+	}
+	if testhooks.DeletesUnwaited(ctx) {
+		return nil // the control of TestDeletesBeforeAck: the pipelines in flight go on alone
+	}
+	return g.Wait()
+}
+
+// deleteBatch deletes p.keys[lo:hi], retrying.
+func (v *Invalidator) deleteBatch(ctx context.Context, p plan, lo, hi int) error {
+	if lo == hi {
+		return nil
+	}
+	batch := p.keys[lo:hi]
+	if err := v.retry(ctx, func(ctx context.Context) error { return v.store.Invalidate(ctx, batch...) }); err != nil {
+		return err
+	}
+	lookups := p.lookupKeys(lo, hi)
+	v.keysDeleted.Add(uint64(len(batch) - lookups))
+	v.lookupKeysDeleted.Add(uint64(lookups))
 	return nil
 }
 

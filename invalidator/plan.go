@@ -14,6 +14,11 @@ import (
 // answer well within RedisTimeout, many enough that round trips cost little.
 const deleteBatch = 1000
 
+// deletesInFlight is how many of a transaction's delete pipelines may wait on Redis at
+// once: while Redis works through one, the next is on its way, so that a large
+// transaction is not a series of round trips.
+const deletesInFlight = 4
+
 // plan is what a batch of transactions asks of Redis: keys to delete (row keys, then
 // lookup entries), each once, and tables to flush.
 type plan struct {

@@ -134,6 +134,14 @@ func (s *tagSet) add(tags ...string) {
 	}
 }
 
+// list returns the tags collected; none for a nil set.
+func (s *tagSet) list() []string {
+	if s == nil {
+		return nil
+	}
+	return s.tags
+}
+
 func (s *tagSet) addKeys(ks []keys.Key) {
 	if s == nil {
 		return
