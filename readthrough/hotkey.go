@@ -3,6 +3,7 @@ package readthrough
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -34,17 +35,37 @@ import (
 // falls back to Postgres. A Redis that does not answer is the circuit breaker's
 // business (Options.Breaker).
 
-// newFlights returns a model's flights; the test hook turning sharing off is read from
-// the context of c's *gorm.DB, as the near cache's hooks are.
+// newFlights returns a model's flights; the test hooks turning sharing off, or letting
+// a reader take any GET under way, are read from the context of c's *gorm.DB, as the
+// near cache's hooks are.
 func newFlights(c *Cache) *flights {
 	ctx := c.db.Statement.Context
-	return &flights{unshared: ctx != nil && testhooks.Unshared(ctx)}
+	f := &flights{unshared: ctx != nil && testhooks.Unshared(ctx), unordered: ctx != nil && testhooks.UnorderedGets(ctx)}
+	f.gets.seed = maphash.MakeSeed()
+	return f
 }
 
-// getGroup holds the Redis GETs under way, by key.
+// getShards is how many parts the GETs under way are split into, by key: readers of
+// different keys rarely take the same mutex, so the group costs little at 16 or more
+// goroutines reading many keys.
+const getShards = 64
+
+// getGroup holds the Redis GETs under way, by key, in getShards shards.
 type getGroup struct {
+	seed   maphash.Seed
+	shards [getShards]getShard
+	// free recycles the getCalls no reader joined: a lone reader, the common case,
+	// then allocates nothing for the sharing. A call a reader joined is left to the
+	// garbage collector, since the joiners may still read it.
+	free sync.Pool
+}
+
+// getShard is one part of a getGroup. Its padding keeps two shards' mutexes off one
+// cache line.
+type getShard struct {
 	mu sync.Mutex
 	m  map[string]*getCall
+	_  [48]byte
 }
 
 // getCall is one GET and what its readers get from it. Its fields are written by the
@@ -84,7 +105,7 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key)
 				return nil, 0, false, near.Ticket{}, err // this reader sent it
 			}
 			continue // its sender gave up; this reader has not
-		case c.err == nil && c.at <= start:
+		case c.err == nil && c.at <= start && !r.flights.unordered:
 			continue // sent before this read began
 		case errors.Is(c.err, store.ErrBusy):
 			now := time.Now()
@@ -109,41 +130,56 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key)
 	}
 }
 
-// get sends k's GET, or joins the one under way, and returns it once done.
+// get sends k's GET, or joins the one under way, and returns it once done. The reader
+// that sends it gets a copy, so that its getCall can be reused.
 func (g *getGroup) get(ctx context.Context, r interface {
 	sendGet(context.Context, keys.Key, *getCall)
-}, k keys.Key) (*getCall, error) {
+}, k keys.Key) (getCall, error) {
 	name := k.Value()
-	g.mu.Lock()
-	if c, ok := g.m[name]; ok {
+	sh := &g.shards[maphash.String(g.seed, name)%getShards]
+	sh.mu.Lock()
+	if c, ok := sh.m[name]; ok {
 		if c.done == nil {
 			c.done = make(chan struct{})
 		}
 		done := c.done
-		g.mu.Unlock()
+		sh.mu.Unlock()
+		testhooks.JoinedGet(ctx, name)
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return getCall{}, ctx.Err()
 		case <-done:
-			return c, nil
+			return *c, nil
 		}
 	}
-	if g.m == nil {
-		g.m = make(map[string]*getCall)
+	if sh.m == nil {
+		sh.m = make(map[string]*getCall)
 	}
-	c := new(getCall)
-	g.m[name] = c
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.m, name)
-		if c.done != nil {
-			close(c.done)
-		}
-		g.mu.Unlock()
-	}()
+	c, _ := g.free.Get().(*getCall)
+	if c == nil {
+		c = new(getCall)
+	}
+	sh.m[name] = c
+	sh.mu.Unlock()
+	defer g.finish(sh, name, c)
 	r.sendGet(ctx, k, c)
-	return c, nil
+	return *c, nil
+}
+
+// finish removes c from its shard and wakes the readers that joined it; if none did,
+// no one else holds c, and it is recycled.
+func (g *getGroup) finish(sh *getShard, name string, c *getCall) {
+	sh.mu.Lock()
+	delete(sh.m, name)
+	joined := c.done != nil
+	if joined {
+		close(c.done)
+	}
+	sh.mu.Unlock()
+	if !joined {
+		*c = getCall{}
+		g.free.Put(c)
+	}
 }
 
 // sendGet sends the GET of c.

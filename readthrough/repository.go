@@ -147,7 +147,7 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 	}
 	if len(entry) > 0 && entry[0] == entryRow {
 		if err = r.decodeRow(ctx, entry[1:], &row); err == nil {
-			return r.inScope(ctx, row)
+			return r.inScope(ctx, &row)
 		}
 	} else {
 		err = fmt.Errorf("entry starts with %q, want %q or %q", entry[:min(len(entry), 1)], entryRow, entryAbsent)
@@ -171,6 +171,8 @@ type flights struct {
 	// turns that off (testhooks.Unshared).
 	gets     getGroup
 	unshared bool
+	// unordered lets a Get take a GET sent before it began (testhooks.UnorderedGets).
+	unordered bool
 }
 
 // flight is what a fill hands to the misses that shared it: the entry, and the clock
