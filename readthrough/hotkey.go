@@ -76,6 +76,9 @@ type getCall struct {
 	entry  []byte
 	ttl    time.Duration
 	cached bool
+	// filled: entry was loaded from Postgres and stored under the lease the read took
+	// (sendReadOrLease); cached is set too.
+	filled bool
 	err    error
 	// abandoned: the sender's context ended, so err says nothing of Redis.
 	abandoned bool
@@ -86,23 +89,25 @@ type getCall struct {
 // getShared is Get's Redis read: the entry of k, with its remaining TTL and the near
 // tier's ticket taken before the GET was sent. start is the clock's value when the read
 // began.
-func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key) ([]byte, time.Duration, bool, near.Ticket, error) {
+// filled says the entry was loaded from Postgres by this read's ReadOrLease (see
+// sendReadOrLease), not found in Redis.
+func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key, id any) (entry []byte, ttl time.Duration, cached, filled bool, tk near.Ticket, err error) {
 	if r.flights.unshared {
 		tk := r.nearTicket(k)
 		entry, ttl, cached, err := r.getEntry(ctx, k)
-		return entry, ttl, cached, tk, err
+		return entry, ttl, cached, false, tk, err
 	}
 	var deadline time.Time // of the wait for a busy pool
 	poll := time.Millisecond
 	for {
-		c, err := r.flights.gets.get(ctx, r, k)
+		c, err := r.flights.gets.get(ctx, r, k, id)
 		if err != nil {
-			return nil, 0, false, near.Ticket{}, err // ctx ended
+			return nil, 0, false, false, near.Ticket{}, err // ctx ended
 		}
 		switch {
 		case c.abandoned:
 			if err := ctx.Err(); err != nil {
-				return nil, 0, false, near.Ticket{}, err // this reader sent it
+				return nil, 0, false, false, near.Ticket{}, err // this reader sent it
 			}
 			continue // its sender gave up; this reader has not
 		case c.err == nil && c.at <= start && !r.flights.unordered:
@@ -120,21 +125,21 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, 0, false, near.Ticket{}, ctx.Err()
+				return nil, 0, false, false, near.Ticket{}, ctx.Err()
 			case <-t.C:
 			}
 			poll = min(2*poll, 20*time.Millisecond)
 			continue
 		}
-		return c.entry, c.ttl, c.cached, c.tk, c.err
+		return c.entry, c.ttl, c.cached, c.filled, c.tk, c.err
 	}
 }
 
 // get sends k's GET, or joins the one under way, and returns it once done. The reader
 // that sends it gets a copy, so that its getCall can be reused.
 func (g *getGroup) get(ctx context.Context, r interface {
-	sendGet(context.Context, keys.Key, *getCall)
-}, k keys.Key) (getCall, error) {
+	sendGet(context.Context, keys.Key, any, *getCall)
+}, k keys.Key, id any) (getCall, error) {
 	name := k.Value()
 	sh := &g.shards[maphash.String(g.seed, name)%getShards]
 	sh.mu.Lock()
@@ -162,7 +167,7 @@ func (g *getGroup) get(ctx context.Context, r interface {
 	sh.m[name] = c
 	sh.mu.Unlock()
 	defer g.finish(sh, name, c)
-	r.sendGet(ctx, k, c)
+	r.sendGet(ctx, k, id, c)
 	return *c, nil
 }
 
@@ -182,10 +187,41 @@ func (g *getGroup) finish(sh *getShard, name string, c *getCall) {
 	}
 }
 
-// sendGet sends the GET of c.
-func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, c *getCall) {
+// sendGet sends the GET of c, or, while the model misses (see flights.combine),
+// ReadOrLease.
+func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, id any, c *getCall) {
+	if r.flights.combine && r.flights.missScore.Load() > 0 && !testhooks.Unfenced(ctx) {
+		r.sendReadOrLease(ctx, k, id, c)
+		return
+	}
 	c.at = r.flights.clock.Add(1)
 	c.tk = r.nearTicket(k)
 	c.entry, c.ttl, c.cached, c.err = r.getEntry(ctx, k)
 	c.abandoned = c.err != nil && ctx.Err() != nil
+}
+
+// sendReadOrLease reads k's entry or takes its lease in one round trip
+// (store.ReadOrLease) and, with the lease, fills the row before the readers sharing c
+// are woken: a miss costs two round trips (this and the fill script), not three. The
+// readers take the filled entry as they would a GET's reply: c.at is the clock's value
+// when the script was sent, and the load that follows it reads Postgres after every
+// write that returned before (the fencing of fill applies unchanged, since fillLeased
+// stores it). Held, or an uncacheable row: the readers miss, as after a GET.
+func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any, c *getCall) {
+	c.at = r.flights.clock.Add(1)
+	lease, err := r.store.ReadOrLease(ctx, r.reg, k, r.opts.FenceDuration)
+	if err != nil {
+		c.err, c.abandoned = err, ctx.Err() != nil
+		return
+	}
+	switch lease.State {
+	case store.Found:
+		c.entry, c.cached = lease.Value, true
+	case store.Acquired:
+		testhooks.Joined(ctx, k.Value()) // this read begun the key's fill
+		f, err := r.fillLeased(ctx, k, id, lease.Token, c.at)
+		if err == nil && f.entry != nil {
+			c.entry, c.cached, c.filled = f.entry, true, true
+		}
+	}
 }
