@@ -139,7 +139,7 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key,
 // that sends it gets a copy, so that its getCall can be reused.
 func (g *getGroup) get(ctx context.Context, r interface {
 	sendGet(context.Context, keys.Key, any, *getCall)
-}, k keys.Key, id any) (getCall, error) {
+}, k keys.Key, id any) (res getCall, err error) {
 	name := k.Value()
 	sh := &g.shards[maphash.String(g.seed, name)%getShards]
 	sh.mu.Lock()
@@ -166,15 +166,17 @@ func (g *getGroup) get(ctx context.Context, r interface {
 	}
 	sh.m[name] = c
 	sh.mu.Unlock()
-	defer g.finish(sh, name, c)
+	defer func() { res = g.finish(sh, name, c) }()
 	r.sendGet(ctx, k, id, c)
-	return *c, nil
+	return getCall{}, nil // res is set by finish
 }
 
-// finish removes c from its shard and wakes the readers that joined it; if none did,
-// no one else holds c, and it is recycled.
-func (g *getGroup) finish(sh *getShard, name string, c *getCall) {
+// finish removes c from its shard, wakes the readers that joined it and returns a
+// copy of c taken under the shard's lock (a joiner may be setting c.done); if no one
+// joined, no one else holds c, and it is recycled.
+func (g *getGroup) finish(sh *getShard, name string, c *getCall) getCall {
 	sh.mu.Lock()
+	out := *c
 	delete(sh.m, name)
 	joined := c.done != nil
 	if joined {
@@ -185,6 +187,7 @@ func (g *getGroup) finish(sh *getShard, name string, c *getCall) {
 		*c = getCall{}
 		g.free.Put(c)
 	}
+	return out
 }
 
 // sendGet sends the GET of c, or, while the model misses (see flights.combine),

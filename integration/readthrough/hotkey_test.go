@@ -259,7 +259,9 @@ func (h *holdGet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 func (h *holdGet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		args := cmd.Args()
-		if cmd.Name() != "get" || len(args) != 2 || args[1] != h.key || !h.armed.CompareAndSwap(true, false) {
+		read := cmd.Name() == "get" && len(args) == 2 && args[1] == h.key || // a GET
+			cmd.Name() == "evalsha" && len(args) > 3 && args[3] == h.key // ReadOrLease
+		if !read || !h.armed.CompareAndSwap(true, false) {
 			return next(ctx, cmd)
 		}
 		err := next(ctx, cmd)
@@ -274,19 +276,26 @@ func (h *holdGet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // have written the row in between. Reader A's GET of the row reads the old entry and
 // is held; the test then saves the row through the library (which invalidates the
 // key after the commit) and, once Save returned, reads the row again (B), which joins
-// A's GET under way. B must see the new row. The control, with testhooks.UnorderedGets
-// (B takes any GET under way), returns the old row to B.
+// A's GET under way. B must see the new row. Both with A's read a GET and a
+// ReadOrLease (a model that missed lately). The control, with
+// testhooks.UnorderedGets (B takes any GET under way), returns the old row to B.
 func TestHotKeyJoinedAfterWrite(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'before'), (2, 'before')`)
+	e.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'before' FROM generate_series(1, 4) g`)
 	ctx := ctxT(t)
-	for i, unordered := range []bool{false, true} {
-		name := "ordered"
-		if unordered {
-			name = "control: unordered"
-		}
-		t.Run(name, func(t *testing.T) {
+	for i, c := range []struct {
+		name      string
+		unordered bool
+		script    bool // A reads with ReadOrLease (the model missed lately), not a GET
+	}{
+		{"get", false, false},
+		{"read or lease", false, true},
+		{"control: unordered get", true, false},
+		{"control: unordered read or lease", true, true},
+	} {
+		unordered := c.unordered
+		t.Run(c.name, func(t *testing.T) {
 			id := int64(i + 1)
 			o := *e.rdb.Options()
 			rdb := redis.NewClient(&o)
@@ -295,15 +304,23 @@ func TestHotKeyJoinedAfterWrite(t *testing.T) {
 			if unordered {
 				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{UnorderedGets: true}))
 			}
-			c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+			cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
-			repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
+			repo, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			e.entry(t, repo, id) // cached: 'before'
+			if !c.script {
+				// Hits until the model reads with GETs again (see TestMissRoundTrips).
+				for range 100 {
+					if _, _, err := repo.Get(ctx, id); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			key, _ := repo.Key(id)
 			hold := &holdGet{key: key, sent: make(chan struct{}), release: make(chan struct{})}
 			rdb.AddHook(hold)
