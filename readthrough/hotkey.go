@@ -79,6 +79,9 @@ type getCall struct {
 	// filled: entry was loaded from Postgres and stored under the lease the read took
 	// (sendReadOrLease); cached is set too.
 	filled bool
+	// loaded: the row the sender's ReadOrLease loaded that cannot be cached; only the
+	// sender takes it (joiners get a copy without it and load their own).
+	loaded any
 	err    error
 	// abandoned: the sender's context ended, so err says nothing of Redis.
 	abandoned bool
@@ -91,23 +94,26 @@ type getCall struct {
 // began.
 // filled says the entry was loaded from Postgres by this read's ReadOrLease (see
 // sendReadOrLease), not found in Redis.
-func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key, id any) (entry []byte, ttl time.Duration, cached, filled bool, tk near.Ticket, err error) {
+//
+// loaded is a row this read's ReadOrLease loaded that cannot be cached (a *T, for
+// this reader alone; see miss).
+func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key, id any) (entry []byte, ttl time.Duration, cached, filled bool, loaded any, tk near.Ticket, err error) {
 	if r.flights.unshared {
 		tk := r.nearTicket(k)
 		entry, ttl, cached, err := r.getEntry(ctx, k)
-		return entry, ttl, cached, false, tk, err
+		return entry, ttl, cached, false, nil, tk, err
 	}
 	var deadline time.Time // of the wait for a busy pool
 	poll := time.Millisecond
 	for {
 		c, err := r.flights.gets.get(ctx, r, k, id)
 		if err != nil {
-			return nil, 0, false, false, near.Ticket{}, err // ctx ended
+			return nil, 0, false, false, nil, near.Ticket{}, err // ctx ended
 		}
 		switch {
 		case c.abandoned:
 			if err := ctx.Err(); err != nil {
-				return nil, 0, false, false, near.Ticket{}, err // this reader sent it
+				return nil, 0, false, false, nil, near.Ticket{}, err // this reader sent it
 			}
 			continue // its sender gave up; this reader has not
 		case c.err == nil && c.at <= start && !r.flights.unordered:
@@ -125,13 +131,13 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key,
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, 0, false, false, near.Ticket{}, ctx.Err()
+				return nil, 0, false, false, nil, near.Ticket{}, ctx.Err()
 			case <-t.C:
 			}
 			poll = min(2*poll, 20*time.Millisecond)
 			continue
 		}
-		return c.entry, c.ttl, c.cached, c.filled, c.tk, c.err
+		return c.entry, c.ttl, c.cached, c.filled, c.loaded, c.tk, c.err
 	}
 }
 
@@ -154,7 +160,9 @@ func (g *getGroup) get(ctx context.Context, r interface {
 		case <-ctx.Done():
 			return getCall{}, ctx.Err()
 		case <-done:
-			return *c, nil
+			res = *c
+			res.loaded = nil
+			return res, nil
 		}
 	}
 	if sh.m == nil {
@@ -223,8 +231,12 @@ func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any,
 	case store.Acquired:
 		testhooks.Joined(ctx, k.Value()) // this read begun the key's fill
 		f, err := r.fillLeased(ctx, k, id, lease.Token, c.at)
-		if err == nil && f.entry != nil {
+		switch {
+		case err != nil:
+		case f.entry != nil:
 			c.entry, c.cached, c.filled = f.entry, true, true
+		case f.row != nil:
+			c.loaded = f.row
 		}
 	}
 }

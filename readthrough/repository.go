@@ -116,7 +116,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		r.observeRead(ctx, t0, OutcomeNearHit)
 		return row, ok, nil
 	}
-	entry, ttl, cached, filled, tk, err := r.getShared(ctx, start, k, id) // hotkey.go
+	entry, ttl, cached, filled, loaded, tk, err := r.getShared(ctx, start, k, id) // hotkey.go
 	if err != nil {
 		defer r.observeRead(ctx, t0, OutcomeError)
 		if err := r.fallBack(err); err != nil {
@@ -125,6 +125,15 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		// Concurrent reads of the key share one query, as misses do: when Redis is slow
 		// because of a burst of reads, Postgres does not get the burst instead.
 		return r.miss(ctx, start, k, id, true)
+	}
+	if loaded != nil { // loaded by this read, uncacheable (hotkey.go)
+		r.stats.misses.Add(1)
+		r.flights.missed()
+		defer r.observeRead(ctx, t0, OutcomeMiss)
+		if row := loaded.(*T); r.visible(ctx, row) {
+			return *row, true, nil
+		}
+		return row, false, nil
 	}
 	if filled {
 		r.stats.misses.Add(1)
