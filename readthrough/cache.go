@@ -342,6 +342,7 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		journal:  journal,
 		near:     nm,
 	}
+	r.flights.combine = nm == nil && !st.Sharded() && m.envelope == "" && !r.flights.unshared
 	c.models[typ] = r
 	return r, nil
 }

@@ -3,6 +3,7 @@ package readthrough
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -34,17 +35,37 @@ import (
 // falls back to Postgres. A Redis that does not answer is the circuit breaker's
 // business (Options.Breaker).
 
-// newFlights returns a model's flights; the test hook turning sharing off is read from
-// the context of c's *gorm.DB, as the near cache's hooks are.
+// newFlights returns a model's flights; the test hooks turning sharing off, or letting
+// a reader take any GET under way, are read from the context of c's *gorm.DB, as the
+// near cache's hooks are.
 func newFlights(c *Cache) *flights {
 	ctx := c.db.Statement.Context
-	return &flights{unshared: ctx != nil && testhooks.Unshared(ctx)}
+	f := &flights{unshared: ctx != nil && testhooks.Unshared(ctx), unordered: ctx != nil && testhooks.UnorderedGets(ctx)}
+	f.gets.seed = maphash.MakeSeed()
+	return f
 }
 
-// getGroup holds the Redis GETs under way, by key.
+// getShards is how many parts the GETs under way are split into, by key: readers of
+// different keys rarely take the same mutex, so the group costs little at 16 or more
+// goroutines reading many keys.
+const getShards = 64
+
+// getGroup holds the Redis GETs under way, by key, in getShards shards.
 type getGroup struct {
+	seed   maphash.Seed
+	shards [getShards]getShard
+	// free recycles the getCalls no reader joined: a lone reader, the common case,
+	// then allocates nothing for the sharing. A call a reader joined is left to the
+	// garbage collector, since the joiners may still read it.
+	free sync.Pool
+}
+
+// getShard is one part of a getGroup. Its padding keeps two shards' mutexes off one
+// cache line.
+type getShard struct {
 	mu sync.Mutex
 	m  map[string]*getCall
+	_  [48]byte
 }
 
 // getCall is one GET and what its readers get from it. Its fields are written by the
@@ -55,6 +76,12 @@ type getCall struct {
 	entry  []byte
 	ttl    time.Duration
 	cached bool
+	// filled: entry was loaded from Postgres and stored under the lease the read took
+	// (sendReadOrLease); cached is set too.
+	filled bool
+	// loaded: the row the sender's ReadOrLease loaded that cannot be cached; only the
+	// sender takes it (joiners get a copy without it and load their own).
+	loaded any
 	err    error
 	// abandoned: the sender's context ended, so err says nothing of Redis.
 	abandoned bool
@@ -65,26 +92,31 @@ type getCall struct {
 // getShared is Get's Redis read: the entry of k, with its remaining TTL and the near
 // tier's ticket taken before the GET was sent. start is the clock's value when the read
 // began.
-func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key) ([]byte, time.Duration, bool, near.Ticket, error) {
+// filled says the entry was loaded from Postgres by this read's ReadOrLease (see
+// sendReadOrLease), not found in Redis.
+//
+// loaded is a row this read's ReadOrLease loaded that cannot be cached (a *T, for
+// this reader alone; see miss).
+func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key, id any) (entry []byte, ttl time.Duration, cached, filled bool, loaded any, tk near.Ticket, err error) {
 	if r.flights.unshared {
 		tk := r.nearTicket(k)
 		entry, ttl, cached, err := r.getEntry(ctx, k)
-		return entry, ttl, cached, tk, err
+		return entry, ttl, cached, false, nil, tk, err
 	}
 	var deadline time.Time // of the wait for a busy pool
 	poll := time.Millisecond
 	for {
-		c, err := r.flights.gets.get(ctx, r, k)
+		c, err := r.flights.gets.get(ctx, r, k, id)
 		if err != nil {
-			return nil, 0, false, near.Ticket{}, err // ctx ended
+			return nil, 0, false, false, nil, near.Ticket{}, err // ctx ended
 		}
 		switch {
 		case c.abandoned:
 			if err := ctx.Err(); err != nil {
-				return nil, 0, false, near.Ticket{}, err // this reader sent it
+				return nil, 0, false, false, nil, near.Ticket{}, err // this reader sent it
 			}
 			continue // its sender gave up; this reader has not
-		case c.err == nil && c.at <= start:
+		case c.err == nil && c.at <= start && !r.flights.unordered:
 			continue // sent before this read began
 		case errors.Is(c.err, store.ErrBusy):
 			now := time.Now()
@@ -99,57 +131,112 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, 0, false, near.Ticket{}, ctx.Err()
+				return nil, 0, false, false, nil, near.Ticket{}, ctx.Err()
 			case <-t.C:
 			}
 			poll = min(2*poll, 20*time.Millisecond)
 			continue
 		}
-		return c.entry, c.ttl, c.cached, c.tk, c.err
+		return c.entry, c.ttl, c.cached, c.filled, c.loaded, c.tk, c.err
 	}
 }
 
-// get sends k's GET, or joins the one under way, and returns it once done.
+// get sends k's GET, or joins the one under way, and returns it once done. The reader
+// that sends it gets a copy, so that its getCall can be reused.
 func (g *getGroup) get(ctx context.Context, r interface {
-	sendGet(context.Context, keys.Key, *getCall)
-}, k keys.Key) (*getCall, error) {
+	sendGet(context.Context, keys.Key, any, *getCall)
+}, k keys.Key, id any) (res getCall, err error) {
 	name := k.Value()
-	g.mu.Lock()
-	if c, ok := g.m[name]; ok {
+	sh := &g.shards[maphash.String(g.seed, name)%getShards]
+	sh.mu.Lock()
+	if c, ok := sh.m[name]; ok {
 		if c.done == nil {
 			c.done = make(chan struct{})
 		}
 		done := c.done
-		g.mu.Unlock()
+		sh.mu.Unlock()
+		testhooks.JoinedGet(ctx, name)
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return getCall{}, ctx.Err()
 		case <-done:
-			return c, nil
+			res = *c
+			res.loaded = nil
+			return res, nil
 		}
 	}
-	if g.m == nil {
-		g.m = make(map[string]*getCall)
+	if sh.m == nil {
+		sh.m = make(map[string]*getCall)
 	}
-	c := new(getCall)
-	g.m[name] = c
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.m, name)
-		if c.done != nil {
-			close(c.done)
-		}
-		g.mu.Unlock()
-	}()
-	r.sendGet(ctx, k, c)
-	return c, nil
+	c, _ := g.free.Get().(*getCall)
+	if c == nil {
+		c = new(getCall)
+	}
+	sh.m[name] = c
+	sh.mu.Unlock()
+	defer func() { res = g.finish(sh, name, c) }()
+	r.sendGet(ctx, k, id, c)
+	return getCall{}, nil // res is set by finish
 }
 
-// sendGet sends the GET of c.
-func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, c *getCall) {
+// finish removes c from its shard, wakes the readers that joined it and returns a
+// copy of c taken under the shard's lock (a joiner may be setting c.done); if no one
+// joined, no one else holds c, and it is recycled.
+func (g *getGroup) finish(sh *getShard, name string, c *getCall) getCall {
+	sh.mu.Lock()
+	out := *c
+	delete(sh.m, name)
+	joined := c.done != nil
+	if joined {
+		close(c.done)
+	}
+	sh.mu.Unlock()
+	if !joined {
+		*c = getCall{}
+		g.free.Put(c)
+	}
+	return out
+}
+
+// sendGet sends the GET of c, or, while the model misses (see flights.combine),
+// ReadOrLease.
+func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, id any, c *getCall) {
+	if r.flights.combine && r.flights.missScore.Load() > 0 && !testhooks.Unfenced(ctx) {
+		r.sendReadOrLease(ctx, k, id, c)
+		return
+	}
 	c.at = r.flights.clock.Add(1)
 	c.tk = r.nearTicket(k)
 	c.entry, c.ttl, c.cached, c.err = r.getEntry(ctx, k)
 	c.abandoned = c.err != nil && ctx.Err() != nil
+}
+
+// sendReadOrLease reads k's entry or takes its lease in one round trip
+// (store.ReadOrLease) and, with the lease, fills the row before the readers sharing c
+// are woken: a miss costs two round trips (this and the fill script), not three. The
+// readers take the filled entry as they would a GET's reply: c.at is the clock's value
+// when the script was sent, and the load that follows it reads Postgres after every
+// write that returned before (the fencing of fill applies unchanged, since fillLeased
+// stores it). Held, or an uncacheable row: the readers miss, as after a GET.
+func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any, c *getCall) {
+	c.at = r.flights.clock.Add(1)
+	lease, err := r.store.ReadOrLease(ctx, r.reg, k, r.opts.FenceDuration)
+	if err != nil {
+		c.err, c.abandoned = err, ctx.Err() != nil
+		return
+	}
+	switch lease.State {
+	case store.Found:
+		c.entry, c.cached = lease.Value, true
+	case store.Acquired:
+		testhooks.Joined(ctx, k.Value()) // this read begun the key's fill
+		f, err := r.fillLeased(ctx, k, id, lease.Token, c.at)
+		switch {
+		case err != nil:
+		case f.entry != nil:
+			c.entry, c.cached, c.filled = f.entry, true, true
+		case f.row != nil:
+			c.loaded = f.row
+		}
+	}
 }

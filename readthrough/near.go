@@ -203,6 +203,12 @@ func (r *Repository[T]) nearGet(ctx context.Context, k keys.Key) (row T, ok, hit
 	if r.near == nil || r.inTx {
 		return row, false, false
 	}
+	return r.nearGetOn(ctx, k)
+}
+
+// nearGetOn is nearGet with the near tier on; apart, so that a model without one does
+// not pay for its row escaping to the heap.
+func (r *Repository[T]) nearGetOn(ctx context.Context, k keys.Key) (row T, ok, hit bool) {
 	it, found := r.near.cache.Get(k.Value())
 	if !found || it.lookup {
 		return row, false, false

@@ -116,7 +116,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		r.observeRead(ctx, t0, OutcomeNearHit)
 		return row, ok, nil
 	}
-	entry, ttl, cached, tk, err := r.getShared(ctx, start, k) // hotkey.go
+	entry, ttl, cached, filled, loaded, tk, err := r.getShared(ctx, start, k, id) // hotkey.go
 	if err != nil {
 		defer r.observeRead(ctx, t0, OutcomeError)
 		if err := r.fallBack(err); err != nil {
@@ -126,13 +126,30 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		// because of a burst of reads, Postgres does not get the burst instead.
 		return r.miss(ctx, start, k, id, true)
 	}
+	if loaded != nil { // loaded by this read, uncacheable (hotkey.go)
+		r.stats.misses.Add(1)
+		r.flights.missed()
+		defer r.observeRead(ctx, t0, OutcomeMiss)
+		if row := loaded.(*T); r.visible(ctx, row) {
+			return *row, true, nil
+		}
+		return row, false, nil
+	}
+	if filled {
+		r.stats.misses.Add(1)
+		r.flights.missed()
+		defer r.observeRead(ctx, t0, OutcomeMiss)
+		return r.flightRow(ctx, k, id, entry)
+	}
 	if cached {
 		if row, ok, err := r.cachedRow(ctx, k, id, entry); err == nil {
+			r.flights.hit()
 			r.nearStore(ctx, tk, k, entry, ttl)
 			r.observeRead(ctx, t0, hitOutcome(ok))
 			return row, ok, nil
 		}
 	}
+	r.flights.missed()
 	r.stats.misses.Add(1)
 	defer r.observeRead(ctx, t0, OutcomeMiss)
 	return r.miss(ctx, start, k, id, false)
@@ -147,7 +164,7 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 	}
 	if len(entry) > 0 && entry[0] == entryRow {
 		if err = r.decodeRow(ctx, entry[1:], &row); err == nil {
-			return r.inScope(ctx, row)
+			return r.inScope(ctx, &row)
 		}
 	} else {
 		err = fmt.Errorf("entry starts with %q, want %q or %q", entry[:min(len(entry), 1)], entryRow, entryAbsent)
@@ -171,6 +188,36 @@ type flights struct {
 	// turns that off (testhooks.Unshared).
 	gets     getGroup
 	unshared bool
+	// combine: reads may use store.ReadOrLease (a single Redis, no near tier, entries
+	// without an envelope), which they do while missScore is positive: each miss adds
+	// missBump (up to missCap) and each hit takes one off. A hit through the script
+	// costs more than a GET, so a model that hits reads with GETs; one that has missed
+	// in its last few reads reads with the script, which brings a miss to two round
+	// trips. The script hits that follow a miss are at most missBump, a bounded
+	// fraction of what the miss itself cost (a Postgres query).
+	combine   bool
+	missScore atomic.Int32
+	// unordered lets a Get take a GET sent before it began (testhooks.UnorderedGets).
+	unordered bool
+}
+
+const (
+	missBump = 8
+	missCap  = 64
+)
+
+// missed records a miss of Get in f.missScore.
+func (f *flights) missed() {
+	if f.combine && f.missScore.Load() < missCap {
+		f.missScore.Add(missBump)
+	}
+}
+
+// hit records a hit of Get in f.missScore; while it is zero, a hit writes nothing.
+func (f *flights) hit() {
+	if v := f.missScore.Load(); v > 0 {
+		f.missScore.CompareAndSwap(v, v-1)
+	}
 }
 
 // flight is what a fill hands to the misses that shared it: the entry, and the clock

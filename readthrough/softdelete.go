@@ -108,14 +108,16 @@ func (r *Repository[T]) visible(ctx context.Context, row *T) bool {
 
 // inScope returns the row of a cached entry in the repository's scope, counting a hit
 // or, for a soft-deleted row in the default scope, a negative hit.
-func (r *Repository[T]) inScope(ctx context.Context, row T) (T, bool, error) {
-	if !r.visible(ctx, &row) {
+// It takes the row by pointer so that a row decode already put on the heap is not
+// copied to another.
+func (r *Repository[T]) inScope(ctx context.Context, row *T) (T, bool, error) {
+	if !r.visible(ctx, row) {
 		r.stats.negativeHits.Add(1)
 		var zero T
 		return zero, false, nil
 	}
 	r.stats.hits.Add(1)
-	return row, true, nil
+	return *row, true, nil
 }
 
 // all returns the repository reading every row, soft-deleted ones included: fills

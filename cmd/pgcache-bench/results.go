@@ -32,6 +32,11 @@ type results struct {
 	HitAllocs          float64 `json:"hit_allocs"`     // allocations per cached hit (Get)
 	RawGetAllocs       float64 `json:"raw_get_allocs"` // allocations per raw go-redis GET
 	MultiGet100Speedup float64 `json:"multiget_100_speedup"`
+	// A miss that fills against a cache-aside miss (GET, GORM First, SET) of the same
+	// row, alternating in the same run (miss.go).
+	MissFillP50us         float64 `json:"miss_fill_p50_us"`
+	CacheAsideMissP50us   float64 `json:"cache_aside_miss_p50_us"`
+	MissVsCacheAsideRatio float64 `json:"miss_vs_cache_aside_ratio"`
 
 	InvalidationLagP50ms float64 `json:"invalidation_lag_p50_ms"`
 	InvalidationLagP99ms float64 `json:"invalidation_lag_p99_ms"`
@@ -107,6 +112,7 @@ func (r *results) print(w io.Writer) {
 	row("GORM First ops/s, 16 goroutines", f(r.GormFirstOpsS16), "")
 	row("cached hit ops/s, 16 goroutines", f(r.CachedHitOpsS16), fmt.Sprintf("%.2f× GORM First, %.2f× the raw GET", r.ThroughputRatio16, r.HitVsRawOpsRatio16))
 	row("allocations per hit / raw GET", fmt.Sprintf("%.1f / %.1f", r.HitAllocs, r.RawGetAllocs), "")
+	row("miss + fill p50 (µs)", f(r.MissFillP50us), fmt.Sprintf("%.2f× a cache-aside miss (GET, First, SET: %.1f)", r.MissVsCacheAsideRatio, r.CacheAsideMissP50us))
 	row("multi-get of 100, cold", f(r.MultiGet100Speedup)+"×", "faster than 100 cold Gets")
 	row("invalidation lag p50 (ms)", f(r.InvalidationLagP50ms), fmt.Sprintf("commit → key deleted, at %.0f commits/s", r.InvalidationCommitsS))
 	row("invalidation lag p99 (ms)", f(r.InvalidationLagP99ms), "")

@@ -101,6 +101,9 @@ func run(ctx context.Context, log *slog.Logger, opts options) (*results, error) 
 	if err := b.readPath(ctx, repo, r); err != nil {
 		return nil, err
 	}
+	if err := b.missPath(ctx, repo, r); err != nil {
+		return nil, err
+	}
 	if err := b.multiGet(ctx, repo, r); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -235,6 +236,135 @@ func TestHotKeyBusyPool(t *testing.T) {
 			if queries != wantQueries || s.Errors != 0 || s.RedisSkipped != 0 {
 				t.Fatalf("%d Postgres queries (want %d), %d Redis errors, %d reads past the breaker; want a pool wait to be neither",
 					queries, wantQueries, s.Errors, s.RedisSkipped)
+			}
+		})
+	}
+}
+
+// holdGet is a go-redis hook that holds the reply of the next GET of key, once armed:
+// the GET has run on the server, and its reader waits until release is closed.
+type holdGet struct {
+	key     string
+	armed   atomic.Bool
+	sent    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdGet) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *holdGet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (h *holdGet) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		read := cmd.Name() == "get" && len(args) == 2 && args[1] == h.key || // a GET
+			cmd.Name() == "evalsha" && len(args) > 3 && args[3] == h.key // ReadOrLease
+		if !read || !h.armed.CompareAndSwap(true, false) {
+			return next(ctx, cmd)
+		}
+		err := next(ctx, cmd)
+		close(h.sent)
+		<-h.release
+		return err
+	}
+}
+
+// TestHotKeyJoinedAfterWrite: a Get that joins another Get's GET of its key must not
+// take that GET's reply if the GET was sent before the Get began, for the caller may
+// have written the row in between. Reader A's GET of the row reads the old entry and
+// is held; the test then saves the row through the library (which invalidates the
+// key after the commit) and, once Save returned, reads the row again (B), which joins
+// A's GET under way. B must see the new row. Both with A's read a GET and a
+// ReadOrLease (a model that missed lately). The control, with
+// testhooks.UnorderedGets (B takes any GET under way), returns the old row to B.
+func TestHotKeyJoinedAfterWrite(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'before' FROM generate_series(1, 4) g`)
+	ctx := ctxT(t)
+	for i, c := range []struct {
+		name      string
+		unordered bool
+		script    bool // A reads with ReadOrLease (the model missed lately), not a GET
+	}{
+		{"get", false, false},
+		{"read or lease", false, true},
+		{"control: unordered get", true, false},
+		{"control: unordered read or lease", true, true},
+	} {
+		unordered := c.unordered
+		t.Run(c.name, func(t *testing.T) {
+			id := int64(i + 1)
+			o := *e.rdb.Options()
+			rdb := redis.NewClient(&o)
+			t.Cleanup(func() { rdb.Close() })
+			db := e.db
+			if unordered {
+				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{UnorderedGets: true}))
+			}
+			cache, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, err := readthrough.Register[Widget](cache, readthrough.ModelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.entry(t, repo, id) // cached: 'before'
+			if !c.script {
+				// Hits until the model reads with GETs again (see TestMissRoundTrips).
+				for range 100 {
+					if _, _, err := repo.Get(ctx, id); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			key, _ := repo.Key(id)
+			hold := &holdGet{key: key, sent: make(chan struct{}), release: make(chan struct{})}
+			rdb.AddHook(hold)
+			hold.armed.Store(true)
+
+			type result struct {
+				w   Widget
+				ok  bool
+				err error
+			}
+			a, b := make(chan result, 1), make(chan result, 1)
+			go func() {
+				w, ok, err := repo.Get(ctx, id)
+				a <- result{w, ok, err}
+			}()
+			<-hold.sent // A's GET read 'before'; its reply is held
+			if err := repo.Save(ctx, &Widget{ID: id, Name: "after"}); err != nil {
+				t.Fatal(err)
+			}
+			var once sync.Once
+			joined := make(chan struct{})
+			bctx := testhooks.WithRead(ctx, &testhooks.Read{JoinedGet: func(string) { once.Do(func() { close(joined) }) }})
+			go func() {
+				w, ok, err := repo.Get(bctx, id)
+				b <- result{w, ok, err}
+			}()
+			<-joined // B waits for A's GET
+			close(hold.release)
+			if r := <-a; r.err != nil || !r.ok {
+				t.Fatalf("A: Get(%d) = %+v, %v, %v", id, r.w, r.ok, r.err)
+			}
+			r := <-b
+			if r.err != nil || !r.ok {
+				t.Fatalf("B: Get(%d) = %+v, %v, %v", id, r.w, r.ok, r.err)
+			}
+			t.Logf("B, begun after Save returned, read %q", r.w.Name)
+			if unordered {
+				if r.w.Name == "after" {
+					t.Fatal("control: B read the new row though it took a GET sent before the write (else this test cannot tell the ordering works)")
+				}
+				return
+			}
+			if r.w.Name != "after" {
+				t.Fatalf("B read %q after Save(%q) returned: it took a GET sent before the write", r.w.Name, "after")
 			}
 		})
 	}

@@ -222,7 +222,6 @@ func (g *gate) leave(parent context.Context, p pass, err error) error {
 // classify says what err, returned by a read, tells of Redis. queued says the read
 // began while the Store's reads filled the client's pool.
 func classify(parent context.Context, err error, queued bool) outcome {
-	var reply redis.Error
 	switch {
 	case err == nil || errors.Is(err, redis.Nil):
 		return answered
@@ -232,7 +231,7 @@ func classify(parent context.Context, err error, queued bool) outcome {
 		return unknown // the caller gave up, or its own deadline passed
 	case errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrPoolExhausted):
 		return busy
-	case errors.As(err, &reply):
+	case isReply(err):
 		return answered // an error reply: Redis is there
 	case queued && errors.Is(err, context.DeadlineExceeded) && !onConnection(err):
 		// The deadline passed with no I/O error: the read waited for a connection.
@@ -242,6 +241,14 @@ func classify(parent context.Context, err error, queued bool) outcome {
 		return silent
 	}
 	return unknown
+}
+
+// isReply reports whether err is an error reply of Redis. It is apart from classify
+// so that the variable errors.As needs is allocated only when classify gets this far,
+// not on every read.
+func isReply(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply)
 }
 
 // onConnection reports an error of the connection itself (a timeout while writing or

@@ -40,6 +40,14 @@ type Read struct {
 	// GET, and a GET that waited for a pooled connection falls back to Postgres like a
 	// Redis that does not answer. It shows that the tests of sharing can fail.
 	Unshared bool
+	// JoinedGet runs when a Get joins another Get's Redis GET of its key, under way.
+	JoinedGet func(key string)
+	// UnorderedGets, in the context of the *gorm.DB a readthrough.Cache is made with,
+	// lets a Get take the reply of any GET of its key under way, even one sent before
+	// the Get began (and so perhaps before the caller's own write invalidated the
+	// key), as sharing without the flights' clock would. It shows that the test of
+	// read-your-writes under sharing can fail.
+	UnorderedGets bool
 }
 
 type readKey struct{}
@@ -86,6 +94,17 @@ func AfterCommit(ctx context.Context, key string) {
 // BeforeNearStore runs ctx's BeforeNearStore hook, if any.
 func BeforeNearStore(ctx context.Context, key string) {
 	runRead(ctx, key, func(h *Read) func(string) { return h.BeforeNearStore })
+}
+
+// JoinedGet runs ctx's JoinedGet hook, if any.
+func JoinedGet(ctx context.Context, key string) {
+	runRead(ctx, key, func(h *Read) func(string) { return h.JoinedGet })
+}
+
+// UnorderedGets reports whether ctx lets Gets take any GET of their key under way.
+func UnorderedGets(ctx context.Context) bool {
+	h := read(ctx)
+	return h != nil && h.UnorderedGets
 }
 
 // NearUnfenced reports whether ctx asks for unfenced near-tier stores.
