@@ -394,7 +394,9 @@ func TestTransactionWiring(t *testing.T) {
 // writes until they are flushed, so a fill's load is current only as of its lease. A
 // read that begins after a write-back Delete returned, and joins a fill that took its
 // lease before the Delete and read Postgres after it, must not get the deleted row.
-func TestWriteBackFlightJoinedAfterDelete(t *testing.T) { onBoth(t, testWriteBackFlightJoinedAfterDelete) }
+func TestWriteBackFlightJoinedAfterDelete(t *testing.T) {
+	onBoth(t, testWriteBackFlightJoinedAfterDelete)
+}
 
 func testWriteBackFlightJoinedAfterDelete(t *testing.T, top topology) {
 	t.Parallel()

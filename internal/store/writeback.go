@@ -1126,16 +1126,3 @@ func (s *Store) PruneConsumers(ctx context.Context, journal, group, self string,
 	}
 	return n, nil
 }
-
-// indexLua defines index(lifetime, prune) for the journal scripts: it adds KEYS[1] to
-// the table's index KEYS[5] with the score now + lifetime ms, by the server's clock, and
-// prunes up to prune expired entries (see index.go).
-const indexLua = `
-local function index(lifetime, prune)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[5], 'GT', now + tonumber(lifetime), KEYS[1])
-  local old = redis.call('ZRANGE', KEYS[5], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(prune))
-  if #old > 0 then redis.call('ZREM', KEYS[5], unpack(old)) end
-end
-`
