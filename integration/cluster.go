@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -317,4 +319,29 @@ func (c *RedisCluster) Close(ctx context.Context) error {
 	c.clients = nil
 	c.mu.Unlock()
 	return c.ctr.Terminate(ctx)
+}
+
+// Prefix returns a key prefix of the test's own, so tests can share the cluster. Keys
+// under it are deleted from every master when the test ends.
+func (c *RedisCluster) Prefix(tb testing.TB) string {
+	tb.Helper()
+	var b [5]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		tb.Fatal(err)
+	}
+	prefix := "t" + hex.EncodeToString(b[:])
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+		defer cc.Close()
+		_ = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				n.Unlink(ctx, iter.Val())
+			}
+			return iter.Err()
+		})
+	})
+	return prefix
 }

@@ -24,6 +24,8 @@ type Shared struct {
 	pgErr error
 	rd    *Redis
 	rdErr error
+	cl    *RedisCluster
+	clErr error
 }
 
 // Postgres returns the package's Postgres, starting it on first use: the server named by
@@ -71,6 +73,27 @@ func (s *Shared) Redis(tb testing.TB) *Redis {
 	return s.rd
 }
 
+// Cluster returns the package's three-master Redis Cluster, starting it on first use.
+// Tests share it: each keeps to a key prefix of its own (ClusterPrefix).
+func (s *Shared) Cluster(tb testing.TB) *RedisCluster {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cl == nil && s.clErr == nil {
+		if os.Getenv(EnvRedisAddr) != "" {
+			tb.Skipf("integration: this test needs a Redis Cluster container; %s names an existing server", EnvRedisAddr)
+		}
+		requireDocker(tb)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		s.cl, s.clErr = StartRedisCluster(ctx, RedisOptions{})
+	}
+	if s.clErr != nil {
+		tb.Fatal(s.clErr)
+	}
+	return s.cl
+}
+
 // Close terminates the containers that were started.
 func (s *Shared) Close() error {
 	s.mu.Lock()
@@ -84,7 +107,10 @@ func (s *Shared) Close() error {
 	if s.rd != nil {
 		errs = append(errs, s.rd.Close(ctx))
 	}
-	s.pg, s.rd = nil, nil
+	if s.cl != nil {
+		errs = append(errs, s.cl.Close(ctx))
+	}
+	s.pg, s.rd, s.cl = nil, nil, nil
 	return errors.Join(errs...)
 }
 

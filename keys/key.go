@@ -294,6 +294,17 @@ func (k Key) Pending() string {
 	return k.value[:len(k.value)-1] + "p"
 }
 
+// Landed returns the Redis key of the row's landing mark: the version (journal
+// entry id) of the latest write-back write of the row that landed, or that a
+// flusher gave up waiting for, so that no older write lands after it. It is in the
+// same hash slot as Value.
+func (k Key) Landed() string {
+	if k.value == "" {
+		return ""
+	}
+	return k.value[:len(k.value)-1] + "l"
+}
+
 // String returns Value.
 func (k Key) String() string { return k.value }
 

@@ -1,6 +1,9 @@
 package keys
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // Suffixes of the keys of a prefix. Row keys continue the prefix with '{', so no
 // row key ends like these (see the package doc, "Other keys").
@@ -32,7 +35,25 @@ func (p Prefix) Registry() string { return string(p) + registrySuffix }
 
 // Journal returns the key of the prefix's write-back journal: a stream of the
 // writes acknowledged to applications and not yet applied to Postgres.
+//
+// Since write-back runs on Redis Cluster the journal is sharded (see JournalShard);
+// this single stream is what earlier versions wrote, which flushers still drain.
 func (p Prefix) Journal() string { return string(p) + journalSuffix }
+
+// JournalShards is how many streams the write-back journal is sharded into.
+const JournalShards = 16
+
+// JournalShard returns the key of shard i (0 <= i < JournalShards) of the prefix's
+// write-back journal, "<prefix>:journal{i}": a stream whose hash tag is its number,
+// so each shard lives in one Redis Cluster hash slot. A row's writes all go to the
+// shard JournalShardOf names.
+func (p Prefix) JournalShard(i int) string {
+	return string(p) + journalSuffix + "{" + strconv.Itoa(i) + "}"
+}
+
+// JournalShardOf returns the journal shard of the row k: its hash slot modulo
+// JournalShards.
+func JournalShardOf(k Key) int { return int(HashSlot(k.Value()) % JournalShards) }
 
 // DeadLetter returns the key of the prefix's dead-letter stream: the write-back
 // writes given up on, with the reason.

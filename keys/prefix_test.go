@@ -166,3 +166,45 @@ func ExamplePrefix() {
 	// public.users|v1
 	// "Sales"."Order|Items" v2 true
 }
+
+// TestJournalShards: the journal's shards are named "<prefix>:journal{i}", each in the
+// hash slot of its number, and a row's shard is its hash slot modulo the shard count.
+func TestJournalShards(t *testing.T) {
+	p := keys.Prefix("pgc")
+	seen := make(map[uint16]bool)
+	for i := range keys.JournalShards {
+		name := p.JournalShard(i)
+		if want := fmt.Sprintf("pgc:journal{%d}", i); name != want {
+			t.Errorf("shard %d = %q, want %q", i, name, want)
+		}
+		slot := keys.HashSlot(name)
+		if slot != keys.HashSlot(fmt.Sprint(i)) {
+			t.Errorf("shard %q is in slot %d, not its tag's", name, slot)
+		}
+		seen[slot] = true
+	}
+	if len(seen) != keys.JournalShards {
+		t.Errorf("shards in %d slots, want %d", len(seen), keys.JournalShards)
+	}
+	sp, err := keys.NewSpace("pgc", "public.widgets", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := make([]int, keys.JournalShards)
+	for id := range 1000 {
+		k := sp.Key(fmt.Sprint(id))
+		s := keys.JournalShardOf(k)
+		if want := int(keys.HashSlot(k.Value()) % keys.JournalShards); s != want {
+			t.Fatalf("row %d: shard %d, want %d", id, s, want)
+		}
+		counts[s]++
+		if l := k.Landed(); keys.HashSlot(l) != keys.HashSlot(k.Value()) {
+			t.Fatalf("landing mark %q is not in its row's slot", l)
+		}
+	}
+	for i, n := range counts {
+		if n == 0 {
+			t.Errorf("shard %d holds none of 1000 rows", i)
+		}
+	}
+}

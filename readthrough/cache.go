@@ -295,8 +295,8 @@ func Register[T any](c *Cache, opts ModelOptions) (*Repository[T], error) {
 		return nil, fmt.Errorf("%w: model %s: Version %q is reserved for write-back keys: choose another", ErrConfig, m.schema.Name, writeBackVersion)
 	}
 	if opts.WritePolicy == writepolicy.WriteBack {
-		if c.store.Sharded() {
-			return nil, fmt.Errorf("%w: model %s: write-back needs a single Redis or Sentinel: a write updates the journal and the row in one script, and Cluster and Ring put them on different nodes",
+		if c.store.Ring() {
+			return nil, fmt.Errorf("%w: model %s: write-back needs a single Redis, Sentinel or Redis Cluster: a Ring puts a write's journal shard and row on nodes that know nothing of each other",
 				ErrConfig, m.schema.Name)
 		}
 		if err := m.setWriteBackKeys(c.opts.Prefix); err != nil {

@@ -248,7 +248,10 @@ func (c *Cache) WriteBackBacklog(ctx context.Context) (n int64, ok bool, err err
 	if !ok {
 		return 0, false, nil
 	}
-	n, err = c.store.JournalLen(ctx, keys.Prefix(c.opts.Prefix).Journal())
+	streams, err := c.store.JournalStreams(ctx, keys.Prefix(c.opts.Prefix))
+	if err == nil {
+		n, err = c.store.JournalLen(ctx, streams...)
+	}
 	if err != nil {
 		return 0, true, fmt.Errorf("readthrough: write-back backlog: %w", err)
 	}

@@ -130,10 +130,11 @@ type Stats struct {
 	DeadLettered uint64 // writes moved to the dead-letter stream
 	Retries      uint64 // failed attempts retried after a backoff
 	Errors       uint64 // failures of Redis or Postgres, retried
+	Abandoned    uint64 // entries whose write never landed within LandingTimeout, fenced and dropped
 }
 
 type counters struct {
-	read, claimed, batches, applied, superseded, deadLettered, retries, errors atomic.Uint64
+	read, claimed, batches, applied, superseded, deadLettered, retries, errors, abandoned atomic.Uint64
 }
 
 // Stats returns a snapshot of the flusher's counters.
@@ -142,6 +143,6 @@ func (f *Flusher) Stats() Stats {
 	return Stats{
 		Read: c.read.Load(), Claimed: c.claimed.Load(), Batches: c.batches.Load(), Applied: c.applied.Load(),
 		Superseded: c.superseded.Load(), DeadLettered: c.deadLettered.Load(), Retries: c.retries.Load(),
-		Errors: c.errors.Load(),
+		Errors: c.errors.Load(), Abandoned: c.abandoned.Load(),
 	}
 }

@@ -53,9 +53,17 @@
 // applies the write first and then the soft delete. A pending delete makes it a no-op;
 // a pending write of another schema version makes it fail (nothing is written).
 //
-// Write-back needs a single Redis (or Sentinel): the journal and the row are in
-// different hash slots, which Redis Cluster does not allow in one script, so Register
-// rejects write-back models on a Cluster client. Keep write-back keys from eviction:
+// # Redis Cluster
+//
+// The journal is 16 streams, "<prefix>:journal{0..15}"; a row's writes go to the shard
+// of its hash slot. On a single Redis (or Sentinel) a write is one script. On a Cluster
+// the shard and the row are in different slots, so a write is two steps: the journal
+// entry, then its landing, a script in the row's slot that makes it the row's pending
+// record and sets the row's landing mark. A flusher applies an entry only once the
+// row's pending record holds it; one not landed yet it holds, and after
+// FlusherOptions.LandingTimeout it fences it, so that the landing is refused (Save
+// fails with ErrLate, nothing written). A Ring client is refused: its nodes know
+// nothing of each other. Keep write-back keys from eviction:
 // pending records and the journal have no TTL, so maxmemory-policy noeviction or a
 // volatile-* policy keeps them. Write-back models need their primary key set before
 // Save (no serial ids: the row reaches Postgres later); Create is an upsert, like

@@ -7,7 +7,9 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -28,40 +30,43 @@ type write struct {
 	change  *Change // nil when it could not be decoded
 	reason  string  // why it goes to the dead-letter stream
 	tries   int
+	entry   store.JournalEntry
+	hold    bool // not landed yet: keep the entry for a later batch
 }
 
 // flush applies one batch of journal entries:
 //
-//  1. decode, and keep per row only the entry with the highest id (coalescing), rows
-//     told apart by table and key values, whatever the schema version of their key;
-//  2. keep the rows whose pending record still holds that id: any other entry was
-//     superseded by a newer write of the row, which is journaled after it, or was
-//     applied and cleared before (a replay after a crash);
+//  1. decode, and sort the entries out by their row's state (see sortOut): an entry
+//     is applied only when its row's pending record holds its id; one whose write has
+//     not landed yet is held for a later batch (fenced once LandingTimeout old);
+//     every other one is superseded (or applied before: a replay);
+//  2. of the entries to apply, keep per row the one with the highest id
+//     (coalescing), rows told apart by table and key values, whatever the schema
+//     version of their key;
 //  3. apply them in one transaction and, holding the rows' locks, check the versions
 //     again (see applyTx); after a failure caused by a row's data, apply row by row
 //     and dead-letter the rows that keep failing;
 //  4. delete the pending records of the applied rows that still hold their version,
-//     and of the older writes of step 1 (under another schema version's key);
-//  5. acknowledge and delete every entry of the batch.
+//     and of the older writes of step 2 (under another schema version's key);
+//  5. acknowledge and delete every entry of the batch but those held.
 //
 // A crash between any two steps leaves the entries pending; whoever takes them up
-// repeats the steps, and step 2 skips what step 4 already did. Applying a row twice
-// writes the same values twice.
+// repeats the steps, and step 1 skips what step 4 already did. Applying a row twice
+// writes the same values twice. It returns the entries held.
 //
 // Operations are bounded by their own timeouts, not by ctx, so that a batch under way
 // completes when Run is stopped; ctx ends the waits between retries.
-func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) error {
+func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) ([]store.JournalEntry, error) {
 	op := context.WithoutCancel(ctx)
-	b := f.coalesce(entries) // step 1
-	live, err := f.current(op, b.rows)
+	b, err := f.sortOut(op, entries) // steps 1 and 2
 	if err != nil {
-		return err
+		return nil, err
 	}
-	todo := b.decoded(live) // step 2
+	todo := b.decoded(b.rows)
 	testhooks.Run(f.hooks.BeforeApply)
 	applied, failed, err := f.apply(ctx, todo) // step 3
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b.dead = append(b.dead, failed...)
 	if len(applied) > 0 {
@@ -70,49 +75,95 @@ func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) error
 		testhooks.Run(f.hooks.AfterCommit)
 	}
 	if err := f.clear(op, slices.Concat(applied, b.older)); err != nil { // step 4
-		return err
+		return nil, err
 	}
 	if err := f.deadLetter(op, b.dead); err != nil {
-		return err
+		return nil, err
 	}
 	testhooks.Run(f.hooks.AfterClear)
-	if err := f.store.AckJournal(op, f.journal, f.opts.Group, b.ids); err != nil { // step 5
-		return fmt.Errorf("writeback: acknowledge: %w", err)
+	if err := f.store.AckJournals(op, f.opts.Group, b.ids); err != nil { // step 5
+		return nil, fmt.Errorf("writeback: acknowledge: %w", err)
 	}
-	return nil
+	return b.held, nil
 }
 
-// batch is a batch of journal entries sorted out by coalesce.
+// batch is a batch of journal entries sorted out by sortOut.
 type batch struct {
-	ids []string // every entry's id, once, to acknowledge
+	ids map[string][]string // by stream, the ids of the entries to acknowledge, once
 	// rows holds the latest write of each row, in the order of the rows' identities:
 	// concurrent flushers lock rows in that order.
 	rows []*write
 	// older holds writes superseded by a later one of the row in the batch that left
 	// a pending record of their own: under another schema version's key.
 	older []*write
-	dead  []*write // writes that cannot be applied, to dead-letter
+	dead  []*write             // writes that cannot be applied, to dead-letter
+	held  []store.JournalEntry // entries whose write has not landed yet
 }
 
-// coalesce decodes a batch and keeps the latest write of each row (flush's step 1).
+// sortOut decodes a batch, sorts its entries out by their rows' state and keeps the
+// latest write of each row (flush's steps 1 and 2).
+//
 // Rows are told apart by their identity, not their key: during a rolling deploy two
 // schema versions may write the same row under different keys.
-func (f *Flusher) coalesce(entries []store.JournalEntry) batch {
-	var b batch
+//
+// An entry whose row's pending record holds its id has landed and is the row's
+// latest write. One whose row's pending record holds a later id, or whose row's
+// landing mark is at or past its id, is superseded, applied and cleared before, or
+// fenced: it can no longer land (see internal/store, writeback.go). Any other one may
+// still land: it is held until it is LandingTimeout old, then fenced; if it landed
+// meanwhile, it is held for the next batch.
+func (f *Flusher) sortOut(ctx context.Context, entries []store.JournalEntry) (batch, error) {
+	b := batch{ids: make(map[string][]string)}
 	seen := make(map[string]bool, len(entries))
-	latest := make(map[string]*write)
+	var ws []*write
 	for _, e := range entries {
-		if seen[e.ID] {
+		if seen[e.Stream+" "+e.ID] {
 			continue // claimed again while held
 		}
-		seen[e.ID] = true
-		b.ids = append(b.ids, e.ID)
+		seen[e.Stream+" "+e.ID] = true
 		if e.Empty {
-			continue // deleted from the stream: nothing to apply
+			b.ids[e.Stream] = append(b.ids[e.Stream], e.ID) // deleted from the stream: nothing to apply
+			continue
 		}
 		w := f.decode(e)
 		if w.key == (keys.Key{}) {
+			b.ids[e.Stream] = append(b.ids[e.Stream], e.ID)
 			b.dead = append(b.dead, w)
+			continue
+		}
+		ws = append(ws, w)
+	}
+	live, fence, err := f.landed(ctx, ws)
+	if err != nil {
+		return b, err
+	}
+	if len(fence) > 0 {
+		items := make([]store.Versioned, len(fence))
+		for i, w := range fence {
+			items[i] = store.Versioned{Key: w.key, Version: w.id}
+		}
+		fenced, err := f.store.FenceEntries(ctx, items)
+		if err != nil {
+			return b, fmt.Errorf("writeback: fence entries that did not land: %w", err)
+		}
+		for i, w := range fence {
+			if fenced[i] {
+				f.stats.abandoned.Add(1)
+				f.log.Warn("writeback: gave up on a write that did not land within LandingTimeout",
+					slog.String(attrKey, w.key.Value()), slog.String("entry", w.id))
+			} else {
+				w.hold = true
+			}
+		}
+	}
+	latest := make(map[string]*write)
+	for _, w := range ws {
+		if w.hold {
+			b.held = append(b.held, w.entry)
+			continue
+		}
+		b.ids[w.entry.Stream] = append(b.ids[w.entry.Stream], w.id)
+		if !live[w] {
 			continue
 		}
 		if prev, ok := latest[w.row]; ok {
@@ -133,7 +184,53 @@ func (f *Flusher) coalesce(entries []store.JournalEntry) batch {
 	// pending record. One under another schema version's key left a record of its own.
 	b.older = slices.DeleteFunc(b.older, func(w *write) bool { return w.key == latest[w.row].key })
 	slices.SortFunc(b.rows, func(a, b *write) int { return strings.Compare(a.row, b.row) })
-	return b
+	return b, nil
+}
+
+// landed reads the state of the writes' rows and returns the writes that are their
+// row's pending write, and those to fence; it marks those to hold.
+func (f *Flusher) landed(ctx context.Context, ws []*write) (map[*write]bool, []*write, error) {
+	if len(ws) == 0 {
+		return nil, nil, nil
+	}
+	ks := make([]keys.Key, 0, len(ws))
+	at := make(map[keys.Key]int, len(ws))
+	for _, w := range ws {
+		if _, ok := at[w.key]; !ok {
+			at[w.key] = len(ks)
+			ks = append(ks, w.key)
+		}
+	}
+	states, err := f.store.RowStates(ctx, ks)
+	if err != nil {
+		return nil, nil, fmt.Errorf("writeback: check versions: %w", err)
+	}
+	live := make(map[*write]bool, len(ws))
+	var fence []*write
+	now := time.Now()
+	for _, w := range ws {
+		st := states[at[w.key]]
+		switch {
+		case st.Version == w.id:
+			live[w] = true
+		case st.Version != "" && store.CompareIDs(st.Version, w.id) > 0,
+			st.Landed != "" && store.CompareIDs(st.Landed, w.id) >= 0,
+			f.hooks.AssumeLanded:
+			f.stats.superseded.Add(1)
+		case now.Sub(entryTime(w.id)) < f.opts.LandingTimeout:
+			w.hold = true
+		default:
+			fence = append(fence, w)
+		}
+	}
+	return live, fence, nil
+}
+
+// entryTime returns the time of a journal entry's id: its milliseconds part.
+func entryTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	n, _ := strconv.ParseInt(ms, 10, 64)
+	return time.UnixMilli(n)
 }
 
 // decoded returns the writes of live that have a change to apply, and moves those
@@ -154,7 +251,7 @@ func (b *batch) decoded(live []*write) []*write {
 // has no change, and one whose row key cannot be parsed no key either; both have the
 // reason they go to the dead-letter stream.
 func (f *Flusher) decode(e store.JournalEntry) *write {
-	w := &write{id: e.ID, raw: e.Change, rawBase: e.Base}
+	w := &write{id: e.ID, raw: e.Change, rawBase: e.Base, entry: e}
 	k, row, err := rowKey(e.Key)
 	if err != nil {
 		w.reason = err.Error()

@@ -57,6 +57,12 @@ type FlusherOptions struct {
 	// well above the time a batch takes. Default 30s. A consumer that holds nothing and
 	// has been idle for ten times ClaimAfter is removed from the group.
 	ClaimAfter time.Duration
+	// LandingTimeout is how long a flusher waits for a write whose journal entry it read
+	// before the write landed (on a Cluster a write is two steps: see the package
+	// doc): after that, measured from the entry's id (the time of the Redis master of
+	// its journal shard), it gives the write up and fences it, so that it can no longer
+	// land (its Save fails with ErrLate). Default 2m.
+	LandingTimeout time.Duration
 	// ApplyTimeout bounds one Postgres transaction. Default 30s.
 	ApplyTimeout time.Duration
 	// ShutdownTimeout bounds the flush of the entries held when Run's context ends.
@@ -95,6 +101,7 @@ func (o FlusherOptions) withDefaults() (FlusherOptions, error) {
 	o.MaxBackoff = cmp.Or(o.MaxBackoff, 5*time.Second)
 	o.ClaimAfter = cmp.Or(o.ClaimAfter, 30*time.Second)
 	o.ApplyTimeout = cmp.Or(o.ApplyTimeout, 30*time.Second)
+	o.LandingTimeout = cmp.Or(o.LandingTimeout, 2*time.Minute)
 	o.ShutdownTimeout = cmp.Or(o.ShutdownTimeout, 10*time.Second)
 	o.RedisTimeout = cmp.Or(o.RedisTimeout, time.Second)
 	if o.DeadLetterKey == "" {
@@ -114,7 +121,7 @@ func (o FlusherOptions) withDefaults() (FlusherOptions, error) {
 		return o, fmt.Errorf("%w: RetryBackoff %v must be positive and MaxBackoff %v at least as long", ErrConfig, o.RetryBackoff, o.MaxBackoff)
 	case o.ClaimAfter < time.Millisecond:
 		return o, fmt.Errorf("%w: ClaimAfter %v must be at least 1ms", ErrConfig, o.ClaimAfter)
-	case o.ApplyTimeout <= 0 || o.ShutdownTimeout <= 0 || o.RedisTimeout <= 0:
+	case o.ApplyTimeout <= 0 || o.ShutdownTimeout <= 0 || o.RedisTimeout <= 0 || o.LandingTimeout <= 0:
 		return o, fmt.Errorf("%w: timeouts must be positive", ErrConfig)
 	}
 	return o, nil
@@ -124,10 +131,13 @@ func (o FlusherOptions) withDefaults() (FlusherOptions, error) {
 // NewFlusher and call Run; run one or more per prefix, in the application or in the
 // worker. Its methods are safe for concurrent use; Run is called once.
 type Flusher struct {
-	db      *gorm.DB
-	store   *store.Store
-	opts    FlusherOptions
-	journal string
+	db     *gorm.DB
+	store  *store.Store
+	opts   FlusherOptions
+	prefix keys.Prefix
+	// streams are the journal's streams (see store.JournalStreams), set by Run, read by
+	// its goroutine only.
+	streams []string
 	log     *slog.Logger
 	stats   counters
 	// logLimit keeps repeated failures to one log line a second.
@@ -157,7 +167,7 @@ func NewFlusher(db *gorm.DB, rdb redis.UniversalClient, opts FlusherOptions) (*F
 		db:       db,
 		store:    store.New(rdb, opts.RedisTimeout, "flusher."+opts.Consumer),
 		opts:     opts,
-		journal:  keys.Prefix(opts.Prefix).Journal(),
+		prefix:   keys.Prefix(opts.Prefix),
 		log:      opts.Logger.With(slog.String("consumer", opts.Consumer)),
 		logLimit: rate.Sometimes{Interval: time.Second},
 	}, nil
@@ -186,7 +196,7 @@ func (f *Flusher) Run(ctx context.Context) error {
 	needGroup := true
 	for ctx.Err() == nil {
 		if needGroup {
-			if err := f.store.CreateGroup(ctx, f.journal, f.opts.Group); err != nil {
+			if err := f.createGroups(ctx); err != nil {
 				f.retry(ctx, bo, "create consumer group", err)
 				continue
 			}
@@ -204,8 +214,11 @@ func (f *Flusher) Run(ctx context.Context) error {
 		if !r.due(f.opts) {
 			continue
 		}
-		err := f.flush(ctx, r.held)
-		r.held = nil
+		held, err := f.flush(ctx, r.held)
+		r.held = held
+		if len(held) > 0 {
+			r.since = time.Now() // entries waiting to land: look again in FlushInterval
+		}
 		if err != nil {
 			r.own = true // the entries are still ours: read them again
 			f.retry(ctx, bo, "flush", err)
@@ -216,6 +229,21 @@ func (f *Flusher) Run(ctx context.Context) error {
 	return f.stop(ctx, r.held)
 }
 
+// createGroups finds the journal's streams and makes sure each has the consumer group.
+func (f *Flusher) createGroups(ctx context.Context) error {
+	streams, err := f.store.JournalStreams(ctx, f.prefix)
+	if err != nil {
+		return err
+	}
+	for _, st := range streams {
+		if err := f.store.CreateGroup(ctx, st, f.opts.Group); err != nil {
+			return err
+		}
+	}
+	f.streams = streams
+	return nil
+}
+
 // reader is where Run is in the journal, and the batch it holds.
 type reader struct {
 	held  []store.JournalEntry
@@ -224,8 +252,10 @@ type reader struct {
 	// (after a start, or a failed flush).
 	own bool
 	// nextClaim is when to scan the group for entries of stopped flushers again;
-	// claimCursor is where the scan under way is ("" for none).
+	// claimCursor is where the scan under way is in the stream claimStream indexes
+	// ("" for none).
 	nextClaim   time.Time
+	claimStream int
 	claimCursor string
 }
 
@@ -251,8 +281,8 @@ func (f *Flusher) read(ctx context.Context, r *reader) error {
 	case !now.Before(r.nextClaim):
 		got, err = f.claim(ctx, r, room, now)
 	case r.own:
-		got, err = f.store.ReadJournal(ctx, f.journal, f.opts.Group, f.opts.Consumer, room, 0, true)
-		if err == nil && len(got) < room {
+		got, err = f.store.ReadJournals(ctx, f.streams, f.opts.Group, f.opts.Consumer, f.perStream(room), 0, true)
+		if err == nil && len(got) < f.perStream(room) {
 			r.own = false
 		}
 	default:
@@ -261,7 +291,7 @@ func (f *Flusher) read(ctx context.Context, r *reader) error {
 			block = time.Until(r.since.Add(f.opts.FlushInterval))
 		}
 		block = max(min(block, time.Until(r.nextClaim)), time.Millisecond)
-		got, err = f.store.ReadJournal(ctx, f.journal, f.opts.Group, f.opts.Consumer, room, block, false)
+		got, err = f.store.ReadJournals(ctx, f.streams, f.opts.Group, f.opts.Consumer, f.perStream(room), block, false)
 	}
 	if err != nil || len(got) == 0 {
 		return err
@@ -277,27 +307,41 @@ func (f *Flusher) read(ctx context.Context, r *reader) error {
 	return nil
 }
 
+// perStream is how many entries to read of each stream for room entries in all.
+func (f *Flusher) perStream(room int) int {
+	return max(1, (room+len(f.streams)-1)/len(f.streams))
+}
+
 // claim takes over up to room entries that other flushers were given and have not
-// acknowledged for ClaimAfter, going on with the scan under way. At the end of a scan
-// it prunes the consumers that stopped and schedules the next scan.
+// acknowledged for ClaimAfter, going on with the scan under way (through the streams
+// one after the other). At the end of a scan it prunes the consumers that stopped and
+// schedules the next scan.
 func (f *Flusher) claim(ctx context.Context, r *reader, room int, now time.Time) ([]store.JournalEntry, error) {
-	got, next, err := f.store.ClaimJournal(ctx, f.journal, f.opts.Group, f.opts.Consumer, f.opts.ClaimAfter, r.claimCursor, room)
+	if r.claimStream >= len(f.streams) {
+		r.claimStream, r.claimCursor = 0, ""
+	}
+	st := f.streams[r.claimStream]
+	got, next, err := f.store.ClaimJournal(ctx, st, f.opts.Group, f.opts.Consumer, f.opts.ClaimAfter, r.claimCursor, room)
 	if err != nil {
 		return nil, err
 	}
 	f.stats.claimed.Add(uint64(len(got)))
 	r.claimCursor = next
 	if next == "" {
-		r.nextClaim = now.Add(max(f.opts.ClaimAfter/2, time.Millisecond))
-		f.prune(ctx)
+		f.prune(ctx, st)
+		r.claimStream++
+		if r.claimStream == len(f.streams) {
+			r.claimStream = 0
+			r.nextClaim = now.Add(max(f.opts.ClaimAfter/2, time.Millisecond))
+		}
 	}
 	return got, nil
 }
 
 // prune forgets consumers that stopped: those idle for ten times ClaimAfter, whose
 // entries were claimed since. Failures are only logged: the next sweep tries again.
-func (f *Flusher) prune(ctx context.Context) {
-	n, err := f.store.PruneConsumers(ctx, f.journal, f.opts.Group, f.opts.Consumer, 10*f.opts.ClaimAfter)
+func (f *Flusher) prune(ctx context.Context, stream string) {
+	n, err := f.store.PruneConsumers(ctx, stream, f.opts.Group, f.opts.Consumer, 10*f.opts.ClaimAfter)
 	if err != nil {
 		f.failed("prune consumers", err)
 		return
@@ -314,7 +358,7 @@ func (f *Flusher) stop(ctx context.Context, held []store.JournalEntry) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opts.ShutdownTimeout)
 	defer cancel()
-	if err := f.flush(ctx, held); err != nil {
+	if _, err := f.flush(ctx, held); err != nil {
 		return fmt.Errorf("writeback: flush %d entries on stop (they stay pending for another flusher): %w", len(held), err)
 	}
 	return nil
@@ -326,7 +370,11 @@ func (f *Flusher) stop(ctx context.Context, held []store.JournalEntry) error {
 // write was applied. Export it as a metric: a backlog that keeps growing means no
 // flusher runs, or Postgres refuses the writes (see the logs).
 func (f *Flusher) Backlog(ctx context.Context) (int64, error) {
-	return f.store.JournalLen(ctx, f.journal)
+	streams, err := f.store.JournalStreams(ctx, f.prefix)
+	if err != nil {
+		return 0, err
+	}
+	return f.store.JournalLen(ctx, streams...)
 }
 
 // failed counts a failure and logs it, at most one log line a second.

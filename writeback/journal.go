@@ -25,6 +25,14 @@ var (
 	// ErrWritePending reports a dead letter not retried because a newer write of its
 	// row is pending: that write replaces the row when it is flushed.
 	ErrWritePending = errors.New("writeback: a newer write of the row is pending")
+	// ErrLate reports a write that was refused, with nothing written, because it took
+	// longer than a minute (or a flusher's LandingTimeout) between its two steps, its
+	// journal entry and its landing in the row's slot (see the package doc, "Redis
+	// Cluster"). It may be retried.
+	ErrLate = store.ErrLate
+	// ErrRaced reports a soft delete that raced three times in a row with other
+	// writes of its row: nothing was written. It may be retried.
+	ErrRaced = store.ErrRaced
 )
 
 // WriteOptions configure write-back writes (a write-back model's Create, Save and
@@ -83,7 +91,7 @@ func (o WriteOptions) withDefaults() (WriteOptions, error) {
 type Journal struct {
 	store  *store.Store // with WriteOptions.Timeout
 	model  store.Model
-	key    string // the journal stream
+	prefix keys.Prefix // of the journal
 	wait   *store.AOFWait
 	log    *slog.Logger
 	noWait atomic.Bool // set once the server turned out not to know WAITAOF
@@ -97,7 +105,7 @@ func NewJournal(s *store.Store, m store.Model, opts WriteOptions, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	j := &Journal{store: s.WithTimeout(opts.Timeout), model: m, key: keys.Prefix(m.Space().Prefix()).Journal(), log: log}
+	j := &Journal{store: s.WithTimeout(opts.Timeout), model: m, prefix: keys.Prefix(m.Space().Prefix()), log: log}
 	if opts.WaitAOF {
 		j.wait = &store.AOFWait{Replicas: opts.WaitAOFReplicas, Timeout: opts.WaitAOFTimeout}
 	}
@@ -110,13 +118,14 @@ func NewJournal(s *store.Store, m store.Model, opts WriteOptions, log *slog.Logg
 // so the invalidator knows the version whose keys it must delete. An error wrapping
 // ErrBadChange means c could not be encoded and nothing was written; one wrapping
 // store.ErrNotDurable, that the write was journaled but not confirmed fsynced (it
-// may still be applied).
+// may still be applied); one wrapping ErrLate, that the write was refused because it
+// took too long between its two steps (see the package doc), and nothing was written.
 func (j *Journal) Write(ctx context.Context, k keys.Key, entry []byte, ttl time.Duration, c Change) error {
 	payload, err := c.marshal()
 	if err != nil {
 		return err
 	}
-	_, err = j.store.Journal(ctx, j.model, j.key, k, entry, ttl, payload, j.waitAOF())
+	_, err = j.store.Journal(ctx, j.model, j.prefix, k, entry, ttl, payload, j.waitAOF())
 	return j.waited(err)
 }
 
@@ -129,7 +138,7 @@ func (j *Journal) SoftDelete(ctx context.Context, k keys.Key, head string, ttl t
 	if err != nil {
 		return 0, err
 	}
-	outcome, _, err := j.store.SoftDelete(ctx, j.model, j.key, k, head, ttl, payload, j.waitAOF())
+	outcome, _, err := j.store.SoftDelete(ctx, j.model, j.prefix, k, head, ttl, payload, j.waitAOF())
 	return outcome, j.waited(err)
 }
 

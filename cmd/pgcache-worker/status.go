@@ -60,7 +60,11 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 	var r report
 	if r.versions, err = st.Versions(ctx, cfg.prefix); err == nil {
 		if r.gaps, err = st.RecordedGaps(ctx, cfg.prefix); err == nil {
-			if r.journal, err = st.JournalLen(ctx, prefix.Journal()); err == nil {
+			var streams []string
+			if streams, err = st.JournalStreams(ctx, prefix); err == nil {
+				r.journal, err = st.JournalLen(ctx, streams...)
+			}
+			if err == nil {
 				if r.deadLetter, err = st.JournalLen(ctx, prefix.DeadLetter()); err == nil {
 					r.purges, err = st.JournalLen(ctx, prefix.Purges())
 				}

@@ -41,6 +41,7 @@ func TestCluster(t *testing.T) {
 	t.Run("table flush races a fill", func(t *testing.T) { testFlushRace(t, cl) })
 	t.Run("lookups", func(t *testing.T) { testLookups(t, rdb) })
 	t.Run("responses", func(t *testing.T) { testResponses(t, rdb) })
+	t.Run("write-back drops responses", func(t *testing.T) { testWriteBackResponses(t, rdb) })
 	t.Run("near cache", func(t *testing.T) { testNear(t, cl) })
 	t.Run("near cache client kill", func(t *testing.T) { testNearClientKill(t, cl) })
 }

@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pgcache/pgcache/httpcache"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
+	"github.com/pgcache/pgcache/writepolicy"
 )
 
 // Ticket is the row the response test's handler shows.
@@ -109,5 +113,74 @@ func testResponses(t *testing.T, rdb *redis.ClusterClient) {
 	}
 	if got := get("v2"); got != "HIT" {
 		t.Fatalf("GET: %s, want HIT", got)
+	}
+}
+
+// testWriteBackResponses is integration/httpcache's TestWriteBackDropsResponses on the
+// Cluster: a write-back Save and Delete, which land in the row's slot in a script of
+// their own, delete the rows' dependency epochs there, so the cached responses that
+// showed the rows are rendered again. The control (testhooks.WriteBack.KeepEpoch)
+// keeps the epochs: the old responses are served, hits.
+func testWriteBackResponses(t *testing.T, rdb *redis.ClusterClient) {
+	for _, control := range []bool{false, true} {
+		t.Run(map[bool]string{false: "epoch-deleted", true: "control-epoch-kept"}[control], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			prefix := fmt.Sprintf("cl-wbhttp-%t", control)
+			_, repo := cachedModel[Ticket](t, rdb, prefix, `INSERT INTO tickets VALUES (1, 'old-one'), (2, 'old-two')`,
+				readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
+			rc, err := httpcache.New(rdb, httpcache.Options{Prefix: prefix, RedisTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := rc.Wrap(httpcache.Route{TTL: time.Hour}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				id, _ := strconv.ParseInt(strings.TrimPrefix(r.URL.Path, "/tickets/"), 10, 64)
+				tk, ok, err := repo.Get(r.Context(), id)
+				switch {
+				case err != nil:
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+				case !ok:
+					http.NotFound(w, r)
+				default:
+					_ = json.NewEncoder(w).Encode(tk)
+				}
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			get := func(target string) *httptest.ResponseRecorder {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, target, nil))
+				return w
+			}
+			for _, target := range []string{"/tickets/1", "/tickets/2"} {
+				get(target)
+				if w := get(target); w.Header().Get("X-Cache") != "HIT" {
+					t.Fatalf("%s: not cached (%s)", target, w.Header().Get("X-Cache"))
+				}
+			}
+			wctx := testhooks.WithWriteBack(ctx, &testhooks.WriteBack{KeepEpoch: control})
+			if err := repo.Save(wctx, &Ticket{ID: 1, Title: "new-one"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := repo.Delete(wctx, int64(2)); err != nil {
+				t.Fatal(err)
+			}
+			one, two := get("/tickets/1"), get("/tickets/2")
+			if control {
+				if !strings.Contains(one.Body.String(), "old-one") || one.Header().Get("X-Cache") != "HIT" ||
+					!strings.Contains(two.Body.String(), "old-two") || two.Header().Get("X-Cache") != "HIT" {
+					t.Fatalf("control: /tickets/1 = %s %q, /tickets/2 = %s %q; want both old responses, hits",
+						one.Header().Get("X-Cache"), one.Body, two.Header().Get("X-Cache"), two.Body)
+				}
+				return
+			}
+			if !strings.Contains(one.Body.String(), "new-one") || one.Header().Get("X-Cache") != "MISS" {
+				t.Errorf("after a write-back Save, /tickets/1 = %s %q, want a render of new-one", one.Header().Get("X-Cache"), one.Body)
+			}
+			if two.Code != http.StatusNotFound || two.Header().Get("X-Cache") == "HIT" {
+				t.Errorf("after a write-back Delete, /tickets/2 = %s %d %q, want a render answering 404", two.Header().Get("X-Cache"), two.Code, two.Body)
+			}
+		})
 	}
 }

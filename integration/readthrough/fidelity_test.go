@@ -319,9 +319,11 @@ func TestUncacheableRow(t *testing.T) {
 
 // TestUncacheableWriteBack: a write-back Save of a row the cache cannot hold exactly
 // fails and says why, rather than journal a row readers would see changed.
-func TestUncacheableWriteBack(t *testing.T) {
+func TestUncacheableWriteBack(t *testing.T) { onBoth(t, testUncacheableWriteBack) }
+
+func testUncacheableWriteBack(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOn(t, top)
 	e.exec(t, `CREATE TABLE counters (id bigint PRIMARY KEY, count numeric(20))`)
 	repo, err := readthrough.Register[Counter](e.cache(t, e.db), readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
 	if err != nil {

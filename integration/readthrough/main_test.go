@@ -31,7 +31,7 @@ type Widget struct {
 type env struct {
 	dbURL  string
 	db     *gorm.DB
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	prefix string
 	// queries counts SELECTs on the widgets table made through db.
 	queries *atomic.Int64

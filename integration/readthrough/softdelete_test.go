@@ -278,9 +278,11 @@ func TestSoftDeleteUnscopedFirst(t *testing.T) {
 // flush: the soft delete supersedes the Save in the journal, so it must carry it, or
 // the flush would lose the Save. Readers see the saved row deleted; Postgres ends
 // with it.
-func TestWriteBackSoftDeleteOverPending(t *testing.T) {
+func TestWriteBackSoftDeleteOverPending(t *testing.T) { onBoth(t, testWriteBackSoftDeleteOverPending) }
+
+func testWriteBackSoftDeleteOverPending(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOn(t, top)
 	ctx := ctxT(t)
 	scoped, unscoped, _ := gadgets(t, e, writepolicy.WriteBack)
 	e.exec(t, `INSERT INTO gadgets (id, name) VALUES (1, 'old')`)
@@ -313,9 +315,11 @@ func TestWriteBackSoftDeleteOverPending(t *testing.T) {
 
 // TestWriteBackHardDeleteUnscoped: Delete through WithDB(db.Unscoped()) deletes the
 // row, as GORM's Unscoped().Delete does, under write-back too.
-func TestWriteBackHardDeleteUnscoped(t *testing.T) {
+func TestWriteBackHardDeleteUnscoped(t *testing.T) { onBoth(t, testWriteBackHardDeleteUnscoped) }
+
+func testWriteBackHardDeleteUnscoped(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOn(t, top)
 	ctx := ctxT(t)
 	scoped, unscoped, _ := gadgets(t, e, writepolicy.WriteBack)
 	e.exec(t, `INSERT INTO gadgets (id, name) VALUES (1, 'one')`)
@@ -340,9 +344,11 @@ func TestWriteBackHardDeleteUnscoped(t *testing.T) {
 // within WaitTimeout) rather than return the older row; after the flush both read the
 // write. A write of the second version over the first's pending write is seen by both
 // once flushed, and a soft delete over another version's pending write is refused.
-func TestWriteBackVersionsSeePending(t *testing.T) {
+func TestWriteBackVersionsSeePending(t *testing.T) { onBoth(t, testWriteBackVersionsSeePending) }
+
+func testWriteBackVersionsSeePending(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOn(t, top)
 	ctx := ctxT(t)
 	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0'), (2, 'v0')`)
 	var caches []*readthrough.Cache

@@ -395,8 +395,12 @@ func TestTransactionWiring(t *testing.T) {
 // read that begins after a write-back Delete returned, and joins a fill that took its
 // lease before the Delete and read Postgres after it, must not get the deleted row.
 func TestWriteBackFlightJoinedAfterDelete(t *testing.T) {
+	onBoth(t, testWriteBackFlightJoinedAfterDelete)
+}
+
+func testWriteBackFlightJoinedAfterDelete(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOn(t, top)
 	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0')`)
 	ctx := ctxT(t)
 	// No negative caching: the Delete leaves no value key, so the second read misses.
@@ -457,9 +461,11 @@ func wait[V any](t *testing.T, ch <-chan V, what string) V {
 	}
 }
 
-func TestWriteBackReadsPending(t *testing.T) {
+func TestWriteBackReadsPending(t *testing.T) { onBoth(t, testWriteBackReadsPending) }
+
+func testWriteBackReadsPending(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOn(t, top)
 	e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'v0'), (2, 'v0')`)
 	ctx := ctxT(t)
 	repo := e.widgets(t, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack})
@@ -504,7 +510,7 @@ func TestWriteBackReadsPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("after the row keys were invalidated")
-	for _, k := range e.rdb.Keys(ctx, e.prefix+"*").Val() {
+	for _, k := range e.keysOf(ctx, e.prefix+"*") {
 		if k[len(k)-2:] == ":v" || k[len(k)-2:] == ":f" {
 			e.rdb.Del(ctx, k)
 		}
@@ -634,14 +640,14 @@ func TestWriteBackReadsRedisDown(t *testing.T) {
 func TestWriteBackConfig(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { cluster.Close() })
-	c, err := readthrough.New(e.db, cluster, readthrough.Options{})
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { ring.Close() })
+	c, err := readthrough.New(e.db, ring, readthrough.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := readthrough.Register[Widget](c, readthrough.ModelOptions{WritePolicy: writepolicy.WriteBack}); !errors.Is(err, readthrough.ErrConfig) {
-		t.Errorf("write-back on a Cluster client: %v, want ErrConfig", err)
+		t.Errorf("write-back on a Ring client: %v, want ErrConfig", err)
 	}
 	for name, opts := range map[string]readthrough.ModelOptions{
 		"unknown policy":              {WritePolicy: writepolicy.Policy(9)},
@@ -668,7 +674,7 @@ func TestWaitAOF(t *testing.T) {
 		fmt.Sscanf(info[i+len("redis_version:"):], "%d.%d", &major, &minor)
 	}
 	supported := major > 7 || major == 7 && minor >= 2
-	rdb := e.rdb
+	rdb := e.rdb.(*redis.Client)
 	if supported { // the shared server has no AOF: use one that has
 		rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFEverySec})
 		rdb = rd.Client(t)

@@ -79,7 +79,7 @@ func TestFlushTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	written := v2.Key("4")
-	if _, err := st.Journal(ctx, m2, keys.Prefix(prefix).Journal(), written, []byte("wb"), time.Hour, []byte("{}"), nil); err != nil {
+	if _, err := st.Journal(ctx, m2, keys.Prefix(prefix), written, []byte("wb"), time.Hour, []byte("{}"), nil); err != nil {
 		t.Fatal(err)
 	}
 	stray := prefix + "{public.widgets|v1|9}:v" // matched by the old pattern, never indexed

@@ -18,8 +18,8 @@ func TestJournalNoGroup(t *testing.T) {
 	st := store.New(rd.Client(t), 5*time.Second, "test")
 	ctx := context.Background()
 	journal := rd.Prefix(t) + ":journal"
-	if _, err := st.ReadJournal(ctx, journal, "g", "c", 10, 0, true); !errors.Is(err, store.ErrNoGroup) {
-		t.Errorf("ReadJournal without a group: %v, want ErrNoGroup", err)
+	if _, err := st.ReadJournals(ctx, []string{journal}, "g", "c", 10, 0, true); !errors.Is(err, store.ErrNoGroup) {
+		t.Errorf("ReadJournals without a group: %v, want ErrNoGroup", err)
 	}
 	if _, _, err := st.ClaimJournal(ctx, journal, "g", "c", time.Millisecond, "", 10); !errors.Is(err, store.ErrNoGroup) {
 		t.Errorf("ClaimJournal without a group: %v, want ErrNoGroup", err)

@@ -23,9 +23,11 @@ import (
 // TestFlushAppliesLatest: writes journaled before a flusher runs reach Postgres
 // coalesced per row (each row written once, with its latest value), deletes included,
 // and leave no pending record behind.
-func TestFlushAppliesLatest(t *testing.T) {
+func TestFlushAppliesLatest(t *testing.T) { onBoth(t, testFlushAppliesLatest) }
+
+func testFlushAppliesLatest(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	e.db.Exec(`INSERT INTO widgets (id, name, price) SELECT g, 'old', 1 FROM generate_series(1, 5) g`)
 	e.db.Exec(`TRUNCATE audit`)
@@ -89,9 +91,11 @@ func TestFlushAppliesLatest(t *testing.T) {
 // about to apply it, when v2 is written and flusher B applies it and clears the
 // pending record. A must not commit v1 over v2: its second check, made holding the
 // row's lock, sees v1 superseded and rolls it back.
-func TestTwoFlushersRace(t *testing.T) {
+func TestTwoFlushersRace(t *testing.T) { onBoth(t, testTwoFlushersRace) }
+
+func testTwoFlushersRace(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := e.widgets(t)
 	if err := repo.Save(ctx, &Widget{ID: 1, Name: "v1"}); err != nil {
@@ -137,9 +141,11 @@ func TestTwoFlushersRace(t *testing.T) {
 // does not wait for an INSERT of the same key that has not committed: without a lock
 // of its own, B deletes nothing and commits, and A's commit brings back a row whose
 // deletion was acknowledged. The flushers' per-row advisory lock makes B wait for A.
-func TestUpsertDeleteRace(t *testing.T) {
+func TestUpsertDeleteRace(t *testing.T) { onBoth(t, testUpsertDeleteRace) }
+
+func testUpsertDeleteRace(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := e.widgets(t)
 	if err := repo.Save(ctx, &Widget{ID: 7, Name: "v1"}); err != nil {
@@ -196,9 +202,11 @@ func TestUpsertDeleteRace(t *testing.T) {
 // order), and clears both versions' pending records. (Write-back keys are now shared
 // by every schema version, with the version in the entry; builds of pgcache before
 // that journaled writes under keys of their own, which the flusher still coalesces.)
-func TestVersionsWriteOneRow(t *testing.T) {
+func TestVersionsWriteOneRow(t *testing.T) { onBoth(t, testVersionsWriteOneRow) }
+
+func testVersionsWriteOneRow(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := func(version string) *readthrough.Repository[Widget] {
 		c, err := readthrough.New(e.db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
@@ -243,9 +251,11 @@ func TestVersionsWriteOneRow(t *testing.T) {
 // TestPoisonDeadLetter: a write that violates a CHECK constraint goes to the
 // dead-letter stream with the reason; the other writes of its batch are applied;
 // readers of the poisoned row see Postgres' row again.
-func TestPoisonDeadLetter(t *testing.T) {
+func TestPoisonDeadLetter(t *testing.T) { onBoth(t, testPoisonDeadLetter) }
+
+func testPoisonDeadLetter(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	e.db.Exec(`INSERT INTO widgets (id, name, price) VALUES (5, 'before', 7)`)
 	repo := e.widgets(t)
@@ -299,25 +309,27 @@ func TestPoisonDeadLetter(t *testing.T) {
 // TestUndecodableEntry: a journal entry no flusher can decode (corrupted, or written
 // by something else) goes to the dead-letter stream when it is a row's current write,
 // and is skipped when no pending record vouches for it; neither stops the others.
-func TestUndecodableEntry(t *testing.T) {
+func TestUndecodableEntry(t *testing.T) { onBoth(t, testUndecodableEntry) }
+
+func testUndecodableEntry(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := e.widgets(t)
-	journal := e.prefix + ":journal"
 	if err := repo.Save(ctx, &Widget{ID: 1, Name: "fine"}); err != nil {
 		t.Fatal(err)
 	}
-	e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: journal, Values: []any{"k", "nonsense", "d", "{}"}})
+	e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: e.shard("nonsense"), Values: []any{"k", "nonsense", "d", "{}"}})
 	// Row 2's current write, corrupted: its pending record holds the entry's id.
 	key2, _ := repo.Key(int64(2))
-	id := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: journal, Values: []any{"k", key2, "d", "not json"}}).Val()
+	id := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: e.shard(key2), Values: []any{"k", key2, "d", "not json"}}).Val()
 	e.rdb.HSet(ctx, strings.TrimSuffix(key2, ":v")+":p", "v", id, "e", `v{"ID":2,"Name":"corrupt"}`)
-	// Row 3: an entry without a pending record was never acknowledged to anyone.
+	// Row 3: an entry without a pending record was never acknowledged to anyone: it
+	// never lands, and is given up on after LandingTimeout.
 	key3, _ := repo.Key(int64(3))
-	e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: journal, Values: []any{"k", key3, "d", "not json"}})
+	e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: e.shard(key3), Values: []any{"k", key3, "d", "not json"}})
 
-	f := e.flusher(t, writeback.FlusherOptions{})
+	f := e.flusher(t, writeback.FlusherOptions{LandingTimeout: 100 * time.Millisecond})
 	drain(t, f)
 	if rows := e.rows(t); len(rows) != 1 || rows[1].Name != "fine" {
 		t.Fatalf("rows %+v, want row 1 only", rows)
@@ -338,9 +350,11 @@ func TestUndecodableEntry(t *testing.T) {
 
 // TestGracefulStop: a flusher whose context ends applies the entries it holds before
 // Run returns.
-func TestGracefulStop(t *testing.T) {
+func TestGracefulStop(t *testing.T) { onBoth(t, testGracefulStop) }
+
+func testGracefulStop(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := e.widgets(t)
 	for id := int64(1); id <= 5; id++ {
@@ -392,9 +406,11 @@ type Gadget struct {
 }
 
 // TestRoundTripTypes: a row written back reads back from Postgres as it was saved.
-func TestRoundTripTypes(t *testing.T) {
+func TestRoundTripTypes(t *testing.T) { onBoth(t, testRoundTripTypes) }
+
+func testRoundTripTypes(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	ctx := ctxT(t)
 	if err := e.db.AutoMigrate(&Gadget{}); err != nil {
 		t.Fatal(err)
@@ -449,9 +465,11 @@ func TestRoundTripTypes(t *testing.T) {
 }
 
 // TestZeroKey: write-back cannot take a key from Postgres later.
-func TestZeroKey(t *testing.T) {
+func TestZeroKey(t *testing.T) { onBoth(t, testZeroKey) }
+
+func testZeroKey(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	e := newEnv(t, top)
 	err := e.widgets(t).Save(ctxT(t), &Widget{Name: "no id"})
 	if !errors.Is(err, readthrough.ErrZeroKey) {
 		t.Fatalf("Save with a zero key: %v, want ErrZeroKey", err)

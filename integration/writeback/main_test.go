@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/internal/testhooks"
+	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
@@ -55,27 +57,97 @@ CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON widgets FOR EACH ROW EX
 
 // env is one test's database, Redis and key prefix.
 type env struct {
-	dbURL     string
-	redisAddr string
-	db        *gorm.DB
-	rdb       *redis.Client
-	prefix    string
+	dbURL string
+	// redisAddrs are the addresses of the Redis server, or of the masters of the
+	// Cluster when cluster is set.
+	redisAddrs []string
+	cluster    bool
+	db         *gorm.DB
+	rdb        redis.UniversalClient
+	prefix     string
 }
 
-// newEnv makes a database with the widgets schema and a prefix on rd (the shared Redis
-// when nil).
-func newEnv(tb testing.TB, rd *integration.Redis) *env {
-	tb.Helper()
-	if rd == nil {
-		rd = servers.Redis(tb)
+// topology is the Redis a test runs on: the package's single server or its Cluster.
+type topology string
+
+const (
+	single  topology = "redis"
+	cluster topology = "cluster"
+)
+
+// onBoth runs test on a single Redis and on the three-master Redis Cluster, in
+// parallel subtests.
+func onBoth(t *testing.T, test func(t *testing.T, top topology)) {
+	t.Parallel()
+	for _, top := range []topology{single, cluster} {
+		t.Run(string(top), func(t *testing.T) { test(t, top) })
 	}
+}
+
+// newEnv makes a database with the widgets schema and a prefix on the package's
+// Redis of topology top.
+func newEnv(tb testing.TB, top topology) *env {
+	tb.Helper()
+	if top == cluster {
+		cl := servers.Cluster(tb)
+		return newEnvOn(tb, &env{redisAddrs: cl.Addrs(), cluster: true, rdb: cl.Client(tb), prefix: cl.Prefix(tb)})
+	}
+	return newEnvRedis(tb, servers.Redis(tb))
+}
+
+// newEnvRedis is newEnv on the single Redis rd.
+func newEnvRedis(tb testing.TB, rd *integration.Redis) *env {
+	tb.Helper()
+	return newEnvOn(tb, &env{redisAddrs: []string{rd.Addr()}, rdb: rd.Client(tb), prefix: rd.Prefix(tb)})
+}
+
+func newEnvOn(tb testing.TB, e *env) *env {
 	pgdb := servers.Postgres(tb).NewDatabase(tb)
-	e := &env{dbURL: pgdb.RoleURL, redisAddr: rd.Addr(), rdb: rd.Client(tb), prefix: rd.Prefix(tb)}
+	e.dbURL = pgdb.RoleURL
 	e.db = openDB(tb, e.dbURL)
 	if err := e.db.Exec(schemaSQL).Error; err != nil {
 		tb.Fatal(err)
 	}
 	return e
+}
+
+// shard returns the journal stream of the row whose value key is key (shard 0 for a
+// string that is no row key).
+func (e *env) shard(key string) string {
+	k, ok := keys.KeyOfValue(key)
+	if !ok {
+		return keys.Prefix(e.prefix).JournalShard(0)
+	}
+	return keys.Prefix(e.prefix).JournalShard(keys.JournalShardOf(k))
+}
+
+// shards returns the journal's streams.
+func (e *env) shards() []string {
+	out := make([]string, keys.JournalShards)
+	for i := range out {
+		out[i] = keys.Prefix(e.prefix).JournalShard(i)
+	}
+	return out
+}
+
+// pendingKeys returns the pending records left under e's prefix, on every master.
+func (e *env) pendingKeys(ctx context.Context) []string {
+	var out []string
+	scan := func(ctx context.Context, c *redis.Client) error {
+		out = append(out, c.Keys(ctx, e.prefix+"*:p").Val()...)
+		return nil
+	}
+	if cc, ok := e.rdb.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		_ = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return scan(ctx, c)
+		})
+		return out
+	}
+	_ = scan(ctx, e.rdb.(*redis.Client))
+	return out
 }
 
 func openDB(tb testing.TB, url string) *gorm.DB {

@@ -17,7 +17,7 @@ import (
 // scored with the Unix time in milliseconds (the index's server's clock) after which
 // neither its value key nor its lease can exist any more. A lease adds its row to the
 // index in the lease's own pipeline, so no round trip is added; a write-back write adds
-// it in its script. FlushTable walks the index with ZSCAN and deletes each row's value
+// it in the pipeline that sets its value (on a Cluster, its first step's), before. FlushTable walks the index with ZSCAN and deletes each row's value
 // and lease.
 //
 // # Why a flush misses no fill
@@ -42,7 +42,7 @@ import (
 //     and stores nothing.
 //
 // Either way the row is absent or current once the flush returns. A write-back write
-// sets the value and adds the entry in one script, and its pending record, which a
+// adds the entry before it sets the value, as a lease does, and its pending record, which a
 // flush leaves alone, answers reads anyway.
 //
 // That is also why a flush removes from the index only expired entries, never the ones

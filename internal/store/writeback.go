@@ -15,27 +15,46 @@ import (
 	"github.com/pgcache/pgcache/keys"
 )
 
-// Write-back keeps, for each prefix, one journal (a Redis Stream read by a consumer
-// group of flushers) and, for each row with a write not yet in Postgres, a pending
-// record P (a hash in the row's hash slot), named by keys.Prefix.Journal,
-// keys.Prefix.DeadLetter and keys.Key.Pending:
+// Write-back keeps, for each prefix, a journal sharded into keys.JournalShards
+// streams read by a consumer group of flushers and, for each row with a write not yet
+// in Postgres, a pending record P (a hash in the row's hash slot), named by
+// keys.Prefix.JournalShard, keys.Prefix.DeadLetter, keys.Key.Pending and
+// keys.Key.Landed:
 //
-//	<prefix>:journal     stream; each entry: k = the row's value key, d = the change
+//	<prefix>:journal{i}  stream; each entry: k = the row's value key, d = the change
 //	<prefix>:deadletter  stream; writes that could not be applied, with the reason
 //	<prefix>{row}:p      hash;   v = the journal entry id of the row's latest write,
 //	                             e = that write's cache entry
+//	<prefix>{row}:l      string; the landing mark: the id of the latest write of the
+//	                             row that landed or was fenced (expires after LandedTTL)
 //
-// A write is one script: XADD the journal entry, set P to its id and entry, set the
-// row's value key V to the entry, delete the fence F and the dependency epoch D
-// (keys.Key.Deps, so that cached HTTP responses showing the row are not served). So a
-// write is either wholly there or not at all, and the journal entry's id is the
-// write's version: stream ids only grow, even after P is deleted, so a replayed old
-// entry never matches a newer write's P. (A per-row counter kept in P would restart
+// A row's writes all go to one shard (keys.JournalShardOf), so the journal entry id is
+// the write's version: stream ids only grow, even after P is deleted, so a replayed
+// old entry never matches a newer write's P. (A per-row counter kept in P would restart
 // at 1 once P is cleared, and an old entry replayed after a crash could then pass for
 // the new write.)
 //
-// The journal and the rows are in different hash slots, so the script needs a single
-// Redis (or Sentinel): Redis Cluster rejects it with CROSSSLOT.
+// # A write in two steps
+//
+// On Redis Cluster the shard and the row are in different hash slots, so a write is
+// two steps: (1) XADD the entry to the shard; (2) land it: a script in the row's slot
+// sets P to the entry's id and cache entry, sets (or deletes) the row's value key V,
+// deletes its fence F and dependency epoch D (keys.Key.Deps, so cached HTTP responses
+// showing the row are not served), and sets the landing mark L to the id. Between the
+// two a flusher may read the entry; it must not apply it (the write is not
+// acknowledged and may never be), nor drop it (it may land a moment later). So a
+// flusher applies an entry only when P holds its id; drops it when P holds a later id
+// or L is at or past it (superseded, applied, or given up on); and otherwise holds it
+// until the entry is LandingTimeout old, then fences it: sets L to its id (FenceEntries),
+// after which the landing refuses it with ErrLate. The landing also refuses an entry
+// that L is past (a later write of the row landed first: the write is superseded and
+// the landing reports success, as the write is ordered before the one that replaced
+// it), and one older than landWithin by its server's clock, so that a landing delayed
+// past the expiry of a fence's mark is refused too. The only clock assumption: the
+// clocks of the Redis masters differ by less than LandedTTL - landWithin (9 minutes).
+//
+// On a single Redis (or Sentinel) the two steps are one script, so a write is wholly
+// there or not at all; the flusher's rules are the same.
 
 // Journal entry fields.
 const (
@@ -44,29 +63,113 @@ const (
 	fieldBase   = "b" // a soft delete's: the change of the pending write it supersedes
 )
 
-// ErrUnsupported reports a command the Redis server does not know (WAITAOF before 7.2).
-var ErrUnsupported = errors.New("store: command not supported by this Redis")
+// LandedTTL is how long a landing mark lives after it was last set, and landWithin how
+// old (by its stream id) an entry may be when it lands.
+const (
+	LandedTTL  = 10 * time.Minute
+	landWithin = time.Minute
+)
 
-// ErrNoGroup reports a read of the journal by a consumer group it does not have:
-// the journal, and the group with it, was deleted. Create the group again.
-var ErrNoGroup = errors.New("store: no such consumer group")
+// Errors of write-back writes and journal reads.
+var (
+	// ErrUnsupported reports a command the Redis server does not know (WAITAOF before 7.2).
+	ErrUnsupported = errors.New("store: command not supported by this Redis")
+	// ErrNoGroup reports a read of the journal by a consumer group it does not have:
+	// the journal, and the group with it, was deleted. Create the group again.
+	ErrNoGroup = errors.New("store: no such consumer group")
+	// ErrLate reports a write whose journal entry was appended but that landed too late
+	// (LandingTimeout after the entry, or landWithin by Redis' clock): a flusher gave up
+	// on it, so the write was not made. Nothing of it is visible; it may be retried.
+	ErrLate = errors.New("store: write landed too late and was refused (nothing was written)")
+	// ErrRaced reports a soft delete that lost a race with another write of the row,
+	// three times in a row: nothing was written; it may be retried.
+	ErrRaced = errors.New("store: soft delete raced with other writes of the row (nothing was written)")
+)
 
-// journalScript records one write. KEYS: V, F, P, journal, the table index, D (the
-// row's dependency epoch, keys.Key.Deps: deleting it voids the cached HTTP responses
-// that showed the row). ARGV: entry, value TTL in ms (0: delete V instead), change.
-var journalScript = redis.NewScript(indexLua + `
-local id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[3])
-redis.call('HSET', KEYS[3], 'v', id, 'e', ARGV[1])
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  index(ARGV[#ARGV - 1], ARGV[#ARGV])
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-else
-  redis.call('DEL', KEYS[1])
+// landLua defines land(id, base): it lands the write with journal entry id of the row
+// whose V, F, P, D and L are KEYS[1..5] (see the top of this file). ARGV: entry, value
+// TTL in ms (0: delete V instead), L's TTL in ms, how old the entry may be in ms (0: any
+// age). base, if not nil, is the id P must hold (” for none) or the write raced. It
+// returns 1 landed, 2 superseded (a later write landed first: nothing done), 3 late
+// (fenced or too old), 4 raced.
+const landLua = `
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
 end
-redis.call('DEL', KEYS[2], KEYS[6])
+local function later(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am > bm or (am == bm and as > bs)
+end
+local function land(id, base)
+  local l = redis.call('GET', KEYS[5])
+  if l then
+    if l == id then return 3 end
+    if later(l, id) then return 2 end
+  end
+  local within = tonumber(ARGV[4])
+  if within > 0 then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if now - parse(id) > within then
+      redis.call('SET', KEYS[5], id, 'PX', ARGV[3])
+      return 3
+    end
+  end
+  redis.call('SET', KEYS[5], id, 'PX', ARGV[3])
+  if base and (redis.call('HGET', KEYS[3], 'v') or '') ~= base then return 4 end
+  redis.call('HSET', KEYS[3], 'v', id, 'e', ARGV[1])
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+  else
+    redis.call('DEL', KEYS[1])
+  end
+  redis.call('DEL', KEYS[2], KEYS[4])
+  return 1
+end
+`
+
+// journalScript records one write on a single Redis: both steps in one script. KEYS:
+// V, F, P, D, L, the shard. ARGV: land's, then the change. It returns the entry id.
+var journalScript = redis.NewScript(landLua + `
+local id = redis.call('XADD', KEYS[6], '*', 'k', KEYS[1], 'd', ARGV[5])
+local r = land(id, nil)
+if r ~= 1 then return redis.error_reply('write ' .. id .. ' of ' .. KEYS[1] .. ' did not land: ' .. r) end
 return id
 `)
+
+// landScript is a write's second step. KEYS: V, F, P, D, L. ARGV: land's, then the
+// entry id and, for a soft delete, the id P must hold. It returns land's outcome.
+var landScript = redis.NewScript(landLua + `
+return land(ARGV[5], ARGV[6])
+`)
+
+// appendScript is a soft delete's first step, in its shard's slot: it appends the entry
+// (KEYS[1] the shard; ARGV: the row's value key, the change, the id of the pending
+// write it supersedes or ”) with, for a pending write, that write's change (field b).
+var appendScript = redis.NewScript(`
+if ARGV[3] == '' then
+  return redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'd', ARGV[2])
+end
+local m = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+if #m == 0 then return redis.error_reply('pending write ' .. ARGV[3] .. ' of ' .. ARGV[1] .. ' is not in the journal') end
+local based
+for i = 1, #m[1][2], 2 do
+  if m[1][2][i] == 'd' then based = m[1][2][i + 1] end
+end
+if not based then return redis.error_reply('journal entry ' .. ARGV[3] .. ' has no change') end
+return redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'd', ARGV[2], 'b', based)
+`)
+
+// Outcomes of land.
+const (
+	landed     = 1
+	superseded = 2
+	late       = 3
+	raced      = 4
+)
 
 // AOFWait asks Journal to wait until the write is fsynced to the append-only file of
 // the master and of Replicas replicas (WAITAOF), for at most Timeout.
@@ -75,28 +178,210 @@ type AOFWait struct {
 	Timeout  time.Duration
 }
 
-// Journal records a write-back write of the row k in one atomic script: it appends
-// change to the journal, makes entry the row's pending record and its cached value
-// (for ttl; ttl 0 deletes the value key instead, leaving the pending record to answer
-// reads), and deletes the row's fence, so fills that began before are refused. It
-// returns the write's version (the journal entry id).
+// Journal records a write-back write of the row k in journal prefix p: it appends
+// change to the row's journal shard, makes entry the row's pending record and its
+// cached value (for ttl; ttl 0 deletes the value key instead, leaving the pending
+// record to answer reads), and deletes the row's fence, so fills that began before
+// are refused. On a single Redis that is one script; on a Cluster two steps (see the
+// top of this file), and ErrLate reports a write refused at its second step. It
+// returns the write's version (the journal entry id), "" for a write that was
+// superseded by a concurrent later write of the row while it landed.
 //
 // Like TakeLease, it records m in the registry first, in the same round trip: the
 // invalidator must know the version of the value key it sets.
 //
-// With wait, WAITAOF follows the script in the same pipeline, so on the same
-// connection: WAITAOF waits only for the writes of the connection it is sent on, and
-// another pooled connection's last write may precede this one. When the write was
-// journaled but the wait failed, the id is returned with an error wrapping
-// ErrNotDurable, and also ErrUnsupported when the server does not know WAITAOF
-// (before Redis 7.2).
-func (s *Store) Journal(ctx context.Context, m Model, journal string, k keys.Key, entry []byte, ttl time.Duration, change []byte, wait *AOFWait) (string, error) {
-	reply, err := s.journal(ctx, m, journalScript, k, journal, wait, ttl, entry, ttlMillis(ttl), change)
-	if reply == nil {
+// With wait, WAITAOF follows each step on the same connection (WAITAOF waits only for
+// the writes of the connection it is sent on; on a Cluster each step goes to its
+// master's connection without following redirects, so a write during resharding
+// fails). When the write was journaled but the wait failed, the id is returned with an
+// error wrapping ErrNotDurable, and also ErrUnsupported when the server does not know
+// WAITAOF (before Redis 7.2).
+func (s *Store) Journal(ctx context.Context, m Model, p keys.Prefix, k keys.Key, entry []byte, ttl time.Duration, change []byte, wait *AOFWait) (string, error) {
+	if m.index == "" {
+		return "", fmt.Errorf("store: journal %s: the Model has no table index; build it with NewModel", k)
+	}
+	ctx, cancel := s.writeCtx(ctx, wait)
+	defer cancel()
+	shard := p.JournalShard(keys.JournalShardOf(k))
+	hook := testhooks.BeforeLanding(ctx)
+	args := []any{entry, ttlMillis(ttl), LandedTTL.Milliseconds()}
+	if _, cluster := s.rdb.(*redis.ClusterClient); !cluster && hook == nil {
+		var cmd *redis.Cmd
+		err := s.step(ctx, k.Value(), wait, func(p redis.Pipeliner) {
+			cmd = journalScript.EvalSha(ctx, p, s.landKeys(ctx, k, shard), append(args, 0, change)...)
+		}, journalScript, m, ttl, k)
+		id, _ := cmd.Val().(string)
+		if err != nil {
+			return durable(id, err, k)
+		}
+		return id, nil
+	}
+	var add *redis.StringCmd
+	err := s.step(ctx, shard, wait, func(p redis.Pipeliner) {
+		add = p.XAdd(ctx, &redis.XAddArgs{Stream: shard, Values: []any{fieldKey, k.Value(), fieldChange, change}})
+	}, nil, m, ttl, k)
+	id := add.Val()
+	if err != nil && (id == "" || !errors.Is(err, ErrNotDurable)) {
+		return "", fmt.Errorf("store: journal %s: %w", k, err)
+	}
+	if hook != nil {
+		hook(id)
+	}
+	out, lerr := s.land(ctx, k, id, args, nil, wait)
+	switch {
+	case lerr != nil:
+		return "", lerr
+	case out == superseded:
 		return "", err
 	}
-	id, _ := reply.(string)
 	return id, err
+}
+
+// durable returns a write's id and error: the id with err when only the AOF wait
+// failed, else "" and err.
+func durable(id string, err error, k keys.Key) (string, error) {
+	if errors.Is(err, ErrNotDurable) && id != "" {
+		return id, err
+	}
+	return "", fmt.Errorf("store: journal %s: %w", k, err)
+}
+
+// land runs a write's second step for entry id; base as in landLua ("-" for none). It
+// returns the outcome landed or superseded, or an error: ErrLate, ErrRaced (for raced:
+// the caller may try again), or ErrNotDurable when only the wait failed.
+func (s *Store) land(ctx context.Context, k keys.Key, id string, args []any, base *string, wait *AOFWait) (int64, error) {
+	largs := append(append([]any(nil), args...), 0, id)
+	largs[3] = landWithin.Milliseconds()
+	if base != nil {
+		largs = append(largs, *base)
+	}
+	var cmd *redis.Cmd
+	err := s.step(ctx, k.Value(), wait, func(p redis.Pipeliner) {
+		cmd = landScript.EvalSha(ctx, p, s.landKeys(ctx, k, ""), largs...)
+	}, landScript, Model{}, 0, k)
+	out, cerr := cmd.Int64()
+	if cerr != nil {
+		return 0, fmt.Errorf("store: land %s %s: %w", k, id, cmp.Or(err, cerr))
+	}
+	switch out {
+	case late:
+		return out, fmt.Errorf("%w: %s %s", ErrLate, k, id)
+	case raced:
+		return out, fmt.Errorf("%w: %s %s", ErrRaced, k, id)
+	}
+	return out, err
+}
+
+// landKeys returns KEYS of the landing scripts: V, F, P, D, L, and the shard if not "".
+func (s *Store) landKeys(ctx context.Context, k keys.Key, shard string) []string {
+	deps := k.Deps()
+	if testhooks.KeepEpoch(ctx) {
+		deps = k.Fence() // deleted anyway: the epoch is kept
+	}
+	ks := []string{k.Value(), k.Fence(), k.Pending(), deps, k.Landed()}
+	if shard != "" {
+		ks = append(ks, shard)
+	}
+	return ks
+}
+
+// writeCtx bounds a write: by the Store's timeout, or with wait by its timeout and
+// the Store's.
+func (s *Store) writeCtx(ctx context.Context, wait *AOFWait) (context.Context, context.CancelFunc) {
+	if wait == nil {
+		return s.ctx(ctx)
+	}
+	return context.WithTimeout(ctx, wait.Timeout+max(s.timeout, time.Second))
+}
+
+// step runs one step of a write: fill's commands on the server of key (the cluster
+// client routes them; with wait, they go to key's master, so that WAITAOF after them is
+// on the same connection), after m's registry announcement and index entry for k (when
+// m is not the zero Model; on the cluster client, in the same pipeline). It returns
+// the first error of the commands; an error wrapping ErrNotDurable when only the wait
+// failed.
+func (s *Store) step(ctx context.Context, key string, wait *AOFWait, fill func(p redis.Pipeliner), script *redis.Script, m Model, ttl time.Duration, k keys.Key) error {
+	var (
+		reg    announcement
+		idx    *redis.Cmd
+		waited *redis.Cmd
+	)
+	pre := func(p redis.Pipeliner) {
+		if m.index != "" {
+			reg = s.announce(ctx, p, m)
+			idx = indexScript.Eval(ctx, p, []string{m.index}, indexArgs(ttl, []keys.Key{k})...)
+		}
+	}
+	var c pipeClient = s.rdb
+	if wait != nil {
+		if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+			if m.index != "" {
+				if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error { pre(p); return nil }); err != nil {
+					return err
+				}
+				m = Model{}
+			}
+			node, err := cc.MasterForKey(ctx, key)
+			if err != nil {
+				return err
+			}
+			c = node
+		}
+	}
+	perr := pipelinedOn(ctx, c, func(p redis.Pipeliner) {
+		if m.index != "" {
+			pre(p)
+		}
+		fill(p)
+		if wait != nil {
+			waited = p.Do(ctx, "WAITAOF", 1, wait.Replicas, max(wait.Timeout.Milliseconds(), 1))
+		}
+	}, script)
+	if reg[0] != nil {
+		if err := reg.Err(); err != nil {
+			return err
+		}
+	}
+	if idx != nil && idx.Err() != nil {
+		return idx.Err()
+	}
+	if perr != nil && (waited == nil || waited.Err() == nil || perr != waited.Err()) {
+		return perr
+	}
+	if wait != nil {
+		if err := aofWaited(waited, wait); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrNotDurable, k, err)
+		}
+	}
+	return nil
+}
+
+// Ring reports whether the Store's client is a Ring, on which write-back cannot work.
+func (s *Store) Ring() bool {
+	_, ring := s.rdb.(*redis.Ring)
+	return ring
+}
+
+// pipeClient is what a step's pipeline runs on: the Store's client or a Cluster node.
+type pipeClient interface {
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+	redis.Scripter
+}
+
+// pipelinedOn is pipelined on c, loading script after NOSCRIPT.
+func pipelinedOn(ctx context.Context, c pipeClient, fill func(p redis.Pipeliner), script *redis.Script) error {
+	for loaded := false; ; loaded = true {
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			fill(p)
+			return nil
+		})
+		if err == nil || loaded || script == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return err
+		}
+		if err := script.Load(ctx, c).Err(); err != nil {
+			return err
+		}
+	}
 }
 
 func ttlMillis(ttl time.Duration) int64 {
@@ -105,100 +390,6 @@ func ttlMillis(ttl time.Duration) int64 {
 	}
 	return 0
 }
-
-// journal runs one of the journal scripts (KEYS: V, F, P, journal) after recording
-// m in the registry, followed by WAITAOF when asked to, in one pipeline. It returns
-// the script's reply, and with it an ErrNotDurable error when only the wait failed.
-//
-// The scripts run on a single Redis only, so they may touch keys of several slots:
-// KEYS[5] is the table's index, to which a script adds the row before it sets its value
-// key (see index.go), and the last two ARGV are the index entry's lifetime in ms and how
-// many expired entries to prune, appended here for the value's TTL.
-func (s *Store) journal(ctx context.Context, m Model, script *redis.Script, k keys.Key, journal string, wait *AOFWait, ttl time.Duration, args ...any) (any, error) {
-	if m.index == "" {
-		return nil, fmt.Errorf("store: journal %s: the Model has no table index; build it with NewModel", k)
-	}
-	args = append(args, indexArgs(ttl, nil)...)
-	var cancel context.CancelFunc
-	if wait == nil {
-		ctx, cancel = s.ctx(ctx)
-	} else {
-		ctx, cancel = context.WithTimeout(ctx, wait.Timeout+max(s.timeout, time.Second))
-	}
-	defer cancel()
-	var (
-		reg    announcement
-		cmd    *redis.Cmd
-		waited *redis.Cmd
-	)
-	deps := k.Deps()
-	if testhooks.KeepEpoch(ctx) {
-		deps = k.Fence() // deleted anyway: the epoch is kept
-	}
-	perr := s.pipelined(ctx, func(p redis.Pipeliner) {
-		reg = s.announce(ctx, p, m)
-		cmd = script.EvalSha(ctx, p, []string{k.Value(), k.Fence(), k.Pending(), journal, m.index, deps}, args...)
-		if wait != nil {
-			waited = p.Do(ctx, "WAITAOF", 1, wait.Replicas, max(wait.Timeout.Milliseconds(), 1))
-		}
-	}, script)
-	reply, err := cmd.Result()
-	if err == nil {
-		err = reg.Err()
-	}
-	if err == nil && perr != nil && (waited == nil || waited.Err() == nil) {
-		err = perr // a failure no command reports
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: journal %s: %w", k, err)
-	}
-	if wait != nil {
-		if err := aofWaited(waited, wait); err != nil {
-			return reply, fmt.Errorf("%w: %s: %w", ErrNotDurable, k, err)
-		}
-	}
-	return reply, nil
-}
-
-// softDeleteScript journals a soft delete (see SoftDelete). KEYS: V, F, P, journal,
-// the table index, D (as journalScript's).
-// ARGV: the model's entry prefix, the entry's soft-delete header, value TTL in ms (0:
-// delete V instead), change. Replies: {1, id} journaled; {0} nothing to do (the
-// pending write deletes the row already); {2, entry} the pending write is another
-// schema version's.
-var softDeleteScript = redis.NewScript(indexLua + `
-local p = redis.call('HMGET', KEYS[3], 'v', 'e')
-local base, based = '', nil
-if p[1] and p[2] then
-  local e = p[2]
-  if string.sub(e, 1, #ARGV[1]) ~= ARGV[1] then return {2, e} end
-  if string.sub(e, #ARGV[1] + 1, #ARGV[1] + 1) ~= 'v' then return {0} end
-  local m = redis.call('XRANGE', KEYS[4], p[1], p[1])
-  if #m == 0 then return redis.error_reply('pending write ' .. p[1] .. ' of ' .. KEYS[1] .. ' is not in the journal') end
-  for i = 1, #m[1][2], 2 do
-    if m[1][2][i] == 'd' then based = m[1][2][i + 1] end
-  end
-  if not based then return redis.error_reply('journal entry ' .. p[1] .. ' has no change') end
-  base = e
-end
-local entry = ARGV[1] .. ARGV[2] .. base
-local id
-if based then
-  id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[4], 'b', based)
-else
-  id = redis.call('XADD', KEYS[4], '*', 'k', KEYS[1], 'd', ARGV[4])
-end
-redis.call('HSET', KEYS[3], 'v', id, 'e', entry)
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  index(ARGV[#ARGV - 1], ARGV[#ARGV])
-  redis.call('SET', KEYS[1], entry, 'PX', ttl)
-else
-  redis.call('DEL', KEYS[1])
-end
-redis.call('DEL', KEYS[2], KEYS[6])
-return {1, id}
-`)
 
 // SoftDeleteOutcome says what SoftDelete did.
 type SoftDeleteOutcome uint8
@@ -215,34 +406,71 @@ const (
 	OtherVersionPending
 )
 
+// softDeleteTries is how many times SoftDelete tries when it races with other writes.
+const softDeleteTries = 3
+
 // SoftDelete journals a soft delete of the row k of a write-back model whose entries
-// start with m.Entry, like Journal, with an entry built in the script from the row's
-// pending write, if it has one: m.Entry, then head, then the pending write's entry
-// (empty when there is none: the row is Postgres'). The journal entry carries change
-// and, when there is a pending write, that write's change too (field b), because the
-// soft delete supersedes it in the flusher, which must apply both.
-func (s *Store) SoftDelete(ctx context.Context, m Model, journal string, k keys.Key, head string, ttl time.Duration, change []byte, wait *AOFWait) (SoftDeleteOutcome, string, error) {
-	reply, err := s.journal(ctx, m, softDeleteScript, k, journal, wait, ttl, m.Entry, head, ttlMillis(ttl), change)
-	if reply == nil {
-		return 0, "", err
+// start with m.Entry, like Journal, with an entry built from the row's pending write,
+// if it has one: m.Entry, then head, then the pending write's entry (empty when there
+// is none: the row is Postgres'). The journal entry carries change and, when there is
+// a pending write, that write's change too (field b), because the soft delete
+// supersedes it in the flusher, which must apply both.
+//
+// It is three steps on every topology: read the pending record, append the entry, land
+// it if the pending record is still the one read (else try again, up to three times,
+// then ErrRaced).
+func (s *Store) SoftDelete(ctx context.Context, m Model, p keys.Prefix, k keys.Key, head string, ttl time.Duration, change []byte, wait *AOFWait) (SoftDeleteOutcome, string, error) {
+	if m.index == "" {
+		return 0, "", fmt.Errorf("store: soft delete %s: the Model has no table index; build it with NewModel", k)
 	}
-	r, _ := reply.([]any)
-	if len(r) == 0 {
-		return 0, "", fmt.Errorf("store: soft delete %s: unexpected reply %v", k, reply)
-	}
-	switch n, _ := r[0].(int64); {
-	case n == 1 && len(r) == 2:
-		id, _ := r[1].(string)
+	ctx, cancel := s.writeCtx(ctx, wait)
+	defer cancel()
+	shard := p.JournalShard(keys.JournalShardOf(k))
+	var err error
+	for range softDeleteTries {
+		var pv []any
+		pv, err = s.rdb.HMGet(ctx, k.Pending(), "v", "e").Result()
+		if err != nil {
+			return 0, "", fmt.Errorf("store: soft delete %s: read pending record: %w", k, err)
+		}
+		baseID, _ := pv[0].(string)
+		base, _ := pv[1].(string)
+		if baseID != "" {
+			if !strings.HasPrefix(base, m.Entry) {
+				return OtherVersionPending, "", nil
+			}
+			if !strings.HasPrefix(base[len(m.Entry):], "v") {
+				return AlreadyDeleted, "", nil
+			}
+		}
+		entry := m.Entry + head + base
+		var add *redis.Cmd
+		err = s.step(ctx, shard, wait, func(pp redis.Pipeliner) {
+			add = appendScript.EvalSha(ctx, pp, []string{shard}, k.Value(), change, baseID)
+		}, appendScript, m, ttl, k)
+		id, _ := add.Val().(string)
+		if err != nil && (id == "" || !errors.Is(err, ErrNotDurable)) {
+			return 0, "", fmt.Errorf("store: soft delete %s: %w", k, err)
+		}
+		if hook := testhooks.BeforeLanding(ctx); hook != nil {
+			hook(id)
+		}
+		args := []any{entry, ttlMillis(ttl), LandedTTL.Milliseconds()}
+		out, lerr := s.land(ctx, k, id, args, &baseID, wait)
+		switch {
+		case errors.Is(lerr, ErrRaced):
+			err = lerr
+			continue
+		case lerr != nil:
+			return 0, "", lerr
+		case out == superseded:
+			return SoftDeleted, "", err
+		}
 		return SoftDeleted, id, err
-	case n == 0:
-		return AlreadyDeleted, "", nil
-	case n == 2:
-		return OtherVersionPending, "", nil
 	}
-	return 0, "", fmt.Errorf("store: soft delete %s: unexpected reply %v", k, reply)
+	return 0, "", err
 }
 
-// ErrNotDurable reports a write journaled without the fsync confirmation asked for.
 var ErrNotDurable = errors.New("store: journaled, but not confirmed durable")
 
 // aofWaited checks WAITAOF's reply: how many servers (local, replicas) fsynced.
@@ -264,6 +492,8 @@ func aofWaited(cmd *redis.Cmd, w *AOFWait) error {
 type JournalEntry struct {
 	// ID is the entry's stream id: the write's version.
 	ID string
+	// Stream is the journal stream (shard) the entry is in.
+	Stream string
 	// Key is the row's value key ("" when the entry is malformed).
 	Key string
 	// Change is the change recorded by the writer, opaque to the store.
@@ -275,10 +505,10 @@ type JournalEntry struct {
 	Empty bool
 }
 
-func journalEntries(msgs []redis.XMessage) []JournalEntry {
+func journalEntries(stream string, msgs []redis.XMessage) []JournalEntry {
 	out := make([]JournalEntry, len(msgs))
 	for i, m := range msgs {
-		e := JournalEntry{ID: m.ID, Empty: len(m.Values) == 0}
+		e := JournalEntry{ID: m.ID, Stream: stream, Empty: len(m.Values) == 0}
 		e.Key, _ = m.Values[fieldKey].(string)
 		e.Change, _ = m.Values[fieldChange].(string)
 		e.Base, _ = m.Values[fieldBase].(string)
@@ -299,11 +529,14 @@ func (s *Store) CreateGroup(ctx context.Context, journal, group string) error {
 	return nil
 }
 
-// ReadJournal reads up to count entries for consumer. With own set it reads the
-// entries already delivered to consumer and not acknowledged (after a restart or a
-// failed flush), without blocking; otherwise new entries, blocking up to block when
-// there are none (block <= 0: not at all).
-func (s *Store) ReadJournal(ctx context.Context, journal, group, consumer string, count int, block time.Duration, own bool) ([]JournalEntry, error) {
+// ReadJournals reads up to count entries of each journal stream for consumer. With own
+// set it reads the entries already delivered to consumer and not acknowledged (after
+// a restart or a failed flush), without blocking; otherwise new entries, blocking up
+// to block when there are none (block <= 0: not at all). On a single Redis that is one
+// XREADGROUP of every stream; on a Cluster, where the streams are in different slots,
+// one non-blocking XREADGROUP per stream in a pipeline, and when none returned
+// anything a wait of at most block (and pollWait) before returning nothing.
+func (s *Store) ReadJournals(ctx context.Context, streams []string, group, consumer string, count int, block time.Duration, own bool) ([]JournalEntry, error) {
 	id := ">"
 	if own {
 		id, block = "0", -1
@@ -311,21 +544,68 @@ func (s *Store) ReadJournal(ctx context.Context, journal, group, consumer string
 	if !own && block <= 0 {
 		block = -1
 	}
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
+		return s.readEach(ctx, streams, group, consumer, id, count, block)
+	}
+	args := make([]string, 0, 2*len(streams))
+	args = append(args, streams...)
+	for range streams {
+		args = append(args, id)
+	}
 	wait := max(block, 0) + max(s.timeout, time.Second)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: group, Consumer: consumer, Streams: []string{journal, id}, Count: int64(count), Block: block,
+		Group: group, Consumer: consumer, Streams: args, Count: int64(count), Block: block,
 	}).Result()
 	if err == redis.Nil {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: read journal %s: %w", journal, groupErr(err))
+		return nil, fmt.Errorf("store: read journal: %w", groupErr(err))
 	}
 	var out []JournalEntry
 	for _, st := range res {
-		out = append(out, journalEntries(st.Messages)...)
+		out = append(out, journalEntries(st.Stream, st.Messages)...)
+	}
+	return out, nil
+}
+
+// pollWait is the longest a read of the journal on a Cluster waits before it reads
+// again, when it found nothing.
+const pollWait = 20 * time.Millisecond
+
+// readEach is ReadJournals on a Cluster.
+func (s *Store) readEach(ctx context.Context, streams []string, group, consumer, id string, count int, block time.Duration) ([]JournalEntry, error) {
+	rctx, cancel := s.ctx(ctx)
+	cmds := make([]*redis.XStreamSliceCmd, len(streams))
+	_, err := s.rdb.Pipelined(rctx, func(p redis.Pipeliner) error {
+		for i, st := range streams {
+			cmds[i] = p.XReadGroup(rctx, &redis.XReadGroupArgs{Group: group, Consumer: consumer, Streams: []string{st, id}, Count: int64(count), Block: -1})
+		}
+		return nil
+	})
+	cancel()
+	var out []JournalEntry
+	for _, c := range cmds {
+		res, cerr := c.Result()
+		if cerr != nil && cerr != redis.Nil {
+			return nil, fmt.Errorf("store: read journal: %w", groupErr(cerr))
+		}
+		for _, st := range res {
+			out = append(out, journalEntries(st.Stream, st.Messages)...)
+		}
+	}
+	if err != nil && err != redis.Nil {
+		return nil, fmt.Errorf("store: read journal: %w", groupErr(err))
+	}
+	if len(out) == 0 && block > 0 {
+		t := time.NewTimer(min(block, pollWait))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
 	}
 	return out, nil
 }
@@ -347,7 +627,7 @@ func (s *Store) ClaimJournal(ctx context.Context, journal, group, consumer strin
 	if next == scanStart {
 		next = ""
 	}
-	return journalEntries(msgs), next, nil
+	return journalEntries(journal, msgs), next, nil
 }
 
 // scanStart is where an XAUTOCLAIM scan starts, and the cursor it returns at its end.
@@ -418,38 +698,195 @@ end
 return acked
 `)
 
-// AckJournal acknowledges journal entries and trims the journal of the entries no
-// consumer group needs any more, in one script: once a flusher is done with an entry
-// nothing reads it again.
-func (s *Store) AckJournal(ctx context.Context, journal, group string, ids []string) error {
-	if len(ids) == 0 {
+// AckJournals acknowledges journal entries, given by stream, and trims each stream of
+// the entries no consumer group needs any more, in one script per stream, pipelined:
+// once a flusher is done with an entry nothing reads it again.
+func (s *Store) AckJournals(ctx context.Context, group string, ids map[string][]string) error {
+	streams := make([]string, 0, len(ids))
+	n := 0
+	for st, l := range ids {
+		if len(l) > 0 {
+			streams = append(streams, st)
+			n += len(l)
+		}
+	}
+	if n == 0 {
 		return nil
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	args := make([]any, 0, len(ids)+1)
-	args = append(args, group)
-	for _, id := range ids {
-		args = append(args, id)
+	cmds, err := s.evalShaMany(ctx, ackScript, len(streams), func(i int) ([]string, []any) {
+		args := make([]any, 0, len(ids[streams[i]])+1)
+		args = append(args, group)
+		for _, id := range ids[streams[i]] {
+			args = append(args, id)
+		}
+		return []string{streams[i]}, args
+	})
+	for _, c := range cmds {
+		if c.Err() != nil {
+			err = c.Err()
+		}
 	}
-	if err := ackScript.Run(ctx, s.rdb, []string{journal}, args...).Err(); err != nil {
-		return fmt.Errorf("store: ack %d journal entries: %w", len(ids), err)
+	if err != nil {
+		return fmt.Errorf("store: ack %d journal entries: %w", n, err)
 	}
 	return nil
 }
 
-// JournalLen returns the number of entries in the journal: those not yet
+// JournalLen returns the number of entries in the journal streams: those not yet
 // acknowledged, and acknowledged ones behind an older unacknowledged entry (trimming
 // keeps everything from the oldest unacknowledged entry on). It is 0 once every entry
 // was acknowledged.
-func (s *Store) JournalLen(ctx context.Context, journal string) (int64, error) {
+func (s *Store) JournalLen(ctx context.Context, streams ...string) (int64, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	n, err := s.rdb.XLen(ctx, journal).Result()
+	cmds := make([]*redis.IntCmd, len(streams))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, st := range streams {
+			cmds[i] = p.XLen(ctx, st)
+		}
+		return nil
+	})
 	if err != nil {
-		return 0, fmt.Errorf("store: length of %s: %w", journal, err)
+		return 0, fmt.Errorf("store: length of the journal: %w", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
 	}
 	return n, nil
+}
+
+// JournalStreams returns the streams of prefix p's journal: its shards, and the single
+// journal of earlier versions when it holds entries (a flusher drains it too).
+func (s *Store) JournalStreams(ctx context.Context, p keys.Prefix) ([]string, error) {
+	out := make([]string, 0, keys.JournalShards+1)
+	for i := range keys.JournalShards {
+		out = append(out, p.JournalShard(i))
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	n, err := s.rdb.Exists(ctx, p.Journal()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: look for %s: %w", p.Journal(), err)
+	}
+	if n > 0 {
+		out = append(out, p.Journal())
+	}
+	return out, nil
+}
+
+// statesScript returns, for each row (KEYS: P and L of each), the version its pending
+// record holds and its landing mark, "" for none.
+var statesScript = redis.NewScript(`
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[i] = redis.call('HGET', KEYS[i], 'v') or ''
+  out[i + 1] = redis.call('GET', KEYS[i + 1]) or ''
+end
+return out
+`)
+
+// RowState is what a flusher needs to know of a row to decide about an entry.
+type RowState struct {
+	// Version is the journal entry id of the row's pending write, "" for none.
+	Version string
+	// Landed is the row's landing mark (see keys.Key.Landed), "" for none.
+	Landed string
+}
+
+// RowStates returns the state of each row, as PendingVersions reads versions.
+func (s *Store) RowStates(ctx context.Context, ks []keys.Key) ([]RowState, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	groups := s.slotGroups(ks)
+	cmds, err := s.evalShaMany(ctx, statesScript, len(groups), func(g int) ([]string, []any) {
+		pk := make([]string, 0, 2*len(groups[g]))
+		for _, i := range groups[g] {
+			pk = append(pk, ks[i].Pending(), ks[i].Landed())
+		}
+		return pk, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: read %d rows' write-back state: %w", len(ks), err)
+	}
+	out := make([]RowState, len(ks))
+	for g, c := range cmds {
+		vs, err := c.StringSlice()
+		if err != nil || len(vs) != 2*len(groups[g]) {
+			return nil, fmt.Errorf("store: read rows' write-back state: reply %v, %v", vs, err)
+		}
+		for j, i := range groups[g] {
+			out[i] = RowState{Version: vs[2*j], Landed: vs[2*j+1]}
+		}
+	}
+	return out, nil
+}
+
+// fenceScript fences entries that did not land. KEYS: P and L of each row; ARGV[1]:
+// L's TTL in ms; ARGV[1 + i]: row i's entry id. For each it returns 2 if the entry has
+// landed and is pending (P holds it); else 1, after setting L to the id unless L is at
+// or past it already: the entry will never land.
+var fenceScript = redis.NewScript(`
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local out = {}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('HGET', KEYS[2 * i - 3], 'v') == id then
+    out[i - 1] = 2
+  else
+    local l = redis.call('GET', KEYS[2 * i - 2])
+    local lm, ls, im, is
+    if l then lm, ls = parse(l) end
+    im, is = parse(id)
+    if not l or im > lm or (im == lm and is > ls) then
+      redis.call('SET', KEYS[2 * i - 2], id, 'PX', ARGV[1])
+    end
+    out[i - 1] = 1
+  end
+end
+return out
+`)
+
+// FenceEntries makes sure that the writes items name never land (see the top of this
+// file), unless they have: fenced[i] is false when items[i]'s entry landed and is the
+// row's pending write.
+func (s *Store) FenceEntries(ctx context.Context, items []Versioned) ([]bool, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	ks := make([]keys.Key, len(items))
+	for i, it := range items {
+		ks[i] = it.Key
+	}
+	groups := s.slotGroups(ks)
+	cmds, err := s.evalShaMany(ctx, fenceScript, len(groups), func(g int) ([]string, []any) {
+		pk := make([]string, 0, 2*len(groups[g]))
+		args := make([]any, 0, 1+len(groups[g]))
+		args = append(args, LandedTTL.Milliseconds())
+		for _, i := range groups[g] {
+			pk = append(pk, ks[i].Pending(), ks[i].Landed())
+			args = append(args, items[i].Version)
+		}
+		return pk, args
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: fence %d journal entries: %w", len(items), err)
+	}
+	out := make([]bool, len(items))
+	for g, c := range cmds {
+		ns, err := c.Int64Slice()
+		if err != nil || len(ns) != len(groups[g]) {
+			return nil, fmt.Errorf("store: fence journal entries: reply %v, %v", ns, err)
+		}
+		for j, i := range groups[g] {
+			out[i] = ns[j] == 1
+		}
+	}
+	return out, nil
 }
 
 // versionsScript returns the version of each pending record in KEYS, "" for none.
@@ -689,16 +1126,3 @@ func (s *Store) PruneConsumers(ctx context.Context, journal, group, self string,
 	}
 	return n, nil
 }
-
-// indexLua defines index(lifetime, prune) for the journal scripts: it adds KEYS[1] to
-// the table's index KEYS[5] with the score now + lifetime ms, by the server's clock, and
-// prunes up to prune expired entries (see index.go).
-const indexLua = `
-local function index(lifetime, prune)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[5], 'GT', now + tonumber(lifetime), KEYS[1])
-  local old = redis.call('ZRANGE', KEYS[5], '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(prune))
-  if #old > 0 then redis.call('ZREM', KEYS[5], unpack(old)) end
-end
-`

@@ -36,6 +36,10 @@ type WriteBack struct {
 	// (keys.Key.Deps) alone, as they did before, so that cached HTTP responses showing
 	// the row stay valid: it shows that the test of the epoch's deletion can fail.
 	KeepEpoch bool
+	// BeforeLanding, if set, makes a write-back write journal its entry and land it in
+	// two steps even on a single Redis, as it does on a Cluster, and runs between the
+	// two with the entry's id (see internal/store, writeback.go).
+	BeforeLanding func(id string)
 }
 
 type writeBackKey struct{}
@@ -49,4 +53,13 @@ func WithWriteBack(ctx context.Context, h *WriteBack) context.Context {
 func KeepEpoch(ctx context.Context) bool {
 	h, _ := ctx.Value(writeBackKey{}).(*WriteBack)
 	return h != nil && h.KeepEpoch
+}
+
+// BeforeLanding returns ctx's WriteBack.BeforeLanding hook, nil if none.
+func BeforeLanding(ctx context.Context) func(id string) {
+	h, _ := ctx.Value(writeBackKey{}).(*WriteBack)
+	if h == nil {
+		return nil
+	}
+	return h.BeforeLanding
 }

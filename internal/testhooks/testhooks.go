@@ -173,6 +173,11 @@ type Flush struct {
 	// AfterClear runs after the pending records were cleared, before the entries are
 	// acknowledged.
 	AfterClear func()
+	// AssumeLanded makes the flusher take every journal entry whose row's pending
+	// record does not hold it for superseded, as it did before writes landed in two
+	// steps, instead of waiting for the write to land: it shows that the test of that
+	// wait can fail.
+	AssumeLanded bool
 }
 
 type flushKey struct{}
