@@ -297,7 +297,7 @@ func TestHotKeyJoinedAfterWrite(t *testing.T) {
 		unordered := c.unordered
 		t.Run(c.name, func(t *testing.T) {
 			id := int64(i + 1)
-			o := *e.rdb.Options()
+			o := *e.rdb.(*redis.Client).Options()
 			rdb := redis.NewClient(&o)
 			t.Cleanup(func() { rdb.Close() })
 			db := e.db

@@ -73,7 +73,7 @@ func TestMissRoundTrips(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			base := int64(20 * i)
-			o := *e.rdb.Options()
+			o := *e.rdb.(*redis.Client).Options()
 			rdb := redis.NewClient(&o)
 			t.Cleanup(func() { rdb.Close() })
 			rt := &roundTrips{}
