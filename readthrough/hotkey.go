@@ -230,7 +230,10 @@ func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any,
 		c.entry, c.cached = lease.Value, true
 	case store.Acquired:
 		testhooks.Joined(ctx, k.Value()) // this read begun the key's fill
-		f, err := r.fillLeased(ctx, k, id, lease.Token, c.at)
+		// Observed as a miss with its fill inside, as Get's other misses are (miss).
+		mctx, end := r.startOp(ctx, OpMiss)
+		f, err := r.fillLeased(mctx, k, id, lease.Token, c.at)
+		end(filledOutcome(f, err), err)
 		switch {
 		case err != nil:
 		case f.entry != nil:
@@ -239,4 +242,15 @@ func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any,
 			c.loaded = f.row
 		}
 	}
+}
+
+// filledOutcome is the outcome of a miss whose fill returned f and err.
+func filledOutcome(f flight, err error) Outcome {
+	switch {
+	case err != nil:
+		return OutcomeError
+	case f.entry != nil && len(f.entry) > 0 && f.entry[0] == entryAbsent:
+		return OutcomeNotFound
+	}
+	return OutcomeFound
 }
