@@ -6,7 +6,7 @@
 //	eval "$(scripts/env.sh)" && go run -C examples ./writeback
 //
 // It starts Postgres and Redis in containers, or uses PGCACHE_POSTGRES_URL and
-// PGCACHE_REDIS_ADDR (a single Redis: write-back does not run on Redis Cluster). It
+// PGCACHE_REDIS_ADDR (a single Redis; write-back runs on Sentinel and Redis Cluster too). It
 // exits 1 if the cache did not behave as it says.
 package main
 
