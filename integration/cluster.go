@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -325,23 +323,9 @@ func (c *RedisCluster) Close(ctx context.Context) error {
 // under it are deleted from every master when the test ends.
 func (c *RedisCluster) Prefix(tb testing.TB) string {
 	tb.Helper()
-	var b [5]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		tb.Fatal(err)
-	}
-	prefix := "t" + hex.EncodeToString(b[:])
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
+	return testPrefix(tb, func(ctx context.Context, prefix string) {
 		cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
 		defer cc.Close()
-		_ = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-			iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-			for iter.Next(ctx) {
-				n.Unlink(ctx, iter.Val())
-			}
-			return iter.Err()
-		})
+		_ = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return unlinkPrefix(ctx, n, prefix) })
 	})
-	return prefix
 }

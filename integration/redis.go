@@ -203,6 +203,17 @@ func (r *Redis) waitReady(ctx context.Context) error {
 // under it are deleted when the test ends.
 func (r *Redis) Prefix(tb testing.TB) string {
 	tb.Helper()
+	return testPrefix(tb, func(ctx context.Context, prefix string) {
+		c := redis.NewClient(&redis.Options{Addr: r.addr, TLSConfig: r.tls})
+		defer c.Close()
+		// A test that stopped the server has nothing left to clean.
+		_ = unlinkPrefix(ctx, c, prefix)
+	})
+}
+
+// testPrefix returns a random key prefix for a test, and has clean delete its keys
+// when the test ends.
+func testPrefix(tb testing.TB, clean func(ctx context.Context, prefix string)) string {
 	var b [5]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		tb.Fatal(err)
@@ -211,16 +222,18 @@ func (r *Redis) Prefix(tb testing.TB) string {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c := redis.NewClient(&redis.Options{Addr: r.addr, TLSConfig: r.tls})
-		defer c.Close()
-		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			c.Unlink(ctx, iter.Val())
-		}
-		// A test that stopped the server has nothing left to clean.
-		_ = iter.Err()
+		clean(ctx, prefix)
 	})
 	return prefix
+}
+
+// unlinkPrefix unlinks the keys of c's server under prefix.
+func unlinkPrefix(ctx context.Context, c *redis.Client, prefix string) error {
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		c.Unlink(ctx, iter.Val())
+	}
+	return iter.Err()
 }
 
 // Client returns a client of the server that honours context deadlines, closed when the

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -319,7 +320,7 @@ func TestUncacheableRow(t *testing.T) {
 
 // TestUncacheableWriteBack: a write-back Save of a row the cache cannot hold exactly
 // fails and says why, rather than journal a row readers would see changed.
-func TestUncacheableWriteBack(t *testing.T) { onBoth(t, testUncacheableWriteBack) }
+func TestUncacheableWriteBack(t *testing.T) { fixture.OnBoth(t, testUncacheableWriteBack) }
 
 func testUncacheableWriteBack(t *testing.T, top topology) {
 	t.Parallel()

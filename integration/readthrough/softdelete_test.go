@@ -12,6 +12,7 @@ import (
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
 
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
 	"github.com/pgcache/pgcache/writepolicy"
@@ -278,7 +279,9 @@ func TestSoftDeleteUnscopedFirst(t *testing.T) {
 // flush: the soft delete supersedes the Save in the journal, so it must carry it, or
 // the flush would lose the Save. Readers see the saved row deleted; Postgres ends
 // with it.
-func TestWriteBackSoftDeleteOverPending(t *testing.T) { onBoth(t, testWriteBackSoftDeleteOverPending) }
+func TestWriteBackSoftDeleteOverPending(t *testing.T) {
+	fixture.OnBoth(t, testWriteBackSoftDeleteOverPending)
+}
 
 func testWriteBackSoftDeleteOverPending(t *testing.T, top topology) {
 	t.Parallel()
@@ -315,7 +318,9 @@ func testWriteBackSoftDeleteOverPending(t *testing.T, top topology) {
 
 // TestWriteBackHardDeleteUnscoped: Delete through WithDB(db.Unscoped()) deletes the
 // row, as GORM's Unscoped().Delete does, under write-back too.
-func TestWriteBackHardDeleteUnscoped(t *testing.T) { onBoth(t, testWriteBackHardDeleteUnscoped) }
+func TestWriteBackHardDeleteUnscoped(t *testing.T) {
+	fixture.OnBoth(t, testWriteBackHardDeleteUnscoped)
+}
 
 func testWriteBackHardDeleteUnscoped(t *testing.T, top topology) {
 	t.Parallel()
@@ -344,7 +349,9 @@ func testWriteBackHardDeleteUnscoped(t *testing.T, top topology) {
 // within WaitTimeout) rather than return the older row; after the flush both read the
 // write. A write of the second version over the first's pending write is seen by both
 // once flushed, and a soft delete over another version's pending write is refused.
-func TestWriteBackVersionsSeePending(t *testing.T) { onBoth(t, testWriteBackVersionsSeePending) }
+func TestWriteBackVersionsSeePending(t *testing.T) {
+	fixture.OnBoth(t, testWriteBackVersionsSeePending)
+}
 
 func testWriteBackVersionsSeePending(t *testing.T, top topology) {
 	t.Parallel()

@@ -7,24 +7,17 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pgcache/pgcache/integration/fixture"
 )
 
-// topology is the Redis a test runs on: the package's single server or its Cluster.
-type topology string
+// The Redis a test runs on (fixture.OnBoth).
+type topology = fixture.Topology
 
 const (
-	single  topology = "redis"
-	cluster topology = "cluster"
+	single  = fixture.SingleRedis
+	cluster = fixture.RedisCluster
 )
-
-// onBoth runs test on a single Redis and on the three-master Redis Cluster, in
-// parallel subtests.
-func onBoth(t *testing.T, test func(t *testing.T, top topology)) {
-	t.Parallel()
-	for _, top := range []topology{single, cluster} {
-		t.Run(string(top), func(t *testing.T) { test(t, top) })
-	}
-}
 
 // newEnvOn is newEnv on the package's Redis of topology top.
 func newEnvOn(tb testing.TB, top topology) *env {

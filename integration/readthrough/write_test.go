@@ -17,6 +17,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
@@ -395,7 +396,7 @@ func TestTransactionWiring(t *testing.T) {
 // read that begins after a write-back Delete returned, and joins a fill that took its
 // lease before the Delete and read Postgres after it, must not get the deleted row.
 func TestWriteBackFlightJoinedAfterDelete(t *testing.T) {
-	onBoth(t, testWriteBackFlightJoinedAfterDelete)
+	fixture.OnBoth(t, testWriteBackFlightJoinedAfterDelete)
 }
 
 func testWriteBackFlightJoinedAfterDelete(t *testing.T, top topology) {
@@ -461,7 +462,7 @@ func wait[V any](t *testing.T, ch <-chan V, what string) V {
 	}
 }
 
-func TestWriteBackReadsPending(t *testing.T) { onBoth(t, testWriteBackReadsPending) }
+func TestWriteBackReadsPending(t *testing.T) { fixture.OnBoth(t, testWriteBackReadsPending) }
 
 func testWriteBackReadsPending(t *testing.T, top topology) {
 	t.Parallel()

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
@@ -202,7 +203,7 @@ func runChild(t *testing.T, mode string, cfg helperCfg) (acked []int) {
 // per row, each row written once in effect: the batch committed before the kill is
 // applied again with the same values (after "commit"), or not at all (after "clear"),
 // and no row ever goes back to an older value. On the Cluster, Redis is not restarted.
-func TestCrashMidFlush(t *testing.T) { onBoth(t, testCrashMidFlush) }
+func TestCrashMidFlush(t *testing.T) { fixture.OnBoth(t, testCrashMidFlush) }
 
 func testCrashMidFlush(t *testing.T, top topology) {
 	t.Parallel()
@@ -298,7 +299,9 @@ func testCrashMidFlush(t *testing.T, top topology) {
 // TestFlusherKilledHoldingEntries: a flusher killed after entries were delivered to
 // it, before it applied them; another flusher claims them once they have been idle for
 // ClaimAfter, and applies them.
-func TestFlusherKilledHoldingEntries(t *testing.T) { onBoth(t, testFlusherKilledHoldingEntries) }
+func TestFlusherKilledHoldingEntries(t *testing.T) {
+	fixture.OnBoth(t, testFlusherKilledHoldingEntries)
+}
 
 func testFlusherKilledHoldingEntries(t *testing.T, top topology) {
 	t.Parallel()

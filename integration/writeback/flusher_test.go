@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
@@ -23,7 +24,7 @@ import (
 // TestFlushAppliesLatest: writes journaled before a flusher runs reach Postgres
 // coalesced per row (each row written once, with its latest value), deletes included,
 // and leave no pending record behind.
-func TestFlushAppliesLatest(t *testing.T) { onBoth(t, testFlushAppliesLatest) }
+func TestFlushAppliesLatest(t *testing.T) { fixture.OnBoth(t, testFlushAppliesLatest) }
 
 func testFlushAppliesLatest(t *testing.T, top topology) {
 	t.Parallel()
@@ -91,7 +92,7 @@ func testFlushAppliesLatest(t *testing.T, top topology) {
 // about to apply it, when v2 is written and flusher B applies it and clears the
 // pending record. A must not commit v1 over v2: its second check, made holding the
 // row's lock, sees v1 superseded and rolls it back.
-func TestTwoFlushersRace(t *testing.T) { onBoth(t, testTwoFlushersRace) }
+func TestTwoFlushersRace(t *testing.T) { fixture.OnBoth(t, testTwoFlushersRace) }
 
 func testTwoFlushersRace(t *testing.T, top topology) {
 	t.Parallel()
@@ -141,7 +142,7 @@ func testTwoFlushersRace(t *testing.T, top topology) {
 // does not wait for an INSERT of the same key that has not committed: without a lock
 // of its own, B deletes nothing and commits, and A's commit brings back a row whose
 // deletion was acknowledged. The flushers' per-row advisory lock makes B wait for A.
-func TestUpsertDeleteRace(t *testing.T) { onBoth(t, testUpsertDeleteRace) }
+func TestUpsertDeleteRace(t *testing.T) { fixture.OnBoth(t, testUpsertDeleteRace) }
 
 func testUpsertDeleteRace(t *testing.T, top topology) {
 	t.Parallel()
@@ -202,7 +203,7 @@ func testUpsertDeleteRace(t *testing.T, top topology) {
 // order), and clears both versions' pending records. (Write-back keys are now shared
 // by every schema version, with the version in the entry; builds of pgcache before
 // that journaled writes under keys of their own, which the flusher still coalesces.)
-func TestVersionsWriteOneRow(t *testing.T) { onBoth(t, testVersionsWriteOneRow) }
+func TestVersionsWriteOneRow(t *testing.T) { fixture.OnBoth(t, testVersionsWriteOneRow) }
 
 func testVersionsWriteOneRow(t *testing.T, top topology) {
 	t.Parallel()
@@ -251,7 +252,7 @@ func testVersionsWriteOneRow(t *testing.T, top topology) {
 // TestPoisonDeadLetter: a write that violates a CHECK constraint goes to the
 // dead-letter stream with the reason; the other writes of its batch are applied;
 // readers of the poisoned row see Postgres' row again.
-func TestPoisonDeadLetter(t *testing.T) { onBoth(t, testPoisonDeadLetter) }
+func TestPoisonDeadLetter(t *testing.T) { fixture.OnBoth(t, testPoisonDeadLetter) }
 
 func testPoisonDeadLetter(t *testing.T, top topology) {
 	t.Parallel()
@@ -309,7 +310,7 @@ func testPoisonDeadLetter(t *testing.T, top topology) {
 // TestUndecodableEntry: a journal entry no flusher can decode (corrupted, or written
 // by something else) goes to the dead-letter stream when it is a row's current write,
 // and is skipped when no pending record vouches for it; neither stops the others.
-func TestUndecodableEntry(t *testing.T) { onBoth(t, testUndecodableEntry) }
+func TestUndecodableEntry(t *testing.T) { fixture.OnBoth(t, testUndecodableEntry) }
 
 func testUndecodableEntry(t *testing.T, top topology) {
 	t.Parallel()
@@ -350,7 +351,7 @@ func testUndecodableEntry(t *testing.T, top topology) {
 
 // TestGracefulStop: a flusher whose context ends applies the entries it holds before
 // Run returns.
-func TestGracefulStop(t *testing.T) { onBoth(t, testGracefulStop) }
+func TestGracefulStop(t *testing.T) { fixture.OnBoth(t, testGracefulStop) }
 
 func testGracefulStop(t *testing.T, top topology) {
 	t.Parallel()
@@ -406,7 +407,7 @@ type Gadget struct {
 }
 
 // TestRoundTripTypes: a row written back reads back from Postgres as it was saved.
-func TestRoundTripTypes(t *testing.T) { onBoth(t, testRoundTripTypes) }
+func TestRoundTripTypes(t *testing.T) { fixture.OnBoth(t, testRoundTripTypes) }
 
 func testRoundTripTypes(t *testing.T, top topology) {
 	t.Parallel()
@@ -465,7 +466,7 @@ func testRoundTripTypes(t *testing.T, top topology) {
 }
 
 // TestZeroKey: write-back cannot take a key from Postgres later.
-func TestZeroKey(t *testing.T) { onBoth(t, testZeroKey) }
+func TestZeroKey(t *testing.T) { fixture.OnBoth(t, testZeroKey) }
 
 func testZeroKey(t *testing.T, top topology) {
 	t.Parallel()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/writeback"
 )
@@ -19,7 +20,7 @@ import (
 // entry whose row's pending record does not hold it for superseded, as the flusher
 // did before writes had two steps: it drops the entry, and the acknowledged write
 // never reaches Postgres.
-func TestEntryBeforeItsWrite(t *testing.T) { onBoth(t, testEntryBeforeItsWrite) }
+func TestEntryBeforeItsWrite(t *testing.T) { fixture.OnBoth(t, testEntryBeforeItsWrite) }
 
 func testEntryBeforeItsWrite(t *testing.T, top topology) {
 	for _, control := range []bool{false, true} {
@@ -88,7 +89,7 @@ func testEntryBeforeItsWrite(t *testing.T, top topology) {
 // it; the late landing is refused with ErrLate, so the Save fails and nothing of it is
 // visible: the row keeps its previous value in Redis and in Postgres. A write after
 // it lands and is applied as usual.
-func TestEntryNeverLands(t *testing.T) { onBoth(t, testEntryNeverLands) }
+func TestEntryNeverLands(t *testing.T) { fixture.OnBoth(t, testEntryNeverLands) }
 
 func testEntryNeverLands(t *testing.T, top topology) {
 	t.Parallel()

@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/readthrough"
@@ -67,22 +68,13 @@ type env struct {
 	prefix     string
 }
 
-// topology is the Redis a test runs on: the package's single server or its Cluster.
-type topology string
+// The Redis a test runs on (fixture.OnBoth).
+type topology = fixture.Topology
 
 const (
-	single  topology = "redis"
-	cluster topology = "cluster"
+	single  = fixture.SingleRedis
+	cluster = fixture.RedisCluster
 )
-
-// onBoth runs test on a single Redis and on the three-master Redis Cluster, in
-// parallel subtests.
-func onBoth(t *testing.T, test func(t *testing.T, top topology)) {
-	t.Parallel()
-	for _, top := range []topology{single, cluster} {
-		t.Run(string(top), func(t *testing.T) { test(t, top) })
-	}
-}
 
 // newEnv makes a database with the widgets schema and a prefix on the package's
 // Redis of topology top.
