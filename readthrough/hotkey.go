@@ -249,7 +249,7 @@ func filledOutcome(f flight, err error) Outcome {
 	switch {
 	case err != nil:
 		return OutcomeError
-	case f.entry != nil && len(f.entry) > 0 && f.entry[0] == entryAbsent:
+	case len(f.entry) > 0 && f.entry[0] == entryAbsent:
 		return OutcomeNotFound
 	}
 	return OutcomeFound
