@@ -137,8 +137,11 @@ func TestStampede(t *testing.T) {
 	if n := e.queries.Load(); n != 1 {
 		t.Fatalf("%d database queries for 100 concurrent misses in two processes, want 1", n)
 	}
-	if waits := a.Stats().StampedeWaits + b.Stats().StampedeWaits; waits != 1 {
-		t.Fatalf("%d stampede waits, want 1 (the other process's single flight)", waits)
+	// The losing process waited rather than query. It may wait in more than one flight:
+	// a reader that began after its first flight was sent starts a flight of its own
+	// (read-your-writes) and, if the winner's fill is still on its way, waits again.
+	if waits := a.Stats().StampedeWaits + b.Stats().StampedeWaits; waits < 1 {
+		t.Fatalf("%d stampede waits, want at least 1 (the other process's flight)", waits)
 	}
 }
 
