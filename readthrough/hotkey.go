@@ -89,31 +89,27 @@ type getCall struct {
 	done chan struct{}
 }
 
-// getShared is Get's Redis read: the entry of k, with its remaining TTL and the near
-// tier's ticket taken before the GET was sent. start is the clock's value when the read
-// began.
-// filled says the entry was loaded from Postgres by this read's ReadOrLease (see
-// sendReadOrLease), not found in Redis.
-//
-// loaded is a row this read's ReadOrLease loaded that cannot be cached (a *T, for
-// this reader alone; see miss).
-func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key, id any) (entry []byte, ttl time.Duration, cached, filled bool, loaded any, tk near.Ticket, err error) {
+// getShared is Get's Redis read: the call that answered it (its entry, remaining TTL
+// and the near tier's ticket taken before the GET was sent; or, for a ReadOrLease that
+// took the lease, the entry it filled or the uncacheable row it loaded: see
+// sendReadOrLease). start is the clock's value when the read began.
+func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key, id any) (getCall, error) {
 	if r.flights.unshared {
-		tk := r.nearTicket(k)
-		entry, ttl, cached, err := r.getEntry(ctx, k)
-		return entry, ttl, cached, false, nil, tk, err
+		c := getCall{tk: r.nearTicket(k)}
+		c.entry, c.ttl, c.cached, c.err = r.getEntry(ctx, k)
+		return c, c.err
 	}
 	var deadline time.Time // of the wait for a busy pool
 	poll := time.Millisecond
 	for {
 		c, err := r.flights.gets.get(ctx, r, k, id)
 		if err != nil {
-			return nil, 0, false, false, nil, near.Ticket{}, err // ctx ended
+			return getCall{}, err // ctx ended
 		}
 		switch {
 		case c.abandoned:
 			if err := ctx.Err(); err != nil {
-				return nil, 0, false, false, nil, near.Ticket{}, err // this reader sent it
+				return getCall{}, err // this reader sent it
 			}
 			continue // its sender gave up; this reader has not
 		case c.err == nil && c.at <= start && !r.flights.unordered:
@@ -131,13 +127,13 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key,
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, 0, false, false, nil, near.Ticket{}, ctx.Err()
+				return getCall{}, ctx.Err()
 			case <-t.C:
 			}
 			poll = min(2*poll, 20*time.Millisecond)
 			continue
 		}
-		return c.entry, c.ttl, c.cached, c.filled, c.loaded, c.tk, c.err
+		return c, c.err
 	}
 }
 

@@ -116,7 +116,7 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		r.observeRead(ctx, t0, OutcomeNearHit)
 		return row, ok, nil
 	}
-	entry, ttl, cached, filled, loaded, tk, err := r.getShared(ctx, start, k, id) // hotkey.go
+	c, err := r.getShared(ctx, start, k, id) // hotkey.go
 	if err != nil {
 		defer r.observeRead(ctx, t0, OutcomeError)
 		if err := r.fallBack(err); err != nil {
@@ -126,25 +126,25 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		// because of a burst of reads, Postgres does not get the burst instead.
 		return r.miss(ctx, start, k, id, true)
 	}
-	if loaded != nil { // loaded by this read, uncacheable (hotkey.go)
+	if c.loaded != nil { // loaded by this read, uncacheable (hotkey.go)
 		r.stats.misses.Add(1)
 		r.flights.missed()
 		defer r.observeRead(ctx, t0, OutcomeMiss)
-		if row := loaded.(*T); r.visible(ctx, row) {
+		if row := c.loaded.(*T); r.visible(ctx, row) {
 			return *row, true, nil
 		}
 		return row, false, nil
 	}
-	if filled {
+	if c.filled {
 		r.stats.misses.Add(1)
 		r.flights.missed()
 		defer r.observeRead(ctx, t0, OutcomeMiss)
-		return r.flightRow(ctx, k, id, entry)
+		return r.flightRow(ctx, k, id, c.entry)
 	}
-	if cached {
-		if row, ok, err := r.cachedRow(ctx, k, id, entry); err == nil {
+	if c.cached {
+		if row, ok, err := r.cachedRow(ctx, k, id, c.entry); err == nil {
 			r.flights.hit()
-			r.nearStore(ctx, tk, k, entry, ttl)
+			r.nearStore(ctx, c.tk, k, c.entry, c.ttl)
 			r.observeRead(ctx, t0, hitOutcome(ok))
 			return row, ok, nil
 		}
