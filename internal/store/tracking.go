@@ -8,11 +8,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 )
 
@@ -36,6 +38,15 @@ import (
 // and its SUBSCRIBE was acknowledged. A connection that stops answering (a partition
 // without a reset) is declared lost when a PING gets no reply within the health
 // interval.
+//
+// A connection can also outlive its server's part: after a Sentinel failover the old
+// master may keep its clients for a while (until the sentinels turn it into a replica,
+// seconds later) or for ever (while they cannot reach it), and a tracking connection
+// there hears nothing of the writes sent to the new master. So for a single-node or
+// Sentinel client the tracker compares, every health interval, the run id of the server
+// its connection reached (read when it connected) with the run id of the server the
+// caller's client sends its commands to, and ends the session when they differ; the
+// next connection is dialled to the master the sentinels give.
 //
 // RESP2 is used on purpose: go-redis delivers the redirected messages as pub/sub
 // messages there, and its own RESP3 client-side cache (experimental in v9.23) owns
@@ -76,6 +87,11 @@ type nodeTracker struct {
 	h      TrackingHandler
 	log    *slog.Logger
 	health time.Duration
+	// master, when set, returns the run id of the server the caller's client sends its
+	// commands to; tracked holds the run id of the tracking connection's server (a
+	// string), read when it connected. The session ends when they differ.
+	master  func(context.Context) (string, error)
+	tracked atomic.Value
 }
 
 // ErrTrackingUnsupported reports a client the tracker cannot follow: a Ring client (its
@@ -91,7 +107,9 @@ var ErrTrackingUnsupported = errors.New("store: near-cache tracking needs a sing
 func (s *Store) NewTracker(p keys.Prefix, h TrackingHandler, health time.Duration, log *slog.Logger) (*Tracker, error) {
 	switch rdb := s.rdb.(type) {
 	case *redis.Client:
-		return &Tracker{node: newNodeTracker(*rdb.Options(), string(p), h, health, log)}, nil
+		t := newNodeTracker(*rdb.Options(), string(p), h, health, log)
+		t.master = s.ServerIDs // one id: the client has one server
+		return &Tracker{node: t}, nil
 	case *redis.ClusterClient:
 		return &Tracker{cluster: &clusterTracker{rdb: rdb, prefix: string(p), h: h, health: health, log: log}}, nil
 	}
@@ -133,6 +151,17 @@ func newNodeTracker(opt redis.Options, prefix string, h TrackingHandler, health 
 		id, err := cn.ClientID(ctx).Result()
 		if err != nil {
 			return fmt.Errorf("store: tracking: CLIENT ID: %w", err)
+		}
+		if t.master != nil {
+			info, err := cn.Info(ctx, "server").Result()
+			if err != nil {
+				return fmt.Errorf("store: tracking: INFO server (allow INFO to the user: the near cache checks that it tracks the client's master): %w", err)
+			}
+			run, ok := infoField(info, "run_id")
+			if !ok {
+				return errors.New("store: tracking: INFO server has no run_id")
+			}
+			t.tracked.Store(run)
 		}
 		if err := cn.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", id, "BCAST", "PREFIX", prefix).Err(); err != nil {
 			return fmt.Errorf("store: tracking: CLIENT TRACKING ON (Redis 6 or later, and the CLIENT command allowed to the user): %w", err)
@@ -192,9 +221,29 @@ func (t *nodeTracker) session(ctx context.Context) (up bool, err error) {
 	// Closing the subscription ends a blocked read at once when ctx ends.
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()
+	moved := make(chan error, 1)
+	if t.master != nil {
+		fctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		defer func() { cancel(); <-done }()
+		go func() {
+			defer close(done)
+			if err := t.follow(fctx); err != nil {
+				moved <- err
+				ps.Close()
+			}
+		}()
+	}
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, t.health)
+		if err != nil {
+			select {
+			case err := <-moved: // follow closed the subscription
+				return up, err
+			default:
+			}
+		}
 		switch {
 		case err == nil:
 		case isTimeout(err) && !pinged:
@@ -234,6 +283,30 @@ func (t *nodeTracker) session(ctx context.Context) (up bool, err error) {
 				t.h.Invalidate([]string{m.Payload})
 			}
 		}
+	}
+}
+
+// follow returns an error once the caller's client sends its commands to another server
+// than the tracking connection's (see the top of this file), nil when ctx ends. A
+// failure to ask the client is not the tracking connection's: it is tried again at the
+// next interval.
+func (t *nodeTracker) follow(ctx context.Context) error {
+	tick := time.NewTicker(t.health)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, t.health)
+		master, err := t.master(cctx)
+		cancel()
+		tracked, _ := t.tracked.Load().(string)
+		if err != nil || tracked == "" || master == tracked || testhooks.NearFixedMasters(ctx) {
+			continue
+		}
+		return fmt.Errorf("store: tracking: the client now sends its commands to server %s, not to the tracked server %s (a failover): tracking moves to the new master", master, tracked)
 	}
 }
 
