@@ -443,6 +443,9 @@ func (s *Store) SoftDelete(ctx context.Context, m Model, p keys.Prefix, k keys.K
 				return AlreadyDeleted, "", nil
 			}
 		}
+		if hook := testhooks.AfterPendingRead(ctx); hook != nil {
+			hook()
+		}
 		entry := m.Entry + head + base
 		var add *redis.Cmd
 		err = s.step(ctx, shard, wait, func(pp redis.Pipeliner) {
@@ -456,7 +459,11 @@ func (s *Store) SoftDelete(ctx context.Context, m Model, p keys.Prefix, k keys.K
 			hook(id)
 		}
 		args := []any{entry, ttlMillis(ttl), LandedTTL.Milliseconds()}
-		out, lerr := s.land(ctx, k, id, args, &baseID, wait)
+		on := &baseID
+		if testhooks.UncheckedBase(ctx) {
+			on = nil
+		}
+		out, lerr := s.land(ctx, k, id, args, on, wait)
 		switch {
 		case errors.Is(lerr, ErrRaced):
 			err = lerr

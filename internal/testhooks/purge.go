@@ -40,6 +40,13 @@ type WriteBack struct {
 	// two steps even on a single Redis, as it does on a Cluster, and runs between the
 	// two with the entry's id (see internal/store, writeback.go).
 	BeforeLanding func(id string)
+	// AfterPendingRead, if set, runs in a write-back soft delete after it read the
+	// row's pending record and before it journals its entry built on it.
+	AfterPendingRead func()
+	// UncheckedBase makes a write-back soft delete land whatever the row's pending
+	// record became since the delete read it, as it would without the check, to show
+	// that the test of a write racing a soft delete can fail.
+	UncheckedBase bool
 }
 
 type writeBackKey struct{}
@@ -62,4 +69,20 @@ func BeforeLanding(ctx context.Context) func(id string) {
 		return nil
 	}
 	return h.BeforeLanding
+}
+
+// UncheckedBase reports whether ctx asks soft deletes to land without checking the
+// pending record they were built on.
+func UncheckedBase(ctx context.Context) bool {
+	h, _ := ctx.Value(writeBackKey{}).(*WriteBack)
+	return h != nil && h.UncheckedBase
+}
+
+// AfterPendingRead returns ctx's WriteBack.AfterPendingRead hook, nil if none.
+func AfterPendingRead(ctx context.Context) func() {
+	h, _ := ctx.Value(writeBackKey{}).(*WriteBack)
+	if h == nil {
+		return nil
+	}
+	return h.AfterPendingRead
 }
