@@ -26,8 +26,9 @@ import (
 // 127.0.0.1, so the addresses the cluster hands out in its redirects are the ones the
 // host reaches. It is safe for concurrent use.
 type RedisCluster struct {
-	ctr   testcontainers.Container
-	addrs []string
+	ctr     testcontainers.Container
+	addrs   []string
+	persist Persistence // every node's, those AddMaster starts included
 
 	mu      sync.Mutex
 	spares  []int // published ports no node listens on yet (RedisOptions.SpareNodes)
@@ -50,7 +51,7 @@ func StartRedisCluster(ctx context.Context, opts RedisOptions) (*RedisCluster, e
 			}
 			ports[i] = p
 		}
-		c, err := startCluster(ctx, image, ports[:3], ports[3:])
+		c, err := startCluster(ctx, image, ports[:3], ports[3:], opts.Persistence)
 		if err == nil {
 			return c, nil
 		}
@@ -63,13 +64,13 @@ func StartRedisCluster(ctx context.Context, opts RedisOptions) (*RedisCluster, e
 }
 
 // clusterNode is the shell command starting a cluster node on port p in the container.
-func clusterNode(p int) string {
-	return fmt.Sprintf("redis-server --port %d --cluster-enabled yes --cluster-config-file nodes-%d.conf "+
-		"--cluster-announce-ip 127.0.0.1 --save '' --appendonly no --protected-mode no --daemonize yes --logfile /tmp/redis-%d.log\n"+
-		"until redis-cli -p %d ping >/dev/null 2>&1; do sleep 0.05; done\n", p, p, p, p)
+func clusterNode(p int, persist Persistence) string {
+	return fmt.Sprintf("redis-server --port %d --cluster-enabled yes --cluster-config-file nodes-%d.conf --appenddirname aof-%d "+
+		"--cluster-announce-ip 127.0.0.1 %s --protected-mode no --daemonize yes --logfile /tmp/redis-%d.log\n"+
+		"until redis-cli -p %d ping >/dev/null 2>&1; do sleep 0.05; done\n", p, p, p, strings.Join(persist.shellArgs(), " "), p, p)
 }
 
-func startCluster(ctx context.Context, image string, ports, spares []int) (*RedisCluster, error) {
+func startCluster(ctx context.Context, image string, ports, spares []int, persist Persistence) (*RedisCluster, error) {
 	var script strings.Builder
 	var nodes, exposed []string
 	bindings := network.PortMap{}
@@ -79,7 +80,7 @@ func startCluster(ctx context.Context, image string, ports, spares []int) (*Redi
 		bindings[network.MustParsePort(ps+"/tcp")] = []network.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: ps}}
 	}
 	for _, p := range ports {
-		script.WriteString(clusterNode(p))
+		script.WriteString(clusterNode(p, persist))
 		nodes = append(nodes, "127.0.0.1:"+strconv.Itoa(p))
 	}
 	fmt.Fprintf(&script, "redis-cli --cluster create %s --cluster-replicas 0 --cluster-yes\n", strings.Join(nodes, " "))
@@ -111,7 +112,7 @@ func startCluster(ctx context.Context, image string, ports, spares []int) (*Redi
 		}
 		return nil, err
 	}
-	c := &RedisCluster{ctr: ctr, addrs: nodes, spares: spares}
+	c := &RedisCluster{ctr: ctr, addrs: nodes, spares: spares, persist: persist}
 	probe := redis.NewClusterClient(&redis.ClusterOptions{Addrs: nodes})
 	defer probe.Close()
 	err = waitFor(ctx, "integration: wait for redis cluster", func(ctx context.Context) error {
@@ -183,7 +184,7 @@ func (c *RedisCluster) AddMaster(ctx context.Context) (string, error) {
 	c.spares = c.spares[1:]
 	c.mu.Unlock()
 	addr := "127.0.0.1:" + strconv.Itoa(p)
-	script := clusterNode(p) + fmt.Sprintf("redis-cli --cluster add-node %s %s\n", addr, c.addrs[0])
+	script := clusterNode(p, c.persist) + fmt.Sprintf("redis-cli --cluster add-node %s %s\n", addr, c.addrs[0])
 	if err := c.exec(ctx, script); err != nil {
 		return "", fmt.Errorf("integration: add node %s: %w", addr, err)
 	}

@@ -40,6 +40,17 @@ func (p Persistence) args() []string {
 	}
 }
 
+// shellArgs is args quoted for a shell command line.
+func (p Persistence) shellArgs() []string {
+	out := p.args()
+	for i, a := range out {
+		if a == "" {
+			out[i] = "''"
+		}
+	}
+	return out
+}
+
 // RedisOptions configure a Redis container. The zero value is ready to use.
 type RedisOptions struct {
 	// Image is the image to run. Empty means $PGCACHE_REDIS_IMAGE, else

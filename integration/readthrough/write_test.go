@@ -664,21 +664,33 @@ func TestWriteBackConfig(t *testing.T) {
 
 // TestWaitAOF: with WaitAOF a write-back Save waits until Redis fsynced it to its AOF;
 // on a server without WAITAOF (before Redis 7.2) the wait is skipped with one
-// warning and Saves succeed.
-func TestWaitAOF(t *testing.T) {
+// warning and Saves succeed. On a Cluster the wait goes to the master of each row's
+// slot: Saves of rows on every master succeed, and every master ran WAITAOF.
+func TestWaitAOF(t *testing.T) { fixture.OnBoth(t, testWaitAOF) }
+
+func testWaitAOF(t *testing.T, top topology) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnvOn(t, top)
 	ctx := ctxT(t)
-	info := e.rdb.Info(ctx, "server").Val()
+	info, err := e.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var major, minor int
 	if i := strings.Index(info, "redis_version:"); i >= 0 {
 		fmt.Sscanf(info[i+len("redis_version:"):], "%d.%d", &major, &minor)
 	}
 	supported := major > 7 || major == 7 && minor >= 2
-	rdb := e.rdb.(*redis.Client)
-	if supported { // the shared server has no AOF: use one that has
-		rd := integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFEverySec})
-		rdb = rd.Client(t)
+	if !supported && top == cluster {
+		t.Skipf("Redis %d.%d has no WAITAOF: the Cluster's waits cannot be tested (the single server's test checks the warning)", major, minor)
+	}
+	rdb := e.rdb
+	if supported { // the shared servers have no AOF: use ones that have
+		if top == single {
+			rdb = integration.NewRedis(t, integration.RedisOptions{Persistence: integration.PersistAOFEverySec}).Client(t)
+		} else {
+			rdb = integration.NewRedisClusterWith(t, integration.RedisOptions{Persistence: integration.PersistAOFEverySec}).Client(t)
+		}
 	}
 	var logs lockedBuffer
 	c, err := readthrough.New(e.db, rdb, readthrough.Options{Prefix: e.prefix, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -690,6 +702,10 @@ func TestWaitAOF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		saveOnEveryMaster(t, cc, repo)
+		return
+	}
 	for i := range 3 {
 		if err := repo.Save(ctx, &Widget{ID: 1, Name: fmt.Sprint(i)}); err != nil {
 			t.Fatalf("Save with WaitAOF on Redis %d.%d: %v", major, minor, err)
@@ -699,7 +715,41 @@ func TestWaitAOF(t *testing.T) {
 		t.Fatalf("Redis %d.%d has no WAITAOF: %d warnings, want 1:\n%s", major, minor, n, logs.String())
 	}
 	if supported {
-		checkWaitAOFConnection(t, rdb, repo)
+		checkWaitAOFConnection(t, rdb.(*redis.Client), repo)
+	}
+}
+
+// saveOnEveryMaster saves rows through repo, whose writes wait for the AOF, until each
+// of the Cluster's masters holds one, and checks that every master ran WAITAOF.
+func saveOnEveryMaster(t *testing.T, cc *redis.ClusterClient, repo *readthrough.Repository[Widget]) {
+	ctx := ctxT(t)
+	masters := make(map[string]bool)
+	for id := int64(1); len(masters) < 3; id++ {
+		if id > 300 {
+			t.Fatalf("300 rows fell on %d masters, want 3", len(masters))
+		}
+		if err := repo.Save(ctx, &Widget{ID: id, Name: "durable"}); err != nil {
+			t.Fatalf("Save of row %d with WaitAOF on a Cluster: %v", id, err)
+		}
+		key, _ := repo.Key(id)
+		node, err := cc.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		masters[node.Options().Addr] = true
+	}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		stats, err := node.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(stats, "cmdstat_waitaof:calls=") {
+			return fmt.Errorf("master %s ran no WAITAOF:\n%s", node.Options().Addr, stats)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
