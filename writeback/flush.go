@@ -269,7 +269,10 @@ func (f *Flusher) decode(e store.JournalEntry) *write {
 }
 
 // clear deletes the pending records of writes applied, or superseded, if they still
-// hold their version (flush's step 4).
+// hold their version (flush's step 4), and with each the row's cached value, fence and
+// response epoch: readers go back to Postgres, which may hold the row in another form
+// than the one written (char(n) padded, timestamps to the microsecond, defaults and
+// triggers applied), as the invalidator's deletion of the commit would make them.
 func (f *Flusher) clear(ctx context.Context, ws []*write) error {
 	if len(ws) == 0 {
 		return nil
@@ -278,7 +281,7 @@ func (f *Flusher) clear(ctx context.Context, ws []*write) error {
 	for i, w := range ws {
 		items[i] = store.Versioned{Key: w.key, Version: w.id}
 	}
-	if _, err := f.store.ClearPending(ctx, items, false); err != nil {
+	if _, err := f.store.ClearPending(ctx, items, true); err != nil {
 		return fmt.Errorf("writeback: clear pending records: %w", err)
 	}
 	return nil

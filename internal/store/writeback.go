@@ -1001,8 +1001,8 @@ type Versioned struct {
 
 // ClearPending deletes the pending records of rows whose write was applied, each only
 // if it still records that write: a newer write of the row stays pending. With
-// invalidate set it also deletes the rows' value and fence keys (for writes given up
-// on, so that readers see Postgres again). One script call per hash slot (see
+// invalidate set it also deletes the rows' value and fence keys, so that readers see
+// Postgres again (for writes applied, or given up on). One script call per hash slot (see
 // PendingVersions); cleared[i] reports items[i].
 func (s *Store) ClearPending(ctx context.Context, items []Versioned, invalidate bool) ([]bool, error) {
 	if len(items) == 0 {
