@@ -82,6 +82,10 @@ type getCall struct {
 	// loaded: the row the sender's ReadOrLease loaded that cannot be cached; only the
 	// sender takes it (joiners get a copy without it and load their own).
 	loaded any
+	// failed: the sender's ReadOrLease took the lease and its load failed; every
+	// reader of c returns the error, as the readers sharing a fill do (miss), rather
+	// than load the row again.
+	failed error
 	err    error
 	// abandoned: the sender's context ended, so err says nothing of Redis.
 	abandoned bool
@@ -107,6 +111,8 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key,
 			return getCall{}, err // ctx ended
 		}
 		switch {
+		case c.failed != nil && (!c.abandoned || ctx.Err() != nil):
+			return c, nil // Get returns c.failed
 		case c.abandoned:
 			if err := ctx.Err(); err != nil {
 				return getCall{}, err // this reader sent it
@@ -231,7 +237,11 @@ func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any,
 		f, err := r.fillLeased(mctx, k, id, lease.Token, c.at)
 		end(filledOutcome(f, err), err)
 		switch {
+		case err != nil && testhooks.FillErrorsDropped(ctx):
+			// The readers miss and load the row again, as before this was fixed.
 		case err != nil:
+			// A sender whose own context ended abandoned the fill: the others read again.
+			c.failed, c.abandoned = err, ctx.Err() != nil
 		case f.entry != nil:
 			c.entry, c.cached, c.filled = f.entry, true, true
 		case f.row != nil:

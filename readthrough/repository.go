@@ -126,6 +126,12 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		// because of a burst of reads, Postgres does not get the burst instead.
 		return r.miss(ctx, start, k, id, true)
 	}
+	if c.failed != nil { // the fill this read shared could not load the row (hotkey.go)
+		r.stats.misses.Add(1)
+		r.flights.missed()
+		r.observeRead(ctx, t0, OutcomeError)
+		return row, false, c.failed
+	}
 	if c.loaded != nil { // loaded by this read, uncacheable (hotkey.go)
 		r.stats.misses.Add(1)
 		r.flights.missed()

@@ -135,3 +135,50 @@ func TestMissRoundTrips(t *testing.T) {
 		})
 	}
 }
+
+// TestReadOrLeaseFillFails: when a combined read (store.ReadOrLease) takes the lease
+// and its load fails, Get returns the load's error after one query, as a miss whose
+// shared fill fails does. The table is renamed away just before the load, so that
+// every load from then on fails. The control drops the error and misses again (the
+// defect), loading a second time, which the test checks it does.
+func TestReadOrLeaseFillFails(t *testing.T) {
+	t.Parallel()
+	for _, control := range []bool{false, true} {
+		name := "fixed"
+		if control {
+			name = "control: error dropped"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
+			repo := e.widgets(t, readthrough.ModelOptions{})
+			ctx := ctxT(t)
+			if _, ok, err := repo.Get(ctx, int64(1)); err != nil || !ok {
+				t.Fatalf("Get(1) = %v, %v", ok, err) // a miss: the model's next read is combined
+			}
+			var once sync.Once
+			hooks := &testhooks.Read{FillErrorsDropped: control, BeforeLoad: func(string) {
+				once.Do(func() {
+					e.exec(t, `ALTER TABLE widgets RENAME TO widgets_gone`)
+					t.Cleanup(func() { e.exec(t, `ALTER TABLE widgets_gone RENAME TO widgets`) })
+				})
+			}}
+			before := repo.Stats().Loads
+			_, _, err := repo.Get(testhooks.WithRead(ctx, hooks), int64(2))
+			loads := repo.Stats().Loads - before
+			t.Logf("Get(2): %v; %d loads", err, loads)
+			if err == nil {
+				t.Fatal("Get(2) returned no error, with the table gone")
+			}
+			if control {
+				if loads < 2 {
+					t.Fatalf("control: Get(2) loaded %d times (else this test cannot tell the fix works)", loads)
+				}
+				return
+			}
+			if loads != 1 {
+				t.Fatalf("Get(2) loaded %d times, want once", loads)
+			}
+		})
+	}
+}
