@@ -203,7 +203,7 @@ func (g *getGroup) finish(sh *getShard, name string, c *getCall) getCall {
 // sendGet sends the GET of c, or, while the model misses (see flights.combine),
 // ReadOrLease.
 func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, id any, c *getCall) {
-	if r.flights.combine && r.flights.missScore.Load() > 0 && !testhooks.Unfenced(ctx) {
+	if r.combined(ctx) {
 		r.sendReadOrLease(ctx, k, id, c)
 		return
 	}
@@ -211,6 +211,12 @@ func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, id any, c *getC
 	c.tk = r.nearTicket(k)
 	c.entry, c.ttl, c.cached, c.err = r.getEntry(ctx, k)
 	c.abandoned = c.err != nil && ctx.Err() != nil
+}
+
+// combined says whether a read reads and leases in one round trip (see
+// flights.combine): the model may, and has missed lately.
+func (r *Repository[T]) combined(ctx context.Context) bool {
+	return r.flights.combine && r.flights.missScore.Load() > 0 && !testhooks.Unfenced(ctx)
 }
 
 // sendReadOrLease reads k's entry or takes its lease in one round trip

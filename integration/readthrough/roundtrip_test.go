@@ -2,6 +2,7 @@ package readthrough_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -178,6 +179,86 @@ func TestReadOrLeaseFillFails(t *testing.T) {
 			}
 			if loads != 1 {
 				t.Fatalf("Get(2) loaded %d times, want once", loads)
+			}
+		})
+	}
+}
+
+// TestGetManyRoundTrips: on a single Redis, a GetMany that misses takes at most two
+// round trips (the lease pipeline, which answers cached rows too, then the fills) once
+// the model has missed lately, and an MGET once it hits again. The control, with the
+// combined read off (Get's sharing off), takes three: MGET, leases, fills.
+func TestGetManyRoundTrips(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'row ' || g FROM generate_series(1, 40) g`)
+	ctx := ctxT(t)
+	for i, control := range []bool{false, true} {
+		name := "combined"
+		if control {
+			name = "control: unshared"
+		}
+		t.Run(name, func(t *testing.T) {
+			base := int64(20 * i)
+			o := *e.rdb.(*redis.Client).Options()
+			rdb := redis.NewClient(&o)
+			t.Cleanup(func() { rdb.Close() })
+			rt := &roundTrips{}
+			rdb.AddHook(rt)
+			db := e.db
+			if control {
+				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{Unshared: true}))
+			}
+			c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			getMany := func(ids ...int64) (int, []string) {
+				t.Helper()
+				args := make([]any, len(ids))
+				for j, id := range ids {
+					args[j] = base + id
+				}
+				return rt.during(func() {
+					ws, err := repo.GetMany(ctx, args...)
+					if err != nil || len(ws) != len(ids) {
+						t.Fatalf("GetMany(%v) = %+v, %v", args, ws, err)
+					}
+					for j, w := range ws {
+						if w.ID != base+ids[j] || w.Name != fmt.Sprintf("row %d", base+ids[j]) {
+							t.Fatalf("GetMany(%v)[%d] = %+v", args, j, w)
+						}
+					}
+				})
+			}
+			// The model's first misses; the server learns the scripts.
+			for id := int64(1); id <= 2; id++ {
+				getMany(id)
+			}
+			n, names := getMany(3, 4, 5, 1) // three misses and a hit
+			t.Logf("a GetMany missing after misses: %d round trips %v", n, names)
+			if s := repo.Stats(); s.Fills != 5 {
+				t.Fatalf("stats %+v, want five fills", s)
+			}
+			if control {
+				if n <= 2 {
+					t.Fatalf("control: a GetMany that missed took %d round trips %v (else this test cannot tell the combined read works)", n, names)
+				}
+				return
+			}
+			if n > 2 {
+				t.Fatalf("a GetMany that missed took %d round trips %v, want at most 2", n, names)
+			}
+			var last []string
+			for range 2 * 64 {
+				_, last = getMany(3, 4, 5)
+			}
+			if len(last) != 1 || last[0] != "mget" {
+				t.Fatalf("a GetMany after many hits sent %v, want one MGET", last)
 			}
 		})
 	}
