@@ -18,7 +18,9 @@ import (
 // row are left out (match rows to ids by their primary key). It makes one Redis round
 // trip for all ids, one more to take leases on the misses, one query
 // (WHERE pk IN (...)) for the rows it leased, and one round trip to store them, fenced
-// as in Get. Misses whose lease another reader holds wait for that fill as in Get.
+// as in Get; while the model has missed lately, the first two round trips are one
+// (getManyCombined). Misses whose lease another reader holds wait for that fill as in
+// Get.
 func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	if len(ids) == 0 {
 		return nil, nil
