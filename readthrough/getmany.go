@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"gorm.io/gorm/clause"
 
@@ -17,7 +18,9 @@ import (
 // row are left out (match rows to ids by their primary key). It makes one Redis round
 // trip for all ids, one more to take leases on the misses, one query
 // (WHERE pk IN (...)) for the rows it leased, and one round trip to store them, fenced
-// as in Get. Misses whose lease another reader holds wait for that fill as in Get.
+// as in Get; while the model has missed lately, the first two round trips are one
+// (getManyCombined). Misses whose lease another reader holds wait for that fill as in
+// Get.
 func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -33,6 +36,9 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 		ks[i] = k
 	}
 	rows := make([]*T, len(ids)) // nil: absent
+	if !r.inTx && r.combined(ctx) {
+		return r.getManyCombined(ctx, start, t0, ids, ks, rows)
+	}
 	var entries [][]byte
 	var nf *nearFetch
 	if !r.inTx {
@@ -79,14 +85,71 @@ func (r *Repository[T]) GetMany(ctx context.Context, ids ...any) ([]T, error) {
 	}
 	if len(missing) > 0 {
 		r.stats.misses.Add(uint64(len(missing)))
+		r.flights.missed()
 		defer r.observeRead(ctx, t0, OutcomeMiss)
 		if err := r.fillMany(ctx, start, ids, ks, missing, rows); err != nil {
 			return nil, err
 		}
 		return collect(rows), nil
 	}
+	r.flights.hit()
 	if r.cache.opts.Observer != nil {
 		r.observeRead(ctx, t0, nf.outcome())
+	}
+	return collect(rows), nil
+}
+
+// getManyCombined is GetMany while the model misses (see flights.combine): one
+// round trip reads every row or takes its lease (store.TakeLeases answers a cached or
+// pending row with its entry, as store.ReadOrLease does for Get), then one query for
+// the leased rows and one round trip to store them. A miss costs two round trips, not
+// three; a hit costs the registry and index writes of the lease pipeline, which is
+// why the model reads with MGET again once it hits.
+func (r *Repository[T]) getManyCombined(ctx context.Context, start uint64, t0 time.Time, ids []any, ks []keys.Key, rows []*T) ([]T, error) {
+	m := misses{idx: all(len(ids)), ids: ids, keys: ks}
+	leases, err := r.store.TakeLeases(ctx, r.reg, ks, r.opts.FenceDuration)
+	if err != nil {
+		defer r.observeRead(ctx, t0, OutcomeError)
+		if err := r.fallBack(err); err != nil {
+			return nil, err
+		}
+		loaded, err := r.loadMany(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.place(ctx, loaded, ks, m.idx, rows); err != nil {
+			return nil, err
+		}
+		return collect(rows), nil
+	}
+	var missing []int
+	for j, l := range leases {
+		if l.State != store.Found {
+			missing = append(missing, j)
+		}
+	}
+	if len(missing) == 0 {
+		r.flights.hit()
+		defer r.observeRead(ctx, t0, OutcomeHit)
+	} else {
+		r.stats.misses.Add(uint64(len(missing)))
+		r.flights.missed()
+		defer r.observeRead(ctx, t0, OutcomeMiss)
+		var end func(Outcome, error)
+		ctx, end = r.startOp(ctx, OpMiss)
+		defer func() { end(missManyOutcome(rows, missing, err), err) }()
+	}
+	if err = r.resolveLeases(ctx, start, m, leases, rows); err != nil {
+		return nil, err
+	}
+	for j, l := range leases {
+		switch {
+		case l.State != store.Found:
+		case rows[j] != nil:
+			r.stats.hits.Add(1)
+		default:
+			r.stats.negativeHits.Add(1)
+		}
 	}
 	return collect(rows), nil
 }
@@ -130,6 +193,13 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 		}
 		return r.place(ctx, loaded, ks, missing, rows)
 	}
+	return r.resolveLeases(ctx, start, m, leases, rows)
+}
+
+// resolveLeases puts the rows of m into rows: those leasing found (cached or pending),
+// those it leased, loaded in one query and stored in one round trip, and those whose
+// lease another reader holds, through the single-row path, which waits for its fill.
+func (r *Repository[T]) resolveLeases(ctx context.Context, start uint64, m misses, leases []store.Lease, rows []*T) error {
 	leased, held := r.sortLeases(ctx, m, leases, rows)
 	if len(leased) > 0 {
 		if err := r.fillManyLeased(ctx, m, leases, leased, rows); err != nil {

@@ -82,6 +82,10 @@ type getCall struct {
 	// loaded: the row the sender's ReadOrLease loaded that cannot be cached; only the
 	// sender takes it (joiners get a copy without it and load their own).
 	loaded any
+	// failed: the sender's ReadOrLease took the lease and its load failed; every
+	// reader of c returns the error, as the readers sharing a fill do (miss), rather
+	// than load the row again.
+	failed error
 	err    error
 	// abandoned: the sender's context ended, so err says nothing of Redis.
 	abandoned bool
@@ -107,6 +111,8 @@ func (r *Repository[T]) getShared(ctx context.Context, start uint64, k keys.Key,
 			return getCall{}, err // ctx ended
 		}
 		switch {
+		case c.failed != nil && (!c.abandoned || ctx.Err() != nil):
+			return c, nil // Get returns c.failed
 		case c.abandoned:
 			if err := ctx.Err(); err != nil {
 				return getCall{}, err // this reader sent it
@@ -197,7 +203,7 @@ func (g *getGroup) finish(sh *getShard, name string, c *getCall) getCall {
 // sendGet sends the GET of c, or, while the model misses (see flights.combine),
 // ReadOrLease.
 func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, id any, c *getCall) {
-	if r.flights.combine && r.flights.missScore.Load() > 0 && !testhooks.Unfenced(ctx) {
+	if r.combined(ctx) {
 		r.sendReadOrLease(ctx, k, id, c)
 		return
 	}
@@ -205,6 +211,12 @@ func (r *Repository[T]) sendGet(ctx context.Context, k keys.Key, id any, c *getC
 	c.tk = r.nearTicket(k)
 	c.entry, c.ttl, c.cached, c.err = r.getEntry(ctx, k)
 	c.abandoned = c.err != nil && ctx.Err() != nil
+}
+
+// combined says whether a read reads and leases in one round trip (see
+// flights.combine): the model may, and has missed lately.
+func (r *Repository[T]) combined(ctx context.Context) bool {
+	return r.flights.combine && r.flights.missScore.Load() > 0 && !testhooks.Unfenced(ctx)
 }
 
 // sendReadOrLease reads k's entry or takes its lease in one round trip
@@ -231,7 +243,11 @@ func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any,
 		f, err := r.fillLeased(mctx, k, id, lease.Token, c.at)
 		end(filledOutcome(f, err), err)
 		switch {
+		case err != nil && testhooks.FillErrorsDropped(ctx):
+			// The readers miss and load the row again, as before this was fixed.
 		case err != nil:
+			// A sender whose own context ended abandoned the fill: the others read again.
+			c.failed, c.abandoned = err, ctx.Err() != nil
 		case f.entry != nil:
 			c.entry, c.cached, c.filled = f.entry, true, true
 		case f.row != nil:

@@ -126,6 +126,12 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		// because of a burst of reads, Postgres does not get the burst instead.
 		return r.miss(ctx, start, k, id, true)
 	}
+	if c.failed != nil { // the fill this read shared could not load the row (hotkey.go)
+		r.stats.misses.Add(1)
+		r.flights.missed()
+		r.observeRead(ctx, t0, OutcomeError)
+		return row, false, c.failed
+	}
 	if c.loaded != nil { // loaded by this read, uncacheable (hotkey.go)
 		r.stats.misses.Add(1)
 		r.flights.missed()
@@ -163,8 +169,18 @@ func (r *Repository[T]) decode(ctx context.Context, k keys.Key, entry []byte) (r
 		return row, false, nil
 	}
 	if len(entry) > 0 && entry[0] == entryRow {
-		if err = r.decodeRow(ctx, entry[1:], &row); err == nil {
-			return r.inScope(ctx, &row)
+		p, _ := r.rec.rows.Get().(*T)
+		if p == nil {
+			p = new(T)
+		}
+		if err = r.decodeRow(ctx, entry[1:], p); err == nil {
+			row, ok, err = r.inScope(ctx, p)
+		}
+		var zero T
+		*p = zero // the pool keeps nothing of the row
+		r.rec.rows.Put(p)
+		if err == nil {
+			return row, ok, nil
 		}
 	} else {
 		err = fmt.Errorf("entry starts with %q, want %q or %q", entry[:min(len(entry), 1)], entryRow, entryAbsent)
@@ -393,8 +409,15 @@ func (r *Repository[T]) decodeCheck(ctx context.Context, entry []byte) (T, bool,
 
 // decodeRow sets row from the codec's bytes of its column record.
 func (r *Repository[T]) decodeRow(ctx context.Context, data []byte, row *T) error {
-	cols := make([]driver.Value, len(r.rec.fields))
-	return r.rec.decode(ctx, data, reflect.ValueOf(row).Elem(), cols)
+	cols, _ := r.rec.cols.Get().(*[]driver.Value)
+	if cols == nil {
+		s := make([]driver.Value, len(r.rec.fields))
+		cols = &s
+	}
+	err := r.rec.decode(ctx, data, reflect.ValueOf(row).Elem(), *cols)
+	clear(*cols)
+	r.rec.cols.Put(cols)
+	return err
 }
 
 // fillLeased loads the row and stores it under the lease token, taken at clock value

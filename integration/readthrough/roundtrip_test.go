@@ -2,6 +2,7 @@ package readthrough_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -131,6 +132,133 @@ func TestMissRoundTrips(t *testing.T) {
 			n, names = get(5)
 			if n > 2 {
 				t.Fatalf("a second miss took %d round trips %v, want at most 2", n, names)
+			}
+		})
+	}
+}
+
+// TestReadOrLeaseFillFails: when a combined read (store.ReadOrLease) takes the lease
+// and its load fails, Get returns the load's error after one query, as a miss whose
+// shared fill fails does. The table is renamed away just before the load, so that
+// every load from then on fails. The control drops the error and misses again (the
+// defect), loading a second time, which the test checks it does.
+func TestReadOrLeaseFillFails(t *testing.T) {
+	t.Parallel()
+	for _, control := range []bool{false, true} {
+		name := "fixed"
+		if control {
+			name = "control: error dropped"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			e.exec(t, `INSERT INTO widgets (id, name) VALUES (1, 'one'), (2, 'two')`)
+			repo := e.widgets(t, readthrough.ModelOptions{})
+			ctx := ctxT(t)
+			if _, ok, err := repo.Get(ctx, int64(1)); err != nil || !ok {
+				t.Fatalf("Get(1) = %v, %v", ok, err) // a miss: the model's next read is combined
+			}
+			var once sync.Once
+			hooks := &testhooks.Read{FillErrorsDropped: control, BeforeLoad: func(string) {
+				once.Do(func() {
+					e.exec(t, `ALTER TABLE widgets RENAME TO widgets_gone`)
+					t.Cleanup(func() { e.exec(t, `ALTER TABLE widgets_gone RENAME TO widgets`) })
+				})
+			}}
+			before := repo.Stats().Loads
+			_, _, err := repo.Get(testhooks.WithRead(ctx, hooks), int64(2))
+			loads := repo.Stats().Loads - before
+			t.Logf("Get(2): %v; %d loads", err, loads)
+			if err == nil {
+				t.Fatal("Get(2) returned no error, with the table gone")
+			}
+			if control {
+				if loads < 2 {
+					t.Fatalf("control: Get(2) loaded %d times (else this test cannot tell the fix works)", loads)
+				}
+				return
+			}
+			if loads != 1 {
+				t.Fatalf("Get(2) loaded %d times, want once", loads)
+			}
+		})
+	}
+}
+
+// TestGetManyRoundTrips: on a single Redis, a GetMany that misses takes at most two
+// round trips (the lease pipeline, which answers cached rows too, then the fills) once
+// the model has missed lately, and an MGET once it hits again. The control, with the
+// combined read off (Get's sharing off), takes three: MGET, leases, fills.
+func TestGetManyRoundTrips(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `INSERT INTO widgets (id, name) SELECT g, 'row ' || g FROM generate_series(1, 40) g`)
+	ctx := ctxT(t)
+	for i, control := range []bool{false, true} {
+		name := "combined"
+		if control {
+			name = "control: unshared"
+		}
+		t.Run(name, func(t *testing.T) {
+			base := int64(20 * i)
+			o := *e.rdb.(*redis.Client).Options()
+			rdb := redis.NewClient(&o)
+			t.Cleanup(func() { rdb.Close() })
+			rt := &roundTrips{}
+			rdb.AddHook(rt)
+			db := e.db
+			if control {
+				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{Unshared: true}))
+			}
+			c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			getMany := func(ids ...int64) (int, []string) {
+				t.Helper()
+				args := make([]any, len(ids))
+				for j, id := range ids {
+					args[j] = base + id
+				}
+				return rt.during(func() {
+					ws, err := repo.GetMany(ctx, args...)
+					if err != nil || len(ws) != len(ids) {
+						t.Fatalf("GetMany(%v) = %+v, %v", args, ws, err)
+					}
+					for j, w := range ws {
+						if w.ID != base+ids[j] || w.Name != fmt.Sprintf("row %d", base+ids[j]) {
+							t.Fatalf("GetMany(%v)[%d] = %+v", args, j, w)
+						}
+					}
+				})
+			}
+			// The model's first misses; the server learns the scripts.
+			for id := int64(1); id <= 2; id++ {
+				getMany(id)
+			}
+			n, names := getMany(3, 4, 5, 1) // three misses and a hit
+			t.Logf("a GetMany missing after misses: %d round trips %v", n, names)
+			if s := repo.Stats(); s.Fills != 5 {
+				t.Fatalf("stats %+v, want five fills", s)
+			}
+			if control {
+				if n <= 2 {
+					t.Fatalf("control: a GetMany that missed took %d round trips %v (else this test cannot tell the combined read works)", n, names)
+				}
+				return
+			}
+			if n > 2 {
+				t.Fatalf("a GetMany that missed took %d round trips %v, want at most 2", n, names)
+			}
+			var last []string
+			for range 2 * 64 {
+				_, last = getMany(3, 4, 5)
+			}
+			if len(last) != 1 || last[0] != "mget" {
+				t.Fatalf("a GetMany after many hits sent %v, want one MGET", last)
 			}
 		})
 	}

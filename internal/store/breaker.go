@@ -132,6 +132,12 @@ func (b *breaker) record(probe bool, o outcome) {
 	}
 }
 
+// quiet reports that the breaker is closed and the last read it recorded found Redis
+// answering: two atomic loads.
+func (b *breaker) quiet() bool {
+	return b.state.Load() == closed && b.streak.Load() == 0
+}
+
 // trip opens the breaker for a cooldown; b.mu is held.
 func (b *breaker) trip() {
 	b.until = b.now().Add(b.cooldown)

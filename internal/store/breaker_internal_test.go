@@ -120,3 +120,51 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// TestReadCtx: a read is bounded by a deadline without a timer (a Done of its
+// parent's) only while it cannot wait for a pooled connection and the breaker has
+// seen no failure in a row; otherwise its context is done at the timeout. A caller's
+// sooner deadline is kept as it is.
+func TestReadCtx(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", PoolSize: 2})
+	t.Cleanup(func() { rdb.Close() })
+	s := New(rdb, time.Minute, "t").WithBreaker(3, time.Second)
+	bare := func(why string, p pass) {
+		t.Helper()
+		ctx, cancel := s.readCtx(context.Background(), p)
+		defer cancel()
+		dl, ok := ctx.Deadline()
+		if !ok || time.Until(dl) > time.Minute || ctx.Done() != nil {
+			t.Fatalf("%s: deadline %v %v, Done %v: want a deadline in a minute and no timer", why, dl, ok, ctx.Done())
+		}
+	}
+	timed := func(why string, p pass) {
+		t.Helper()
+		ctx, cancel := s.readCtx(context.Background(), p)
+		defer cancel()
+		if _, ok := ctx.Deadline(); !ok || ctx.Done() == nil {
+			t.Fatalf("%s: want a context done at the timeout", why)
+		}
+	}
+	bare("quiet", pass{})
+	timed("queued for the pool", pass{queued: true})
+	timed("probing", pass{probe: true})
+	s.gate.b.record(false, silent)
+	timed("after a failure", pass{})
+	s.gate.b.record(false, answered)
+	bare("answered again", pass{})
+
+	soon, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ctx, cancelSoon := s.readCtx(soon, pass{})
+	defer cancelSoon()
+	if ctx != soon {
+		t.Fatal("a caller's sooner deadline was replaced")
+	}
+	ungated := New(rdb, time.Minute, "u")
+	ctx, cancelUngated := ungated.readCtx(context.Background(), pass{})
+	defer cancelUngated()
+	if ctx.Done() == nil {
+		t.Fatal("a store without a gate (pool unknown) read without a timer")
+	}
+}

@@ -59,7 +59,7 @@ func (s *Store) ReadOrLease(ctx context.Context, m Model, k keys.Key, d time.Dur
 		return Lease{}, err
 	}
 	defer func(parent context.Context) { err = s.gate.leave(parent, gp, err) }(ctx)
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.readCtx(ctx, gp)
 	defer cancel()
 	tok := s.token()
 	lookups := m.lookups

@@ -83,13 +83,45 @@ func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
 }
 
+// readCtx is ctx bounded by the store's timeout for a read that passed the gate with
+// p. Where it can, it bounds the read by a deadline alone (deadlineCtx), which costs one
+// allocation where context.WithTimeout costs five and a timer: go-redis, with
+// ContextTimeoutEnabled, takes the connection's read and write deadlines, and a dial's,
+// from ctx.Deadline, so a Redis that hangs is cut off at the timeout all the same. What
+// a deadline does not bound is a wait that watches ctx.Done: for a pooled connection,
+// and go-redis' backoff before it retries a failed dial or write. So a read takes a
+// real timeout, as every read did before, whenever it may wait for a connection (the
+// store's own reads fill the client's pool, or the pool's size is unknown) or Redis
+// has lately failed (the breaker counts a failure in a row, or is not closed).
+func (s *Store) readCtx(ctx context.Context, p pass) (context.Context, context.CancelFunc) {
+	g := s.gate
+	if s.timeout <= 0 || g == nil || g.pool == 0 || p.queued || p.probe || g.b != nil && !g.b.quiet() {
+		return s.ctx(ctx)
+	}
+	dl := time.Now().Add(s.timeout)
+	if pdl, ok := ctx.Deadline(); ok && !pdl.After(dl) {
+		return ctx, func() {}
+	}
+	return &deadlineCtx{Context: ctx, deadline: dl}, func() {}
+}
+
+// deadlineCtx is a context whose deadline is sooner than its parent's, without the
+// timer that would close Done at the deadline (see readCtx): Done and Err are the
+// parent's.
+type deadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
 // Get returns the entry stored at the row's value key.
 func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 	gp, err := s.gate.enter()
 	if err != nil {
 		return nil, false, err
 	}
-	rctx, cancel := s.ctx(ctx)
+	rctx, cancel := s.readCtx(ctx, gp)
 	b, err := s.rdb.Get(rctx, k.Value()).Bytes()
 	cancel()
 	err = s.gate.leave(ctx, gp, err)
@@ -111,7 +143,7 @@ func (s *Store) GetMany(ctx context.Context, ks []keys.Key) (_ [][]byte, err err
 		return nil, err
 	}
 	defer func(parent context.Context) { err = s.gate.leave(parent, gp, err) }(ctx)
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.readCtx(ctx, gp)
 	defer cancel()
 	if !s.Sharded() {
 		return s.mget(ctx, ks)
@@ -238,7 +270,7 @@ func (s *Store) TakeLeases(ctx context.Context, m Model, ks []keys.Key, d time.D
 		return nil, err
 	}
 	defer func(parent context.Context) { err = s.gate.leave(parent, gp, err) }(ctx)
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.readCtx(ctx, gp)
 	defer cancel()
 	toks := make([]string, len(ks))
 	for i := range toks {

@@ -341,7 +341,7 @@ func (s *Store) GetManyWithTTL(ctx context.Context, ks []keys.Key) (_ [][]byte, 
 		return nil, nil, err
 	}
 	defer func(parent context.Context) { err = s.gate.leave(parent, gp, err) }(ctx)
-	ctx, cancel := s.ctx(ctx)
+	ctx, cancel := s.readCtx(ctx, gp)
 	defer cancel()
 	gets := make([]*redis.StringCmd, len(ks))
 	ttls := make([]*redis.DurationCmd, len(ks))

@@ -48,6 +48,11 @@ type Read struct {
 	// key), as sharing without the flights' clock would. It shows that the test of
 	// read-your-writes under sharing can fail.
 	UnorderedGets bool
+	// FillErrorsDropped makes a Get whose combined read (store.ReadOrLease) took the
+	// lease and failed to load the row drop the error and miss again, loading the row a
+	// second time, as Get did before that was fixed. It shows that the test of the fix
+	// can fail.
+	FillErrorsDropped bool
 }
 
 type readKey struct{}
@@ -243,4 +248,11 @@ func Run(f func()) {
 func Unshared(ctx context.Context) bool {
 	h := read(ctx)
 	return h != nil && h.Unshared
+}
+
+// FillErrorsDropped reports whether ctx's Read hooks drop the load error of a combined
+// read's fill.
+func FillErrorsDropped(ctx context.Context) bool {
+	h := read(ctx)
+	return h != nil && h.FillErrorsDropped
 }
