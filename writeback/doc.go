@@ -105,7 +105,9 @@
 // the write was applied before a crash); the rest are upserted (INSERT ... ON CONFLICT
 // (key) DO UPDATE) or deleted in one transaction, which checks the versions again
 // while it holds the rows' locks before it commits. Then the pending records that still
-// hold the applied versions are deleted, and the entries acknowledged. A crash between
+// hold the applied versions are deleted, and the entries acknowledged. While a batch
+// is applied the flusher reads the next one, which it sorts out once the first was
+// acknowledged; after a failed batch it reads both again. A crash between
 // any two steps leaves the entries pending; they are claimed (XAUTOCLAIM) by another
 // flusher after ClaimAfter, and replaying them applies each row's latest write again
 // or skips it: Postgres holds every acknowledged write, latest per row, once in effect.

@@ -1,6 +1,7 @@
 package writeback
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,11 @@ type write struct {
 // Operations are bounded by their own timeouts, not by ctx, so that a batch under way
 // completes when Run is stopped; ctx ends the waits between retries.
 func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) ([]store.JournalEntry, error) {
+	if f.hooks.FailBatch != nil {
+		if err := f.hooks.FailBatch(); err != nil {
+			return nil, err
+		}
+	}
 	op := context.WithoutCancel(ctx)
 	b, err := f.sortOut(op, entries) // steps 1 and 2
 	if err != nil {
@@ -385,8 +391,8 @@ var errSuperseded = errors.New("writeback: rows superseded during the transactio
 // The versions were checked before, but a newer write of a row may be journaled and
 // applied by another flusher meanwhile; committing this older one after it would put
 // the older row in Postgres for good. So the transaction first takes an advisory lock
-// per row (see lockRows), and the versions are checked again after the statements
-// ran, holding the locks. A row whose version still matched then cannot have a newer
+// per row (see lockRows), and the versions are checked again holding the locks,
+// while the statements run (see checkWhileApplying). A row whose version still matched then cannot have a newer
 // write applied before this commit: the newer write's flusher needs the lock, which
 // it gets after this commit, and it checks its own version only after it got it. Rows
 // that no longer match are dropped and the transaction is run again without them.
@@ -402,14 +408,7 @@ func (f *Flusher) applyTx(ctx context.Context, rows []*write) ([]*write, error) 
 			if err := lockRows(op, tx, rows); err != nil {
 				return err
 			}
-			changes := make([]*Change, len(rows))
-			for i, w := range rows {
-				changes[i] = w.change
-			}
-			if err := applyChanges(op, tx, changes); err != nil {
-				return err
-			}
-			live, err := f.current(op, rows)
+			live, err := f.checkWhileApplying(op, tx, rows)
 			if err != nil {
 				return err
 			}
@@ -436,6 +435,33 @@ func (f *Flusher) applyTx(ctx context.Context, rows []*write) ([]*write, error) 
 		return rows, nil
 	}
 	return nil, nil
+}
+
+// checkWhileApplying runs the rows' statements on tx and, at the same time, reads
+// which rows are still current (see current): Redis answers while Postgres works. The
+// check needs only the rows' locks, taken before (see applyTx): a newer write's flusher
+// waits for them, whatever the statements do.
+func (f *Flusher) checkWhileApplying(ctx context.Context, tx *gorm.DB, rows []*write) ([]*write, error) {
+	var (
+		live     []*write
+		checkErr error
+	)
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		if f.hooks.NoRecheck {
+			live = rows
+			return
+		}
+		live, checkErr = f.current(ctx, rows)
+	}()
+	changes := make([]*Change, len(rows))
+	for i, w := range rows {
+		changes[i] = w.change
+	}
+	err := applyChanges(ctx, tx, changes)
+	<-checked
+	return live, cmp.Or(err, checkErr)
 }
 
 // lockRows takes a transaction-scoped advisory lock on each row, named by the 64-bit

@@ -143,9 +143,9 @@ type Flusher struct {
 	// logLimit keeps repeated failures to one log line a second.
 	logLimit rate.Sometimes
 	// hooks are the test hooks of Run's context (see internal/testhooks); set by Run,
-	// read by its goroutine only.
+	// read by it and the flushes it starts.
 	hooks *testhooks.Flush
-	dec   decoder // used by Run's goroutine only
+	dec   decoder // used by flush, which runs one batch at a time
 }
 
 // NewFlusher returns a flusher applying to Postgres through db the writes journaled in
@@ -188,12 +188,16 @@ const (
 //
 // Each turn it makes sure the consumer group exists, reads entries into the batch it
 // holds (see read), and applies the batch once it is full or its first entry is
-// FlushInterval old.
+// FlushInterval old. A batch is applied in a goroutine of Run's while Run reads the
+// next one (one read, without waiting for new entries), so that Redis answers the
+// read while Postgres applies; one batch is applied at a time, and the next is sorted
+// out only after the one before was cleared and acknowledged.
 func (f *Flusher) Run(ctx context.Context) error {
 	f.hooks = testhooks.FlushFrom(ctx)
 	bo := f.backoff()
 	r := &reader{own: true}
 	needGroup := true
+	var fl *inflight // the batch being applied, nil for none
 	for ctx.Err() == nil {
 		if needGroup {
 			if err := f.createGroups(ctx); err != nil {
@@ -202,7 +206,13 @@ func (f *Flusher) Run(ctx context.Context) error {
 			}
 			needGroup = false
 		}
-		if err := f.read(ctx, r); err != nil {
+		// A read of this consumer's own entries would return those being applied.
+		if fl != nil && r.own {
+			f.finish(ctx, fl, r, bo)
+			fl = nil
+			continue
+		}
+		if err := f.read(ctx, r, fl == nil); err != nil {
 			if ctx.Err() == nil {
 				if errors.Is(err, store.ErrNoGroup) {
 					needGroup = true // the journal was deleted
@@ -211,22 +221,67 @@ func (f *Flusher) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		if fl != nil { // read ahead once, then wait for the batch being applied
+			f.finish(ctx, fl, r, bo)
+			fl = nil
+			continue
+		}
 		if !r.due(f.opts) {
 			continue
 		}
-		held, err := f.flush(ctx, r.held)
-		r.held = held
-		if len(held) > 0 {
-			r.since = time.Now() // entries waiting to land: look again in FlushInterval
+		fl = f.start(ctx, r.held)
+		r.held = nil
+	}
+	if fl != nil {
+		<-fl.done
+		if fl.err != nil {
+			fl.held = fl.batch // still ours: apply them on stop
 		}
-		if err != nil {
-			r.own = true // the entries are still ours: read them again
-			f.retry(ctx, bo, "flush", err)
-			continue
-		}
-		bo.Reset()
+		r.held = append(fl.held, r.held...)
 	}
 	return f.stop(ctx, r.held)
+}
+
+// inflight is a batch applied by flush in a goroutine of Run's.
+type inflight struct {
+	batch []store.JournalEntry
+	done  chan struct{}
+	// held and err are flush's results, set before done is closed.
+	held []store.JournalEntry
+	err  error
+}
+
+// start applies batch in a new goroutine; Run waits for it (finish) before it starts
+// another or returns.
+func (f *Flusher) start(ctx context.Context, batch []store.JournalEntry) *inflight {
+	fl := &inflight{batch: batch, done: make(chan struct{})}
+	go func() {
+		defer close(fl.done)
+		fl.held, fl.err = f.flush(ctx, batch)
+	}()
+	return fl
+}
+
+// finish waits for fl's flush and takes up its outcome: the entries it held (not
+// landed yet) go back into r's batch; after a failure, r's batch is dropped and the
+// consumer's own entries read again, after a backoff.
+func (f *Flusher) finish(ctx context.Context, fl *inflight, r *reader, bo *backoff.ExponentialBackOff) {
+	<-fl.done
+	if fl.err != nil {
+		if !f.hooks.ForgetFailed {
+			r.held = nil
+			r.own = true // the entries are still ours, and those read since: read them again
+		}
+		f.retry(ctx, bo, "flush", fl.err)
+		return
+	}
+	bo.Reset()
+	if len(fl.held) > 0 {
+		if len(r.held) == 0 {
+			r.since = time.Now() // entries waiting to land: look again in FlushInterval
+		}
+		r.held = append(fl.held, r.held...)
+	}
 }
 
 // createGroups finds the journal's streams and makes sure each has the consumer group.
@@ -267,9 +322,9 @@ func (r *reader) due(o FlusherOptions) bool {
 
 // read adds to the batch, while it has room, entries of the journal: claimed from
 // stopped flushers (a scan every ClaimAfter/2), this consumer's own unacknowledged
-// ones, or new ones, waiting for them at most until the batch is due or the next
-// scan.
-func (f *Flusher) read(ctx context.Context, r *reader) error {
+// ones, or new ones, waiting for them, if wait is set, at most until the batch is due
+// or the next scan.
+func (f *Flusher) read(ctx context.Context, r *reader, wait bool) error {
 	room := f.opts.BatchSize - len(r.held)
 	if room <= 0 {
 		return nil
@@ -285,6 +340,8 @@ func (f *Flusher) read(ctx context.Context, r *reader) error {
 		if err == nil && len(got) < f.perStream(room) {
 			r.own = false
 		}
+	case !wait:
+		got, err = f.store.ReadJournals(ctx, f.streams, f.opts.Group, f.opts.Consumer, f.perStream(room), 0, false)
 	default:
 		block := f.opts.FlushInterval
 		if len(r.held) > 0 {

@@ -91,11 +91,20 @@ func testFlushAppliesLatest(t *testing.T, top topology) {
 // TestTwoFlushersRace: flusher A has checked that write v1 of a row is current and is
 // about to apply it, when v2 is written and flusher B applies it and clears the
 // pending record. A must not commit v1 over v2: its second check, made holding the
-// row's lock, sees v1 superseded and rolls it back.
+// row's lock, sees v1 superseded and rolls it back. The control
+// (testhooks.Flush.NoRecheck) commits without that check: v1 replaces v2 in Postgres.
 func TestTwoFlushersRace(t *testing.T) { fixture.OnBoth(t, testTwoFlushersRace) }
 
 func testTwoFlushersRace(t *testing.T, top topology) {
-	t.Parallel()
+	for _, control := range []bool{false, true} {
+		t.Run(map[bool]string{false: "rechecked", true: "control-no-recheck"}[control], func(t *testing.T) {
+			t.Parallel()
+			twoFlushersRace(t, top, control)
+		})
+	}
+}
+
+func twoFlushersRace(t *testing.T, top topology, control bool) {
 	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := e.widgets(t)
@@ -105,7 +114,7 @@ func testTwoFlushersRace(t *testing.T, top topology) {
 	a := e.flusher(t, writeback.FlusherOptions{Consumer: "a"})
 	b := e.flusher(t, writeback.FlusherOptions{Consumer: "b"})
 	var once sync.Once
-	hooks := &testhooks.Flush{BeforeApply: func() {
+	hooks := &testhooks.Flush{NoRecheck: control, BeforeApply: func() {
 		once.Do(func() {
 			if err := repo.Save(ctx, &Widget{ID: 1, Name: "v2"}); err != nil {
 				t.Error(err)
@@ -123,7 +132,14 @@ func testTwoFlushersRace(t *testing.T, top topology) {
 		})
 	}}
 	drainHooked(t, a, hooks)
-	if got := e.rows(t)[1]; got.Name != "v2" {
+	got := e.rows(t)[1]
+	if control {
+		if got.Name != "v1" {
+			t.Fatalf("control: Postgres holds %q, want v1 committed over v2 without the second check", got.Name)
+		}
+		return
+	}
+	if got.Name != "v2" {
 		t.Fatalf("Postgres holds %q after both flushes, want v2: an older write was committed over a newer one", got.Name)
 	}
 	if apps := e.applications(t)[1]; !slices.Equal(apps, []string{"v2"}) {

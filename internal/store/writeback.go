@@ -86,13 +86,10 @@ var (
 	ErrRaced = errors.New("store: soft delete raced with other writes of the row (nothing was written)")
 )
 
-// landLua defines land(id, base): it lands the write with journal entry id of the row
-// whose V, F, P, D and L are KEYS[1..5] (see the top of this file). ARGV: entry, value
-// TTL in ms (0: delete V instead), L's TTL in ms, how old the entry may be in ms (0: any
-// age). base, if not nil, is the id P must hold (” for none) or the write raced. It
-// returns 1 landed, 2 superseded (a later write landed first: nothing done), 3 late
-// (fenced or too old), 4 raced.
-const landLua = `
+// idLua defines parse(id), the milliseconds and sequence of a stream id, and
+// later(a, b), whether id a is after id b: the Lua of CompareIDs, shared by the
+// scripts that order journal ids.
+const idLua = `
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -102,6 +99,15 @@ local function later(a, b)
   local bm, bs = parse(b)
   return am > bm or (am == bm and as > bs)
 end
+`
+
+// landLua defines land(id, base): it lands the write with journal entry id of the row
+// whose V, F, P, D and L are KEYS[1..5] (see the top of this file). ARGV: entry, value
+// TTL in ms (0: delete V instead), L's TTL in ms, how old the entry may be in ms (0: any
+// age). base, if not nil, is the id P must hold (” for none) or the write raced. It
+// returns 1 landed, 2 superseded (a later write landed first: nothing done), 3 late
+// (fenced or too old), 4 raced.
+const landLua = idLua + `
 local function land(id, base)
   local l = redis.call('GET', KEYS[5])
   if l then
@@ -671,15 +677,11 @@ func splitID(id string) (ms, seq uint64) {
 // never delivered, and entries a consumer holds are never trimmed, so no group loses
 // an entry it has not acknowledged. (Deleting each acknowledged entry with XDEL costs
 // about three times as much as the rest of the acknowledgement.)
-var ackScript = redis.NewScript(`
+var ackScript = redis.NewScript(idLua + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local acked = 0
 for i = 2, #ARGV, 1000 do
   acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
 end
 local minms, minseq
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -835,11 +837,7 @@ func (s *Store) RowStates(ctx context.Context, ks []keys.Key) ([]RowState, error
 // L's TTL in ms; ARGV[1 + i]: row i's entry id. For each it returns 2 if the entry has
 // landed and is pending (P holds it); else 1, after setting L to the id unless L is at
 // or past it already: the entry will never land.
-var fenceScript = redis.NewScript(`
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
+var fenceScript = redis.NewScript(idLua + `
 local out = {}
 for i = 2, #ARGV do
   local id = ARGV[i]
@@ -847,10 +845,7 @@ for i = 2, #ARGV do
     out[i - 1] = 2
   else
     local l = redis.call('GET', KEYS[2 * i - 2])
-    local lm, ls, im, is
-    if l then lm, ls = parse(l) end
-    im, is = parse(id)
-    if not l or im > lm or (im == lm and is > ls) then
+    if not l or later(id, l) then
       redis.call('SET', KEYS[2 * i - 2], id, 'PX', ARGV[1])
     end
     out[i - 1] = 1

@@ -183,6 +183,18 @@ type Flush struct {
 	// steps, instead of waiting for the write to land: it shows that the test of that
 	// wait can fail.
 	AssumeLanded bool
+	// FailBatch, if it returns an error, fails the batch it runs for (at the start of
+	// its flush, before anything is applied) as a Redis failure would.
+	FailBatch func() error
+	// ForgetFailed makes the flusher, after a failed batch, go on with the batch it read
+	// meanwhile instead of reading its own entries again: the failed batch's entries
+	// wait for another flusher's claim (ClaimAfter). It shows that the test of that
+	// read can fail.
+	ForgetFailed bool
+	// NoRecheck makes the flusher commit a batch without checking its rows' versions
+	// again in the transaction, holding their locks: it shows that the test of that
+	// check can fail.
+	NoRecheck bool
 }
 
 type flushKey struct{}

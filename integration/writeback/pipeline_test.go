@@ -1,0 +1,109 @@
+package writeback_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgcache/pgcache/integration/fixture"
+	"github.com/pgcache/pgcache/internal/testhooks"
+	"github.com/pgcache/pgcache/writeback"
+)
+
+// TestBatchFailsWhileNextIsRead: the flusher reads the next batch while it applies one
+// (Run's read-ahead). The batch being applied fails (as when Redis fails before its
+// versions are read) after the next one was read. Nothing may be lost or applied out
+// of order: the flusher drops the batch it read ahead and reads its own entries again,
+// both batches' writes reach Postgres, each row's writes in the order they were made,
+// and the journal drains. The control (testhooks.Flush.ForgetFailed) goes on with the
+// batch read ahead: the failed batch's entries wait for a claim (ClaimAfter, an hour
+// here) and their writes do not reach Postgres.
+func TestBatchFailsWhileNextIsRead(t *testing.T) { fixture.OnBoth(t, testBatchFailsWhileNextIsRead) }
+
+func testBatchFailsWhileNextIsRead(t *testing.T, top topology) {
+	for _, control := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reread", true: "control-forget-failed"}[control], func(t *testing.T) {
+			t.Parallel()
+			batchFailsWhileNextIsRead(t, top, control)
+		})
+	}
+}
+
+func batchFailsWhileNextIsRead(t *testing.T, top topology, control bool) {
+	const rows, batch = 10, 5
+	e := newEnv(t, top)
+	ctx := ctxT(t)
+	repo := e.widgets(t)
+	// Two writes of each row, so that a row's writes are in different batches.
+	for _, v := range []string{"a", "b"} {
+		for id := int64(1); id <= rows; id++ {
+			if err := repo.Save(ctx, &Widget{ID: id, Name: fmt.Sprintf("%d%s", id, v)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f := e.flusher(t, writeback.FlusherOptions{BatchSize: batch, FlushInterval: 50 * time.Millisecond, ClaimAfter: time.Hour})
+	var (
+		reads     int
+		mu        sync.Mutex
+		readAhead = make(chan struct{})
+		failOnce  sync.Once
+	)
+	hooks := &testhooks.Flush{
+		ForgetFailed: control,
+		AfterRead: func(int) {
+			mu.Lock()
+			defer mu.Unlock()
+			if reads++; reads == 2 { // the first batch is in flush: this read is ahead
+				close(readAhead)
+			}
+		},
+		FailBatch: func() (err error) {
+			failOnce.Do(func() {
+				select {
+				case <-readAhead:
+				case <-time.After(10 * time.Second):
+					t.Error("the flusher did not read ahead while it applied a batch")
+				}
+				err = errors.New("test: the batch fails")
+			})
+			return err
+		},
+	}
+	fctx, stop := context.WithCancel(testhooks.WithFlush(context.Background(), hooks))
+	done := make(chan error, 1)
+	go func() { done <- f.Run(fctx) }()
+	drained := poll(10*time.Second, func() (bool, error) {
+		n, err := f.Backlog(ctx)
+		return n == 0, err
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := e.rows(t)
+	if control {
+		if drained == nil && len(got) == rows {
+			t.Fatal("control: every write was applied although the failed batch was forgotten")
+		}
+		return
+	}
+	if drained != nil {
+		t.Fatalf("journal not drained: %v (stats %+v)", drained, f.Stats())
+	}
+	apps := e.applications(t)
+	for id := int64(1); id <= rows; id++ {
+		if want := fmt.Sprintf("%db", id); got[id].Name != want {
+			t.Errorf("row %d holds %q, want %q", id, got[id].Name, want)
+		}
+		// A row's first write may be coalesced away; none is applied after the second.
+		a := apps[id]
+		if len(a) == 0 || a[len(a)-1] != fmt.Sprintf("%db", id) || slices.Index(a, fmt.Sprintf("%db", id)) != len(a)-1 {
+			t.Errorf("row %d written as %q, want its second write last and once", id, a)
+		}
+	}
+}
