@@ -174,6 +174,8 @@ type Decoder struct {
 	// of the last one (bounded), which spares a backlog of like transactions the
 	// slice's growth.
 	capHint int
+	// lastEnd: the end of the last transaction committed.
+	lastEnd LSN
 }
 
 // NewDecoder returns a Decoder with no relations and no transaction in progress.
@@ -243,6 +245,16 @@ func (d *Decoder) SetOthers(tables [][2]string) {
 
 // InTransaction reports whether a Begin was decoded and its Commit was not.
 func (d *Decoder) InTransaction() bool { return d.tx != nil }
+
+// position returns how far in the WAL the stream has come: the commit position of the
+// open transaction (a Begin names it), or the end of the last one committed; 0 before
+// either.
+func (d *Decoder) position() LSN {
+	if d.tx != nil {
+		return d.tx.CommitLSN
+	}
+	return d.lastEnd
+}
 
 // changes returns the number of changes of the open transaction decoded so far.
 func (d *Decoder) changes() int {
@@ -348,6 +360,7 @@ func (d *Decoder) commit(r *reader) (*Tx, error) {
 	d.capHint = min(len(tx.Changes), maxCapHint)
 	tx.CommitLSN = LSN(commitLSN)
 	tx.EndLSN = LSN(endLSN)
+	d.lastEnd = tx.EndLSN
 	tx.CommitTime = pgTime(int64(commitTime))
 	return tx, nil
 }

@@ -43,6 +43,17 @@
 // query fails the session ends and the transactions are delivered again; they are
 // never handed over unwaited. A transaction still invisible after 5s is logged once.
 //
+// # Backlog
+//
+// The Stream knows the server's WAL end (read when a session starts, and with every
+// snapshot). While it receives transactions that committed well before it (more than
+// 1 MB of WAL), it is behind, and nobody waits for those changes sooner than the rest:
+// it then reads the connection in large, spaced reads rather than one per message, and
+// hands the handler what arrived within 10ms more at once, so that a backlog of small
+// transactions costs a read per hundreds of changes and a batch (one snapshot, one
+// handler call) per thousands. A stream that keeps up hands each transaction over as
+// soon as it arrives.
+//
 // # Acknowledgement rule
 //
 // The slot's confirmed position is what Postgres keeps WAL for and where it resumes.

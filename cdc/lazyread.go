@@ -13,25 +13,42 @@ import (
 // the receiver lets the kernel gather them: a read that follows a short read (the
 // kernel had nothing more) waits lazyReadWait first, and takes then all that arrived
 // meanwhile. Outside a transaction, and in its first lazyAfterChanges changes (small
-// transactions, whose commit the lag depends on), every read is immediate.
+// transactions, whose commit the lag depends on), every read is immediate, unless the
+// stream is behind: while it decodes transactions that committed more than
+// backlogSlack bytes of WAL before the server's WAL end (as read at the start of the
+// session and with every look at the server's snapshot), no reader waits for them yet,
+// and a backlog of small transactions is received as a large one is, with longer
+// waits (backlogReadWait) and reads of up to readBuffer bytes: a read per some hundred
+// changes rather than per few.
 const (
 	lazyAfterChanges = 256
 	lazyReadWait     = 200 * time.Microsecond
+	backlogReadWait  = time.Millisecond
+	readBuffer       = 64 << 10
+	// backlogSlack: some seconds of WAL at the rate of single-row commits that
+	// invalidation keeps up with, so that a stream that keeps up is never taken for
+	// one that is behind; a backlog of small transactions is many times that.
+	backlogSlack = 1 << 20
 )
 
-// lazyConn is the replication connection's socket, whose reads wait while lazy is set
+// lazyConn is the replication connection's socket, whose reads wait while wait is set
 // and the previous read came back short.
 type lazyConn struct {
 	net.Conn
-	lazy  atomic.Bool // set by the receiver while it decodes a large transaction
+	// wait: how long a read after a short one waits, set by the receiver while it
+	// decodes a large transaction or a backlog; 0 outside them.
+	wait  atomic.Int64
 	short atomic.Bool // the last read filled less than half of its buffer
 	waits atomic.Uint64
 }
 
+// setWait sets how long a read after a short one waits.
+func (c *lazyConn) setWait(d time.Duration) { c.wait.Store(int64(d)) }
+
 func (c *lazyConn) Read(p []byte) (int, error) {
-	if c.short.Load() && c.lazy.Load() {
+	if d := time.Duration(c.wait.Load()); d > 0 && c.short.Load() {
 		c.waits.Add(1)
-		time.Sleep(lazyReadWait)
+		time.Sleep(d)
 	}
 	n, err := c.Conn.Read(p)
 	c.short.Store(n < len(p)/2)

@@ -26,7 +26,7 @@ func TestLazyConn(t *testing.T) {
 	if w := c.waits.Load(); w != 0 {
 		t.Fatalf("%d waits outside a large transaction, want 0", w)
 	}
-	c.lazy.Store(true)
+	c.setWait(lazyReadWait)
 	read("c") // after a short read, lazy: waits
 	if w := c.waits.Load(); w != 1 {
 		t.Fatalf("%d waits in a large transaction after a short read, want 1", w)
@@ -36,7 +36,7 @@ func TestLazyConn(t *testing.T) {
 	if w := c.waits.Load(); w != 2 {
 		t.Fatalf("%d waits, want 2: none after a read that filled its buffer", w)
 	}
-	c.lazy.Store(false)
+	c.setWait(0)
 	read("e")
 	if w := c.waits.Load(); w != 2 {
 		t.Fatalf("%d waits after the transaction, want 2", w)

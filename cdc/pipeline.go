@@ -3,6 +3,8 @@ package cdc
 import (
 	"context"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // A session runs two goroutines: one receives and decodes the stream, the other hands
@@ -28,6 +30,13 @@ type pipeline struct {
 	// took the queue). A token can be stale; whoever takes one checks again.
 	ready chan struct{}
 	room  chan struct{}
+
+	// serverEnd: the server's WAL end as last read, by either goroutine: the
+	// receiver is behind while it decodes what committed well before it (see
+	// lazyread.go).
+	serverEnd atomic.Uint64
+	// gatherWait: see take; a test sets it longer.
+	gatherWait time.Duration
 }
 
 const (
@@ -42,7 +51,7 @@ const (
 )
 
 func newPipeline(confirmed LSN) *pipeline {
-	return &pipeline{confirmed: confirmed, ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+	return &pipeline{confirmed: confirmed, ready: make(chan struct{}, 1), room: make(chan struct{}, 1), gatherWait: gatherWait}
 }
 
 func signal(c chan struct{}) {
@@ -70,24 +79,65 @@ func (p *pipeline) put(tx *Tx) bool {
 
 // take removes and returns every queued transaction, waiting until there is one or
 // ctx is done. The slice is the caller's.
+//
+// While the stream is behind, it goes on taking what the receiver queues for up to
+// p.gatherWait, until it holds gatherChanges changes: a backlog of small transactions,
+// which the receiver decodes faster than the handler handles them one at a time, then
+// costs the handler (and the servers it asks) a round trip per thousands of changes
+// rather than per transaction. What is behind is no fresher for being handed over a
+// few milliseconds sooner.
 func (p *pipeline) take(ctx context.Context) ([]*Tx, error) {
+	var txs []*Tx
+	changes := 0
+	var timeout <-chan time.Time
 	for {
-		p.mu.Lock()
-		txs := p.queue
+		txs, changes = p.takeQueued(txs, changes)
 		if len(txs) > 0 {
-			p.queue, p.changes, p.rowBytes = nil, 0, 0
-			signal(p.room)
-		}
-		p.mu.Unlock()
-		if len(txs) > 0 {
-			return txs, nil
+			if changes >= gatherChanges || !p.behind(txs[len(txs)-1].EndLSN) {
+				return txs, nil
+			}
+			if timeout == nil {
+				t := time.NewTimer(p.gatherWait)
+				defer t.Stop()
+				timeout = t.C
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-timeout:
+			txs, _ = p.takeQueued(txs, changes)
+			return txs, nil
 		case <-p.ready:
 		}
 	}
+}
+
+const (
+	// gatherWait is how long take waits for more transactions while the stream is
+	// behind: at 100,000 changes a second, some thousand changes. gatherChanges ends
+	// the wait sooner; both are well within the queue's bounds.
+	gatherWait    = 10 * time.Millisecond
+	gatherChanges = 8192
+)
+
+// takeQueued removes every queued transaction and returns them appended to txs, and
+// changes plus the number of their changes.
+func (p *pipeline) takeQueued(txs []*Tx, changes int) ([]*Tx, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		return txs, changes
+	}
+	if txs == nil {
+		txs = p.queue
+	} else {
+		txs = append(txs, p.queue...)
+	}
+	changes += p.changes
+	p.queue, p.changes, p.rowBytes = nil, 0, 0
+	signal(p.room)
+	return txs, changes
 }
 
 // handled records that the handler is done with n transactions it took, the last of
@@ -110,6 +160,22 @@ func (p *pipeline) idle(walEnd LSN) LSN {
 		p.confirmed = max(p.confirmed, walEnd)
 	}
 	return p.confirmed
+}
+
+// sawServerEnd records end, a WAL end the server reported.
+func (p *pipeline) sawServerEnd(end LSN) {
+	for {
+		old := p.serverEnd.Load()
+		if uint64(end) <= old || p.serverEnd.CompareAndSwap(old, uint64(end)) {
+			return
+		}
+	}
+}
+
+// behind reports whether what committed at pos is more than backlogSlack bytes of WAL
+// behind the server's WAL end as last read.
+func (p *pipeline) behind(pos LSN) bool {
+	return pos > 0 && uint64(pos)+backlogSlack < p.serverEnd.Load()
 }
 
 // pendingCount returns the number of transactions received and not yet handled.

@@ -103,3 +103,62 @@ func TestPipelineTakeWaits(t *testing.T) {
 		t.Fatal("take did not return after put")
 	}
 }
+
+// TestPipelineBehind: the stream is behind while it decodes what committed more than
+// backlogSlack bytes of WAL before the server's WAL end, the greatest reported.
+func TestPipelineBehind(t *testing.T) {
+	p := newPipeline(0)
+	if p.behind(1) {
+		t.Fatal("behind before any WAL end was reported")
+	}
+	p.sawServerEnd(3 * backlogSlack)
+	p.sawServerEnd(backlogSlack) // an older report does not move it back
+	for _, c := range []struct {
+		pos  LSN
+		want bool
+	}{{0, false}, {1, true}, {2*backlogSlack - 1, true}, {2 * backlogSlack, false}, {3 * backlogSlack, false}} {
+		if got := p.behind(c.pos); got != c.want {
+			t.Errorf("behind(%d) = %v with WAL end %d, want %v", c.pos, got, 3*backlogSlack, c.want)
+		}
+	}
+}
+
+// TestTakeGathersWhileBehind: while the stream is behind, take goes on taking what is
+// queued until it holds gatherChanges changes (or gatherWait passes, here an hour);
+// once it keeps up, take returns what is queued at once.
+func TestTakeGathersWhileBehind(t *testing.T) {
+	p := newPipeline(0)
+	p.gatherWait = time.Hour
+	p.sawServerEnd(100 * backlogSlack)
+	p.put(txOf(1, 1))
+	got := make(chan []*Tx, 1)
+	go func() {
+		txs, err := p.take(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- txs
+	}()
+	// Once take has the first transaction, queue the rest of a batch.
+	for {
+		p.mu.Lock()
+		taken := len(p.queue) == 0
+		p.mu.Unlock()
+		if taken {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.put(txOf(gatherChanges-2, 2))
+	p.put(txOf(1, 3))
+	txs := <-got
+	if len(txs) != 3 || txs[0].EndLSN != 1 || txs[1].EndLSN != 2 || txs[2].EndLSN != 3 {
+		t.Fatalf("take returned %d transactions, want the 3 queued, in order", len(txs))
+	}
+
+	p.put(txOf(1, 100*backlogSlack)) // caught up
+	txs, err := p.take(context.Background())
+	if err != nil || len(txs) != 1 {
+		t.Fatalf("take = %d transactions, %v; want the one queued, at once", len(txs), err)
+	}
+}

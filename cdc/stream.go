@@ -1,9 +1,11 @@
 package cdc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -301,7 +303,15 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 		_ = conn.Close(cctx)
 	}()
 
+	// The server's WAL end now: what committed well before it is a backlog, which the
+	// receiver reads as such (see lazyread.go).
 	sctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	sys, err := pglogrepl.IdentifySystem(sctx, conn)
+	cancel()
+	if err != nil {
+		return 0, classify("identify the server's WAL position", err)
+	}
+	sctx, cancel = context.WithTimeout(ctx, queryTimeout)
 	err = pglogrepl.StartReplication(sctx, conn, s.opts.Slot, 0, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{
@@ -321,6 +331,7 @@ func (s *Stream) session(ctx context.Context) (time.Duration, error) {
 	s.log.Info("cdc: streaming", slog.String(logLSN, confirmed.String()))
 
 	p := newPipeline(confirmed)
+	p.sawServerEnd(sys.XLogPos)
 	s.setPipeline(p)
 	start := time.Now()
 	err = s.stream(ctx, conn, lazy, sqlConn, p)
@@ -344,6 +355,11 @@ func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, *lazyC
 		return nil, nil, fmt.Errorf("%w: connection string: %v", ErrConfig, err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	// Reads of up to readBuffer bytes, rather than pgproto3's 8 KB: while the receiver
+	// reads lazily, some hundred changes wait in the socket per read (see lazyread.go).
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, readBuffer), w)
+	}
 	var lc *lazyConn
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -408,7 +424,7 @@ func (s *Stream) handle(ctx context.Context, conn *pgx.Conn, p *pipeline) error 
 		if err != nil {
 			return err
 		}
-		if err := s.awaitVisible(ctx, conn, txs); err != nil {
+		if err := s.awaitVisible(ctx, conn, p, txs); err != nil {
 			return err
 		}
 		if batch {
@@ -609,7 +625,14 @@ func (r *receiver) copyData(ctx context.Context, data []byte) (replyNow bool, er
 		r.s.update(func(st *Stats) { st.ReceivedLSN = max(st.ReceivedLSN, xld.ServerWALEnd) })
 		tx, err := r.dec.Decode(xld.WALData)
 		if r.lazy != nil {
-			r.lazy.lazy.Store(r.dec.changes() >= lazyAfterChanges)
+			var wait time.Duration
+			switch {
+			case r.p.behind(r.dec.position()):
+				wait = backlogReadWait
+			case r.dec.changes() >= lazyAfterChanges:
+				wait = lazyReadWait
+			}
+			r.lazy.setWait(wait)
 		}
 		if err != nil || tx == nil {
 			return false, err

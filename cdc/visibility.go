@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/pgcache/pgcache/internal/retry"
 	"github.com/pgcache/pgcache/internal/testhooks"
@@ -111,8 +112,9 @@ func (snap snapshot) firstRunning(xids []uint32) (uint32, bool) {
 // changes as ended, which is when new snapshots see its changes; it asks again, after
 // a wait that doubles from 1ms up to 50ms (with jitter), until then. It returns ctx's error when ctx
 // is done, and the error when the query fails: the session then ends and the
-// transactions are delivered again, never handed over unwaited.
-func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, txs []*Tx) error {
+// transactions are delivered again, never handed over unwaited. Each look tells p the
+// server's WAL end too.
+func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, p *pipeline, txs []*Tx) error {
 	if testhooks.SkipVisibility(ctx) {
 		return nil
 	}
@@ -129,10 +131,11 @@ func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, txs []*Tx) er
 	warned := false
 	waits := retry.Backoff(visibleFirstWait, visibleMaxWait)
 	for {
-		snap, err := currentSnapshot(ctx, conn)
+		snap, walEnd, err := currentSnapshot(ctx, conn)
 		if err != nil {
 			return err
 		}
+		p.sawServerEnd(walEnd)
 		xid, running := snap.firstRunning(xids)
 		if !running {
 			return nil
@@ -149,16 +152,27 @@ func (s *Stream) awaitVisible(ctx context.Context, conn *pgx.Conn, txs []*Tx) er
 	}
 }
 
-// currentSnapshot reads the server's current snapshot on conn.
-func currentSnapshot(ctx context.Context, conn *pgx.Conn) (snapshot, error) {
+// currentSnapshot reads the server's current snapshot on conn, and its WAL end: how
+// far WAL is flushed, or replayed on a standby.
+func currentSnapshot(ctx context.Context, conn *pgx.Conn) (snapshot, LSN, error) {
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
-	var text string
-	if err := conn.QueryRow(qctx, `SELECT pg_current_snapshot()::text`).Scan(&text); err != nil {
+	var text, end string
+	err := conn.QueryRow(qctx, `SELECT pg_current_snapshot()::text,
+		coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END, '0/0')::text`).Scan(&text, &end)
+	if err != nil {
 		if ctx.Err() != nil {
-			return snapshot{}, ctx.Err()
+			return snapshot{}, 0, ctx.Err()
 		}
-		return snapshot{}, classify("read the current snapshot to see whether transactions are visible", err)
+		return snapshot{}, 0, classify("read the current snapshot to see whether transactions are visible", err)
 	}
-	return parseSnapshot(text)
+	snap, err := parseSnapshot(text)
+	if err != nil {
+		return snapshot{}, 0, err
+	}
+	walEnd, err := pglogrepl.ParseLSN(end)
+	if err != nil {
+		return snapshot{}, 0, fmt.Errorf("cdc: WAL end %q: %w", end, err)
+	}
+	return snap, walEnd, nil
 }
