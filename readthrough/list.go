@@ -72,10 +72,10 @@ func (r *Repository[T]) listOnce(ctx context.Context, q lookupQuery) (rows []T, 
 		return rows, true, err
 	}
 	if cached {
-		r.stats.list.hits.Add(1)
+		r.lookupCount(q, true)
 	} else {
-		r.stats.list.misses.Add(1)
 		f, own, err := r.lookupMiss(ctx, start, q)
+		r.lookupCount(q, f.found)
 		if err != nil {
 			return nil, true, err
 		}

@@ -33,7 +33,9 @@ import (
 // Entries are filled like rows: under a lease on the entry's fence (announcing the
 // lookup in the lookup registry, so the invalidator knows it), loaded after the lease,
 // stored only if no invalidation came in between. Concurrent misses of one entry in a
-// process share one fill, under the read-your-writes rule of miss.
+// process share one fill, under the read-your-writes rule of miss. While the model
+// misses (flights.combine) a lookup reads no entry first: the fill reads it or takes
+// its lease in one round trip (fillLookup), so a miss costs two.
 //
 // Entry bytes (the key's version is the model's, so a model change moves them too):
 //

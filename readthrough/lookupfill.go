@@ -3,7 +3,6 @@ package readthrough
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"golang.org/x/sync/singleflight"
 	"gorm.io/gorm/clause"
@@ -23,6 +22,9 @@ type lookupFlight struct {
 	// rows are the rows loaded, handed only to a caller that did not share the
 	// flight: the others read their own through the primary-key path.
 	rows []any
+	// found: the entry was read from Redis by a combined read (fillLookup), not
+	// filled: the lookup hit.
+	found bool
 }
 
 // lookupMiss fills q's entry once per process, under miss's read-your-writes rule:
@@ -54,52 +56,57 @@ func (r *Repository[T]) lookupMiss(ctx context.Context, start uint64, q lookupQu
 }
 
 // fillLookup loads q's entry under a lease and stores it if the lease survived, as
-// fill does for a row; a reader that finds the lease held waits up to WaitTimeout
-// for the other fill, then reads Postgres itself and caches nothing.
+// fill does for a row, waiting as fill does for another reader's lease (awaitLease).
+// While the model misses (see flights.combine) the first try reads the entry or takes
+// the lease in one round trip (store.ReadOrLease), and the lookup reads no entry
+// before it (see readLookup): a miss costs that and the fill script. An entry found
+// then is returned with found set, as a hit.
 func (r *Repository[T]) fillLookup(ctx context.Context, q lookupQuery) (lookupFlight, error) {
 	if testhooks.Unfenced(ctx) {
 		return r.fillLookupUnfenced(ctx, q)
 	}
 	reg := r.reg.WithLookup(q.def.id)
-	deadline := time.Now().Add(r.opts.WaitTimeout)
-	poll := time.Millisecond
-	for waited := false; ; waited = true {
+	combined, first := r.combined(ctx), true
+	var (
+		f    lookupFlight
+		ferr error
+	)
+	expired, err := r.awaitLease(ctx, func() (bool, store.Lease) {
 		at := r.flights.clock.Add(1)
-		lease, err := r.store.TakeLease(ctx, reg, q.key, r.opts.FenceDuration)
+		take := r.store.TakeLease
+		if combined {
+			// Writes the registries and the index only if it takes the lease.
+			take = r.store.ReadOrLease
+		}
+		lease, err := take(ctx, reg, q.key, r.opts.FenceDuration)
 		if err != nil {
-			if err := r.fallBack(err); err != nil {
-				return lookupFlight{}, err
+			if ferr = r.fallBack(err); ferr == nil {
+				f, ferr = r.loadLookup(ctx, q)
 			}
-			return r.loadLookup(ctx, q)
+			return true, lease
 		}
 		switch lease.State {
 		case store.Found:
 			if _, err := r.parseLookupEntry(q.def.id.Kind(), lease.Value); err == nil {
-				return lookupFlight{entry: lease.Value, at: at}, nil
+				f = lookupFlight{entry: lease.Value, at: at, found: combined && first}
+				return true, lease
 			}
+			// Undecodable: deleted, so that the next try takes the lease.
+			r.undecodableLookup(ctx, q, lease.Value, err)
 		case store.Acquired:
-			return r.fillLookupLeased(ctx, q, lease.Token, at)
+			f, ferr = r.fillLookupLeased(ctx, q, lease.Token, at)
+			return true, lease
 		}
-		if !waited {
-			r.stats.stampedeWaits.Add(1)
-		}
-		remaining := time.Until(deadline)
-		if remaining <= 0 {
-			return r.loadLookup(ctx, q)
-		}
-		wait := min(poll, remaining)
-		if lease.State == store.Held && lease.Wait > 0 {
-			wait = min(wait, lease.Wait)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return lookupFlight{}, ctx.Err()
-		case <-t.C:
-		}
-		poll = min(2*poll, 50*time.Millisecond)
+		first = false // an entry found after a wait was filled by another reader
+		return false, lease
+	})
+	switch {
+	case err != nil:
+		return lookupFlight{}, err
+	case expired:
+		return r.loadLookup(ctx, q)
 	}
+	return f, ferr
 }
 
 // fillLookupLeased loads q's entry and stores it under the lease token, taken at

@@ -332,18 +332,19 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 	if testhooks.Unfenced(ctx) {
 		return r.fillUnfenced(ctx, k, id)
 	}
-	deadline := time.Now().Add(r.opts.WaitTimeout)
-	poll := time.Millisecond
-	waited := false
 	foreign := false // the row's pending write is another schema version's
-	for {
+	var (
+		f    flight
+		ferr error
+	)
+	expired, err := r.awaitLease(ctx, func() (bool, store.Lease) {
 		at := r.flights.clock.Add(1)
 		lease, err := r.store.TakeLease(ctx, r.reg, k, r.opts.FenceDuration)
 		if err != nil {
-			if err := r.fallBack(err); err != nil {
-				return flight{}, err
+			if ferr = r.fallBack(err); ferr == nil {
+				f, ferr = r.loadFlight(ctx, k, id)
 			}
-			return r.loadFlight(ctx, k, id)
+			return true, lease
 		}
 		switch lease.State {
 		case store.Found:
@@ -352,26 +353,52 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 				// Only a pending write of another version is returned (see the lease
 				// script): wait for a flusher to apply it, then fill from Postgres.
 				foreign = true
-				break
+				return false, lease
 			}
 			foreign = false
 			if _, _, err := r.decodeCheck(ctx, inner); err == nil {
-				return flight{entry: inner, at: at}, nil
+				f = flight{entry: inner, at: at}
+				return true, lease
 			}
-			// Undecodable: fall through to waiting; the lease holder or TTL replaces it.
+			// Undecodable: wait; the lease holder or TTL replaces it.
 		case store.Acquired:
-			return r.fillLeased(ctx, k, id, lease.Token, at)
+			f, ferr = r.fillLeased(ctx, k, id, lease.Token, at)
+			return true, lease
+		}
+		return false, lease
+	})
+	switch {
+	case err != nil:
+		return flight{}, err
+	case expired && foreign:
+		return flight{}, fmt.Errorf("%w: %s: waited %v for a flusher to apply it", ErrOtherVersionPending, k, r.opts.WaitTimeout)
+	case expired:
+		return r.loadFlight(ctx, k, id)
+	}
+	return f, ferr
+}
+
+// awaitLease is the lease loop of the fills of rows (fill) and of lookup entries
+// (fillLookup). try reads the entry or takes its lease, once; done says it has the
+// answer, else lease is what it found (held by another reader, or an entry it cannot
+// use). Between tries awaitLease waits, polling with a growing interval that never
+// passes the lease's remaining time, for at most WaitTimeout; then it returns
+// expired, and the caller reads Postgres itself, caching nothing. The error is the
+// context's.
+func (r *Repository[T]) awaitLease(ctx context.Context, try func() (done bool, lease store.Lease)) (expired bool, err error) {
+	deadline := time.Now().Add(r.opts.WaitTimeout)
+	poll := time.Millisecond
+	for waited := false; ; waited = true {
+		done, lease := try()
+		if done {
+			return false, nil
 		}
 		if !waited {
-			waited = true
 			r.stats.stampedeWaits.Add(1)
 		}
 		remaining := time.Until(deadline)
-		if remaining <= 0 && foreign {
-			return flight{}, fmt.Errorf("%w: %s: waited %v for a flusher to apply it", ErrOtherVersionPending, k, r.opts.WaitTimeout)
-		}
 		if remaining <= 0 {
-			return r.loadFlight(ctx, k, id)
+			return true, nil
 		}
 		wait := min(poll, remaining)
 		if lease.State == store.Held && lease.Wait > 0 {
@@ -381,7 +408,7 @@ func (r *Repository[T]) fill(ctx context.Context, k keys.Key, id any) (flight, e
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return flight{}, ctx.Err()
+			return false, ctx.Err()
 		case <-t.C:
 		}
 		poll = min(2*poll, 50*time.Millisecond)

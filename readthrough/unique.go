@@ -89,10 +89,10 @@ func (r *Repository[T]) uniqueOnce(ctx context.Context, q lookupQuery) (row T, o
 		return row, ok, true, err
 	}
 	if cached {
-		r.stats.unique.hits.Add(1)
+		r.lookupCount(q, true)
 	} else {
-		r.stats.unique.misses.Add(1)
 		f, own, err := r.lookupMiss(ctx, start, q)
+		r.lookupCount(q, f.found)
 		if err != nil {
 			return row, false, true, err
 		}
@@ -128,10 +128,15 @@ func (r *Repository[T]) uniqueOnce(ctx context.Context, q lookupQuery) (row T, o
 }
 
 // cachedLookup reads q's entry from Redis and the ids it names; cached is false for
-// no entry or an undecodable one (deleted and counted). The error is Redis'.
+// no entry or an undecodable one (deleted and counted). The error is Redis'. While
+// the model misses (combined) it reads nothing, and cached is false: the fill reads
+// the entry or takes its lease in one round trip (fillLookup).
 func (r *Repository[T]) cachedLookup(ctx context.Context, q lookupQuery) (entry []byte, ids []any, cached bool, err error) {
 	if entry, ids, hit := r.nearLookupGet(q.key); hit {
 		return entry, ids, true, nil
+	}
+	if r.combined(ctx) {
+		return nil, nil, false, nil
 	}
 	tk := r.nearTicket(q.key)
 	entry, ttl, cached, err := r.getEntry(ctx, q.key)
@@ -142,15 +147,37 @@ func (r *Repository[T]) cachedLookup(ctx context.Context, q lookupQuery) (entry 
 		return nil, nil, false, nil
 	}
 	if ids, err = r.parseLookupEntry(q.def.id.Kind(), entry); err != nil {
-		r.stats.decodeErrors.Add(1)
-		r.warn("undecodable lookup entry deleted", slog.String("key", q.key.Value()), slog.Any("error", err))
-		if derr := r.store.DeleteEntry(ctx, q.key, entry); derr != nil {
-			r.redisFailed(derr)
-		}
+		r.undecodableLookup(ctx, q, entry, err)
 		return nil, nil, false, nil
 	}
 	r.nearLookupStore(ctx, tk, q.key, entry, ids, ttl)
 	return entry, ids, true, nil
+}
+
+// undecodableLookup counts and deletes an entry of q that parseLookupEntry refused
+// with err, if it still holds it.
+func (r *Repository[T]) undecodableLookup(ctx context.Context, q lookupQuery, entry []byte, err error) {
+	r.stats.decodeErrors.Add(1)
+	r.warn("undecodable lookup entry deleted", slog.String("key", q.key.Value()), slog.Any("error", err))
+	if derr := r.store.DeleteEntry(ctx, q.key, entry); derr != nil {
+		r.redisFailed(derr)
+	}
+}
+
+// lookupCount counts a read of q's entry that hit or missed, in the lookup's stats and
+// in the model's miss score (flights.combine), as Get's reads are.
+func (r *Repository[T]) lookupCount(q lookupQuery, hit bool) {
+	s := &r.stats.unique
+	if q.def.id.Kind() == keys.List {
+		s = &r.stats.list
+	}
+	if hit {
+		s.hits.Add(1)
+		r.flights.hit()
+		return
+	}
+	s.misses.Add(1)
+	r.flights.missed()
 }
 
 // lookupRedisFailed counts a failed Redis read; lookups then read Postgres (no

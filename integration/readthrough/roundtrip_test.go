@@ -263,3 +263,88 @@ func TestGetManyRoundTrips(t *testing.T) {
 		})
 	}
 }
+
+// TestLookupRoundTrips: on a single Redis, a unique lookup (By) and a list lookup
+// (ListBy) that miss take at most two round trips (ReadOrLease on the entry, then the
+// fill script) once the model has missed lately, and their hits go back to plain GETs
+// once it hits again. The control, with the combined read off (Get's sharing off),
+// takes three for each miss: the entry's GET, the lease, the fill.
+func TestLookupRoundTrips(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	migrate(t, e, &Member{}, &Item{})
+	e.exec(t, `INSERT INTO members (id, email, name) SELECT g, 'm' || g || '@x', 'M' FROM generate_series(1, 40) g`)
+	e.exec(t, `INSERT INTO items (id, order_id, name) SELECT g, g / 2, 'I' FROM generate_series(1, 80) g`)
+	ctx := ctxT(t)
+	for i, control := range []bool{false, true} {
+		name := "combined"
+		if control {
+			name = "control: unshared"
+		}
+		t.Run(name, func(t *testing.T) {
+			base := int64(20 * i)
+			o := *e.rdb.(*redis.Client).Options()
+			rdb := redis.NewClient(&o)
+			t.Cleanup(func() { rdb.Close() })
+			rt := &roundTrips{}
+			rdb.AddHook(rt)
+			db := e.db
+			if control {
+				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{Unshared: true}))
+			}
+			c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms, its := members(t, c, readthrough.ModelOptions{}), items(t, c, readthrough.ModelOptions{})
+			byEmail := func(id int64) (int, []string) {
+				t.Helper()
+				return rt.during(func() { memberIs(ctx, t, ms, fmt.Sprintf("m%d@x", base+id), base+id) })
+			}
+			byOrder := func(order int64) (int, []string) {
+				t.Helper()
+				return rt.during(func() { listIs(ctx, t, its, base+order, 2*(base+order), 2*(base+order)+1) })
+			}
+			// The models' first misses; the server learns the scripts.
+			for id := int64(1); id <= 2; id++ {
+				byEmail(id)
+				byOrder(id)
+			}
+			nu, namesU := byEmail(3)
+			t.Logf("a unique lookup missing after misses: %d round trips %v", nu, namesU)
+			nl, namesL := byOrder(3)
+			t.Logf("a list lookup missing after misses: %d round trips %v", nl, namesL)
+			if s := ms.Stats(); s.Unique.Misses != 3 || s.Fills != 3 {
+				t.Fatalf("members' stats %+v, want three unique misses, all filled", s)
+			}
+			if s := its.Stats(); s.List.Misses != 3 || s.Fills != 3 {
+				t.Fatalf("items' stats %+v, want three list misses, all filled", s)
+			}
+			if control {
+				if nu <= 2 || nl <= 2 {
+					t.Fatalf("control: lookups that missed took %d and %d round trips (else this test cannot tell the combined read works)", nu, nl)
+				}
+				return
+			}
+			if nu > 2 || nl > 2 {
+				t.Fatalf("lookups that missed took %d %v and %d %v round trips, want at most 2", nu, namesU, nl, namesL)
+			}
+			// Hits: the entry and the row through the scripts for a while, then GETs.
+			var last []string
+			for range 2 * 64 {
+				_, last = byEmail(3)
+			}
+			if len(last) != 2 || last[0] != "get" || last[1] != "get" {
+				t.Fatalf("a unique hit after many hits sent %v, want two GETs (the entry, the row)", last)
+			}
+			if s := ms.Stats(); s.Unique.Misses != 3 {
+				t.Fatalf("members' stats %+v, want the hits through the combined read counted as hits", s)
+			}
+			// The model misses again: the first miss is a GET's, the next two round trips.
+			byEmail(4)
+			if n, names := byEmail(5); n > 2 {
+				t.Fatalf("a second unique miss took %d round trips %v, want at most 2", n, names)
+			}
+		})
+	}
+}
