@@ -81,7 +81,7 @@ func TestHitAllocsObserverOff(t *testing.T) {
 		})
 		t.Logf("hit, observer %s: %v allocs", o.name, allocs[o.name])
 	}
-	if allocs["off"] > hitAllocsBefore {
-		t.Errorf("with no observer a hit allocates %v times, more than the %v it did (see hitAllocsBefore)", allocs["off"], hitAllocsBefore)
+	if allocs["off"] > hitAllocsBefore+raceAllocs {
+		t.Errorf("with no observer a hit allocates %v times, more than the %v it did (see hitAllocsBefore; %d more under the race detector)", allocs["off"], hitAllocsBefore, raceAllocs)
 	}
 }
