@@ -57,6 +57,26 @@ func (h *roundTrips) during(f func()) (int, []string) {
 	return h.n, h.names
 }
 
+// countedCache returns a Cache over a client of its own whose round trips rt counts;
+// with control, Get's sharing is off, and with it every combined read.
+func countedCache(t *testing.T, e *env, control bool) (*readthrough.Cache, *roundTrips) {
+	t.Helper()
+	o := *e.rdb.(*redis.Client).Options()
+	rdb := redis.NewClient(&o)
+	t.Cleanup(func() { rdb.Close() })
+	rt := &roundTrips{}
+	rdb.AddHook(rt)
+	db := e.db
+	if control {
+		db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{Unshared: true}))
+	}
+	c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, rt
+}
+
 // TestMissRoundTrips: on a single Redis a miss that fills takes at most two round trips
 // (ReadOrLease, then the fill script) once the model has missed lately, and hits stay
 // plain GETs once it hits again. A model's first miss after hits takes three (GET,
@@ -74,19 +94,7 @@ func TestMissRoundTrips(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			base := int64(20 * i)
-			o := *e.rdb.(*redis.Client).Options()
-			rdb := redis.NewClient(&o)
-			t.Cleanup(func() { rdb.Close() })
-			rt := &roundTrips{}
-			rdb.AddHook(rt)
-			db := e.db
-			if control {
-				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{Unshared: true}))
-			}
-			c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, rt := countedCache(t, e, control)
 			repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -200,19 +208,7 @@ func TestGetManyRoundTrips(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			base := int64(20 * i)
-			o := *e.rdb.(*redis.Client).Options()
-			rdb := redis.NewClient(&o)
-			t.Cleanup(func() { rdb.Close() })
-			rt := &roundTrips{}
-			rdb.AddHook(rt)
-			db := e.db
-			if control {
-				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{Unshared: true}))
-			}
-			c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, rt := countedCache(t, e, control)
 			repo, err := readthrough.Register[Widget](c, readthrough.ModelOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -283,19 +279,7 @@ func TestLookupRoundTrips(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			base := int64(20 * i)
-			o := *e.rdb.(*redis.Client).Options()
-			rdb := redis.NewClient(&o)
-			t.Cleanup(func() { rdb.Close() })
-			rt := &roundTrips{}
-			rdb.AddHook(rt)
-			db := e.db
-			if control {
-				db = db.WithContext(testhooks.WithRead(context.Background(), &testhooks.Read{Unshared: true}))
-			}
-			c, err := readthrough.New(db, rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, rt := countedCache(t, e, control)
 			ms, its := members(t, c, readthrough.ModelOptions{}), items(t, c, readthrough.ModelOptions{})
 			byEmail := func(id int64) (int, []string) {
 				t.Helper()
