@@ -110,14 +110,7 @@ func (r *Repository[T]) getManyCombined(ctx context.Context, start uint64, t0 ti
 	leases, err := r.store.TakeLeases(ctx, r.reg, ks, r.opts.FenceDuration)
 	if err != nil {
 		defer r.observeRead(ctx, t0, OutcomeError)
-		if err := r.fallBack(err); err != nil {
-			return nil, err
-		}
-		loaded, err := r.loadMany(ctx, ids)
-		if err != nil {
-			return nil, err
-		}
-		if err := r.place(ctx, loaded, ks, m.idx, rows); err != nil {
+		if err := r.leasesFailed(ctx, err, m, ks, rows); err != nil {
 			return nil, err
 		}
 		return collect(rows), nil
@@ -184,16 +177,22 @@ func (r *Repository[T]) fillMany(ctx context.Context, start uint64, ids []any, k
 	}
 	leases, err := r.store.TakeLeases(ctx, r.reg, m.keys, r.opts.FenceDuration)
 	if err != nil {
-		if err := r.fallBack(err); err != nil {
-			return err
-		}
-		loaded, err := r.loadMany(ctx, m.ids)
-		if err != nil {
-			return err
-		}
-		return r.place(ctx, loaded, ks, missing, rows)
+		return r.leasesFailed(ctx, err, m, ks, rows)
 	}
 	return r.resolveLeases(ctx, start, m, leases, rows)
+}
+
+// leasesFailed answers m when taking its leases failed with err: err where reads must
+// not fall back to Postgres (see fallBack), else m's rows loaded and not cached.
+func (r *Repository[T]) leasesFailed(ctx context.Context, err error, m misses, ks []keys.Key, rows []*T) error {
+	if err := r.fallBack(err); err != nil {
+		return err
+	}
+	loaded, err := r.loadMany(ctx, m.ids)
+	if err != nil {
+		return err
+	}
+	return r.place(ctx, loaded, ks, m.idx, rows)
 }
 
 // resolveLeases puts the rows of m into rows: those leasing found (cached or pending),
