@@ -207,7 +207,7 @@ func (f *Flusher) Run(ctx context.Context) error {
 			needGroup = false
 		}
 		// A read of this consumer's own entries would return those being applied.
-		if fl != nil && r.own {
+		if fl != nil && (r.own || f.hooks.NoReadAhead) {
 			f.finish(ctx, fl, r, bo)
 			fl = nil
 			continue

@@ -114,7 +114,8 @@ func twoFlushersRace(t *testing.T, top topology, control bool) {
 	a := e.flusher(t, writeback.FlusherOptions{Consumer: "a"})
 	b := e.flusher(t, writeback.FlusherOptions{Consumer: "b"})
 	var once sync.Once
-	hooks := &testhooks.Flush{NoRecheck: control, BeforeApply: func() {
+	// A reads no further while its batch applies: v2 is B's to flush.
+	hooks := &testhooks.Flush{NoRecheck: control, NoReadAhead: true, BeforeApply: func() {
 		once.Do(func() {
 			if err := repo.Save(ctx, &Widget{ID: 1, Name: "v2"}); err != nil {
 				t.Error(err)
@@ -179,7 +180,8 @@ func testUpsertDeleteRace(t *testing.T, top topology) {
 	bctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	var once sync.Once
-	hooks := &testhooks.Flush{BeforeCommit: func() {
+	// A reads no further while its batch applies: the delete is B's to flush.
+	hooks := &testhooks.Flush{NoReadAhead: true, BeforeCommit: func() {
 		once.Do(func() {
 			if err := repo.Delete(ctx, int64(7)); err != nil {
 				t.Error(err)

@@ -195,6 +195,9 @@ type Flush struct {
 	// again in the transaction, holding their locks: it shows that the test of that
 	// check can fail.
 	NoRecheck bool
+	// NoReadAhead makes the flusher wait for the batch it applies before it reads
+	// again, so that entries journaled meanwhile go to another flusher of the group.
+	NoReadAhead bool
 }
 
 type flushKey struct{}
