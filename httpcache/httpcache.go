@@ -93,6 +93,9 @@ func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: New needs a Redis client", ErrConfig)
 	}
+	if why := store.ReadsReplicas(rdb); why != "" {
+		return nil, fmt.Errorf("%w: the Redis client reads from replicas (%s), which serve a response after its invalidation for as long as they lag: give pgcache a client without %[2]s", ErrConfig, why)
+	}
 	if opts.Prefix == "" {
 		opts.Prefix = "pgc"
 	}

@@ -231,6 +231,9 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 	if db == nil || rdb == nil {
 		return nil, fmt.Errorf("%w: New needs a *gorm.DB and a Redis client", ErrConfig)
 	}
+	if why := store.ReadsReplicas(rdb); why != "" {
+		return nil, fmt.Errorf("%w: the Redis client reads from replicas (%s), which serve a row after its invalidation for as long as they lag: give pgcache a client without %[2]s", ErrConfig, why)
+	}
 	if opts.Prefix == "" {
 		opts.Prefix = "pgc"
 	}

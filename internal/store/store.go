@@ -61,6 +61,27 @@ func New(rdb redis.UniversalClient, timeout time.Duration, instance string) *Sto
 	return &Store{rdb: rdb, timeout: timeout, instance: instance}
 }
 
+// ReadsReplicas returns why rdb sends reads to replicas, or "" when it reads from
+// masters. A replica answers from what it has replicated: a row deleted on its master
+// is served until the deletion arrives, however late, so pgcache's reads need masters.
+// (A Sentinel client made with ReplicaOnly does not say so in its options: its
+// scripts fail with READONLY.)
+func ReadsReplicas(rdb redis.UniversalClient) string {
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return ""
+	}
+	switch o := c.Options(); {
+	case o.RouteByLatency:
+		return "RouteByLatency"
+	case o.RouteRandomly:
+		return "RouteRandomly"
+	case o.ReadOnly:
+		return "ReadOnly"
+	}
+	return ""
+}
+
 // Sharded reports whether the client spreads keys over several servers (a Cluster or
 // a Ring client). One script can then touch only keys of one hash slot, and a
 // write-back write cannot be one script: its journal and its row are in different
