@@ -98,12 +98,7 @@ const backlogRows = 20
 // row, deleted rows absent.
 func TestBacklogSchemas(t *testing.T) {
 	t.Parallel()
-	e := newSchemaEnv(t, "",
-		`CREATE TABLE full_rows (id bigint PRIMARY KEY, v text)`,
-		`ALTER TABLE full_rows REPLICA IDENTITY FULL`,
-		`CREATE TABLE idx_rows (id bigint NOT NULL, email text NOT NULL, PRIMARY KEY (id))`,
-		`CREATE UNIQUE INDEX idx_rows_ident ON idx_rows (email, id)`,
-		`ALTER TABLE idx_rows REPLICA IDENTITY USING INDEX idx_rows_ident`,
+	e := newSchemaEnv(t, "", append(slices.Clone(identityDDL),
 		`CREATE TABLE lines (line_no int NOT NULL, order_id bigint NOT NULL, qty int, PRIMARY KEY (order_id, line_no))`,
 		`CREATE TABLE codes (code char(8) PRIMARY KEY, v text)`,
 		`CREATE TABLE tokens (id uuid PRIMARY KEY, v text)`,
@@ -121,7 +116,7 @@ func TestBacklogSchemas(t *testing.T) {
 			INSERT INTO stock.depots SELECT k, 'v0' FROM generate_series(1, %[1]d) k`, backlogRows),
 		`CREATE PUBLICATION pgcache FOR TABLE full_rows, idx_rows, lines, codes, tokens, events, stock.depots
 			WITH (publish_via_partition_root = true)`,
-	)
+	)...)
 	byID := func(k int) any { return int64(k) }
 	uuidOf := func(k int) any { return fmt.Sprintf("00000000-0000-0000-0000-%012d", k) }
 	codeOf := func(k int) any { return fmt.Sprintf("c%d", k) }

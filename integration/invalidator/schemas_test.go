@@ -2,6 +2,7 @@ package invalidator_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,17 +155,22 @@ func follows[T comparable](t *testing.T, e *schemaEnv, repo *readthrough.Reposit
 	})
 }
 
+// identityDDL makes full_rows, of replica identity FULL, and idx_rows, whose replica
+// identity is a unique index of its columns in another order than the primary key's.
+var identityDDL = []string{
+	`CREATE TABLE full_rows (id bigint PRIMARY KEY, v text)`,
+	`ALTER TABLE full_rows REPLICA IDENTITY FULL`,
+	`CREATE TABLE idx_rows (id bigint NOT NULL, email text NOT NULL, PRIMARY KEY (id))`,
+	`CREATE UNIQUE INDEX idx_rows_ident ON idx_rows (email, id)`,
+	`ALTER TABLE idx_rows REPLICA IDENTITY USING INDEX idx_rows_ident`,
+}
+
 func TestReplicaIdentities(t *testing.T) {
 	t.Parallel()
-	e := newSchemaEnv(t, "",
-		`CREATE TABLE full_rows (id bigint PRIMARY KEY, v text)`,
-		`ALTER TABLE full_rows REPLICA IDENTITY FULL`,
-		`CREATE TABLE idx_rows (id bigint NOT NULL, email text NOT NULL, PRIMARY KEY (id))`,
-		`CREATE UNIQUE INDEX idx_rows_ident ON idx_rows (email, id)`,
-		`ALTER TABLE idx_rows REPLICA IDENTITY USING INDEX idx_rows_ident`,
+	e := newSchemaEnv(t, "", append(slices.Clone(identityDDL),
 		`INSERT INTO full_rows VALUES (1, 'a'), (2, 'b')`,
 		`INSERT INTO idx_rows VALUES (1, 'a@x'), (2, 'b@x')`,
-	)
+	)...)
 	full := register[fullRow](t, e)
 	idx := register[idxRow](t, e)
 	e.start(t, "full_rows", "idx_rows")
