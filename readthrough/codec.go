@@ -106,48 +106,80 @@ func appendTime(dst []byte, t time.Time) []byte {
 func (Binary) DecodeColumns(data []byte, cols []driver.Value) error {
 	d := binDecoder{data: data}
 	for i := range cols {
-		if len(d.data) == 0 {
-			return fmt.Errorf("%w: %d columns, want %d", errColumns, i, len(cols))
+		tag, err := d.tag(i, len(cols))
+		if err != nil {
+			return err
 		}
-		tag := d.data[0]
-		d.data = d.data[1:]
-		switch tag {
-		case binNull:
-			cols[i] = nil
-		case binFalse:
-			cols[i] = false
-		case binTrue:
-			cols[i] = true
-		case binInt:
-			cols[i] = d.varint()
-		case binFloat:
-			cols[i] = math.Float64frombits(binary.BigEndian.Uint64(d.next(8)))
-		case binString:
-			cols[i] = string(d.next(d.length()))
-		case binBytes:
-			cols[i] = bytes.Clone(d.next(d.length()))
-			if cols[i].([]byte) == nil {
-				cols[i] = []byte{}
-			}
-		case binTimeUTC, binTimeLoc, binTimeZon:
-			t := time.Unix(d.varint(), int64(d.uvarint()))
-			switch tag {
-			case binTimeUTC:
-				t = t.UTC()
-			case binTimeZon:
-				offset := d.varint()
-				t = t.In(time.FixedZone(string(d.next(d.length())), int(offset)))
-			}
-			cols[i] = t
-		default:
-			return fmt.Errorf("%w: column %d: tag %q", errColumns, i, tag)
-		}
-		if d.err != nil {
-			return fmt.Errorf("%w: column %d: %w", errColumns, i, d.err)
+		if cols[i], err = d.value(i, tag); err != nil {
+			return err
 		}
 	}
+	return d.end(len(cols))
+}
+
+// tag reads the tag of column i of n.
+func (d *binDecoder) tag(i, n int) (byte, error) {
+	if len(d.data) == 0 {
+		return 0, fmt.Errorf("%w: %d columns, want %d", errColumns, i, n)
+	}
+	tag := d.data[0]
+	d.data = d.data[1:]
+	return tag, nil
+}
+
+// value reads the value of column i, whose tag was read.
+func (d *binDecoder) value(i int, tag byte) (driver.Value, error) {
+	var v driver.Value
+	switch tag {
+	case binNull:
+		v = nil
+	case binFalse:
+		v = false
+	case binTrue:
+		v = true
+	case binInt:
+		v = d.varint()
+	case binFloat:
+		v = math.Float64frombits(binary.BigEndian.Uint64(d.next(8)))
+	case binString:
+		v = string(d.next(d.length()))
+	case binBytes:
+		b := bytes.Clone(d.next(d.length()))
+		if b == nil {
+			b = []byte{}
+		}
+		v = b
+	case binTimeUTC, binTimeLoc, binTimeZon:
+		t := time.Unix(d.varint(), int64(d.uvarint()))
+		switch tag {
+		case binTimeUTC:
+			t = t.UTC()
+		case binTimeZon:
+			offset := d.varint()
+			t = t.In(time.FixedZone(string(d.next(d.length())), int(offset)))
+		}
+		v = t
+	default:
+		return nil, fmt.Errorf("%w: column %d: tag %q", errColumns, i, tag)
+	}
+	if err := d.failed(i); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// failed returns the error of a failed read of column i.
+func (d *binDecoder) failed(i int) error {
+	if d.err != nil {
+		return fmt.Errorf("%w: column %d: %w", errColumns, i, d.err)
+	}
+	return nil
+}
+
+// end checks that nothing follows the n columns read.
+func (d *binDecoder) end(n int) error {
 	if len(d.data) != 0 {
-		return fmt.Errorf("%w: %d bytes after %d columns", errColumns, len(d.data), len(cols))
+		return fmt.Errorf("%w: %d bytes after %d columns", errColumns, len(d.data), n)
 	}
 	return nil
 }

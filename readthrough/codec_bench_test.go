@@ -40,7 +40,7 @@ func BenchmarkDecode(b *testing.B) {
 		b.Run(codec.Name(), func(b *testing.B) {
 			rec := newRecorder(sch, codec)
 			ctx := context.Background()
-			data, err := rec.appendRow(ctx, nil, reflect.ValueOf(&row).Elem())
+			data, _, err := rec.appendRow(ctx, nil, reflect.ValueOf(&row).Elem())
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -32,6 +32,9 @@ type recorder struct {
 	// readable.
 	fields []*schema.Field
 	codec  Codec
+	// plain, for the Binary codec, says which fields a hit sets straight from the
+	// bytes (decodeBinary); nil for other codecs.
+	plain []plainKind
 	// cols recycles decodeRow's scratch (*[]driver.Value of len(fields)) and rows
 	// the heap copy of the model's row (a *T) that a hit decodes into before returning
 	// it by value: two allocations fewer on every hit. Both are emptied before reuse,
@@ -40,7 +43,44 @@ type recorder struct {
 }
 
 func newRecorder(sch *schema.Schema, codec Codec) *recorder {
-	return &recorder{fields: mappedFields(sch), codec: codec}
+	c := &recorder{fields: mappedFields(sch), codec: codec}
+	if _, ok := codec.(Binary); ok {
+		c.plain = make([]plainKind, len(c.fields))
+		for i, f := range c.fields {
+			c.plain[i] = plainKindOf(f)
+		}
+	}
+	return c
+}
+
+// plainKind says how a field is set from a column's value without GORM's setter.
+type plainKind uint8
+
+const (
+	notPlain    plainKind = iota // through setField
+	plainString                  // a string kind, set from a string column with SetString
+	plainInt                     // a signed integer kind, set from an int64 column with SetInt
+)
+
+var scannerType = reflect.TypeFor[sql.Scanner]()
+
+// plainKindOf returns how f may be set without GORM's setter: for a field of a string
+// or signed integer kind (named types included) that is neither a pointer nor a
+// sql.Scanner and has no serializer, GORM's setter, given a string or an int64, does
+// SetString or SetInt on the field, which is what decodeBinary does, without the
+// allocation of a driver.Value holding the string or a large integer.
+func plainKindOf(f *schema.Field) plainKind {
+	t := f.FieldType
+	if f.Serializer != nil || t.Implements(scannerType) || reflect.PointerTo(t).Implements(scannerType) {
+		return notPlain
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return plainString
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return plainInt
+	}
+	return notPlain
 }
 
 // mappedFields returns the fields GORM's scan fills from SELECT *: one per column name.
@@ -118,40 +158,91 @@ func setField(ctx context.Context, f *schema.Field, rv reflect.Value, v driver.V
 // appendRow appends the codec's bytes of row's column record to dst. It checks that the
 // record decodes into a row with the same record: otherwise a hit would return (and a
 // read-modify-write Save would write) something the row did not hold. The error wraps
-// errUncacheable.
-func (c *recorder) appendRow(ctx context.Context, dst []byte, rv reflect.Value) ([]byte, error) {
-	cols := make([]driver.Value, len(c.fields))
+// errUncacheable. back is the row decoded from the bytes appended (a pointer to a new
+// row of rv's type), what a hit on them would return: a miss hands it to its reader
+// rather than decode the entry once more.
+func (c *recorder) appendRow(ctx context.Context, dst []byte, rv reflect.Value) (_ []byte, back any, err error) {
+	cols := make([]driver.Value, 2*len(c.fields))
+	cols, again := cols[:len(c.fields)], cols[len(c.fields):]
 	if err := c.record(ctx, rv, cols); err != nil {
-		return dst, fmt.Errorf("%w: %w", errUncacheable, err)
+		return dst, nil, fmt.Errorf("%w: %w", errUncacheable, err)
 	}
 	start := len(dst)
-	dst, err := c.codec.AppendColumns(dst, cols)
+	dst, err = c.codec.AppendColumns(dst, cols)
 	if err != nil {
-		return dst[:start], fmt.Errorf("%w: codec %s: %w", errUncacheable, c.codec.Name(), err)
+		return dst[:start], nil, fmt.Errorf("%w: codec %s: %w", errUncacheable, c.codec.Name(), err)
 	}
-	back := reflect.New(rv.Type()).Elem()
-	again := make([]driver.Value, len(c.fields))
-	if err := c.decode(ctx, dst[start:], back, again); err != nil {
-		return dst[:start], fmt.Errorf("%w: codec %s: %w", errUncacheable, c.codec.Name(), err)
+	p := reflect.New(rv.Type())
+	if err := c.decode(ctx, dst[start:], p.Elem(), again); err != nil {
+		return dst[:start], nil, fmt.Errorf("%w: codec %s: %w", errUncacheable, c.codec.Name(), err)
 	}
-	if err := c.record(ctx, back, again); err != nil {
-		return dst[:start], fmt.Errorf("%w: decoded row: %w", errUncacheable, err)
+	if err := c.record(ctx, p.Elem(), again); err != nil {
+		return dst[:start], nil, fmt.Errorf("%w: decoded row: %w", errUncacheable, err)
 	}
 	for i, f := range c.fields {
 		if !sameValue(cols[i], again[i]) {
-			return dst[:start], fmt.Errorf("%w: column %s (field %s, %s): %s comes back as %s",
+			return dst[:start], nil, fmt.Errorf("%w: column %s (field %s, %s): %s comes back as %s",
 				errUncacheable, f.DBName, f.Name, f.FieldType, describe(cols[i]), describe(again[i]))
 		}
 	}
-	return dst, nil
+	return dst, p.Interface(), nil
 }
 
 // decode sets row rv from the codec's bytes, using cols (len(c.fields)) as scratch.
 func (c *recorder) decode(ctx context.Context, data []byte, rv reflect.Value, cols []driver.Value) error {
+	if c.plain != nil {
+		return c.decodeBinary(ctx, data, rv, cols)
+	}
 	if err := c.codec.DecodeColumns(data, cols); err != nil {
 		return err
 	}
 	return c.set(ctx, rv, cols)
+}
+
+// decodeBinary is decode for the Binary codec: as Binary.DecodeColumns and set, except
+// that a string or an integer column of a plain field (plainKindOf) is set on the
+// field as it is read, not held in a driver.Value first. On an error rv is zeroed.
+func (c *recorder) decodeBinary(ctx context.Context, data []byte, rv reflect.Value, cols []driver.Value) error {
+	err := c.decodeBinaryFields(ctx, data, rv, cols)
+	if err != nil {
+		rv.SetZero()
+	}
+	return err
+}
+
+func (c *recorder) decodeBinaryFields(ctx context.Context, data []byte, rv reflect.Value, cols []driver.Value) error {
+	d := binDecoder{data: data}
+	for i, f := range c.fields {
+		tag, err := d.tag(i, len(c.fields))
+		if err != nil {
+			return err
+		}
+		switch {
+		case tag == binString && c.plain[i] == plainString:
+			s := d.next(d.length())
+			if err := d.failed(i); err != nil {
+				return err
+			}
+			f.ReflectValueOf(ctx, rv).SetString(string(s))
+			continue
+		case tag == binInt && c.plain[i] == plainInt:
+			n := d.varint()
+			if err := d.failed(i); err != nil {
+				return err
+			}
+			f.ReflectValueOf(ctx, rv).SetInt(n)
+			continue
+		}
+		v, err := d.value(i, tag)
+		if err != nil {
+			return err
+		}
+		cols[i] = v
+		if err := setField(ctx, f, rv, v); err != nil {
+			return fmt.Errorf("column %s (field %s): %w", f.DBName, f.Name, err)
+		}
+	}
+	return d.end(len(c.fields))
 }
 
 // sameValue says whether two column values are the same stored value: floats by their

@@ -79,6 +79,9 @@ type getCall struct {
 	// filled: entry was loaded from Postgres and stored under the lease the read took
 	// (sendReadOrLease); cached is set too.
 	filled bool
+	// decoded: for filled, the row of entry already decoded (flight.decoded); only the
+	// sender takes it (joiners get a copy without it and decode their own).
+	decoded any
 	// loaded: the row the sender's ReadOrLease loaded that cannot be cached; only the
 	// sender takes it (joiners get a copy without it and load their own).
 	loaded any
@@ -163,7 +166,7 @@ func (g *getGroup) get(ctx context.Context, r interface {
 			return getCall{}, ctx.Err()
 		case <-done:
 			res = *c
-			res.loaded = nil
+			res.loaded, res.decoded = nil, nil
 			return res, nil
 		}
 	}
@@ -249,7 +252,7 @@ func (r *Repository[T]) sendReadOrLease(ctx context.Context, k keys.Key, id any,
 			// A sender whose own context ended abandoned the fill: the others read again.
 			c.failed, c.abandoned = err, ctx.Err() != nil
 		case f.entry != nil:
-			c.entry, c.cached, c.filled = f.entry, true, true
+			c.entry, c.cached, c.filled, c.decoded = f.entry, true, true, f.decoded
 		case f.row != nil:
 			c.loaded = f.row
 		}

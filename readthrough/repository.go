@@ -145,6 +145,9 @@ func (r *Repository[T]) Get(ctx context.Context, id any) (row T, ok bool, err er
 		r.stats.misses.Add(1)
 		r.flights.missed()
 		defer r.observeRead(ctx, t0, OutcomeMiss)
+		if row, ok := c.decoded.(*T); ok { // this read sent the fill (hotkey.go)
+			return r.decodedRow(ctx, row)
+		}
 		return r.flightRow(ctx, k, id, c.entry)
 	}
 	if c.cached {
@@ -244,6 +247,11 @@ type flight struct {
 	// row is the loaded row (a *T) when it has no entry because it cannot be cached
 	// exactly; entry is nil then.
 	row any
+	// decoded is the row of entry (a *T), decoded once already by the check that it
+	// comes back as it went in (recorder.appendRow); nil for an entry of no row. Only
+	// a caller that shared the flight with no one may take it (see miss): the others
+	// decode their own copies, so callers never share slices or maps.
+	decoded any
 }
 
 // miss fills the row once per process: concurrent misses of one key share one flight.
@@ -292,8 +300,23 @@ func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id a
 			}
 			return r.load(ctx, id)
 		}
+		if !res.Shared {
+			if row, ok := f.decoded.(*T); ok {
+				return r.decodedRow(ctx, row)
+			}
+		}
 		return r.flightRow(ctx, k, id, f.entry)
 	}
+}
+
+// decodedRow returns row, decoded from an entry this caller alone took (flight.decoded),
+// in the repository's scope.
+func (r *Repository[T]) decodedRow(ctx context.Context, row *T) (T, bool, error) {
+	if !r.visible(ctx, row) {
+		var zero T
+		return zero, false, nil
+	}
+	return *row, true, nil
 }
 
 // flightRow turns an entry of this model's version (its envelope removed, as in a
@@ -536,26 +559,37 @@ func (r *Repository[T]) loadFlight(ctx context.Context, k keys.Key, id any) (fli
 	if err != nil {
 		return flight{at: at}, err
 	}
-	entry, err := r.encode(ctx, &row, ok)
+	entry, back, err := r.encodeBack(ctx, &row, ok)
 	if err != nil {
 		// Served from Postgres, uncached: a read never fails because of the cache.
 		r.uncacheable(err)
 		return flight{at: at, row: &row}, nil
 	}
-	return flight{entry: entry, at: at}, nil
+	f := flight{entry: entry, at: at}
+	if back != nil {
+		f.decoded = back
+	}
+	return f, nil
 }
 
 // encode returns the cache entry of row (of no row when !ok). The error wraps
 // errUncacheable: the row's column record would not come back as it is.
 func (r *Repository[T]) encode(ctx context.Context, row *T, ok bool) ([]byte, error) {
+	entry, _, err := r.encodeBack(ctx, row, ok)
+	return entry, err
+}
+
+// encodeBack is encode, also returning the row decoded from the entry (nil when !ok),
+// as a hit on the entry would return it before its scope is applied.
+func (r *Repository[T]) encodeBack(ctx context.Context, row *T, ok bool) ([]byte, *T, error) {
 	if !ok {
-		return []byte{entryAbsent}, nil
+		return []byte{entryAbsent}, nil, nil
 	}
-	entry, err := r.rec.appendRow(ctx, []byte{entryRow}, reflect.ValueOf(row).Elem())
+	entry, back, err := r.rec.appendRow(ctx, []byte{entryRow}, reflect.ValueOf(row).Elem())
 	if err != nil {
-		return nil, fmt.Errorf("readthrough: encode %s with codec %s: %w", r.model.schema.Name, r.rec.codec.Name(), err)
+		return nil, nil, fmt.Errorf("readthrough: encode %s with codec %s: %w", r.model.schema.Name, r.rec.codec.Name(), err)
 	}
-	return entry, nil
+	return entry, back.(*T), nil
 }
 
 // load reads one row from Postgres, bypassing the cache.

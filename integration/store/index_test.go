@@ -154,3 +154,47 @@ func TestIndexPruned(t *testing.T) {
 		t.Fatalf("the live entry's score is %v, want about now + lifetime + margin (%v..%v)", score, lo, hi)
 	}
 }
+
+// TestReadOrLeaseIndexPruned: ReadOrLease prunes expired index entries when its row is
+// new to the index (the only time the index grows) and not when the row is leased
+// again, whose entry it only moves later.
+func TestReadOrLeaseIndexPruned(t *testing.T) {
+	t.Parallel()
+	rd := servers.Redis(t)
+	rdb := rd.Client(t)
+	ctx := context.Background()
+	st := store.New(rdb, 5*time.Second, "test")
+	sp := space(t, rd.Prefix(t), "public.widgets", "v1")
+	m := store.NewModel(sp, time.Hour)
+	idx := sp.TableIndex()
+	readOrLease := func(k keys.Key) {
+		t.Helper()
+		l, err := st.ReadOrLease(ctx, m, k, time.Minute)
+		if err != nil || l.State != store.Acquired {
+			t.Fatalf("ReadOrLease(%s) = %+v, %v; want the lease", k, l, err)
+		}
+		if err := st.Invalidate(ctx, k); err != nil { // so that it can be leased again
+			t.Fatal(err)
+		}
+	}
+	readOrLease(sp.Key("1"))
+	expired := make([]redis.Z, 200) // as if added long ago
+	for i := range expired {
+		expired[i] = redis.Z{Score: 1000, Member: sp.Key("old", string(rune('a'+i%26)), string(rune('a'+i/26))).Value()}
+	}
+	if err := rdb.ZAdd(ctx, idx, expired...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := rdb.ZScore(ctx, idx, sp.Key("1").Value()).Val()
+	readOrLease(sp.Key("1"))
+	if n := rdb.ZCard(ctx, idx).Val(); n != 201 {
+		t.Fatalf("after a row already listed was leased again, the index holds %d entries, want 201: none pruned", n)
+	}
+	if after := rdb.ZScore(ctx, idx, sp.Key("1").Value()).Val(); after < before {
+		t.Fatalf("the row's score went from %v to %v; a lease must not move it earlier", before, after)
+	}
+	readOrLease(sp.Key("2"))
+	if n := rdb.ZCard(ctx, idx).Val(); n != 202-(1+64) {
+		t.Fatalf("after a new row was leased, the index holds %d entries, want %d: 65 expired ones pruned", n, 202-65)
+	}
+}

@@ -51,7 +51,8 @@ import (
 // so an entry can be in the index before its lease exists. A flush that deleted the row
 // and then removed the entry in that window would leave a live lease with no entry, and
 // the next flush (after the fill's load began, before its store) would miss it. Entries
-// stay until their score passes, and every add prunes a bounded number of expired ones,
+// stay until their score passes, and every add prunes a bounded number of expired ones
+// (ReadOrLease's only when its row is new to the index, which is when the index grows),
 // so the index holds about the rows of the table cached in the last TTL (and leases),
 // and costs a flush that much, whatever else Redis holds.
 //
@@ -103,8 +104,10 @@ return #old
 // entries get, jitter and negative entries included. A longer lifetime only keeps index
 // entries longer; a shorter one would let a flush miss rows.
 func NewModel(space keys.Space, lifetime time.Duration) Model {
-	return Model{space: space, lifetime: lifetime, index: space.TableIndex(),
+	m := Model{space: space, lifetime: lifetime, index: space.TableIndex(),
 		registry: keys.Prefix(space.Prefix()).Registry(), field: space.RegistryField()}
+	m.boxed.field, m.boxed.offset = m.field, (max(m.lifetime, 0) + indexMargin).Milliseconds()
+	return m
 }
 
 // indexArgs returns the index script's arguments for rows whose values live at most

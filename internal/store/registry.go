@@ -46,6 +46,9 @@ type Model struct {
 	lookups, lookupField string
 	// shape, when set (WithShape), is announced in the shape registry now and then.
 	shape *shape
+	// boxed holds ReadOrLease's arguments that are the same for every lease of the
+	// model, converted to interfaces once: a conversion allocates on every lease.
+	boxed struct{ field, offset, lookupField any }
 }
 
 // WithLookup returns m for the entries of lookup l: a lease taken with it announces
@@ -58,6 +61,7 @@ type Model struct {
 func (m Model) WithLookup(l keys.Lookup) Model {
 	m.lookups = keys.Prefix(m.space.Prefix()).Lookups()
 	m.lookupField = m.space.LookupField(l)
+	m.boxed.lookupField = m.lookupField
 	return m
 }
 
