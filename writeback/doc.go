@@ -100,12 +100,14 @@
 //
 // Flushers read the journal through a consumer group, so several can run (in the
 // application, in the worker, or both). Each batch (BatchSize entries, or what came in
-// FlushInterval) is coalesced to the latest write per row; rows whose pending record no
-// longer holds that write's version are skipped (a newer write is journaled later, or
-// the write was applied before a crash); the rest are upserted (INSERT ... ON CONFLICT
-// (key) DO UPDATE) or deleted in one transaction, which checks the versions again
-// while it holds the rows' locks before it commits. Then the pending records that still
-// hold the applied versions are deleted, and the entries acknowledged. While a batch
+// FlushInterval) is applied in one transaction, which first takes the rows' advisory
+// locks and then, holding them, reads the rows' pending records: the batch is
+// coalesced to the latest write per row; rows whose pending record no longer holds
+// that write's version are skipped (a newer write is journaled later, or the write was
+// applied before a crash); the rest are upserted (INSERT ... ON CONFLICT (key) DO
+// UPDATE) or deleted, and the transaction commits. Then the pending records that still
+// hold the applied versions are deleted, and the entries acknowledged (on a single
+// Redis in one script). While a batch
 // is applied the flusher reads the next one, which it sorts out once the first was
 // acknowledged; after a failed batch it reads both again. A crash between
 // any two steps leaves the entries pending; they are claimed (XAUTOCLAIM) by another
@@ -122,5 +124,7 @@
 // missing tables, columns or privileges) is retried without limit and logged: the
 // journal grows and the writes stay visible to readers until it is fixed.
 //
-// When Run's context ends, the flusher applies what it holds and returns.
+// When Run's context ends, the flusher applies what it holds and returns; a wait for
+// new entries ends at once (on a single Redis the flusher has Redis end its blocking
+// read with CLIENT UNBLOCK, so the flusher's client needs that command and CLIENT ID).
 package writeback

@@ -1,9 +1,7 @@
 package writeback
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -33,26 +31,30 @@ type write struct {
 	tries   int
 	entry   store.JournalEntry
 	hold    bool // not landed yet: keep the entry for a later batch
+	// abandoned is set once the write was fenced: it did not land within
+	// LandingTimeout, and never will.
+	abandoned bool
 }
 
 // flush applies one batch of journal entries:
 //
-//  1. decode, and sort the entries out by their row's state (see sortOut): an entry
-//     is applied only when its row's pending record holds its id; one whose write has
+//  1. decode the entries (see decodeBatch);
+//  2. in one transaction, take the locks of the entries' rows and, holding them, read
+//     the rows' state and sort the entries out by it (see sortOut): an entry is
+//     applied only when its row's pending record holds its id; one whose write has
 //     not landed yet is held for a later batch (fenced once LandingTimeout old);
-//     every other one is superseded (or applied before: a replay);
-//  2. of the entries to apply, keep per row the one with the highest id
-//     (coalescing), rows told apart by table and key values, whatever the schema
-//     version of their key;
-//  3. apply them in one transaction and, holding the rows' locks, check the versions
-//     again (see applyTx); after a failure caused by a row's data, apply row by row
-//     and dead-letter the rows that keep failing;
+//     every other one is superseded (or applied before: a replay); of the entries to
+//     apply, keep per row the one with the highest id (coalescing), rows told apart
+//     by table and key values, whatever the schema version of their key;
+//  3. apply those and commit (see applyTx); after a failure caused by a row's data,
+//     apply row by row and dead-letter the rows that keep failing;
 //  4. delete the pending records of the applied rows that still hold their version,
-//     and of the older writes of step 2 (under another schema version's key);
-//  5. acknowledge and delete every entry of the batch but those held.
+//     and of the older writes of step 2 (under another schema version's key), then
+//     acknowledge and delete every entry of the batch but those held: on a single
+//     Redis in one script (see store.ClearAndAck).
 //
 // A crash between any two steps leaves the entries pending; whoever takes them up
-// repeats the steps, and step 1 skips what step 4 already did. Applying a row twice
+// repeats the steps, and step 2 skips what step 4 already did. Applying a row twice
 // writes the same values twice. It returns the entries held.
 //
 // Operations are bounded by their own timeouts, not by ctx, so that a batch under way
@@ -64,64 +66,57 @@ func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) ([]st
 		}
 	}
 	op := context.WithoutCancel(ctx)
-	b, err := f.sortOut(op, entries) // steps 1 and 2
-	if err != nil {
-		return nil, err
+	b := f.decodeBatch(entries) // step 1
+	var pre []store.RowState
+	if f.hooks.NoRecheck && len(b.writes) > 0 {
+		var err error
+		ks, latest := writeKeys(b.writes)
+		if pre, err = f.store.RowStates(op, ks, latest); err != nil {
+			return nil, fmt.Errorf("writeback: check versions: %w", err)
+		}
 	}
-	todo := b.decoded(b.rows)
 	testhooks.Run(f.hooks.BeforeApply)
-	applied, failed, err := f.apply(ctx, todo) // step 3
+	s, applied, failed, err := f.apply(ctx, b.writes, pre) // steps 2 and 3
 	if err != nil {
 		return nil, err
 	}
-	b.dead = append(b.dead, failed...)
+	f.stats.superseded.Add(uint64(s.superseded))
+	for _, w := range s.abandoned {
+		f.stats.abandoned.Add(1)
+		f.log.Warn("writeback: gave up on a write that did not land within LandingTimeout",
+			slog.String(attrKey, w.key.Value()), slog.String("entry", w.id))
+	}
+	for _, w := range b.writes {
+		if !w.hold {
+			b.ids[w.entry.Stream] = append(b.ids[w.entry.Stream], w.id)
+		}
+	}
 	if len(applied) > 0 {
 		f.stats.batches.Add(1)
 		f.stats.applied.Add(uint64(len(applied)))
 		testhooks.Run(f.hooks.AfterCommit)
 	}
-	if err := f.clear(op, slices.Concat(applied, b.older)); err != nil { // step 4
+	if err := f.deadLetter(op, slices.Concat(b.dead, s.dead, failed)); err != nil {
 		return nil, err
 	}
-	if err := f.deadLetter(op, b.dead); err != nil {
+	if err := f.clearAndAck(op, slices.Concat(applied, s.older), b.ids); err != nil { // step 4
 		return nil, err
 	}
-	testhooks.Run(f.hooks.AfterClear)
-	if err := f.store.AckJournals(op, f.opts.Group, b.ids); err != nil { // step 5
-		return nil, fmt.Errorf("writeback: acknowledge: %w", err)
-	}
-	return b.held, nil
+	return s.held, nil
 }
 
-// batch is a batch of journal entries sorted out by sortOut.
+// batch is a batch of journal entries decoded by decodeBatch.
 type batch struct {
-	ids map[string][]string // by stream, the ids of the entries to acknowledge, once
-	// rows holds the latest write of each row, in the order of the rows' identities:
-	// concurrent flushers lock rows in that order.
-	rows []*write
-	// older holds writes superseded by a later one of the row in the batch that left
-	// a pending record of their own: under another schema version's key.
-	older []*write
-	dead  []*write             // writes that cannot be applied, to dead-letter
-	held  []store.JournalEntry // entries whose write has not landed yet
+	ids    map[string][]string // by stream, the ids of the entries to acknowledge, once
+	writes []*write            // the entries with a row key, each once
+	dead   []*write            // entries without a row key, to dead-letter
 }
 
-// sortOut decodes a batch, sorts its entries out by their rows' state and keeps the
-// latest write of each row (flush's steps 1 and 2).
-//
-// Rows are told apart by their identity, not their key: during a rolling deploy two
-// schema versions may write the same row under different keys.
-//
-// An entry whose row's pending record holds its id has landed and is the row's
-// latest write. One whose row's pending record holds a later id, or whose row's
-// landing mark is at or past its id, is superseded, applied and cleared before, or
-// fenced: it can no longer land (see internal/store, writeback.go). Any other one may
-// still land: it is held until it is LandingTimeout old, then fenced; if it landed
-// meanwhile, it is held for the next batch.
-func (f *Flusher) sortOut(ctx context.Context, entries []store.JournalEntry) (batch, error) {
+// decodeBatch decodes a batch's entries (flush's step 1), each once: an entry may be
+// claimed again while held.
+func (f *Flusher) decodeBatch(entries []store.JournalEntry) batch {
 	b := batch{ids: make(map[string][]string)}
 	seen := make(map[string]bool, len(entries))
-	var ws []*write
 	for _, e := range entries {
 		if seen[e.Stream+" "+e.ID] {
 			continue // claimed again while held
@@ -137,11 +132,87 @@ func (f *Flusher) sortOut(ctx context.Context, entries []store.JournalEntry) (ba
 			b.dead = append(b.dead, w)
 			continue
 		}
-		ws = append(ws, w)
+		b.writes = append(b.writes, w)
 	}
-	live, fence, err := f.landed(ctx, ws)
-	if err != nil {
-		return b, err
+	return b
+}
+
+// writeKeys returns the keys of the rows ws write, each once, and for each the id of
+// its latest write in ws.
+func writeKeys(ws []*write) ([]keys.Key, []string) {
+	ks := make([]keys.Key, 0, len(ws))
+	latest := make([]string, 0, len(ws))
+	at := make(map[keys.Key]int, len(ws))
+	for _, w := range ws {
+		i, ok := at[w.key]
+		switch {
+		case !ok:
+			at[w.key] = len(ks)
+			ks = append(ks, w.key)
+			latest = append(latest, w.id)
+		case store.CompareIDs(w.id, latest[i]) > 0:
+			latest[i] = w.id
+		}
+	}
+	return ks, latest
+}
+
+// sorted is a batch's writes sorted out by sortOut.
+type sorted struct {
+	// rows holds the latest write of each row to apply, with a change.
+	rows []*write
+	// older holds writes superseded by a later one of the row in the batch that left
+	// a pending record of their own: under another schema version's key.
+	older []*write
+	// dead holds the latest writes of rows that have no change (it could not be
+	// decoded), to dead-letter.
+	dead []*write
+	// held holds the entries whose write has not landed yet.
+	held []store.JournalEntry
+	// abandoned holds the writes fenced because they did not land within
+	// LandingTimeout; superseded counts the writes superseded or applied before.
+	abandoned  []*write
+	superseded int
+}
+
+// sortOut sorts a batch's writes out by their rows' states (the state of the row of
+// key ks[i] is states[i]) and keeps the latest write of each row (see flush's step 2).
+//
+// Rows are told apart by their identity, not their key: during a rolling deploy two
+// schema versions may write the same row under different keys.
+//
+// An entry whose row's pending record holds its id has landed and is the row's
+// latest write. One whose row's pending record holds a later id, or whose row's
+// landing mark is at or past its id, is superseded, applied and cleared before, or
+// fenced: it can no longer land (see internal/store, writeback.go). Any other one may
+// still land: it is held until it is LandingTimeout old, then fenced; if it landed
+// meanwhile, it is held for the next batch.
+func (f *Flusher) sortOut(ctx context.Context, ws []*write, ks []keys.Key, states []store.RowState) (sorted, error) {
+	var s sorted
+	at := make(map[keys.Key]int, len(ks))
+	for i, k := range ks {
+		at[k] = i
+	}
+	live := make(map[*write]bool, len(ws))
+	var fence []*write
+	now := time.Now()
+	for _, w := range ws {
+		w.hold = false
+		st := states[at[w.key]]
+		switch {
+		case w.abandoned:
+			// fenced by an earlier attempt at this batch
+		case st.Version == w.id:
+			live[w] = true
+		case st.Version != "" && store.CompareIDs(st.Version, w.id) > 0,
+			st.Landed != "" && store.CompareIDs(st.Landed, w.id) >= 0,
+			f.hooks.AssumeLanded:
+			s.superseded++
+		case now.Sub(entryTime(w.id)) < f.opts.LandingTimeout:
+			w.hold = true
+		default:
+			fence = append(fence, w)
+		}
 	}
 	if len(fence) > 0 {
 		items := make([]store.Versioned, len(fence))
@@ -150,13 +221,11 @@ func (f *Flusher) sortOut(ctx context.Context, entries []store.JournalEntry) (ba
 		}
 		fenced, err := f.store.FenceEntries(ctx, items)
 		if err != nil {
-			return b, fmt.Errorf("writeback: fence entries that did not land: %w", err)
+			return s, fmt.Errorf("writeback: fence entries that did not land: %w", err)
 		}
 		for i, w := range fence {
 			if fenced[i] {
-				f.stats.abandoned.Add(1)
-				f.log.Warn("writeback: gave up on a write that did not land within LandingTimeout",
-					slog.String(attrKey, w.key.Value()), slog.String("entry", w.id))
+				w.abandoned = true
 			} else {
 				w.hold = true
 			}
@@ -164,72 +233,38 @@ func (f *Flusher) sortOut(ctx context.Context, entries []store.JournalEntry) (ba
 	}
 	latest := make(map[string]*write)
 	for _, w := range ws {
-		if w.hold {
-			b.held = append(b.held, w.entry)
+		switch {
+		case w.abandoned:
+			s.abandoned = append(s.abandoned, w)
 			continue
-		}
-		b.ids[w.entry.Stream] = append(b.ids[w.entry.Stream], w.id)
-		if !live[w] {
+		case w.hold:
+			s.held = append(s.held, w.entry)
+			continue
+		case !live[w]:
 			continue
 		}
 		if prev, ok := latest[w.row]; ok {
-			f.stats.superseded.Add(1)
+			s.superseded++
 			if store.CompareIDs(w.id, prev.id) < 0 {
-				b.older = append(b.older, w)
+				s.older = append(s.older, w)
 				continue
 			}
-			b.older = append(b.older, prev)
+			s.older = append(s.older, prev)
 		}
 		latest[w.row] = w
 	}
-	b.rows = make([]*write, 0, len(latest))
-	for _, w := range latest {
-		b.rows = append(b.rows, w)
-	}
 	// An older write under the latest's key needs nothing: the latest replaced its
 	// pending record. One under another schema version's key left a record of its own.
-	b.older = slices.DeleteFunc(b.older, func(w *write) bool { return w.key == latest[w.row].key })
-	slices.SortFunc(b.rows, func(a, b *write) int { return strings.Compare(a.row, b.row) })
-	return b, nil
-}
-
-// landed reads the state of the writes' rows and returns the writes that are their
-// row's pending write, and those to fence; it marks those to hold.
-func (f *Flusher) landed(ctx context.Context, ws []*write) (map[*write]bool, []*write, error) {
-	if len(ws) == 0 {
-		return nil, nil, nil
-	}
-	ks := make([]keys.Key, 0, len(ws))
-	at := make(map[keys.Key]int, len(ws))
-	for _, w := range ws {
-		if _, ok := at[w.key]; !ok {
-			at[w.key] = len(ks)
-			ks = append(ks, w.key)
+	s.older = slices.DeleteFunc(s.older, func(w *write) bool { return w.key == latest[w.row].key })
+	for _, w := range latest {
+		if w.change == nil {
+			s.dead = append(s.dead, w)
+		} else {
+			s.rows = append(s.rows, w)
 		}
 	}
-	states, err := f.store.RowStates(ctx, ks)
-	if err != nil {
-		return nil, nil, fmt.Errorf("writeback: check versions: %w", err)
-	}
-	live := make(map[*write]bool, len(ws))
-	var fence []*write
-	now := time.Now()
-	for _, w := range ws {
-		st := states[at[w.key]]
-		switch {
-		case st.Version == w.id:
-			live[w] = true
-		case st.Version != "" && store.CompareIDs(st.Version, w.id) > 0,
-			st.Landed != "" && store.CompareIDs(st.Landed, w.id) >= 0,
-			f.hooks.AssumeLanded:
-			f.stats.superseded.Add(1)
-		case now.Sub(entryTime(w.id)) < f.opts.LandingTimeout:
-			w.hold = true
-		default:
-			fence = append(fence, w)
-		}
-	}
-	return live, fence, nil
+	slices.SortFunc(s.rows, func(a, b *write) int { return strings.Compare(a.row, b.row) })
+	return s, nil
 }
 
 // entryTime returns the time of a journal entry's id: its milliseconds part.
@@ -237,20 +272,6 @@ func entryTime(id string) time.Time {
 	ms, _, _ := strings.Cut(id, "-")
 	n, _ := strconv.ParseInt(ms, 10, 64)
 	return time.UnixMilli(n)
-}
-
-// decoded returns the writes of live that have a change to apply, and moves those
-// that do not to the dead letters.
-func (b *batch) decoded(live []*write) []*write {
-	var todo []*write
-	for _, w := range live {
-		if w.change == nil {
-			b.dead = append(b.dead, w)
-		} else {
-			todo = append(todo, w)
-		}
-	}
-	return todo
 }
 
 // decode returns the write of a journal entry. A write whose change cannot be decoded
@@ -274,21 +295,30 @@ func (f *Flusher) decode(e store.JournalEntry) *write {
 	return w
 }
 
-// clear deletes the pending records of writes applied, or superseded, if they still
-// hold their version (flush's step 4), and with each the row's cached value, fence and
-// response epoch: readers go back to Postgres, which may hold the row in another form
-// than the one written (char(n) padded, timestamps to the microsecond, defaults and
-// triggers applied), as the invalidator's deletion of the commit would make them.
-func (f *Flusher) clear(ctx context.Context, ws []*write) error {
-	if len(ws) == 0 {
-		return nil
-	}
+// clearAndAck deletes the pending records of writes applied, or superseded, if they
+// still hold their version, and with each the row's cached value, fence and response
+// epoch: readers go back to Postgres, which may hold the row in another form than the
+// one written (char(n) padded, timestamps to the microsecond, defaults and triggers
+// applied), as the invalidator's deletion of the commit would make them. Then it
+// acknowledges the entries ids names (flush's step 4).
+func (f *Flusher) clearAndAck(ctx context.Context, ws []*write, ids map[string][]string) error {
 	items := make([]store.Versioned, len(ws))
 	for i, w := range ws {
 		items[i] = store.Versioned{Key: w.key, Version: w.id}
 	}
+	if f.hooks.AfterClear == nil {
+		if _, err := f.store.ClearAndAck(ctx, items, f.opts.Group, ids); err != nil {
+			return fmt.Errorf("writeback: clear pending records and acknowledge: %w", err)
+		}
+		return nil
+	}
+	// The hook runs between the two steps, which are then two round trips.
 	if _, err := f.store.ClearPending(ctx, items, true); err != nil {
 		return fmt.Errorf("writeback: clear pending records: %w", err)
+	}
+	testhooks.Run(f.hooks.AfterClear)
+	if err := f.store.AckJournals(ctx, f.opts.Group, ids); err != nil {
+		return fmt.Errorf("writeback: acknowledge: %w", err)
 	}
 	return nil
 }
@@ -309,61 +339,42 @@ func (f *Flusher) base(c Change, raw string) (*Change, error) {
 	return &b, nil
 }
 
-// current returns the rows whose pending record still holds their version.
-func (f *Flusher) current(ctx context.Context, rows []*write) ([]*write, error) {
-	if len(rows) == 0 {
-		return nil, nil
-	}
-	ks := make([]keys.Key, len(rows))
-	for i, w := range rows {
-		ks[i] = w.key
-	}
-	vers, err := f.store.PendingVersions(ctx, ks)
-	if err != nil {
-		return nil, fmt.Errorf("writeback: check versions: %w", err)
-	}
-	live := rows[:0:0]
-	for i, w := range rows {
-		if vers[i] == w.id {
-			live = append(live, w)
-		} else {
-			f.stats.superseded.Add(1)
-		}
-	}
-	return live, nil
-}
-
-// apply applies the rows in one transaction, retrying failures that are not the data's
-// fault. When the data is at fault it applies the rows one by one, so one bad row
-// does not hold up the others, and returns the rows that failed MaxAttempts times.
-func (f *Flusher) apply(ctx context.Context, rows []*write) (applied, dead []*write, err error) {
-	if len(rows) == 0 {
-		return nil, nil, nil
+// apply sorts the writes out and applies the rows to apply in one transaction (see
+// applyTx), retrying failures that are not the data's fault. When the data is at
+// fault it applies the rows one by one, so one bad row does not hold up the others,
+// and returns the rows that failed MaxAttempts times. pre, if not nil, are the states
+// of the writes' rows read before (testhooks.Flush.NoRecheck).
+func (f *Flusher) apply(ctx context.Context, ws []*write, pre []store.RowState) (s sorted, applied, dead []*write, err error) {
+	if len(ws) == 0 {
+		return s, nil, nil, nil
 	}
 	bo := f.backoff()
 	for {
-		ok, err := f.applyTx(ctx, rows)
+		s, err = f.applyTx(ctx, ws, pre)
 		if err == nil {
-			return ok, nil, nil
+			return s, s.rows, nil, nil
 		}
-		if permanent(err) {
-			if len(rows) > 1 {
-				f.failed("apply batch; applying its rows one by one", err, slog.Int(attrRows, len(rows)))
+		if permanent(err) && len(s.rows) > 0 {
+			if len(s.rows) > 1 {
+				f.failed("apply batch; applying its rows one by one", err, slog.Int(attrRows, len(s.rows)))
 			}
 			break
 		}
-		f.failed("apply batch", err, slog.Int(attrRows, len(rows)))
+		f.failed("apply batch", err, slog.Int(attrRows, len(ws)))
 		f.stats.retries.Add(1)
 		if err := retry.Wait(ctx, bo); err != nil {
-			return nil, nil, err
+			return s, nil, nil, err
 		}
 	}
-	for _, w := range rows {
+	// s is the batch's sorting out, made holding the rows' locks in the transaction
+	// that failed; each row is sorted out again in its own.
+	for _, w := range s.rows {
 		bo := f.backoff()
 		for {
-			ok, err := f.applyTx(ctx, []*write{w})
+			one, err := f.applyTx(ctx, []*write{w}, nil)
 			if err == nil {
-				applied = append(applied, ok...)
+				applied = append(applied, one.rows...)
+				s.superseded += one.superseded
 				break
 			}
 			if permanent(err) {
@@ -377,102 +388,82 @@ func (f *Flusher) apply(ctx context.Context, rows []*write) (applied, dead []*wr
 			f.failed("apply row", err, slog.String(attrKey, w.key.Value()))
 			f.stats.retries.Add(1)
 			if err := retry.Wait(ctx, bo); err != nil {
-				return nil, nil, err
+				return s, nil, nil, err
 			}
 		}
 	}
-	return applied, dead, nil
+	return s, applied, dead, nil
 }
 
-var errSuperseded = errors.New("writeback: rows superseded during the transaction")
-
-// applyTx writes the rows in one transaction and returns those it committed.
+// applyTx sorts the writes out and applies the rows to apply, in one transaction, and
+// returns the sorting out: its rows were committed. When it fails after the writes
+// were sorted out, the sorting out is returned with the error.
 //
-// The versions were checked before, but a newer write of a row may be journaled and
-// applied by another flusher meanwhile; committing this older one after it would put
-// the older row in Postgres for good. So the transaction first takes an advisory lock
-// per row (see lockRows), and the versions are checked again holding the locks,
-// while the statements run (see checkWhileApplying). A row whose version still matched then cannot have a newer
-// write applied before this commit: the newer write's flusher needs the lock, which
-// it gets after this commit, and it checks its own version only after it got it. Rows
-// that no longer match are dropped and the transaction is run again without them.
+// The transaction first takes an advisory lock per row (see lockRows), then reads the
+// rows' states and sorts the writes out (see sortOut), then runs the statements. A
+// newer write of a row may be journaled and applied by another flusher at any time;
+// committing an older one after it would put the older row in Postgres for good. A
+// row whose pending record held the write's version once the lock was held cannot
+// have a newer write applied before this commit: the newer write's flusher needs the
+// lock, which it gets after this commit, and it reads its own row's state only after
+// it got it. (testhooks.Flush.NoRecheck sorts the writes out by the states pre, read
+// before the locks, to show that the test of that order can fail.)
 //
 // The locks are advisory, not only the rows' own, because a DELETE does not wait for
 // an INSERT of the same key that has not committed: it deletes nothing and commits,
 // and the insert's commit then brings back a row whose deletion was acknowledged.
-func (f *Flusher) applyTx(ctx context.Context, rows []*write) ([]*write, error) {
-	for len(rows) > 0 {
-		stale := make(map[*write]bool)
-		op, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opts.ApplyTimeout)
-		err := f.db.WithContext(op).Transaction(func(tx *gorm.DB) error {
-			if err := lockRows(op, tx, rows); err != nil {
-				return err
-			}
-			live, err := f.checkWhileApplying(op, tx, rows)
-			if err != nil {
-				return err
-			}
-			if len(live) == len(rows) {
-				testhooks.Run(f.hooks.BeforeCommit)
-				return nil
-			}
-			for _, w := range rows {
-				stale[w] = true
-			}
-			for _, w := range live {
-				delete(stale, w)
-			}
-			return errSuperseded
-		})
-		cancel()
-		if errors.Is(err, errSuperseded) {
-			rows = slices.DeleteFunc(slices.Clone(rows), func(w *write) bool { return stale[w] })
-			continue
+func (f *Flusher) applyTx(ctx context.Context, ws []*write, pre []store.RowState) (sorted, error) {
+	var s sorted
+	op, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.opts.ApplyTimeout)
+	defer cancel()
+	ks, latest := writeKeys(ws)
+	err := f.db.WithContext(op).Transaction(func(tx *gorm.DB) error {
+		if err := lockRows(op, tx, ws); err != nil {
+			return err
 		}
-		if err != nil {
-			return nil, err
+		states := pre
+		if states == nil {
+			var err error
+			if states, err = f.store.RowStates(op, ks, latest); err != nil {
+				return fmt.Errorf("writeback: check versions: %w", err)
+			}
 		}
-		return rows, nil
-	}
-	return nil, nil
+		var err error
+		if s, err = f.sortOut(op, ws, ks, states); err != nil {
+			return err
+		}
+		testhooks.Run(f.hooks.AfterSort)
+		if len(s.rows) == 0 {
+			return nil
+		}
+		changes := make([]*Change, len(s.rows))
+		for i, w := range s.rows {
+			changes[i] = w.change
+		}
+		if err := applyChanges(op, tx, changes); err != nil {
+			return err
+		}
+		testhooks.Run(f.hooks.BeforeCommit)
+		return nil
+	})
+	return s, err
 }
 
-// checkWhileApplying runs the rows' statements on tx and, at the same time, reads
-// which rows are still current (see current): Redis answers while Postgres works. The
-// check needs only the rows' locks, taken before (see applyTx): a newer write's flusher
-// waits for them, whatever the statements do.
-func (f *Flusher) checkWhileApplying(ctx context.Context, tx *gorm.DB, rows []*write) ([]*write, error) {
-	var (
-		live     []*write
-		checkErr error
-	)
-	checked := make(chan struct{})
-	go func() {
-		defer close(checked)
-		if f.hooks.NoRecheck {
-			live = rows
-			return
-		}
-		live, checkErr = f.current(ctx, rows)
-	}()
-	changes := make([]*Change, len(rows))
-	for i, w := range rows {
-		changes[i] = w.change
+// lockRows takes a transaction-scoped advisory lock on the row of each write, named by
+// the 64-bit FNV-1a hash of its identity, in the order of the rows' identities (so
+// concurrent flushers lock in the same order; a deadlock all the same is retried).
+// Rows whose hashes collide share a lock, which costs only waiting.
+func lockRows(ctx context.Context, tx *gorm.DB, ws []*write) error {
+	rows := make([]string, len(ws))
+	for i, w := range ws {
+		rows[i] = w.row
 	}
-	err := applyChanges(ctx, tx, changes)
-	<-checked
-	return live, cmp.Or(err, checkErr)
-}
-
-// lockRows takes a transaction-scoped advisory lock on each row, named by the 64-bit
-// FNV-1a hash of its identity, in the rows' order (sorted, so concurrent flushers
-// lock in the same order; a deadlock all the same is retried). Rows whose hashes
-// collide share a lock, which costs only waiting.
-func lockRows(ctx context.Context, tx *gorm.DB, rows []*write) error {
+	slices.Sort(rows)
+	rows = slices.Compact(rows)
 	ids := make([]int64, len(rows))
-	for i, w := range rows {
+	for i, r := range rows {
 		h := fnv.New64a()
-		h.Write([]byte(w.row))
+		h.Write([]byte(r))
 		ids[i] = int64(h.Sum64())
 	}
 	_, err := tx.Statement.ConnPool.ExecContext(ctx,

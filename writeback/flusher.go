@@ -181,7 +181,8 @@ const (
 )
 
 // Run reads the journal and applies its writes until ctx ends, then applies the
-// entries it holds (within ShutdownTimeout) and returns nil; it returns an error only
+// entries it holds (within ShutdownTimeout) and returns nil (a wait for new entries
+// ends with ctx: see store.JournalReader); it returns an error only
 // when that last flush fails (its entries stay pending, for this consumer or another
 // flusher to claim). Failures while running are logged, counted and retried with
 // capped, jittered backoff.
@@ -195,7 +196,8 @@ const (
 func (f *Flusher) Run(ctx context.Context) error {
 	f.hooks = testhooks.FlushFrom(ctx)
 	bo := f.backoff()
-	r := &reader{own: true}
+	r := &reader{own: true, journal: f.store.NewJournalReader(f.hooks.NoUnblock)}
+	defer func() { _ = r.journal.Close() }()
 	needGroup := true
 	var fl *inflight // the batch being applied, nil for none
 	for ctx.Err() == nil {
@@ -301,8 +303,10 @@ func (f *Flusher) createGroups(ctx context.Context) error {
 
 // reader is where Run is in the journal, and the batch it holds.
 type reader struct {
-	held  []store.JournalEntry
-	since time.Time // when the first held entry was read
+	// journal makes Run's blocking reads, which end when Run's context does.
+	journal *store.JournalReader
+	held    []store.JournalEntry
+	since   time.Time // when the first held entry was read
 	// own is set while this consumer's unacknowledged entries are to be read first
 	// (after a start, or a failed flush).
 	own bool
@@ -348,7 +352,7 @@ func (f *Flusher) read(ctx context.Context, r *reader, wait bool) error {
 			block = time.Until(r.since.Add(f.opts.FlushInterval))
 		}
 		block = max(min(block, time.Until(r.nextClaim)), time.Millisecond)
-		got, err = f.store.ReadJournals(ctx, f.streams, f.opts.Group, f.opts.Consumer, f.perStream(room), block, false)
+		got, err = r.journal.Read(ctx, f.streams, f.opts.Group, f.opts.Consumer, f.perStream(room), block, false)
 	}
 	if err != nil || len(got) == 0 {
 		return err

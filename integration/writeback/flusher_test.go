@@ -494,3 +494,89 @@ func testZeroKey(t *testing.T, top topology) {
 		t.Fatalf("Save with a zero key: %v, want ErrZeroKey", err)
 	}
 }
+
+// TestRunStopsPromptly: Run returns soon after its context ends even while it waits
+// for new journal entries, here with FlushInterval and ClaimAfter so long that its
+// blocking read of the journal would otherwise last a minute: Redis ends the read
+// (CLIENT UNBLOCK, see store.JournalReader). The control (testhooks.Flush.NoUnblock)
+// leaves the read to run out its time: Run has not returned seconds after the
+// cancel, until the test unblocks the read itself. (On a Cluster reads of the journal
+// do not block in Redis: nothing to test there.)
+func TestRunStopsPromptly(t *testing.T) {
+	for _, control := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unblocked", true: "control-no-unblock"}[control], func(t *testing.T) {
+			t.Parallel()
+			runStopsPromptly(t, control)
+		})
+	}
+}
+
+func runStopsPromptly(t *testing.T, control bool) {
+	e := newEnv(t, single)
+	// The flusher's connections carry a name of their own, to find its blocked read
+	// among those of the tests running in parallel.
+	name := "stop-" + e.prefix
+	rdb := redis.NewClient(&redis.Options{Addr: e.redisAddrs[0], ClientName: name})
+	t.Cleanup(func() { rdb.Close() })
+	f, err := writeback.NewFlusher(e.db, rdb, writeback.FlusherOptions{
+		Prefix: e.prefix, FlushInterval: time.Minute, ClaimAfter: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := func() ([]int64, error) {
+		list, err := e.rdb.ClientList(context.Background()).Result()
+		if err != nil {
+			return nil, err
+		}
+		var ids []int64
+		for _, line := range strings.Split(list, "\n") {
+			fields := make(map[string]string)
+			for _, kv := range strings.Fields(line) {
+				k, v, _ := strings.Cut(kv, "=")
+				fields[k] = v
+			}
+			if fields["name"] == name && fields["cmd"] == "xreadgroup" && strings.Contains(fields["flags"], "b") {
+				var id int64
+				if _, err := fmt.Sscan(fields["id"], &id); err == nil {
+					ids = append(ids, id)
+				}
+			}
+		}
+		return ids, nil
+	}
+	ctx, cancel := context.WithCancel(testhooks.WithFlush(context.Background(), &testhooks.Flush{NoUnblock: control}))
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	err = poll(20*time.Second, func() (bool, error) {
+		ids, err := blocked()
+		return len(ids) > 0, err
+	})
+	cancel()
+	if err != nil {
+		t.Fatalf("the flusher did not block reading the journal: %v", err)
+	}
+	if control {
+		select {
+		case err := <-done:
+			t.Fatalf("control: Run returned (%v) while its read of the journal was blocked", err)
+		case <-time.After(2 * time.Second):
+		}
+		ids, err := blocked()
+		if err != nil || len(ids) == 0 {
+			t.Fatalf("control: the flusher's read is no longer blocked (%v)", err)
+		}
+		for _, id := range ids {
+			if err := e.rdb.ClientUnblock(context.Background(), id).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return within 30s of its context's end; its read of the journal blocks for a minute")
+	}
+}

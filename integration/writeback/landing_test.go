@@ -36,7 +36,7 @@ func testEntryBeforeItsWrite(t *testing.T, top topology) {
 			fh := &testhooks.Flush{
 				AssumeLanded: control,
 				AfterRead:    func(int) { read.Store(true) },
-				BeforeApply: func() {
+				AfterSort: func() {
 					if read.Load() {
 						sorted.Add(1)
 					}

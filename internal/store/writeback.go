@@ -560,15 +560,21 @@ func (s *Store) ReadJournals(ctx context.Context, streams []string, group, consu
 	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
 		return s.readEach(ctx, streams, group, consumer, id, count, block)
 	}
+	return readGroup(ctx, s.rdb, s.timeout, streams, group, consumer, count, block, id)
+}
+
+// readGroup is one XREADGROUP of every stream on c, from id, blocking up to block
+// (-1: not at all), bounded by block and timeout (at least a second).
+func readGroup(ctx context.Context, c redis.Cmdable, timeout time.Duration, streams []string, group, consumer string, count int, block time.Duration, id string) ([]JournalEntry, error) {
 	args := make([]string, 0, 2*len(streams))
 	args = append(args, streams...)
 	for range streams {
 		args = append(args, id)
 	}
-	wait := max(block, 0) + max(s.timeout, time.Second)
+	wait := max(block, 0) + max(timeout, time.Second)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: group, Consumer: consumer, Streams: args, Count: int64(count), Block: block,
 	}).Result()
 	if err == redis.Nil {
@@ -582,6 +588,106 @@ func (s *Store) ReadJournals(ctx context.Context, streams []string, group, consu
 		out = append(out, journalEntries(st.Stream, st.Messages)...)
 	}
 	return out, nil
+}
+
+// JournalReader reads the journal for one flusher, as ReadJournals does, but ends a
+// blocking read as soon as its context ends. go-redis does not watch a context while
+// it waits for a reply (it only takes the socket deadline from the context's
+// deadline), and cutting the read short by a deadline or by closing the connection
+// would lose the reply under way. So on a single Redis a blocking read is made on a
+// connection of the reader's own, whose client id it knows, and when the context ends
+// another connection sends CLIENT UNBLOCK for that id: Redis answers the read as if
+// its time ran out, the reply is read whole, and the connection stays in step for
+// the next read. (On a Cluster reads do not block in Redis; see ReadJournals.) Not
+// safe for concurrent use; Close it when done.
+type JournalReader struct {
+	s    *Store
+	conn *redis.Conn // nil until a blocking read needs it, and after a failure
+	id   int64       // conn's client id
+	// plain is set once the server refused CLIENT ID (an ACL): reads block as
+	// ReadJournals does.
+	plain bool
+	// noUnblock, set by a test hook, leaves blocking reads to run out their time.
+	noUnblock bool
+}
+
+// unblockEvery is how often a reader whose context ended asks again for its read to be
+// unblocked while the read has not reached Redis yet.
+const unblockEvery = 5 * time.Millisecond
+
+// NewJournalReader returns a reader of the journal; noUnblock makes it leave blocking
+// reads alone when their context ends (testhooks.Flush.NoUnblock).
+func (s *Store) NewJournalReader(noUnblock bool) *JournalReader {
+	return &JournalReader{s: s, noUnblock: noUnblock}
+}
+
+// Read is ReadJournals, returning nothing as soon as ctx ends during a blocking read.
+func (r *JournalReader) Read(ctx context.Context, streams []string, group, consumer string, count int, block time.Duration, own bool) ([]JournalEntry, error) {
+	c, single := r.s.rdb.(*redis.Client)
+	if !single || own || block <= 0 || r.plain || r.noUnblock {
+		return r.s.ReadJournals(ctx, streams, group, consumer, count, block, own)
+	}
+	if ctx.Err() != nil {
+		return nil, nil
+	}
+	if r.conn == nil {
+		cctx, cancel := r.s.ctx(ctx)
+		conn := c.Conn()
+		id, err := conn.ClientID(cctx).Result()
+		cancel()
+		if err != nil {
+			_ = conn.Close()
+			if strings.Contains(err.Error(), "NOPERM") {
+				r.plain = true
+				return r.s.ReadJournals(ctx, streams, group, consumer, count, block, own)
+			}
+			return nil, fmt.Errorf("store: read journal: client id: %w", err)
+		}
+		r.conn, r.id = conn, id
+	}
+	read := make(chan struct{})
+	unblocking := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(unblocking)
+		t := time.NewTicker(unblockEvery)
+		defer t.Stop()
+		for {
+			uctx, cancel := r.s.ctx(context.Background())
+			n, err := c.ClientUnblock(uctx, r.id).Result()
+			cancel()
+			if n == 1 || err != nil {
+				return // unblocked; or refused, and the read runs out its time
+			}
+			select { // the read has not reached Redis yet, or has returned
+			case <-read:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	// Not ctx: go-redis would not cut the read short, but it could give up waiting
+	// for the reader's connection, which no one else uses.
+	out, err := readGroup(context.WithoutCancel(ctx), r.conn, r.s.timeout, streams, group, consumer, count, block, ">")
+	close(read)
+	if !stop() {
+		<-unblocking
+	}
+	if err != nil {
+		_ = r.conn.Close() // removed from the pool when its reply was not read
+		r.conn = nil
+		return nil, err
+	}
+	return out, nil
+}
+
+// Close returns the reader's connection to the pool.
+func (r *JournalReader) Close() error {
+	if r.conn == nil {
+		return nil
+	}
+	err := r.conn.Close()
+	r.conn = nil
+	return err
 }
 
 // pollWait is the longest a read of the journal on a Cluster waits before it reads
@@ -671,40 +777,49 @@ func splitID(id string) (ms, seq uint64) {
 	return ms, seq
 }
 
-// ackScript acknowledges entries (ARGV[2..]) of group ARGV[1] and trims the journal
-// below the oldest entry any group still needs: its oldest unacknowledged entry, or,
-// when it has none, the entry after the last one it was given. Entries past that were
-// never delivered, and entries a consumer holds are never trimmed, so no group loses
-// an entry it has not acknowledged. (Deleting each acknowledged entry with XDEL costs
-// about three times as much as the rest of the acknowledgement.)
-var ackScript = redis.NewScript(idLua + `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local acked = 0
-for i = 2, #ARGV, 1000 do
-  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-local minms, minseq
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, last
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+// ackLua defines ack(stream, group, first, last): it acknowledges the entries
+// ARGV[first..last] of group in stream and trims the stream below the oldest entry any
+// group still needs: its oldest unacknowledged entry, or, when it has none, the entry
+// after the last one it was given. Entries past that were never delivered, and entries
+// a consumer holds are never trimmed, so no group loses an entry it has not
+// acknowledged. (Deleting each acknowledged entry with XDEL costs about three times as
+// much as the rest of the acknowledgement.) It returns how many it acknowledged.
+const ackLua = idLua + `
+local function ack(stream, group, first, last)
+  if redis.call('EXISTS', stream) == 0 then return 0 end
+  local acked = 0
+  for i = first, last, 1000 do
+    acked = acked + redis.call('XACK', stream, group, unpack(ARGV, i, math.min(i + 999, last)))
   end
-  local ms, seq
-  local p = redis.call('XPENDING', KEYS[1], name)
-  if p[2] then
-    ms, seq = parse(p[2])
-  else
-    ms, seq = parse(last)
-    seq = seq + 1
+  local minms, minseq
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local name, lastid
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then lastid = g[i + 1] end
+    end
+    local ms, seq
+    local p = redis.call('XPENDING', stream, name)
+    if p[2] then
+      ms, seq = parse(p[2])
+    else
+      ms, seq = parse(lastid)
+      seq = seq + 1
+    end
+    if not minms or ms < minms or ms == minms and seq < minseq then
+      minms, minseq = ms, seq
+    end
   end
-  if not minms or ms < minms or ms == minms and seq < minseq then
-    minms, minseq = ms, seq
+  if minms then
+    redis.call('XTRIM', stream, 'MINID', string.format('%d-%d', minms, minseq))
   end
+  return acked
 end
-if minms then
-  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', minms, minseq))
-end
-return acked
+`
+
+// ackScript acknowledges entries (ARGV[2..]) of group ARGV[1] in the stream KEYS[1]
+// and trims it (see ackLua).
+var ackScript = redis.NewScript(ackLua + `
+return ack(KEYS[1], ARGV[1], 2, #ARGV)
 `)
 
 // AckJournals acknowledges journal entries, given by stream, and trims each stream of
@@ -786,13 +901,20 @@ func (s *Store) JournalStreams(ctx context.Context, p keys.Prefix) ([]string, er
 	return out, nil
 }
 
-// statesScript returns, for each row (KEYS: P and L of each), the version its pending
-// record holds and its landing mark, "" for none.
+// statesScript returns, for each row (KEYS: P and L of each; ARGV: the id of each
+// row's latest write the caller knows of), the version its pending record holds and
+// its landing mark, "" for none; the landing mark only when the pending record does
+// not hold that id (it is not needed then, and reading it costs a call a row).
 var statesScript = redis.NewScript(`
 local out = {}
 for i = 1, #KEYS, 2 do
-  out[i] = redis.call('HGET', KEYS[i], 'v') or ''
-  out[i + 1] = redis.call('GET', KEYS[i + 1]) or ''
+  local v = redis.call('HGET', KEYS[i], 'v') or ''
+  out[i] = v
+  if v == ARGV[(i + 1) / 2] then
+    out[i + 1] = ''
+  else
+    out[i + 1] = redis.call('GET', KEYS[i + 1]) or ''
+  end
 end
 return out
 `)
@@ -801,21 +923,26 @@ return out
 type RowState struct {
 	// Version is the journal entry id of the row's pending write, "" for none.
 	Version string
-	// Landed is the row's landing mark (see keys.Key.Landed), "" for none.
+	// Landed is the row's landing mark (see keys.Key.Landed), "" for none; not read
+	// (so "") when Version is the id the caller gave for the row.
 	Landed string
 }
 
-// RowStates returns the state of each row, as PendingVersions reads versions.
-func (s *Store) RowStates(ctx context.Context, ks []keys.Key) ([]RowState, error) {
+// RowStates returns the state of each row ks names, as PendingVersions reads versions;
+// latest[i] is the id of the latest write of row ks[i] the caller knows of: when the
+// row's pending record holds it, its landing mark is not read.
+func (s *Store) RowStates(ctx context.Context, ks []keys.Key, latest []string) ([]RowState, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	groups := s.slotGroups(ks)
 	cmds, err := s.evalShaMany(ctx, statesScript, len(groups), func(g int) ([]string, []any) {
 		pk := make([]string, 0, 2*len(groups[g]))
+		args := make([]any, 0, len(groups[g]))
 		for _, i := range groups[g] {
 			pk = append(pk, ks[i].Pending(), ks[i].Landed())
+			args = append(args, latest[i])
 		}
-		return pk, nil
+		return pk, args
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: read %d rows' write-back state: %w", len(ks), err)
@@ -966,24 +1093,55 @@ func (s *Store) slotGroups(ks []keys.Key) [][]int {
 	return groups
 }
 
-// clearScript deletes each row's P if it still records the version given for it;
-// with ARGV[1] = "1" it also deletes the row's V, F and D (keys.Key.Deps), so readers
-// and cached HTTP responses go back to Postgres. KEYS: P, V, F, D of each row;
-// ARGV[1 + i]: row i's version. It returns 1 or 0 per row.
-var clearScript = redis.NewScript(`
-local out = {}
-for i = 1, #ARGV - 1 do
-  local p = KEYS[4 * i - 3]
-  if redis.call('HGET', p, 'v') == ARGV[i + 1] then
-    if ARGV[1] == '1' then
-      redis.call('DEL', p, KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i])
+// clearLua defines clear(n, flag, first): it deletes the P of each of the n rows whose
+// keys are KEYS[4i-3..4i] (P, V, F, D) if P still records the version ARGV[first + i -
+// 1]; with flag "1" also the row's V, F and D (keys.Key.Deps), so readers and cached
+// HTTP responses go back to Postgres. It returns 1 or 0 per row. The keys are deleted
+// at the end, by a few DELs of many keys each: a DEL per row costs as much again in
+// the script's calls as in the deletions.
+const clearLua = `
+local function clear(n, flag, first)
+  local out, del = {}, {}
+  for i = 1, n do
+    local p = KEYS[4 * i - 3]
+    if redis.call('HGET', p, 'v') == ARGV[first + i - 1] then
+      del[#del + 1] = p
+      if flag == '1' then
+        del[#del + 1] = KEYS[4 * i - 2]
+        del[#del + 1] = KEYS[4 * i - 1]
+        del[#del + 1] = KEYS[4 * i]
+      end
+      out[i] = 1
     else
-      redis.call('DEL', p)
+      out[i] = 0
     end
-    out[i] = 1
-  else
-    out[i] = 0
   end
+  for i = 1, #del, 1000 do
+    redis.call('DEL', unpack(del, i, math.min(i + 999, #del)))
+  end
+  return out
+end
+`
+
+// clearScript runs clear (see clearLua) for every row of KEYS: ARGV[1] is the flag,
+// ARGV[1 + i] row i's version.
+var clearScript = redis.NewScript(clearLua + `
+return clear(#KEYS / 4, ARGV[1], 2)
+`)
+
+// clearAckScript clears the pending records of n rows, invalidating them (clearLua
+// with flag "1"), then acknowledges journal entries and trims their streams (ackLua),
+// in one script on a single Redis. KEYS: P, V, F, D of each row, then the streams.
+// ARGV: n, the group, the n rows' versions, then for each stream the number of its
+// entries and their ids. It returns clear's reply.
+var clearAckScript = redis.NewScript(ackLua + clearLua + `
+local n = tonumber(ARGV[1])
+local out = clear(n, '1', 3)
+local a = 3 + n
+for j = 4 * n + 1, #KEYS do
+  local c = tonumber(ARGV[a])
+  if c > 0 then ack(KEYS[j], ARGV[2], a + 1, a + c) end
+  a = a + c + 1
 end
 return out
 `)
@@ -1037,6 +1195,62 @@ func (s *Store) ClearPending(ctx context.Context, items []Versioned, invalidate 
 		for j, i := range groups[g] {
 			out[i] = ns[j] == 1
 		}
+	}
+	return out, nil
+}
+
+// ClearAndAck is ClearPending of items with invalidate set, then AckJournals of ids:
+// on a single Redis in one script, so that a batch's acknowledgement costs one round
+// trip; on a Cluster, where rows and journal shards are in different slots, the two
+// one after the other. Either way the pending records are cleared before the entries
+// are acknowledged: a flusher that stops between the two leaves the entries to be
+// applied again, never a pending record whose entry is gone.
+func (s *Store) ClearAndAck(ctx context.Context, items []Versioned, group string, ids map[string][]string) ([]bool, error) {
+	if _, cluster := s.rdb.(*redis.ClusterClient); cluster || len(items) == 0 {
+		out, err := s.ClearPending(ctx, items, true)
+		if err != nil {
+			return nil, err
+		}
+		return out, s.AckJournals(ctx, group, ids)
+	}
+	streams := make([]string, 0, len(ids))
+	nids := 0
+	for st, l := range ids {
+		if len(l) > 0 {
+			streams = append(streams, st)
+			nids += len(l)
+		}
+	}
+	ks := make([]string, 0, 4*len(items)+len(streams))
+	args := make([]any, 0, 2+len(items)+len(streams)+nids)
+	args = append(args, len(items), group)
+	for _, it := range items {
+		ks = append(ks, it.Key.Pending(), it.Key.Value(), it.Key.Fence(), it.Key.Deps())
+		args = append(args, it.Version)
+	}
+	for _, st := range streams {
+		ks = append(ks, st)
+		args = append(args, len(ids[st]))
+		for _, id := range ids[st] {
+			args = append(args, id)
+		}
+	}
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var cmd *redis.Cmd
+	err := s.pipelined(ctx, func(p redis.Pipeliner) {
+		cmd = clearAckScript.EvalSha(ctx, p, ks, args...)
+	}, clearAckScript)
+	if err != nil {
+		return nil, fmt.Errorf("store: clear %d pending records and ack %d journal entries: %w", len(items), nids, err)
+	}
+	ns, err := cmd.Int64Slice()
+	if err != nil || len(ns) != len(items) {
+		return nil, fmt.Errorf("store: clear pending records: reply %v, %v", ns, err)
+	}
+	out := make([]bool, len(items))
+	for i, n := range ns {
+		out[i] = n == 1
 	}
 	return out, nil
 }

@@ -168,8 +168,13 @@ func NearFixedMasters(ctx context.Context) bool {
 type Flush struct {
 	// AfterRead runs after entries were read or claimed; held is the batch so far.
 	AfterRead func(held int)
-	// BeforeApply runs after a batch's versions were checked, before its transaction.
+	// BeforeApply runs after a batch was decoded, before its transaction (which takes
+	// its rows' locks and then checks their versions).
 	BeforeApply func()
+	// AfterSort runs inside a batch's transaction (or a row's, when a batch is applied
+	// row by row), after its writes were sorted out by their rows' state, before its
+	// statements.
+	AfterSort func()
 	// BeforeCommit runs inside a batch's transaction, after its statements ran and its
 	// versions matched, before the commit.
 	BeforeCommit func()
@@ -191,10 +196,15 @@ type Flush struct {
 	// wait for another flusher's claim (ClaimAfter). It shows that the test of that
 	// read can fail.
 	ForgetFailed bool
-	// NoRecheck makes the flusher commit a batch without checking its rows' versions
-	// again in the transaction, holding their locks: it shows that the test of that
-	// check can fail.
+	// NoRecheck makes the flusher check a batch's versions before its transaction
+	// (before BeforeApply), as it once did first, and commit without checking them in
+	// the transaction, holding the rows' locks: it shows that the test of that check
+	// can fail.
 	NoRecheck bool
+	// NoUnblock makes the flusher leave its blocking read of the journal to run out
+	// its time when Run's context ends, instead of having Redis end it (see
+	// store.JournalReader): it shows that the test of Run's prompt return can fail.
+	NoUnblock bool
 	// NoReadAhead makes the flusher wait for the batch it applies before it reads
 	// again, so that entries journaled meanwhile go to another flusher of the group.
 	NoReadAhead bool
