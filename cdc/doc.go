@@ -75,7 +75,7 @@
 // what was received but not handled is never confirmed, and is delivered again after
 // an error. A [BatchHandler] takes every transaction waiting in one call. Within a
 // transaction of more than 256 changes, which nobody waits for before its commit, the
-// receiver reads the socket lazily (200µs after a read that found little), so that a
+// receiver reads the socket lazily (1ms after a read that found little), so that a
 // read takes many changes rather than each its own system call.
 //
 // # Gaps
