@@ -31,7 +31,7 @@
 // A handler is given committed transactions that are also visible: before it hands a
 // batch over, the Stream reads the server's snapshot (pg_current_snapshot(), on a
 // normal connection it opens beside the replication one for each session) and waits,
-// asking again after 1ms, doubling up to 50ms, until no transaction of the batch is
+// asking again after 250µs, doubling up to 50ms, until no transaction of the batch is
 // running in it. Postgres writes a commit to WAL, where the walsender decodes and
 // streams it, before the committing backend leaves the ProcArray (after it waited for
 // synchronous standbys, if any): in between, new snapshots still see the transaction
@@ -75,7 +75,7 @@
 // what was received but not handled is never confirmed, and is delivered again after
 // an error. A [BatchHandler] takes every transaction waiting in one call. Within a
 // transaction of more than 256 changes, which nobody waits for before its commit, the
-// receiver reads the socket lazily (200µs after a read that found little), so that a
+// receiver reads the socket lazily (1ms after a read that found little), so that a
 // read takes many changes rather than each its own system call.
 //
 // # Gaps

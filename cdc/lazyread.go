@@ -20,11 +20,20 @@ import (
 // and a backlog of small transactions is received as a large one is, with longer
 // waits (backlogReadWait) and reads of up to readBuffer bytes: a read per some hundred
 // changes rather than per few.
+//
+// Each wait and read costs the worker's process a wake-up, a system call and the
+// scheduler's look for other work, which a profile of the backlog showed to be most of
+// its CPU, beside decoding and deleting. The waits are as long as the kernel's socket
+// buffer can hold what the walsender sends meanwhile (at 100,000 changes a second of
+// some hundred bytes each, 4ms is 400 changes, some tens of KB, of a buffer the kernel
+// grows to megabytes), and a read that fills half of readBuffer is followed by one at
+// once. The wait after a large transaction's commit arrived is at most lazyReadWait:
+// the latency a transaction of more than lazyAfterChanges changes may gain.
 const (
 	lazyAfterChanges = 256
-	lazyReadWait     = 200 * time.Microsecond
-	backlogReadWait  = time.Millisecond
-	readBuffer       = 64 << 10
+	lazyReadWait     = time.Millisecond
+	backlogReadWait  = 4 * time.Millisecond
+	readBuffer       = 256 << 10
 	// backlogSlack: some seconds of WAL at the rate of single-row commits that
 	// invalidation keeps up with, so that a stream that keeps up is never taken for
 	// one that is behind; a backlog of small transactions is many times that.

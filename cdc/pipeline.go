@@ -37,6 +37,10 @@ type pipeline struct {
 	serverEnd atomic.Uint64
 	// gatherWait: see take; a test sets it longer.
 	gatherWait time.Duration
+	// gathered: while take gathers a backlog, the changes it holds; -1 otherwise. put
+	// wakes it only when what it holds and the queue reach gatherChanges, or a
+	// transaction that is not behind arrives, rather than for every transaction.
+	gathered int
 }
 
 const (
@@ -51,7 +55,7 @@ const (
 )
 
 func newPipeline(confirmed LSN) *pipeline {
-	return &pipeline{confirmed: confirmed, ready: make(chan struct{}, 1), room: make(chan struct{}, 1), gatherWait: gatherWait}
+	return &pipeline{confirmed: confirmed, ready: make(chan struct{}, 1), room: make(chan struct{}, 1), gatherWait: gatherWait, gathered: -1}
 }
 
 func signal(c chan struct{}) {
@@ -73,7 +77,9 @@ func (p *pipeline) put(tx *Tx) bool {
 	p.changes += len(tx.Changes)
 	p.rowBytes += tx.rowBytes
 	p.pending++
-	signal(p.ready)
+	if p.gathered < 0 || p.gathered+p.changes >= gatherChanges || len(p.queue) >= maxQueuedTxs || !p.behind(tx.EndLSN) {
+		signal(p.ready)
+	}
 	return true
 }
 
@@ -99,8 +105,10 @@ func (p *pipeline) take(ctx context.Context) ([]*Tx, error) {
 			if timeout == nil {
 				t := time.NewTimer(p.gatherWait)
 				defer t.Stop()
+				defer p.gather(-1)
 				timeout = t.C
 			}
+			p.gather(changes)
 		}
 		select {
 		case <-ctx.Done():
@@ -120,6 +128,13 @@ const (
 	gatherWait    = 10 * time.Millisecond
 	gatherChanges = 8192
 )
+
+// gather records the changes take holds while it gathers, or -1 once it stopped.
+func (p *pipeline) gather(changes int) {
+	p.mu.Lock()
+	p.gathered = changes
+	p.mu.Unlock()
+}
 
 // takeQueued removes every queued transaction and returns them appended to txs, and
 // changes plus the number of their changes.

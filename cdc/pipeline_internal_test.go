@@ -162,3 +162,44 @@ func TestTakeGathersWhileBehind(t *testing.T) {
 		t.Fatalf("take = %d transactions, %v; want the one queued, at once", len(txs), err)
 	}
 }
+
+// TestPutWakesGatheringTake: while take gathers a backlog, put wakes it only once what
+// it holds and the queue reach gatherChanges, or for a transaction that is not behind;
+// otherwise, for every transaction.
+func TestPutWakesGatheringTake(t *testing.T) {
+	p := newPipeline(0)
+	p.sawServerEnd(100 * backlogSlack)
+	woken := func() bool {
+		select {
+		case <-p.ready:
+			return true
+		default:
+			return false
+		}
+	}
+	p.put(txOf(1, 1))
+	if !woken() {
+		t.Fatal("a put did not wake a take that is not gathering")
+	}
+	p.takeQueued(nil, 0)
+	p.gather(1)
+	p.put(txOf(10, 2))
+	if woken() {
+		t.Fatal("a put of a small transaction behind woke a gathering take")
+	}
+	p.put(txOf(gatherChanges-11, 3))
+	if !woken() {
+		t.Fatal("a put that brought the gathered changes to gatherChanges did not wake take")
+	}
+	p.takeQueued(nil, 0)
+	p.put(txOf(1, 100*backlogSlack)) // caught up
+	if !woken() {
+		t.Fatal("a put of a transaction that is not behind did not wake a gathering take")
+	}
+	p.takeQueued(nil, 0)
+	p.gather(-1)
+	p.put(txOf(1, 4))
+	if !woken() {
+		t.Fatal("a put did not wake take once it stopped gathering")
+	}
+}

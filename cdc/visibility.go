@@ -25,9 +25,12 @@ import (
 // commit. So the Stream hands a batch to the handler only once a snapshot taken after
 // the batch was received sees every transaction of it as finished.
 
-// Bounds of the wait between two looks at the server's snapshot.
+// Bounds of the wait between two looks at the server's snapshot. The first is short:
+// a commit the worker received before its backend left the ProcArray usually ends
+// within microseconds, and every change of the batch waits for the second look: the
+// first wait adds to the invalidation lag of the commits that meet one.
 const (
-	visibleFirstWait = time.Millisecond
+	visibleFirstWait = 250 * time.Microsecond
 	visibleMaxWait   = 50 * time.Millisecond
 	// visibleWarnAfter: a transaction still invisible this long is logged, once, since
 	// invalidation waits for it (a synchronous standby that does not confirm, say).
@@ -110,7 +113,7 @@ func (snap snapshot) firstRunning(xids []uint32) (uint32, bool) {
 // awaitVisible returns nil once a snapshot of the server, read on conn (a normal
 // connection, not the replication one), sees every transaction of txs that has
 // changes as ended, which is when new snapshots see its changes; it asks again, after
-// a wait that doubles from 1ms up to 50ms (with jitter), until then. It returns ctx's error when ctx
+// a wait that doubles from 250µs up to 50ms (with jitter), until then. It returns ctx's error when ctx
 // is done, and the error when the query fails: the session then ends and the
 // transactions are delivered again, never handed over unwaited. Each look tells p the
 // server's WAL end too.

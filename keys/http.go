@@ -45,6 +45,40 @@ func (k Key) Deps() string {
 	return k.value[:len(k.value)-1] + "d"
 }
 
+// Invalidated returns the keys that invalidating the rows of ks deletes: the Value,
+// Fence and Deps of each, in that order. The Fence and Deps keys of all of them share
+// one allocation, so that deleting a batch of rows costs no allocation per key.
+func Invalidated(ks ...Key) []string {
+	size := 0
+	for _, k := range ks {
+		size += 2 * len(k.value)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, k := range ks {
+		if k.value != "" {
+			stem := k.value[:len(k.value)-1]
+			b.WriteString(stem)
+			b.WriteByte('f')
+			b.WriteString(stem)
+			b.WriteByte('d')
+		}
+	}
+	all := b.String()
+	names := make([]string, 0, 3*len(ks))
+	at := 0
+	for _, k := range ks {
+		n := len(k.value)
+		if n == 0 {
+			names = append(names, "", "", "")
+			continue
+		}
+		names = append(names, k.value, all[at:at+n], all[at+n:at+2*n])
+		at += 2 * n
+	}
+	return names
+}
+
 // Tag returns the row's (or lookup entry's) tag: a surrogate key for a CDN or an HTTP
 // cache, "pgc-" and 16 characters of [a-z2-7], a digest of the prefix, the table and
 // the primary-key values (or the lookup and its values), not of the schema version,

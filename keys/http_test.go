@@ -65,3 +65,26 @@ func TestDepsAndTags(t *testing.T) {
 		t.Error("zero Key or Space: non-empty deps or tag")
 	}
 }
+
+// TestInvalidated: the keys invalidation deletes are each row's Value, Fence and Deps,
+// in that order, the zero Key's included.
+func TestInvalidated(t *testing.T) {
+	sp := mustSpace(t, "app:", `"Sales"."Order|Items"`, "v1")
+	ks := []keys.Key{sp.Key("1"), {}, sp.Key("a|b", "ü"), sp.Key("22")}
+	var want []string
+	for _, k := range ks {
+		want = append(want, k.Value(), k.Fence(), k.Deps())
+	}
+	got := keys.Invalidated(ks...)
+	if len(got) != len(want) {
+		t.Fatalf("%d keys, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("key %d: %q, want %q", i, got[i], want[i])
+		}
+	}
+	if n := len(keys.Invalidated()); n != 0 {
+		t.Errorf("%d keys for no row", n)
+	}
+}

@@ -468,12 +468,18 @@ func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 			return nil
 		})
 	} else {
-		// One DEL of every key: the server parses one command, not one per row.
-		names := make([]string, 0, 3*len(ks))
-		for _, k := range ks {
-			names = append(names, k.Value(), k.Fence(), k.Deps())
+		// One DEL of every key: the server parses one command, not one per row. The
+		// arguments point into names, which go-redis writes as it would the strings:
+		// a string in an interface would cost an allocation per key.
+		names := keys.Invalidated(ks...)
+		args := make([]any, 1+len(names))
+		args[0] = "del"
+		for i := range names {
+			args[1+i] = &names[i]
 		}
-		err = s.rdb.Del(ctx, names...).Err()
+		cmd := redis.NewIntCmd(ctx, args...)
+		_ = s.rdb.Process(ctx, cmd)
+		err = cmd.Err()
 	}
 	if err != nil {
 		return fmt.Errorf("store: invalidate %d rows: %w", len(ks), err)
