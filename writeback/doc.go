@@ -125,6 +125,7 @@
 // journal grows and the writes stay visible to readers until it is fixed.
 //
 // When Run's context ends, the flusher applies what it holds and returns; a wait for
-// new entries ends at once (on a single Redis the flusher has Redis end its blocking
-// read with CLIENT UNBLOCK, so the flusher's client needs that command and CLIENT ID).
+// new entries lasts at most a quarter of a second. On a Redis Cluster, where one read
+// cannot wait on the shards' streams, an idle flusher polls them, less often the longer
+// nothing comes, up to every FlushInterval.
 package writeback

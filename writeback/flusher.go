@@ -180,9 +180,17 @@ const (
 	attrKey   = "key"
 )
 
+const (
+	// maxBlock is the longest one read waits for new entries: go-redis does not end a
+	// blocking read when its context does, so Run sees its context end within that.
+	maxBlock = 250 * time.Millisecond
+	// pollMin is how often a flusher on a Cluster reads the shards while entries come.
+	pollMin = 20 * time.Millisecond
+)
+
 // Run reads the journal and applies its writes until ctx ends, then applies the
 // entries it holds (within ShutdownTimeout) and returns nil (a wait for new entries
-// ends with ctx: see store.JournalReader); it returns an error only
+// lasts at most maxBlock); it returns an error only
 // when that last flush fails (its entries stay pending, for this consumer or another
 // flusher to claim). Failures while running are logged, counted and retried with
 // capped, jittered backoff.
@@ -196,8 +204,7 @@ const (
 func (f *Flusher) Run(ctx context.Context) error {
 	f.hooks = testhooks.FlushFrom(ctx)
 	bo := f.backoff()
-	r := &reader{own: true, journal: f.store.NewJournalReader(f.hooks.NoUnblock)}
-	defer func() { _ = r.journal.Close() }()
+	r := &reader{own: true}
 	needGroup := true
 	var fl *inflight // the batch being applied, nil for none
 	for ctx.Err() == nil {
@@ -303,10 +310,11 @@ func (f *Flusher) createGroups(ctx context.Context) error {
 
 // reader is where Run is in the journal, and the batch it holds.
 type reader struct {
-	// journal makes Run's blocking reads, which end when Run's context does.
-	journal *store.JournalReader
-	held    []store.JournalEntry
-	since   time.Time // when the first held entry was read
+	held  []store.JournalEntry
+	since time.Time // when the first held entry was read
+	// idle is, on a Cluster, how long the next read waits when the shards have no new
+	// entries (see read).
+	idle time.Duration
 	// own is set while this consumer's unacknowledged entries are to be read first
 	// (after a start, or a failed flush).
 	own bool
@@ -351,8 +359,22 @@ func (f *Flusher) read(ctx context.Context, r *reader, wait bool) error {
 		if len(r.held) > 0 {
 			block = time.Until(r.since.Add(f.opts.FlushInterval))
 		}
-		block = max(min(block, time.Until(r.nextClaim)), time.Millisecond)
-		got, err = r.journal.Read(ctx, f.streams, f.opts.Group, f.opts.Consumer, f.perStream(room), block, false)
+		limit := maxBlock
+		if f.hooks.UncappedBlock {
+			limit = block
+		}
+		if f.store.Sharded() {
+			// Reads of a Cluster's shards do not block in Redis (one XREADGROUP cannot
+			// wait on streams in several slots): they poll, every pollMin while entries
+			// come, less often the longer none do, up to FlushInterval.
+			r.idle = min(max(2*r.idle, pollMin), f.opts.FlushInterval)
+			limit = r.idle
+		}
+		block = max(min(block, time.Until(r.nextClaim), limit), time.Millisecond)
+		got, err = f.store.ReadJournals(ctx, f.streams, f.opts.Group, f.opts.Consumer, f.perStream(room), block, false)
+		if len(got) > 0 {
+			r.idle = 0
+		}
 	}
 	if err != nil || len(got) == 0 {
 		return err

@@ -497,14 +497,14 @@ func testZeroKey(t *testing.T, top topology) {
 
 // TestRunStopsPromptly: Run returns soon after its context ends even while it waits
 // for new journal entries, here with FlushInterval and ClaimAfter so long that its
-// blocking read of the journal would otherwise last a minute: Redis ends the read
-// (CLIENT UNBLOCK, see store.JournalReader). The control (testhooks.Flush.NoUnblock)
-// leaves the read to run out its time: Run has not returned seconds after the
-// cancel, until the test unblocks the read itself. (On a Cluster reads of the journal
-// do not block in Redis: nothing to test there.)
+// blocking read of the journal could last a minute: a read waits at most a quarter of
+// a second (go-redis does not end a blocked read when its context ends). The control
+// (testhooks.Flush.UncappedBlock) lets the read wait as long as the batch allows: Run
+// has not returned seconds after the cancel, until the test unblocks the read itself.
+// (On a Cluster reads of the journal do not block in Redis: nothing to test there.)
 func TestRunStopsPromptly(t *testing.T) {
 	for _, control := range []bool{false, true} {
-		t.Run(map[bool]string{false: "unblocked", true: "control-no-unblock"}[control], func(t *testing.T) {
+		t.Run(map[bool]string{false: "capped", true: "control-uncapped"}[control], func(t *testing.T) {
 			t.Parallel()
 			runStopsPromptly(t, control)
 		})
@@ -544,7 +544,7 @@ func runStopsPromptly(t *testing.T, control bool) {
 		}
 		return ids, nil
 	}
-	ctx, cancel := context.WithCancel(testhooks.WithFlush(context.Background(), &testhooks.Flush{NoUnblock: control}))
+	ctx, cancel := context.WithCancel(testhooks.WithFlush(context.Background(), &testhooks.Flush{UncappedBlock: control}))
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	err = poll(20*time.Second, func() (bool, error) {

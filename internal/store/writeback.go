@@ -548,7 +548,8 @@ func (s *Store) CreateGroup(ctx context.Context, journal, group string) error {
 // to block when there are none (block <= 0: not at all). On a single Redis that is one
 // XREADGROUP of every stream; on a Cluster, where the streams are in different slots,
 // one non-blocking XREADGROUP per stream in a pipeline, and when none returned
-// anything a wait of at most block (and pollWait) before returning nothing.
+// anything a wait of block (or until ctx ends) before returning nothing: the caller
+// chooses how often a Cluster's streams are polled.
 func (s *Store) ReadJournals(ctx context.Context, streams []string, group, consumer string, count int, block time.Duration, own bool) ([]JournalEntry, error) {
 	id := ">"
 	if own {
@@ -560,21 +561,15 @@ func (s *Store) ReadJournals(ctx context.Context, streams []string, group, consu
 	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
 		return s.readEach(ctx, streams, group, consumer, id, count, block)
 	}
-	return readGroup(ctx, s.rdb, s.timeout, streams, group, consumer, count, block, id)
-}
-
-// readGroup is one XREADGROUP of every stream on c, from id, blocking up to block
-// (-1: not at all), bounded by block and timeout (at least a second).
-func readGroup(ctx context.Context, c redis.Cmdable, timeout time.Duration, streams []string, group, consumer string, count int, block time.Duration, id string) ([]JournalEntry, error) {
 	args := make([]string, 0, 2*len(streams))
 	args = append(args, streams...)
 	for range streams {
 		args = append(args, id)
 	}
-	wait := max(block, 0) + max(timeout, time.Second)
+	wait := max(block, 0) + max(s.timeout, time.Second)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: group, Consumer: consumer, Streams: args, Count: int64(count), Block: block,
 	}).Result()
 	if err == redis.Nil {
@@ -589,110 +584,6 @@ func readGroup(ctx context.Context, c redis.Cmdable, timeout time.Duration, stre
 	}
 	return out, nil
 }
-
-// JournalReader reads the journal for one flusher, as ReadJournals does, but ends a
-// blocking read as soon as its context ends. go-redis does not watch a context while
-// it waits for a reply (it only takes the socket deadline from the context's
-// deadline), and cutting the read short by a deadline or by closing the connection
-// would lose the reply under way. So on a single Redis a blocking read is made on a
-// connection of the reader's own, whose client id it knows, and when the context ends
-// another connection sends CLIENT UNBLOCK for that id: Redis answers the read as if
-// its time ran out, the reply is read whole, and the connection stays in step for
-// the next read. (On a Cluster reads do not block in Redis; see ReadJournals.) Not
-// safe for concurrent use; Close it when done.
-type JournalReader struct {
-	s    *Store
-	conn *redis.Conn // nil until a blocking read needs it, and after a failure
-	id   int64       // conn's client id
-	// plain is set once the server refused CLIENT ID (an ACL): reads block as
-	// ReadJournals does.
-	plain bool
-	// noUnblock, set by a test hook, leaves blocking reads to run out their time.
-	noUnblock bool
-}
-
-// unblockEvery is how often a reader whose context ended asks again for its read to be
-// unblocked while the read has not reached Redis yet.
-const unblockEvery = 5 * time.Millisecond
-
-// NewJournalReader returns a reader of the journal; noUnblock makes it leave blocking
-// reads alone when their context ends (testhooks.Flush.NoUnblock).
-func (s *Store) NewJournalReader(noUnblock bool) *JournalReader {
-	return &JournalReader{s: s, noUnblock: noUnblock}
-}
-
-// Read is ReadJournals, returning nothing as soon as ctx ends during a blocking read.
-func (r *JournalReader) Read(ctx context.Context, streams []string, group, consumer string, count int, block time.Duration, own bool) ([]JournalEntry, error) {
-	c, single := r.s.rdb.(*redis.Client)
-	if !single || own || block <= 0 || r.plain || r.noUnblock {
-		return r.s.ReadJournals(ctx, streams, group, consumer, count, block, own)
-	}
-	if ctx.Err() != nil {
-		return nil, nil
-	}
-	if r.conn == nil {
-		cctx, cancel := r.s.ctx(ctx)
-		conn := c.Conn()
-		id, err := conn.ClientID(cctx).Result()
-		cancel()
-		if err != nil {
-			_ = conn.Close()
-			if strings.Contains(err.Error(), "NOPERM") {
-				r.plain = true
-				return r.s.ReadJournals(ctx, streams, group, consumer, count, block, own)
-			}
-			return nil, fmt.Errorf("store: read journal: client id: %w", err)
-		}
-		r.conn, r.id = conn, id
-	}
-	read := make(chan struct{})
-	unblocking := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(unblocking)
-		t := time.NewTicker(unblockEvery)
-		defer t.Stop()
-		for {
-			uctx, cancel := r.s.ctx(context.Background())
-			n, err := c.ClientUnblock(uctx, r.id).Result()
-			cancel()
-			if n == 1 || err != nil {
-				return // unblocked; or refused, and the read runs out its time
-			}
-			select { // the read has not reached Redis yet, or has returned
-			case <-read:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	// Not ctx: go-redis would not cut the read short, but it could give up waiting
-	// for the reader's connection, which no one else uses.
-	out, err := readGroup(context.WithoutCancel(ctx), r.conn, r.s.timeout, streams, group, consumer, count, block, ">")
-	close(read)
-	if !stop() {
-		<-unblocking
-	}
-	if err != nil {
-		_ = r.conn.Close() // removed from the pool when its reply was not read
-		r.conn = nil
-		return nil, err
-	}
-	return out, nil
-}
-
-// Close returns the reader's connection to the pool.
-func (r *JournalReader) Close() error {
-	if r.conn == nil {
-		return nil
-	}
-	err := r.conn.Close()
-	r.conn = nil
-	return err
-}
-
-// pollWait is the longest a read of the journal on a Cluster waits before it reads
-// again, when it found nothing.
-const pollWait = 20 * time.Millisecond
 
 // readEach is ReadJournals on a Cluster.
 func (s *Store) readEach(ctx context.Context, streams []string, group, consumer, id string, count int, block time.Duration) ([]JournalEntry, error) {
@@ -719,7 +610,7 @@ func (s *Store) readEach(ctx context.Context, streams []string, group, consumer,
 		return nil, fmt.Errorf("store: read journal: %w", groupErr(err))
 	}
 	if len(out) == 0 && block > 0 {
-		t := time.NewTimer(min(block, pollWait))
+		t := time.NewTimer(block)
 		defer t.Stop()
 		select {
 		case <-ctx.Done():

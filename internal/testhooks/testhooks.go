@@ -201,10 +201,10 @@ type Flush struct {
 	// the transaction, holding the rows' locks: it shows that the test of that check
 	// can fail.
 	NoRecheck bool
-	// NoUnblock makes the flusher leave its blocking read of the journal to run out
-	// its time when Run's context ends, instead of having Redis end it (see
-	// store.JournalReader): it shows that the test of Run's prompt return can fail.
-	NoUnblock bool
+	// UncappedBlock makes the flusher's blocking reads of the journal wait as long as
+	// the batch allows (up to FlushInterval), as they once did, rather than at most a
+	// quarter of a second: it shows that the test of Run's prompt return can fail.
+	UncappedBlock bool
 	// NoReadAhead makes the flusher wait for the batch it applies before it reads
 	// again, so that entries journaled meanwhile go to another flusher of the group.
 	NoReadAhead bool
