@@ -713,18 +713,24 @@ var ackScript = redis.NewScript(ackLua + `
 return ack(KEYS[1], ARGV[1], 2, #ARGV)
 `)
 
-// AckJournals acknowledges journal entries, given by stream, and trims each stream of
-// the entries no consumer group needs any more, in one script per stream, pipelined:
-// once a flusher is done with an entry nothing reads it again.
-func (s *Store) AckJournals(ctx context.Context, group string, ids map[string][]string) error {
-	streams := make([]string, 0, len(ids))
-	n := 0
+// withEntries returns the streams of ids that have entries, and how many entries
+// they have in all.
+func withEntries(ids map[string][]string) (streams []string, n int) {
+	streams = make([]string, 0, len(ids))
 	for st, l := range ids {
 		if len(l) > 0 {
 			streams = append(streams, st)
 			n += len(l)
 		}
 	}
+	return streams, n
+}
+
+// AckJournals acknowledges journal entries, given by stream, and trims each stream of
+// the entries no consumer group needs any more, in one script per stream, pipelined:
+// once a flusher is done with an entry nothing reads it again.
+func (s *Store) AckJournals(ctx context.Context, group string, ids map[string][]string) error {
+	streams, n := withEntries(ids)
 	if n == 0 {
 		return nil
 	}
@@ -1104,14 +1110,7 @@ func (s *Store) ClearAndAck(ctx context.Context, items []Versioned, group string
 		}
 		return out, s.AckJournals(ctx, group, ids)
 	}
-	streams := make([]string, 0, len(ids))
-	nids := 0
-	for st, l := range ids {
-		if len(l) > 0 {
-			streams = append(streams, st)
-			nids += len(l)
-		}
-	}
+	streams, nids := withEntries(ids)
 	ks := make([]string, 0, 4*len(items)+len(streams))
 	args := make([]any, 0, 2+len(items)+len(streams)+nids)
 	args = append(args, len(items), group)
