@@ -42,7 +42,7 @@ func (k Key) Deps() string {
 	if k.value == "" {
 		return ""
 	}
-	return k.value[:len(k.value)-1] + "d"
+	return k.value[:len(k.value)-1] + string(depsSuffix)
 }
 
 // Invalidated returns the keys that invalidating the rows of ks deletes: the Value,
@@ -59,9 +59,9 @@ func Invalidated(ks ...Key) []string {
 		if k.value != "" {
 			stem := k.value[:len(k.value)-1]
 			b.WriteString(stem)
-			b.WriteByte('f')
+			b.WriteByte(fenceSuffix)
 			b.WriteString(stem)
-			b.WriteByte('d')
+			b.WriteByte(depsSuffix)
 		}
 	}
 	all := b.String()

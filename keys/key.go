@@ -272,6 +272,13 @@ type Key struct {
 // Value returns the Redis key of the row's cached value.
 func (k Key) Value() string { return k.value }
 
+// The last byte of a row's fence key and of its dependency epoch's key (Fence, Deps),
+// which are its value key's with that byte replaced; Invalidated builds them too.
+const (
+	fenceSuffix = 'f'
+	depsSuffix  = 'd'
+)
+
 // Fence returns the Redis key of the row's fence or lease. It is in the same
 // Redis Cluster hash slot as Value, so both can be used in one transaction or
 // script.
@@ -279,7 +286,7 @@ func (k Key) Fence() string {
 	if k.value == "" {
 		return ""
 	}
-	return k.value[:len(k.value)-1] + "f"
+	return k.value[:len(k.value)-1] + string(fenceSuffix)
 }
 
 // Pending returns the Redis key of the row's pending write-back record: the

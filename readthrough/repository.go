@@ -309,8 +309,8 @@ func (r *Repository[T]) miss(ctx context.Context, start uint64, k keys.Key, id a
 	}
 }
 
-// decodedRow returns row, decoded from an entry this caller alone took (flight.decoded),
-// in the repository's scope.
+// decodedRow returns row, decoded from an entry for this caller alone (flightRow, or
+// flight.decoded), in the repository's scope.
 func (r *Repository[T]) decodedRow(ctx context.Context, row *T) (T, bool, error) {
 	if !r.visible(ctx, row) {
 		var zero T
@@ -334,11 +334,7 @@ func (r *Repository[T]) flightRow(ctx context.Context, k keys.Key, id any, entry
 	if err := r.decodeRow(ctx, entry[1:], &row); err != nil {
 		return row, false, fmt.Errorf("readthrough: decode %s: %w", k, err)
 	}
-	if !r.visible(ctx, &row) {
-		var zero T
-		return zero, false, nil
-	}
-	return row, true, nil
+	return r.decodedRow(ctx, &row)
 }
 
 // fill loads the row under a lease and stores it if the lease survived the load.

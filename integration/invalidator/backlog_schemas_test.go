@@ -94,8 +94,8 @@ const backlogRows = 20
 // handler calls gathered over many transactions) on the schemas teams have: replica
 // identity FULL and USING INDEX, a composite key declared in another order than the
 // columns, char(n) and uuid keys, a partitioned table and a table in another schema,
-// all in a publication an administrator made. Every cached row ends equal to Postgres'
-// row, deleted rows absent.
+// all in a publication an administrator made, with NULLs. Every cached row ends equal
+// to Postgres' row, deleted rows absent.
 func TestBacklogSchemas(t *testing.T) {
 	t.Parallel()
 	e := newSchemaEnv(t, "", append(slices.Clone(identityDDL),
@@ -171,6 +171,9 @@ func TestBacklogSchemas(t *testing.T) {
 				COMMIT;
 			END LOOP;
 		END $$`, backlogRows))
+	// NULLs, in the old tuple of replica identity FULL too.
+	e.exec(t, `UPDATE full_rows SET v = NULL WHERE id = 19; UPDATE stock.depots SET v = NULL WHERE id = 19;
+		UPDATE full_rows SET v = 'back' WHERE id = 18; UPDATE full_rows SET v = NULL WHERE id = 18`)
 	e.exec(t, `DELETE FROM full_rows WHERE id = 20; DELETE FROM idx_rows WHERE id = 20;
 		DELETE FROM lines WHERE line_no = 20; DELETE FROM codes WHERE code = 'c20';
 		DELETE FROM tokens WHERE id = lpad('20', 32, '0')::uuid; DELETE FROM events WHERE id = 20;
