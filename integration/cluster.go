@@ -104,7 +104,9 @@ func startCluster(ctx context.Context, image string, ports, spares []int, persis
 				hc.PortBindings[p] = b
 			}
 		}),
-		testcontainers.WithWaitStrategy(wait.ForLog("pgcache-cluster-ready").WithStartupTimeout(time.Minute)),
+		// Six servers and the cluster's handshake: a loaded two-core CI machine once took
+		// longer than a minute.
+		testcontainers.WithWaitStrategy(wait.ForLog("pgcache-cluster-ready").WithStartupTimeout(3*time.Minute)),
 	)
 	if err != nil {
 		if ctr != nil {
