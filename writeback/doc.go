@@ -107,9 +107,11 @@
 // applied before a crash); the rest are upserted (INSERT ... ON CONFLICT (key) DO
 // UPDATE) or deleted, and the transaction commits. Then the pending records that still
 // hold the applied versions are deleted, and the entries acknowledged (on a single
-// Redis in one script). While a batch
-// is applied the flusher reads the next one, which it sorts out once the first was
-// acknowledged; after a failed batch it reads both again. A crash between
+// Redis in one script). While a batch is applied the flusher reads the next one, whose
+// transaction runs while the first batch's pending records are deleted and its entries
+// acknowledged (a pending record is deleted only while it holds the applied version, so
+// the next batch finds a later write of the row pending either way); after a failed
+// batch it reads both again. A crash between
 // any two steps leaves the entries pending; they are claimed (XAUTOCLAIM) by another
 // flusher after ClaimAfter, and replaying them applies each row's latest write again
 // or skips it: Postgres holds every acknowledged write, latest per row, once in effect.

@@ -57,12 +57,40 @@ type write struct {
 // repeats the steps, and step 2 skips what step 4 already did. Applying a row twice
 // writes the same values twice. It returns the entries held.
 //
+// Run does step 4 of a batch (settle) while the next batch goes through steps 1 to 3
+// (applyBatch), so that Redis' part of one batch overlaps Postgres' part of the next.
+// Step 2 of the next batch may thus read a row's state before the pending record of
+// its write in the batch before is cleared: the record then holds that write's id, or
+// a later write's. An entry is applied only when the record holds its own id, and the
+// next batch's entries of that row are later writes or, when claimed from a stopped
+// flusher, older ones; so the record decides as it would after the clear: a later
+// write is applied, an older one superseded. The clear, in turn, deletes a record
+// only while it holds the cleared write's id.
+//
 // Operations are bounded by their own timeouts, not by ctx, so that a batch under way
 // completes when Run is stopped; ctx ends the waits between retries.
 func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) ([]store.JournalEntry, error) {
+	a, err := f.applyBatch(ctx, entries)
+	if err != nil {
+		return nil, err
+	}
+	return a.held, f.settle(ctx, a)
+}
+
+// appliedBatch is a batch after its transaction (flush's steps 1 to 3): what step 4
+// (settle) is left to do.
+type appliedBatch struct {
+	held  []store.JournalEntry // entries not landed yet, for a later batch
+	dead  []*write             // to dead-letter
+	clear []*write             // whose pending records to clear
+	ids   map[string][]string  // by stream, the entries to acknowledge
+}
+
+// applyBatch is flush's steps 1 to 3.
+func (f *Flusher) applyBatch(ctx context.Context, entries []store.JournalEntry) (appliedBatch, error) {
 	if f.hooks.FailBatch != nil {
 		if err := f.hooks.FailBatch(); err != nil {
-			return nil, err
+			return appliedBatch{}, err
 		}
 	}
 	op := context.WithoutCancel(ctx)
@@ -72,13 +100,13 @@ func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) ([]st
 		var err error
 		ks, latest := writeKeys(b.writes)
 		if pre, err = f.store.RowStates(op, ks, latest); err != nil {
-			return nil, fmt.Errorf("writeback: check versions: %w", err)
+			return appliedBatch{}, fmt.Errorf("writeback: check versions: %w", err)
 		}
 	}
 	testhooks.Run(f.hooks.BeforeApply)
 	s, applied, failed, err := f.apply(ctx, b.writes, pre) // steps 2 and 3
 	if err != nil {
-		return nil, err
+		return appliedBatch{}, err
 	}
 	f.stats.superseded.Add(uint64(s.superseded))
 	for _, w := range s.abandoned {
@@ -96,13 +124,17 @@ func (f *Flusher) flush(ctx context.Context, entries []store.JournalEntry) ([]st
 		f.stats.applied.Add(uint64(len(applied)))
 		testhooks.Run(f.hooks.AfterCommit)
 	}
-	if err := f.deadLetter(op, slices.Concat(b.dead, s.dead, failed)); err != nil {
-		return nil, err
+	return appliedBatch{held: s.held, dead: slices.Concat(b.dead, s.dead, failed), clear: slices.Concat(applied, s.older), ids: b.ids}, nil
+}
+
+// settle writes the batch's dead letters, then does flush's step 4.
+func (f *Flusher) settle(ctx context.Context, a appliedBatch) error {
+	testhooks.Run(f.hooks.BeforeSettle)
+	op := context.WithoutCancel(ctx)
+	if err := f.deadLetter(op, a.dead); err != nil {
+		return err
 	}
-	if err := f.clearAndAck(op, slices.Concat(applied, s.older), b.ids); err != nil { // step 4
-		return nil, err
-	}
-	return s.held, nil
+	return f.clearAndAck(op, a.clear, a.ids)
 }
 
 // batch is a batch of journal entries decoded by decodeBatch.
@@ -305,6 +337,16 @@ func (f *Flusher) clearAndAck(ctx context.Context, ws []*write, ids map[string][
 	items := make([]store.Versioned, len(ws))
 	for i, w := range ws {
 		items[i] = store.Versioned{Key: w.key, Version: w.id}
+	}
+	if f.hooks.ClearAny && len(items) > 0 {
+		ks, latest := writeKeys(ws)
+		states, err := f.store.RowStates(ctx, ks, latest)
+		if err != nil {
+			return err
+		}
+		for i := range items {
+			items[i].Version = states[slices.Index(ks, items[i].Key)].Version
+		}
 	}
 	if f.hooks.AfterClear == nil {
 		if _, err := f.store.ClearAndAck(ctx, items, f.opts.Group, ids); err != nil {

@@ -206,7 +206,7 @@ func (f *Flusher) Run(ctx context.Context) error {
 	bo := f.backoff()
 	r := &reader{own: true}
 	needGroup := true
-	var fl *inflight // the batch being applied, nil for none
+	var fl *inflight // the batch being applied or settled, nil for none
 	for ctx.Err() == nil {
 		if needGroup {
 			if err := f.createGroups(ctx); err != nil {
@@ -217,11 +217,11 @@ func (f *Flusher) Run(ctx context.Context) error {
 		}
 		// A read of this consumer's own entries would return those being applied.
 		if fl != nil && (r.own || f.hooks.NoReadAhead) {
-			f.finish(ctx, fl, r, bo)
+			f.finish(ctx, fl, r, bo, true)
 			fl = nil
 			continue
 		}
-		if err := f.read(ctx, r, fl == nil); err != nil {
+		if err := f.read(ctx, r, fl == nil || fl.applied); err != nil {
 			if ctx.Err() == nil {
 				if errors.Is(err, store.ErrNoGroup) {
 					needGroup = true // the journal was deleted
@@ -230,67 +230,113 @@ func (f *Flusher) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if fl != nil { // read ahead once, then wait for the batch being applied
-			f.finish(ctx, fl, r, bo)
-			fl = nil
+		if fl != nil && !fl.applied { // read ahead once, then wait for the batch being applied
+			f.finish(ctx, fl, r, bo, false)
 			continue
 		}
 		if !r.due(f.opts) {
 			continue
 		}
-		fl = f.start(ctx, r.held)
+		fl = f.start(ctx, r.held, fl)
 		r.held = nil
 	}
 	if fl != nil {
-		<-fl.done
-		if fl.err != nil {
-			fl.held = fl.batch // still ours: apply them on stop
+		<-fl.done // and so the batch before it
+		if !fl.applied {
+			if fl.err != nil {
+				fl.held = fl.batch // still ours: apply them on stop
+			}
+			r.held = append(fl.held, r.held...)
 		}
-		r.held = append(fl.held, r.held...)
 	}
 	return f.stop(ctx, r.held)
 }
 
-// inflight is a batch applied by flush in a goroutine of Run's.
+// inflight is a batch applied, then settled, by flush's steps in a goroutine of Run's
+// (see start).
 type inflight struct {
 	batch []store.JournalEntry
-	done  chan struct{}
-	// held and err are flush's results, set before done is closed.
-	held []store.JournalEntry
-	err  error
+	// prev is the batch before, settled while this one is applied, until finish took
+	// up its outcome.
+	prev *inflight
+	// applied is set by finish once the batch's transaction ended and its outcome
+	// was taken up; only Run's goroutine reads and writes it.
+	applied bool
+	// transacted is closed once the batch's transaction ended (steps 1 to 3), done once
+	// the batch was settled too (step 4) and so was the batch before it.
+	transacted, done chan struct{}
+	// held and err are the outcome of steps 1 to 3, set before transacted is closed;
+	// settleErr that of step 4, set before done is closed.
+	held      []store.JournalEntry
+	err       error
+	settleErr error
 }
 
-// start applies batch in a new goroutine; Run waits for it (finish) before it starts
-// another or returns.
-func (f *Flusher) start(ctx context.Context, batch []store.JournalEntry) *inflight {
-	fl := &inflight{batch: batch, done: make(chan struct{})}
+// start applies batch in a new goroutine, after which it settles it (flush's step 4)
+// once prev, the batch before it, is settled. So a batch's transaction runs while the
+// batch before it is settled (see flush), and at most two batches are under way. Run
+// waits for both (finish) before it returns.
+func (f *Flusher) start(ctx context.Context, batch []store.JournalEntry, prev *inflight) *inflight {
+	fl := &inflight{batch: batch, prev: prev, transacted: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(fl.done)
-		fl.held, fl.err = f.flush(ctx, batch)
+		a, err := f.applyBatch(ctx, batch)
+		fl.held, fl.err = a.held, err
+		close(fl.transacted)
+		if prev != nil {
+			<-prev.done
+		}
+		if err == nil {
+			fl.settleErr = f.settle(ctx, a)
+		}
 	}()
 	return fl
 }
 
-// finish waits for fl's flush and takes up its outcome: the entries it held (not
-// landed yet) go back into r's batch; after a failure, r's batch is dropped and the
-// consumer's own entries read again, after a backoff.
-func (f *Flusher) finish(ctx context.Context, fl *inflight, r *reader, bo *backoff.ExponentialBackOff) {
-	<-fl.done
-	if fl.err != nil {
-		if !f.hooks.ForgetFailed {
-			r.held = nil
-			r.own = true // the entries are still ours, and those read since: read them again
+// finish waits for fl's transaction and for the batch before it to be settled, or
+// with whole for fl to be settled too, and takes up their outcome: the entries fl held
+// (not landed yet) go back into r's batch; after a failure, r's batch is dropped and
+// the consumer's own entries read again, after a backoff.
+func (f *Flusher) finish(ctx context.Context, fl *inflight, r *reader, bo *backoff.ExponentialBackOff, whole bool) {
+	<-fl.transacted
+	if p := fl.prev; p != nil {
+		fl.prev = nil
+		<-p.done
+		if p.settleErr != nil {
+			f.failedBatch(ctx, r, bo, "flush", p.settleErr)
 		}
-		f.retry(ctx, bo, "flush", fl.err)
+	}
+	if !fl.applied {
+		fl.applied = true
+		if fl.err != nil {
+			f.failedBatch(ctx, r, bo, "flush", fl.err)
+			return
+		}
+		bo.Reset()
+		if len(fl.held) > 0 {
+			if len(r.held) == 0 {
+				r.since = time.Now() // entries waiting to land: look again in FlushInterval
+			}
+			r.held = append(fl.held, r.held...)
+		}
+	}
+	if !whole {
 		return
 	}
-	bo.Reset()
-	if len(fl.held) > 0 {
-		if len(r.held) == 0 {
-			r.since = time.Now() // entries waiting to land: look again in FlushInterval
-		}
-		r.held = append(fl.held, r.held...)
+	<-fl.done
+	if fl.settleErr != nil {
+		f.failedBatch(ctx, r, bo, "flush", fl.settleErr)
 	}
+}
+
+// failedBatch drops r's batch after a batch failed, so that the consumer's own
+// entries are read again (those of the failed batch among them), after a backoff.
+func (f *Flusher) failedBatch(ctx context.Context, r *reader, bo *backoff.ExponentialBackOff, what string, err error) {
+	if !f.hooks.ForgetFailed {
+		r.held = nil
+		r.own = true // the entries are still ours, and those read since: read them again
+	}
+	f.retry(ctx, bo, what, err)
 }
 
 // createGroups finds the journal's streams and makes sure each has the consumer group.

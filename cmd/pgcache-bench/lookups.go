@@ -73,26 +73,14 @@ func (b *bench) lookups(ctx context.Context, r *results) error {
 		var got []LineItem
 		return b.db.WithContext(ctx).Where("order_id = ?", int64(i%hotOrders+1)).Order("id").Find(&got).Error
 	}
-	for _, m := range []struct {
-		f   func(int) error
-		p50 *float64
-		ops *float64
-	}{
+	err = b.sideBySide(ctx, []measure{
 		{twoGets, &r.TwoRawGetsP50us, nil},
 		{unique, &r.UniqueHitP50us, nil},
 		{list, &r.ListHit20P50us, &r.ListHit20OpsS16},
 		{find, &r.GormFindListP50us, &r.GormFindListOpsS16},
-	} {
-		lat, err := b.latencies(ctx, m.f)
-		if err != nil {
-			return err
-		}
-		*m.p50 = us(percentile(lat, 50))
-		if m.ops != nil {
-			if *m.ops, err = b.opsPerSec(ctx, 16, m.f); err != nil {
-				return err
-			}
-		}
+	})
+	if err != nil {
+		return err
 	}
 	r.UniqueHitRatio = r.UniqueHitP50us / r.TwoRawGetsP50us
 	r.ListHitVsFindOpsRatio16 = r.ListHit20OpsS16 / r.GormFindListOpsS16

@@ -226,9 +226,14 @@ func (b *bench) latencies(ctx context.Context, f func(i int) error) ([]time.Dura
 
 // opsPerSec runs f in n goroutines for the configured duration.
 func (b *bench) opsPerSec(ctx context.Context, n int, f func(i int) error) (float64, error) {
+	return b.opsFor(ctx, n, b.opts.duration, f)
+}
+
+// opsFor runs f in n goroutines for d and returns its operations per second.
+func (b *bench) opsFor(ctx context.Context, n int, d time.Duration, f func(i int) error) (float64, error) {
 	var ops atomic.Int64
 	var firstErr atomic.Value
-	end := time.Now().Add(b.opts.duration)
+	end := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for g := range n {
 		wg.Go(func() {
@@ -245,7 +250,66 @@ func (b *bench) opsPerSec(ctx context.Context, n int, f func(i int) error) (floa
 	if err, _ := firstErr.Load().(error); err != nil {
 		return 0, err
 	}
-	return float64(ops.Load()) / b.opts.duration.Seconds(), nil
+	return float64(ops.Load()) / d.Seconds(), nil
+}
+
+// measure is one of the operations sideBySide compares: f, and where to put its p50
+// latency and, unless ops is nil, its operations per second at 16 goroutines.
+type measure struct {
+	f   func(i int) error
+	p50 *float64
+	ops *float64
+}
+
+// sideBySideRounds is how many turns each operation gets in sideBySide's throughput
+// measurement.
+const sideBySideRounds = 4
+
+// sideBySide measures operations that are compared with each other under the same
+// conditions: their latencies in one goroutine, one call of each in turn, for the
+// configured duration per operation; then their throughput at 16 goroutines, each
+// operation in turn for a quarter of the duration, four times. So a change of the
+// machine's load while they run (another container's start-up, a checkpoint) falls on
+// each of them alike, not on whichever ran at the time.
+func (b *bench) sideBySide(ctx context.Context, ms []measure) error {
+	lat := make([][]time.Duration, len(ms))
+	end := time.Now().Add(time.Duration(len(ms)) * b.opts.duration)
+	for i := 0; time.Now().Before(end); i++ {
+		for j, m := range ms {
+			start := time.Now()
+			if err := m.f(i); err != nil {
+				return err
+			}
+			lat[j] = append(lat[j], time.Since(start))
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	for j, m := range ms {
+		slices.Sort(lat[j])
+		*m.p50 = us(percentile(lat[j], 50))
+	}
+	turn := b.opts.duration / sideBySideRounds
+	ops := make([]float64, len(ms))
+	for range sideBySideRounds {
+		for j, m := range ms {
+			if m.ops == nil {
+				continue
+			}
+			n, err := b.opsFor(ctx, 16, turn, m.f)
+			if err != nil {
+				return err
+			}
+			ops[j] += n
+		}
+	}
+	for j, m := range ms {
+		if m.ops != nil {
+			*m.ops = ops[j] / sideBySideRounds
+		}
+	}
+	return nil
 }
 
 // readPath measures hits against a raw GET of the same bytes and an uncached GORM First.
@@ -273,19 +337,9 @@ func (b *bench) readPath(ctx context.Context, repo *readthrough.Repository[Widge
 	}
 	first := func(i int) error { var w Widget; return b.db.WithContext(ctx).First(&w, int64(i%hot+1)).Error }
 
-	for _, m := range []struct {
-		f   func(int) error
-		p50 *float64
-		ops *float64
-	}{{rawGet, &r.RawRedisGetP50us, &r.RawRedisGetOpsS16}, {hit, &r.CachedHitP50us, &r.CachedHitOpsS16}, {first, &r.GormFirstP50us, &r.GormFirstOpsS16}} {
-		lat, err := b.latencies(ctx, m.f)
-		if err != nil {
-			return err
-		}
-		*m.p50 = us(percentile(lat, 50))
-		if *m.ops, err = b.opsPerSec(ctx, 16, m.f); err != nil {
-			return err
-		}
+	err := b.sideBySide(ctx, []measure{{rawGet, &r.RawRedisGetP50us, &r.RawRedisGetOpsS16}, {hit, &r.CachedHitP50us, &r.CachedHitOpsS16}, {first, &r.GormFirstP50us, &r.GormFirstOpsS16}})
+	if err != nil {
+		return err
 	}
 	r.HitOverheadRatio = r.CachedHitP50us / r.RawRedisGetP50us
 	r.ThroughputRatio16 = r.CachedHitOpsS16 / r.GormFirstOpsS16

@@ -180,6 +180,15 @@ type Flush struct {
 	BeforeCommit func()
 	// AfterCommit runs after a batch committed, before its pending records are cleared.
 	AfterCommit func()
+	// BeforeSettle runs before a batch's dead letters are written and its pending
+	// records cleared, after the batch before it was settled. The next batch's
+	// transaction may run meanwhile.
+	BeforeSettle func()
+	// ClearAny makes the flusher clear the pending records of a batch's rows whatever
+	// write they hold, by reading each record's version just before the clear and
+	// clearing that one: it shows that the test of a batch settled while the next is
+	// applied can fail.
+	ClearAny bool
 	// AfterClear runs after the pending records were cleared, before the entries are
 	// acknowledged.
 	AfterClear func()
@@ -205,8 +214,9 @@ type Flush struct {
 	// the batch allows (up to FlushInterval), as they once did, rather than at most a
 	// quarter of a second: it shows that the test of Run's prompt return can fail.
 	UncappedBlock bool
-	// NoReadAhead makes the flusher wait for the batch it applies before it reads
-	// again, so that entries journaled meanwhile go to another flusher of the group.
+	// NoReadAhead makes the flusher wait for the batch it applies, settled
+	// (acknowledged), before it reads again, so that entries journaled meanwhile go to
+	// another flusher of the group.
 	NoReadAhead bool
 }
 
