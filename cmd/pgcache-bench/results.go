@@ -32,7 +32,7 @@ type results struct {
 	HitAllocs          float64 `json:"hit_allocs"`     // allocations per cached hit (Get)
 	RawGetAllocs       float64 `json:"raw_get_allocs"` // allocations per raw go-redis GET
 	// Allocations per GET of the same entry and its decode into the model with the
-	// default codec, nothing else (getDecode.go): the issue's bound for HitAllocs.
+	// default codec, nothing else (getdecode.go): the issue's bound for HitAllocs.
 	GetDecodeAllocs    float64 `json:"get_decode_allocs"`
 	MultiGet100Speedup float64 `json:"multiget_100_speedup"`
 	// A miss that fills against a cache-aside miss (GET, GORM First, SET) of the same
