@@ -11,8 +11,9 @@
 // change side, which sees the same values as Postgres text output in pgoutput
 // logical-replication messages. Both sides first canonicalise each value with
 // [FromGo] or [FromText] under the column's [Kind], then build the key with
-// [Space.Key]. A key is a pure function of (prefix, table, schema version,
-// primary-key values); nothing else goes into it.
+// [Space.Key] ([Space.KeyFromGo] does both for a key of one column). A key is a pure
+// function of (prefix, table, schema version, primary-key values); nothing else goes
+// into it.
 //
 // The package imports only the standard library and holds no state.
 //

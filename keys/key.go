@@ -2,6 +2,7 @@ package keys
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -220,6 +221,35 @@ func (s Space) Key(pk ...string) Key {
 	}
 	b.WriteString("}:v")
 	return Key{value: b.String()}
+}
+
+// KeyFromGo returns Key(FromGo(k, v)) for a primary key of one column, of kind k, with
+// FromGo's errors. A read builds its key from the caller's id each time: a Go
+// integer's digits go straight into the key, which is then the only allocation, where
+// FromGo would first allocate them as a string (for 100 or more).
+func (s Space) KeyFromGo(k Kind, v any) (Key, error) {
+	var digits [20]byte // an int64's with its sign, or a uint64's
+	if intKind(k) {
+		switch x := v.(type) {
+		case int64:
+			return s.Key(string(strconv.AppendInt(digits[:0], x, 10))), nil
+		case int:
+			return s.Key(string(strconv.AppendInt(digits[:0], int64(x), 10))), nil
+		case int32:
+			return s.Key(string(strconv.AppendInt(digits[:0], int64(x), 10))), nil
+		case uint64:
+			return s.Key(string(strconv.AppendUint(digits[:0], x, 10))), nil
+		case uint:
+			return s.Key(string(strconv.AppendUint(digits[:0], uint64(x), 10))), nil
+		case uint32:
+			return s.Key(string(strconv.AppendUint(digits[:0], uint64(x), 10))), nil
+		}
+	}
+	c, err := FromGo(k, v)
+	if err != nil {
+		return Key{}, err
+	}
+	return s.Key(c), nil
 }
 
 // Pattern returns a Redis SCAN MATCH pattern that matches the value and fence

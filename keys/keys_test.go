@@ -807,3 +807,35 @@ func TestTablePattern(t *testing.T) {
 		t.Errorf("pattern %q matches %q of another table", v1.TablePattern(), k)
 	}
 }
+
+// TestKeyFromGo: KeyFromGo gives the key and error of Key(FromGo(k, v)) for every kind
+// and the value types FromGo takes, and for an integer makes the key's one allocation,
+// where FromGo and Key make two for an integer of 100 or more (the control).
+func TestKeyFromGo(t *testing.T) {
+	s := mustSpace(t, "app:", "public.users", "v1")
+	values := []any{int64(12345), int64(-7), int64(math.MinInt64), 42, int32(math.MinInt32), uint64(math.MaxUint64),
+		uint(100), uint32(math.MaxUint32), int16(300), smallID(-3), bigID(500), status(2), ptr(int64(5)), "007", "a b",
+		[]byte("10"), float64(3), 12.5, nil, time.Unix(0, 0), valuer{v: int64(12)}, [16]byte{1}}
+	for _, k := range []keys.Kind{keys.Text, keys.Int, keys.UUID, keys.Numeric, keys.Bytes, keys.Char, keys.Kind(99)} {
+		for _, v := range values {
+			want, werr := keys.FromGo(k, v)
+			got, err := s.KeyFromGo(k, v)
+			switch {
+			case (err == nil) != (werr == nil):
+				t.Errorf("KeyFromGo(%v, %#v): error %v, FromGo's %v", k, v, err, werr)
+			case err != nil && err.Error() != werr.Error():
+				t.Errorf("KeyFromGo(%v, %#v): error %q, FromGo's %q", k, v, err, werr)
+			case err == nil && got != s.Key(want):
+				t.Errorf("KeyFromGo(%v, %#v) = %q, want %q", k, v, got.Value(), s.Key(want).Value())
+			}
+		}
+	}
+	for _, id := range []any{int64(123456789), 100000, uint(4242)} {
+		if n := testing.AllocsPerRun(100, func() { _, _ = s.KeyFromGo(keys.Int, id) }); n != 1 {
+			t.Errorf("KeyFromGo(int, %v) makes %v allocations, want 1", id, n)
+		}
+		if n := testing.AllocsPerRun(100, func() { c, _ := keys.FromGo(keys.Int, id); _ = s.Key(c) }); n != 2 {
+			t.Errorf("control: FromGo and Key of %v make %v allocations, want 2", id, n)
+		}
+	}
+}

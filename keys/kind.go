@@ -682,16 +682,23 @@ func unsupported(k Kind, v any, why string) error {
 }
 
 func fromInt(k Kind, x int64, v any) (string, error) {
-	switch k {
-	case Text, Char, Int, Numeric:
+	if intKind(k) {
 		return strconv.FormatInt(x, 10), nil
 	}
 	return "", unsupported(k, v, "integers are only accepted for int, numeric and text columns")
 }
 
-func fromUint(k Kind, x uint64, v any) (string, error) {
+// intKind says whether a column of kind k takes a Go integer, as its decimal digits.
+func intKind(k Kind) bool {
 	switch k {
 	case Text, Char, Int, Numeric:
+		return true
+	}
+	return false
+}
+
+func fromUint(k Kind, x uint64, v any) (string, error) {
+	if intKind(k) {
 		return strconv.FormatUint(x, 10), nil
 	}
 	return "", unsupported(k, v, "integers are only accepted for int, numeric and text columns")

@@ -148,11 +148,11 @@ func schemaVersion(sch *schema.Schema, codec Codec) string {
 // a []any with the values in the order the primary-key fields are declared.
 func (m *model) key(id any) (keys.Key, error) {
 	if len(m.pk) == 1 {
-		v, err := keys.FromGo(m.kinds[0], id)
+		k, err := m.space.KeyFromGo(m.kinds[0], id)
 		if err != nil {
 			return keys.Key{}, fmt.Errorf("readthrough: %s id %v: %w", m.schema.Name, id, err)
 		}
-		return m.space.Key(v), nil
+		return k, nil
 	}
 	vals, ok := id.([]any)
 	if !ok || len(vals) != len(m.pk) {

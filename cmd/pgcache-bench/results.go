@@ -31,6 +31,9 @@ type results struct {
 	HitVsRawOpsRatio16 float64 `json:"hit_vs_raw_ops_ratio_16"`
 	HitAllocs          float64 `json:"hit_allocs"`     // allocations per cached hit (Get)
 	RawGetAllocs       float64 `json:"raw_get_allocs"` // allocations per raw go-redis GET
+	// Allocations per GET of the same entry and its decode into the model with the
+	// default codec, nothing else (getdecode.go): the issue's bound for HitAllocs.
+	GetDecodeAllocs    float64 `json:"get_decode_allocs"`
 	MultiGet100Speedup float64 `json:"multiget_100_speedup"`
 	// A miss that fills against a cache-aside miss (GET, GORM First, SET) of the same
 	// row, alternating in the same run (miss.go).
@@ -112,6 +115,7 @@ func (r *results) print(w io.Writer) {
 	row("GORM First ops/s, 16 goroutines", f(r.GormFirstOpsS16), "")
 	row("cached hit ops/s, 16 goroutines", f(r.CachedHitOpsS16), fmt.Sprintf("%.2f× GORM First, %.2f× the raw GET", r.ThroughputRatio16, r.HitVsRawOpsRatio16))
 	row("allocations per hit / raw GET", fmt.Sprintf("%.1f / %.1f", r.HitAllocs, r.RawGetAllocs), "")
+	row("allocations per GET + decode", f(r.GetDecodeAllocs), "the same entry, default codec: the bound for a hit")
 	row("miss + fill p50 (µs)", f(r.MissFillP50us), fmt.Sprintf("%.2f× a cache-aside miss (GET, First, SET: %.1f)", r.MissVsCacheAsideRatio, r.CacheAsideMissP50us))
 	row("multi-get of 100, cold", f(r.MultiGet100Speedup)+"×", "faster than 100 cold Gets")
 	row("invalidation lag p50 (ms)", f(r.InvalidationLagP50ms), fmt.Sprintf("commit → key deleted, at %.0f commits/s", r.InvalidationCommitsS))

@@ -312,7 +312,9 @@ func (b *bench) sideBySide(ctx context.Context, ms []measure) error {
 	return nil
 }
 
-// readPath measures hits against a raw GET of the same bytes and an uncached GORM First.
+// readPath measures hits against a raw GET of the same bytes and an uncached GORM First,
+// and a hit's allocations against those of the raw GET and of a GET and decode of the
+// same entry (getDecode).
 func (b *bench) readPath(ctx context.Context, repo *readthrough.Repository[Widget], r *results) error {
 	b.log.Info("read path")
 	const hot = 1000
@@ -346,6 +348,19 @@ func (b *bench) readPath(ctx context.Context, repo *readthrough.Repository[Widge
 	r.HitVsRawOpsRatio16 = r.CachedHitOpsS16 / r.RawRedisGetOpsS16
 	r.HitAllocs = allocsPerRun(1000, func() { _ = hit(7) })
 	r.RawGetAllocs = allocsPerRun(1000, func() { _ = rawGet(7) })
+	decode, err := getDecode(ctx, b.rdb, b.db)
+	if err != nil {
+		return err
+	}
+	// The baseline must decode what the hit returns, or it measures something else.
+	got, err := decode(keys[7])
+	if err != nil {
+		return fmt.Errorf("GET and decode baseline: %w", err)
+	}
+	if want, _, err := repo.Get(ctx, int64(8)); err != nil || got != want {
+		return fmt.Errorf("GET and decode baseline: decoded %+v, a hit returns %+v (%v)", got, want, err)
+	}
+	r.GetDecodeAllocs = allocsPerRun(1000, func() { _, _ = decode(keys[7]) })
 	return nil
 }
 

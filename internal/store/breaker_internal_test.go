@@ -124,7 +124,7 @@ func TestClassify(t *testing.T) {
 // TestReadCtx: a read is bounded by a deadline without a timer (a Done of its
 // parent's) only while it cannot wait for a pooled connection and the breaker has
 // seen no failure in a row; otherwise its context is done at the timeout. A caller's
-// sooner deadline is kept as it is.
+// sooner deadline is kept as it is. readCtxIn builds the deadline where Get says.
 func TestReadCtx(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", PoolSize: 2})
 	t.Cleanup(func() { rdb.Close() })
@@ -147,6 +147,13 @@ func TestReadCtx(t *testing.T) {
 		}
 	}
 	bare("quiet", pass{})
+	// Get's: the same deadline, in the context the caller allocated with its arguments.
+	var dc deadlineCtx
+	ctx, cancelIn := s.readCtxIn(context.Background(), pass{}, &dc)
+	if dl, ok := ctx.Deadline(); ctx != &dc || !ok || time.Until(dl) > time.Minute || ctx.Done() != nil {
+		t.Fatalf("readCtxIn: %T deadline %v %v, Done %v: want the caller's deadlineCtx, a deadline in a minute and no timer", ctx, dl, ok, ctx.Done())
+	}
+	cancelIn()
 	timed("queued for the pool", pass{queued: true})
 	timed("probing", pass{probe: true})
 	s.gate.b.record(false, silent)
