@@ -303,13 +303,13 @@ func (f *Flusher) finish(ctx context.Context, fl *inflight, r *reader, bo *backo
 		fl.prev = nil
 		<-p.done
 		if p.settleErr != nil {
-			f.failedBatch(ctx, r, bo, "flush", p.settleErr)
+			f.failedBatch(ctx, r, bo, p.settleErr)
 		}
 	}
 	if !fl.applied {
 		fl.applied = true
 		if fl.err != nil {
-			f.failedBatch(ctx, r, bo, "flush", fl.err)
+			f.failedBatch(ctx, r, bo, fl.err)
 			return
 		}
 		bo.Reset()
@@ -325,18 +325,18 @@ func (f *Flusher) finish(ctx context.Context, fl *inflight, r *reader, bo *backo
 	}
 	<-fl.done
 	if fl.settleErr != nil {
-		f.failedBatch(ctx, r, bo, "flush", fl.settleErr)
+		f.failedBatch(ctx, r, bo, fl.settleErr)
 	}
 }
 
 // failedBatch drops r's batch after a batch failed, so that the consumer's own
 // entries are read again (those of the failed batch among them), after a backoff.
-func (f *Flusher) failedBatch(ctx context.Context, r *reader, bo *backoff.ExponentialBackOff, what string, err error) {
+func (f *Flusher) failedBatch(ctx context.Context, r *reader, bo *backoff.ExponentialBackOff, err error) {
 	if !f.hooks.ForgetFailed {
 		r.held = nil
 		r.own = true // the entries are still ours, and those read since: read them again
 	}
-	f.retry(ctx, bo, what, err)
+	f.retry(ctx, bo, "flush", err)
 }
 
 // createGroups finds the journal's streams and makes sure each has the consumer group.
