@@ -130,6 +130,11 @@ func (f *Flusher) applyBatch(ctx context.Context, entries []store.JournalEntry) 
 // settle writes the batch's dead letters, then does flush's step 4.
 func (f *Flusher) settle(ctx context.Context, a appliedBatch) error {
 	testhooks.Run(f.hooks.BeforeSettle)
+	if f.hooks.FailSettle != nil {
+		if err := f.hooks.FailSettle(); err != nil {
+			return err
+		}
+	}
 	op := context.WithoutCancel(ctx)
 	if err := f.deadLetter(op, a.dead); err != nil {
 		return err

@@ -107,3 +107,98 @@ func batchFailsWhileNextIsRead(t *testing.T, top topology, control bool) {
 		}
 	}
 }
+
+// TestSettleFails: the flusher settles a batch (clears its pending records and
+// acknowledges its entries) while the next batch is applied, and the settling fails
+// (as when Redis fails) once the next batch's transaction has begun. Nothing may be
+// lost or applied out of order: the flusher reads its own entries again, those of the
+// batch that failed to settle among them, each row ends with its latest write and the
+// journal drains. The control (testhooks.Flush.ForgetFailed) goes on without reading
+// its own entries again: the unsettled batch's entries wait for a claim (ClaimAfter,
+// an hour here) and the journal does not drain.
+func TestSettleFails(t *testing.T) { fixture.OnBoth(t, testSettleFails) }
+
+func testSettleFails(t *testing.T, top topology) {
+	for _, control := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reread", true: "control-forget-failed"}[control], func(t *testing.T) {
+			t.Parallel()
+			settleFails(t, top, control)
+		})
+	}
+}
+
+func settleFails(t *testing.T, top topology, control bool) {
+	const rows, batch = 10, 5
+	e := newEnv(t, top)
+	ctx := ctxT(t)
+	repo := e.widgets(t)
+	for _, v := range []string{"a", "b"} {
+		for id := int64(1); id <= rows; id++ {
+			if err := repo.Save(ctx, &Widget{ID: id, Name: fmt.Sprintf("%d%s", id, v)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f := e.flusher(t, writeback.FlusherOptions{BatchSize: batch, FlushInterval: 50 * time.Millisecond, ClaimAfter: time.Hour})
+	var (
+		mu       sync.Mutex
+		applies  int
+		nextOn   = make(chan struct{})
+		failOnce sync.Once
+	)
+	hooks := &testhooks.Flush{
+		ForgetFailed: control,
+		BeforeApply: func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if applies++; applies == 2 { // the first batch is being settled
+				close(nextOn)
+			}
+		},
+		FailSettle: func() (err error) {
+			failOnce.Do(func() {
+				select {
+				case <-nextOn:
+				case <-time.After(10 * time.Second):
+					t.Error("the flusher did not apply a batch while it settled the one before")
+				}
+				err = errors.New("test: settling the batch fails")
+			})
+			return err
+		},
+	}
+	fctx, stop := context.WithCancel(testhooks.WithFlush(context.Background(), hooks))
+	done := make(chan error, 1)
+	go func() { done <- f.Run(fctx) }()
+	drained := poll(10*time.Second, func() (bool, error) {
+		n, err := f.Backlog(ctx)
+		return n == 0, err
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if control {
+		if drained == nil {
+			t.Fatal("control: the journal drained although the batch that failed to settle was forgotten")
+		}
+		return
+	}
+	if drained != nil {
+		t.Fatalf("journal not drained: %v (stats %+v)", drained, f.Stats())
+	}
+	got := e.rows(t)
+	apps := e.applications(t)
+	for id := int64(1); id <= rows; id++ {
+		if want := fmt.Sprintf("%db", id); got[id].Name != want {
+			t.Errorf("row %d holds %q, want %q", id, got[id].Name, want)
+		}
+		a := apps[id]
+		if len(a) == 0 || a[len(a)-1] != fmt.Sprintf("%db", id) || slices.Index(a, fmt.Sprintf("%db", id)) != len(a)-1 {
+			t.Errorf("row %d written as %q, want its second write last and once", id, a)
+		}
+		if w, ok, err := repo.Get(ctx, id); err != nil || !ok || w.Name != fmt.Sprintf("%db", id) {
+			t.Errorf("Get(%d) = %+v, %v, %v after the flush, want %db", id, w, ok, err, id)
+		}
+	}
+}

@@ -184,6 +184,10 @@ type Flush struct {
 	// records cleared, after the batch before it was settled. The next batch's
 	// transaction may run meanwhile.
 	BeforeSettle func()
+	// FailSettle, if it returns an error, fails the settling of the batch it runs for
+	// (before its dead letters, pending records and acknowledgements) as a Redis
+	// failure would.
+	FailSettle func() error
 	// ClearAny makes the flusher clear the pending records of a batch's rows whatever
 	// write they hold, by reading each record's version just before the clear and
 	// clearing that one: it shows that the test of a batch settled while the next is
