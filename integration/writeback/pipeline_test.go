@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration/fixture"
 	"github.com/pgcache/pgcache/internal/testhooks"
+	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writeback"
 )
 
@@ -38,14 +39,7 @@ func batchFailsWhileNextIsRead(t *testing.T, top topology, control bool) {
 	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := e.widgets(t)
-	// Two writes of each row, so that a row's writes are in different batches.
-	for _, v := range []string{"a", "b"} {
-		for id := int64(1); id <= rows; id++ {
-			if err := repo.Save(ctx, &Widget{ID: id, Name: fmt.Sprintf("%d%s", id, v)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	saveTwice(t, ctx, repo, rows)
 	f := e.flusher(t, writeback.FlusherOptions{BatchSize: batch, FlushInterval: 50 * time.Millisecond, ClaimAfter: time.Hour})
 	var (
 		reads     int
@@ -74,17 +68,7 @@ func batchFailsWhileNextIsRead(t *testing.T, top topology, control bool) {
 			return err
 		},
 	}
-	fctx, stop := context.WithCancel(testhooks.WithFlush(context.Background(), hooks))
-	done := make(chan error, 1)
-	go func() { done <- f.Run(fctx) }()
-	drained := poll(10*time.Second, func() (bool, error) {
-		n, err := f.Backlog(ctx)
-		return n == 0, err
-	})
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	drained := runUntilDrained(t, ctx, f, hooks)
 	got := e.rows(t)
 	if control {
 		if drained == nil && len(got) == rows {
@@ -95,17 +79,7 @@ func batchFailsWhileNextIsRead(t *testing.T, top topology, control bool) {
 	if drained != nil {
 		t.Fatalf("journal not drained: %v (stats %+v)", drained, f.Stats())
 	}
-	apps := e.applications(t)
-	for id := int64(1); id <= rows; id++ {
-		if want := fmt.Sprintf("%db", id); got[id].Name != want {
-			t.Errorf("row %d holds %q, want %q", id, got[id].Name, want)
-		}
-		// A row's first write may be coalesced away; none is applied after the second.
-		a := apps[id]
-		if len(a) == 0 || a[len(a)-1] != fmt.Sprintf("%db", id) || slices.Index(a, fmt.Sprintf("%db", id)) != len(a)-1 {
-			t.Errorf("row %d written as %q, want its second write last and once", id, a)
-		}
-	}
+	checkSecondWrites(t, e, got, rows)
 }
 
 // TestSettleFails: the flusher settles a batch (clears its pending records and
@@ -132,13 +106,7 @@ func settleFails(t *testing.T, top topology, control bool) {
 	e := newEnv(t, top)
 	ctx := ctxT(t)
 	repo := e.widgets(t)
-	for _, v := range []string{"a", "b"} {
-		for id := int64(1); id <= rows; id++ {
-			if err := repo.Save(ctx, &Widget{ID: id, Name: fmt.Sprintf("%d%s", id, v)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	saveTwice(t, ctx, repo, rows)
 	f := e.flusher(t, writeback.FlusherOptions{BatchSize: batch, FlushInterval: 50 * time.Millisecond, ClaimAfter: time.Hour})
 	var (
 		mu       sync.Mutex
@@ -167,6 +135,41 @@ func settleFails(t *testing.T, top topology, control bool) {
 			return err
 		},
 	}
+	drained := runUntilDrained(t, ctx, f, hooks)
+	if control {
+		if drained == nil {
+			t.Fatal("control: the journal drained although the batch that failed to settle was forgotten")
+		}
+		return
+	}
+	if drained != nil {
+		t.Fatalf("journal not drained: %v (stats %+v)", drained, f.Stats())
+	}
+	checkSecondWrites(t, e, e.rows(t), rows)
+	for id := int64(1); id <= rows; id++ {
+		if w, ok, err := repo.Get(ctx, id); err != nil || !ok || w.Name != fmt.Sprintf("%db", id) {
+			t.Errorf("Get(%d) = %+v, %v, %v after the flush, want %db", id, w, ok, err, id)
+		}
+	}
+}
+
+// saveTwice writes each of rows rows twice, as "<id>a" then "<id>b", so that with
+// batches smaller than rows a row's writes are in different batches.
+func saveTwice(t *testing.T, ctx context.Context, repo *readthrough.Repository[Widget], rows int64) {
+	t.Helper()
+	for _, v := range []string{"a", "b"} {
+		for id := int64(1); id <= rows; id++ {
+			if err := repo.Save(ctx, &Widget{ID: id, Name: fmt.Sprintf("%d%s", id, v)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// runUntilDrained runs f with hooks until the journal is empty, for at most ten
+// seconds, stops it, and returns whether the journal drained (nil) or why not.
+func runUntilDrained(t *testing.T, ctx context.Context, f *writeback.Flusher, hooks *testhooks.Flush) error {
+	t.Helper()
 	fctx, stop := context.WithCancel(testhooks.WithFlush(context.Background(), hooks))
 	done := make(chan error, 1)
 	go func() { done <- f.Run(fctx) }()
@@ -178,27 +181,23 @@ func settleFails(t *testing.T, top topology, control bool) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if control {
-		if drained == nil {
-			t.Fatal("control: the journal drained although the batch that failed to settle was forgotten")
-		}
-		return
-	}
-	if drained != nil {
-		t.Fatalf("journal not drained: %v (stats %+v)", drained, f.Stats())
-	}
-	got := e.rows(t)
+	return drained
+}
+
+// checkSecondWrites checks that each of rows rows holds its second write (saveTwice)
+// in got, and was written with it last and once: a row's first write may be coalesced
+// away; none is applied after the second.
+func checkSecondWrites(t *testing.T, e *env, got map[int64]Widget, rows int64) {
+	t.Helper()
 	apps := e.applications(t)
 	for id := int64(1); id <= rows; id++ {
-		if want := fmt.Sprintf("%db", id); got[id].Name != want {
+		want := fmt.Sprintf("%db", id)
+		if got[id].Name != want {
 			t.Errorf("row %d holds %q, want %q", id, got[id].Name, want)
 		}
 		a := apps[id]
-		if len(a) == 0 || a[len(a)-1] != fmt.Sprintf("%db", id) || slices.Index(a, fmt.Sprintf("%db", id)) != len(a)-1 {
+		if len(a) == 0 || a[len(a)-1] != want || slices.Index(a, want) != len(a)-1 {
 			t.Errorf("row %d written as %q, want its second write last and once", id, a)
-		}
-		if w, ok, err := repo.Get(ctx, id); err != nil || !ok || w.Name != fmt.Sprintf("%db", id) {
-			t.Errorf("Get(%d) = %+v, %v, %v after the flush, want %db", id, w, ok, err, id)
 		}
 	}
 }
