@@ -84,6 +84,9 @@ func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, 
 	}
 	entries, err := r.store.GetMany(ctx, ks)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err() // the caller gave up: not Redis' failure
+		}
 		r.redisFailed(err)
 		return nil, nil, r.uniqueManyDirect(ctx, qs, all(len(qs)), rows)
 	}
@@ -197,6 +200,9 @@ func (r *Repository[T]) uniqueManyMiss(ctx context.Context, qs []lookupQuery, mi
 	}
 	leases, err := r.store.TakeLeases(ctx, r.reg.WithLookup(qs[missing[0]].def.id), ks, r.opts.FenceDuration)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		if err := r.fallBack(err); err != nil {
 			return nil, err
 		}
@@ -237,6 +243,7 @@ func (r *Repository[T]) fillUniqueMany(ctx context.Context, qs []lookupQuery, ks
 	idx := make([]int, len(leased))
 	for j, n := range leased {
 		idx[j] = slots[ks[n]][0]
+		testhooks.BeforeLoad(ctx, ks[n].Value())
 	}
 	byKey, placed, err := r.loadUniqueMany(ctx, qs, idx)
 	if err != nil || placed {
@@ -322,6 +329,7 @@ func (r *Repository[T]) uniqueManyUnfenced(ctx context.Context, qs []lookupQuery
 	idx := make([]int, len(ks))
 	for n, k := range ks {
 		idx[n] = slots[k][0]
+		testhooks.BeforeLoad(ctx, k.Value())
 	}
 	byKey, _, err := r.loadUniqueMany(ctx, qs, idx)
 	if err != nil {
@@ -358,9 +366,6 @@ func (r *Repository[T]) uniqueManyUnfenced(ctx context.Context, qs []lookupQuery
 // rows holding one query's values are ErrNotUnique, as in loadByValues.
 func (r *Repository[T]) loadUniqueMany(ctx context.Context, qs []lookupQuery, idx []int) (byKey map[keys.Key]*T, placed bool, err error) {
 	def := qs[idx[0]].def
-	for _, i := range idx {
-		testhooks.BeforeLoad(ctx, qs[i].key.Value())
-	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.LoadTimeout)
 	defer cancel()
 	r.stats.loads.Add(1)

@@ -2,6 +2,7 @@ package readthrough_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -454,5 +455,34 @@ func TestLookupGetManyRecorded(t *testing.T) {
 	}
 	if s := r.Stats(); s.Unique.Misses != 3 || s.Fills < 3 {
 		t.Fatalf("stats %+v, want three unique misses filled", s)
+	}
+}
+
+// TestLookupGetManyCancelled: a caller giving up while GetMany's query runs gets its
+// context's error, no Redis failure is counted, and the leases are given back: the
+// next GetMany of the values fills them at once, waiting for no one's lease.
+func TestLookupGetManyCancelled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	migrate(t, e, &Member{})
+	e.exec(t, `INSERT INTO members (id, email, name) VALUES (1, 'a@x', 'A'), (2, 'b@x', 'B')`)
+	r := members(t, lookupCache(t, e), readthrough.ModelOptions{FenceDuration: time.Minute})
+	ctx := ctxT(t)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hctx := testhooks.WithRead(cctx, &testhooks.Read{BeforeLoad: func(string) { cancel() }})
+	if _, err := r.By("Email").GetMany(hctx, "a@x", "b@x"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("GetMany cancelled during its query: %v, want context.Canceled", err)
+	}
+	// A lease left behind would make these reads wait for it (StampedeWaits).
+	got, err := r.By("Email").GetMany(ctx, "a@x", "b@x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := memberIDs(got); !slices.Equal(ids, []int64{1, 2}) {
+		t.Fatalf("GetMany after a cancelled one = %v, want members 1, 2", ids)
+	}
+	if s := r.Stats(); s.Errors != 0 || s.StampedeWaits != 0 || s.Fills != 2 {
+		t.Fatalf("stats %+v, want no Redis error, no wait for a lease, both entries filled", s)
 	}
 }
