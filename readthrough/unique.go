@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"reflect"
 
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
@@ -199,108 +198,6 @@ func (r *Repository[T]) staleLookup(ctx context.Context, q lookupQuery, entry []
 		r.redisFailed(err)
 	}
 	r.nearDrop(q.key)
-}
-
-// GetMany returns the visible rows holding each of vals (as Get takes them), in the
-// order of vals; values with no row are left out. The cached entries are read in one
-// Redis round trip and the rows they name in one multi-get (GetMany's path); values
-// whose entry is missing or stale take Get's path, one by one.
-func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error) {
-	if u.err != nil {
-		return nil, u.err
-	}
-	r := u.r
-	qs := make([]lookupQuery, len(vals))
-	for i, v := range vals {
-		q, err := r.query(u.def, u.perm, v)
-		if err != nil {
-			return nil, err
-		}
-		qs[i] = q
-	}
-	if dependencyRecorder(ctx) != nil { // deps.go
-		ks := make([]keys.Key, len(qs))
-		for i, q := range qs {
-			ks[i] = q.key
-		}
-		r = r.recorded(ctx, ks...)
-	}
-	rows := make([]*T, len(vals))
-	var rest []int // the values Get's path answers
-	if r.direct() {
-		rest = all(len(vals))
-	} else {
-		var err error
-		if rest, err = r.uniqueManyCached(ctx, qs, rows); err != nil {
-			return nil, err
-		}
-	}
-	for _, i := range rest {
-		row, ok, err := u.Get(ctx, vals[i])
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			rows[i] = &row
-		}
-	}
-	return collect(rows), nil
-}
-
-// uniqueManyCached answers the queries whose entries are cached and fresh, and
-// returns the others.
-func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, rows []*T) (rest []int, err error) {
-	ks := make([]keys.Key, len(qs))
-	for i, q := range qs {
-		ks[i] = q.key
-	}
-	entries, err := r.store.GetMany(ctx, ks)
-	if err != nil {
-		r.redisFailed(err)
-		return all(len(qs)), nil
-	}
-	var named []int // the values whose entry names a row
-	var ids []any
-	for i, e := range entries {
-		if e == nil {
-			rest = append(rest, i)
-			continue
-		}
-		got, err := r.parseLookupEntry(keys.Unique, e)
-		if err != nil {
-			rest = append(rest, i) // Get's path deletes it
-			continue
-		}
-		r.stats.unique.hits.Add(1)
-		if len(got) == 1 {
-			named, ids = append(named, i), append(ids, got[0])
-		}
-	}
-	found, err := r.GetMany(ctx, ids...)
-	if err != nil {
-		return nil, err
-	}
-	byKey := make(map[keys.Key]*T, len(found))
-	for n := range found {
-		k, err := r.model.rowKey(ctx, reflect.ValueOf(&found[n]).Elem())
-		if err != nil {
-			return nil, err
-		}
-		byKey[k] = &found[n]
-	}
-	for n, i := range named {
-		k, err := r.model.key(ids[n])
-		if err != nil {
-			return nil, err
-		}
-		if row := byKey[k]; row != nil && r.matches(ctx, qs[i], row) {
-			rows[i] = row
-			continue
-		}
-		r.staleLookup(ctx, qs[i], entries[i])
-		rest = append(rest, i)
-	}
-	return rest, nil
 }
 
 // Invalidate deletes the entries of these values (as Get takes them) and voids fills

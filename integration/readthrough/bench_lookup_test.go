@@ -2,6 +2,7 @@ package readthrough_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/pgcache/pgcache/readthrough"
@@ -79,4 +80,39 @@ func BenchmarkBaselineGormFind(b *testing.B) {
 			b.Fatal(len(rows), err)
 		}
 	}
+}
+
+// BenchmarkUniqueGetManyMiss invalidates the entries of 20 emails and reads them with
+// one GetMany: the entries' multi-get, their leases, one query and the fills, all for
+// the 20 together (the rows are the fill's own). It reports the Postgres queries per
+// GetMany.
+func BenchmarkUniqueGetManyMiss(b *testing.B) {
+	e := newEnv(b)
+	if err := e.db.AutoMigrate(&Member{}); err != nil {
+		b.Fatal(err)
+	}
+	e.exec(b, `INSERT INTO members (id, email, name) SELECT g, 'm' || g || '@x', 'M' || g FROM generate_series(1, 1000) g`)
+	c, _, queries, _ := countedLookupCache(b, e, "members")
+	repo, err := readthrough.Register[Member](c, readthrough.ModelOptions{Unique: [][]string{{"Email"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 20
+	vals := make([]any, n)
+	for i := range vals {
+		vals[i] = fmt.Sprintf("m%d@x", 40*i+1)
+	}
+	ctx := context.Background()
+	by := repo.By("Email")
+	queries.Store(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := by.Invalidate(ctx, vals...); err != nil {
+			b.Fatal(err)
+		}
+		if rows, err := by.GetMany(ctx, vals...); err != nil || len(rows) != n {
+			b.Fatal(len(rows), err)
+		}
+	}
+	b.ReportMetric(float64(queries.Load())/float64(b.N), "queries/op")
 }

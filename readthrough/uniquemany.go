@@ -1,0 +1,434 @@
+package readthrough
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"gorm.io/gorm/clause"
+
+	"github.com/pgcache/pgcache/internal/store"
+	"github.com/pgcache/pgcache/internal/testhooks"
+	"github.com/pgcache/pgcache/keys"
+)
+
+// GetMany returns the visible rows holding each of vals (as Get takes them), in the
+// order of vals; values with no row are left out. The cached entries are read in one
+// Redis round trip and the rows they name in one multi-get (GetMany's path). The
+// values that miss are filled together, as Get fills one: their entries' leases in
+// one round trip, one query for them all (WHERE col IN (...), or (a, b) IN (...) for a
+// composite lookup), and the entries stored in one round trip, fenced as in Get; so
+// N misses cost three round trips and one query, not 3N and N. A value whose lease
+// another reader holds, or whose entry is undecodable, takes Get's path. Inside a
+// transaction, unscoped, or with Redis failing, the values are read from Postgres in
+// one query and nothing is cached.
+func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error) {
+	if u.err != nil {
+		return nil, u.err
+	}
+	r := u.r
+	qs := make([]lookupQuery, len(vals))
+	for i, v := range vals {
+		q, err := r.query(u.def, u.perm, v)
+		if err != nil {
+			return nil, err
+		}
+		qs[i] = q
+	}
+	if dependencyRecorder(ctx) != nil { // deps.go
+		ks := make([]keys.Key, len(qs))
+		for i, q := range qs {
+			ks[i] = q.key
+		}
+		r = r.recorded(ctx, ks...)
+	}
+	rows := make([]*T, len(vals))
+	if r.direct() {
+		if err := r.uniqueManyDirect(ctx, qs, all(len(qs)), rows); err != nil {
+			return nil, err
+		}
+		return collect(rows), nil
+	}
+	missing, rest, err := r.uniqueManyCached(ctx, qs, rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		held, err := r.uniqueManyMiss(ctx, qs, missing, rows)
+		if err != nil {
+			return nil, err
+		}
+		rest = append(rest, held...)
+	}
+	for _, i := range rest {
+		row, ok, err := u.Get(ctx, vals[i])
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			rows[i] = &row
+		}
+	}
+	return collect(rows), nil
+}
+
+// uniqueManyCached answers the queries whose entries are cached and fresh. It returns
+// the queries with no entry (missing, a stale entry being deleted) and those to leave
+// to Get's path (rest: an undecodable entry, which Get deletes and counts). With Redis
+// failing it reads every query from Postgres, as Get does.
+func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, rows []*T) (missing, rest []int, err error) {
+	ks := make([]keys.Key, len(qs))
+	for i, q := range qs {
+		ks[i] = q.key
+	}
+	entries, err := r.store.GetMany(ctx, ks)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err() // the caller gave up: not Redis' failure
+		}
+		r.redisFailed(err)
+		return nil, nil, r.uniqueManyDirect(ctx, qs, all(len(qs)), rows)
+	}
+	var named []int // the values whose entry names a row
+	var ids []any
+	for i, e := range entries {
+		if e == nil {
+			missing = append(missing, i)
+			continue
+		}
+		got, err := r.parseLookupEntry(keys.Unique, e)
+		if err != nil {
+			rest = append(rest, i)
+			continue
+		}
+		r.stats.unique.hits.Add(1)
+		if len(got) == 1 {
+			named, ids = append(named, i), append(ids, got[0])
+		}
+	}
+	stale, err := r.uniqueManyRows(ctx, qs, named, ids, entries, rows)
+	return append(missing, stale...), rest, err
+}
+
+// uniqueManyRows reads the rows that entries name (ids[n] is named by query named[n],
+// whose entry is entries[named[n]]) through GetMany and puts those that still hold
+// their values into rows. It returns the queries whose entry was stale, deleted.
+func (r *Repository[T]) uniqueManyRows(ctx context.Context, qs []lookupQuery, named []int, ids []any, entries [][]byte, rows []*T) (stale []int, err error) {
+	if len(named) == 0 {
+		return nil, nil
+	}
+	found, err := r.GetMany(ctx, ids...)
+	if err != nil {
+		return nil, err
+	}
+	byKey := make(map[keys.Key]*T, len(found))
+	for n := range found {
+		k, err := r.model.rowKey(ctx, reflect.ValueOf(&found[n]).Elem())
+		if err != nil {
+			return nil, err
+		}
+		byKey[k] = &found[n]
+	}
+	for n, i := range named {
+		k, err := r.model.key(ids[n])
+		if err != nil {
+			return nil, err
+		}
+		if row := byKey[k]; row != nil && (r.matches(ctx, qs[i], row) || testhooks.Unchecked(ctx)) {
+			rows[i] = row
+			continue
+		}
+		r.staleLookup(ctx, qs[i], entries[i])
+		stale = append(stale, i)
+	}
+	return stale, nil
+}
+
+// uniqueManyDirect reads the queries idx from Postgres in one query, caching nothing,
+// as uniqueDirect does one.
+func (r *Repository[T]) uniqueManyDirect(ctx context.Context, qs []lookupQuery, idx []int, rows []*T) error {
+	r.unrecordable(ctx) // deps.go
+	byKey, placed, err := r.loadUniqueMany(ctx, qs, idx)
+	if err != nil {
+		return err
+	}
+	if !placed {
+		// A row the values' canonical forms do not name: each value on its own.
+		for _, i := range idx {
+			row, ok, err := r.uniqueDirect(ctx, qs[i])
+			if err != nil {
+				return err
+			}
+			if ok {
+				rows[i] = &row
+			}
+		}
+		return nil
+	}
+	for _, i := range idx {
+		if row := byKey[qs[i].key]; row != nil {
+			rows[i] = row
+		}
+	}
+	return nil
+}
+
+// uniqueManyMiss fills the entries of the queries missing, which Redis did not hold,
+// as fillLookup fills one: their leases taken in one round trip (announcing the lookup
+// in the lookup registry and the entries in the table's index before any lease
+// exists), one query for the leased values, and the entries stored in one round trip,
+// each only if its lease survived. It puts the rows into rows and returns the queries
+// to leave to Get's path: those whose lease another reader holds (Get waits for its
+// fill) or whose entry turned up meanwhile.
+func (r *Repository[T]) uniqueManyMiss(ctx context.Context, qs []lookupQuery, missing []int, rows []*T) (held []int, err error) {
+	// One lease per entry: a value asked for twice shares it.
+	slots := make(map[keys.Key][]int, len(missing))
+	var ks []keys.Key
+	for _, i := range missing {
+		k := qs[i].key
+		if slots[k] == nil {
+			ks = append(ks, k)
+		}
+		slots[k] = append(slots[k], i)
+	}
+	if testhooks.Unfenced(ctx) {
+		for _, i := range missing {
+			r.lookupCount(qs[i], false)
+		}
+		return nil, r.uniqueManyUnfenced(ctx, qs, ks, slots, rows)
+	}
+	leases, err := r.store.TakeLeases(ctx, r.reg.WithLookup(qs[missing[0]].def.id), ks, r.opts.FenceDuration)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err := r.fallBack(err); err != nil {
+			return nil, err
+		}
+		return nil, r.uniqueManyDirect(ctx, qs, missing, rows)
+	}
+	var leased []int // indexes of ks
+	for n, l := range leases {
+		if l.State == store.Acquired {
+			leased = append(leased, n)
+			continue
+		}
+		held = append(held, slots[ks[n]]...)
+	}
+	if len(leased) == 0 {
+		return held, nil
+	}
+	again, err := r.fillUniqueMany(ctx, qs, ks, slots, leases, leased, rows)
+	return append(held, again...), err
+}
+
+// fillUniqueMany loads the leased entries' rows in one query and stores the entries
+// in one round trip. The rows loaded are current (read after the leases were taken,
+// so after the call began) and are the caller's, as a fill's rows are its own
+// caller's in Get; with a dependency recorder, the rows are read through GetMany
+// instead, which records them. again are the queries to leave to Get's path.
+func (r *Repository[T]) fillUniqueMany(ctx context.Context, qs []lookupQuery, ks []keys.Key, slots map[keys.Key][]int, leases []store.Lease, leased []int, rows []*T) (again []int, ferr error) {
+	// The leases are given back or filled even if the caller gives up: a lease left
+	// behind makes the next readers of its entry wait for it to expire.
+	rctx := context.WithoutCancel(ctx)
+	release := func(ns ...int) {
+		for _, n := range ns {
+			if err := r.store.Release(rctx, ks[n], leases[n].Token); err != nil {
+				r.redisFailed(err)
+			}
+		}
+	}
+	ctx, end := r.startOp(ctx, OpFill)
+	idx := make([]int, len(leased))
+	for j, n := range leased {
+		idx[j] = slots[ks[n]][0]
+		testhooks.BeforeLoad(ctx, ks[n].Value())
+	}
+	byKey, placed, err := r.loadUniqueMany(ctx, qs, idx)
+	if err != nil || placed {
+		// Counted as Get counts a miss it fills; values left to Get are counted there.
+		for _, n := range leased {
+			for _, i := range slots[ks[n]] {
+				r.lookupCount(qs[i], false)
+			}
+		}
+	}
+	if err != nil {
+		release(leased...)
+		end(OutcomeError, err)
+		return nil, err
+	}
+	if !placed {
+		release(leased...)
+		end(OutcomeUncached, nil)
+		// A row the values' canonical forms do not name: each value on its own.
+		for _, n := range leased {
+			again = append(again, slots[ks[n]]...)
+		}
+		return again, nil
+	}
+	for _, n := range leased {
+		testhooks.AfterLoad(ctx, ks[n].Value())
+	}
+	items := make([]store.FillItem, 0, len(leased))
+	entries := make([][]byte, len(qs))
+	var named []int
+	var ids []any
+	for _, n := range leased {
+		var loaded []T
+		if row := byKey[ks[n]]; row != nil {
+			loaded = []T{*row}
+		}
+		entry, err := r.lookupEntry(ctx, keys.Unique, loaded)
+		if err != nil {
+			release(leased...)
+			end(OutcomeError, err)
+			return nil, err
+		}
+		for _, i := range slots[ks[n]] {
+			entries[i] = entry
+			switch {
+			case len(loaded) == 0:
+			case recording(ctx):
+				id, err := r.parseLookupEntry(keys.Unique, entry)
+				if err != nil {
+					release(leased...)
+					end(OutcomeError, err)
+					return nil, err
+				}
+				named, ids = append(named, i), append(ids, id[0])
+			default:
+				rows[i] = &loaded[0]
+			}
+		}
+		if ttl, cache := r.ttl(entry); cache {
+			items = append(items, store.FillItem{Key: ks[n], Token: leases[n].Token, Entry: entry, TTL: ttl})
+		} else {
+			release(n)
+		}
+	}
+	stored, err := r.store.FillMany(rctx, items)
+	if err != nil {
+		r.redisFailed(err)
+	}
+	for _, ok := range stored {
+		if ok {
+			r.stats.fills.Add(1)
+		} else {
+			r.stats.fillsRefused.Add(1)
+		}
+	}
+	end(fillManyOutcome(stored, err), err)
+	return r.uniqueManyRows(ctx, qs, named, ids, entries, rows)
+}
+
+// uniqueManyUnfenced is uniqueManyMiss as a cache without fencing does it (plain SETs,
+// no leases), for the tests that show what fencing prevents.
+func (r *Repository[T]) uniqueManyUnfenced(ctx context.Context, qs []lookupQuery, ks []keys.Key, slots map[keys.Key][]int, rows []*T) error {
+	idx := make([]int, len(ks))
+	for n, k := range ks {
+		idx[n] = slots[k][0]
+		testhooks.BeforeLoad(ctx, k.Value())
+	}
+	byKey, _, err := r.loadUniqueMany(ctx, qs, idx)
+	if err != nil {
+		return err
+	}
+	for _, k := range ks {
+		testhooks.AfterLoad(ctx, k.Value())
+		var loaded []T
+		if row := byKey[k]; row != nil {
+			loaded = []T{*row}
+			for _, i := range slots[k] {
+				rows[i] = row
+			}
+		}
+		entry, err := r.lookupEntry(ctx, keys.Unique, loaded)
+		if err != nil {
+			return err
+		}
+		if ttl, cache := r.ttl(entry); cache {
+			if err := r.store.FillUnfenced(ctx, k, entry, ttl); err != nil {
+				return err
+			}
+			r.stats.fills.Add(1)
+		}
+	}
+	return nil
+}
+
+// loadUniqueMany reads the visible rows holding the values of the queries idx (of one
+// unique lookup) in one query, in the repository's scope, and returns them by the key
+// of the entry their values name. placed is false when a row loaded names none of the
+// queries' entries (the column compares values as their canonical forms do not, so
+// the row cannot be matched to a value): the caller then asks value by value. Two
+// rows holding one query's values are ErrNotUnique, as in loadByValues.
+func (r *Repository[T]) loadUniqueMany(ctx context.Context, qs []lookupQuery, idx []int) (byKey map[keys.Key]*T, placed bool, err error) {
+	def := qs[idx[0]].def
+	ctx, cancel := context.WithTimeout(ctx, r.opts.LoadTimeout)
+	defer cancel()
+	r.stats.loads.Add(1)
+	db := r.db.WithContext(ctx).Model(new(T))
+	if len(def.fields) == 1 {
+		vals := make([]any, len(idx))
+		for n, i := range idx {
+			vals[n] = qs[i].vals[0]
+		}
+		db = db.Where(clause.IN{Column: clause.Column{Table: clause.CurrentTable, Name: def.fields[0].DBName}, Values: vals})
+	} else {
+		args := make([]any, 0, len(def.fields)+1)
+		for _, f := range def.fields {
+			args = append(args, clause.Column{Table: clause.CurrentTable, Name: f.DBName})
+		}
+		tuples := make([][]any, len(idx))
+		for n, i := range idx {
+			tuples[n] = qs[i].vals
+		}
+		args = append(args, tuples)
+		db = db.Where("("+strings.TrimSuffix(strings.Repeat("?,", len(def.fields)), ",")+") IN ?", args...)
+	}
+	for _, c := range r.model.lookups.orderBy {
+		db = db.Order(clause.OrderByColumn{Column: clause.Column{Table: clause.CurrentTable, Name: c}})
+	}
+	var loaded []T
+	if err := db.Find(&loaded).Error; err != nil {
+		return nil, false, fmt.Errorf("readthrough: %s lookup %s of %s, %d values: %w", def.id.Kind(), def.id, r.model.schema.Name, len(idx), err)
+	}
+	asked := make(map[keys.Key]lookupQuery, len(idx))
+	for _, i := range idx {
+		asked[qs[i].key] = qs[i]
+	}
+	byKey = make(map[keys.Key]*T, len(loaded))
+	for n := range loaded {
+		k, ok := r.rowLookupKey(ctx, def, &loaded[n])
+		q, isAsked := asked[k]
+		if !ok || !isAsked {
+			return nil, false, nil
+		}
+		if byKey[k] != nil {
+			return nil, false, fmt.Errorf("%w: %s by %v: at least two visible rows hold the values (a partial unique index?): none is returned", ErrNotUnique, r.model.schema.Name, q.canon)
+		}
+		byKey[k] = &loaded[n]
+	}
+	return byKey, true, nil
+}
+
+// rowLookupKey returns the key of def's entry that row's values name; ok is false
+// for a NULL or a value with no canonical form.
+func (r *Repository[T]) rowLookupKey(ctx context.Context, def *lookupDef, row *T) (keys.Key, bool) {
+	rv := reflect.ValueOf(row).Elem()
+	canon := make([]string, len(def.fields))
+	for j, f := range def.fields {
+		v, _ := f.ValueOf(ctx, rv)
+		if isNull(v) {
+			return keys.Key{}, false
+		}
+		c, err := keys.FromGo(def.kinds[j], v)
+		if err != nil {
+			return keys.Key{}, false
+		}
+		canon[j] = c
+	}
+	return r.model.space.LookupKey(def.id, canon...), true
+}
