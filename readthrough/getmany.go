@@ -283,17 +283,7 @@ func (r *Repository[T]) fillManyLeased(ctx context.Context, m misses, leases []s
 		}
 		items = append(items, store.FillItem{Key: m.keys[j], Token: leases[j].Token, Entry: r.seal(entry), TTL: ttl})
 	}
-	stored, err := r.store.FillMany(ctx, items)
-	if err != nil {
-		r.redisFailed(err)
-	}
-	for _, ok := range stored {
-		if ok {
-			r.stats.fills.Add(1)
-		} else {
-			r.stats.fillsRefused.Add(1)
-		}
-	}
+	stored, err := r.storeFills(ctx, items)
 	end(fillManyOutcome(stored, err), err)
 	return nil
 }
@@ -386,4 +376,21 @@ func (r *Repository[T]) loadMany(ctx context.Context, ids []any) ([]T, error) {
 		return nil, fmt.Errorf("readthrough: load %d %s rows: %w", len(ids), r.model.schema.Name, err)
 	}
 	return rows, nil
+}
+
+// storeFills stores the fills of items in one round trip (store.FillMany) and counts
+// them: stored, or refused because their lease was voided.
+func (r *Repository[T]) storeFills(ctx context.Context, items []store.FillItem) ([]bool, error) {
+	stored, err := r.store.FillMany(ctx, items)
+	if err != nil {
+		r.redisFailed(err)
+	}
+	for _, ok := range stored {
+		if ok {
+			r.stats.fills.Add(1)
+		} else {
+			r.stats.fillsRefused.Add(1)
+		}
+	}
+	return stored, err
 }

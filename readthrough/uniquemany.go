@@ -308,17 +308,7 @@ func (r *Repository[T]) fillUniqueMany(ctx context.Context, qs []lookupQuery, ks
 			release(n)
 		}
 	}
-	stored, err := r.store.FillMany(rctx, items)
-	if err != nil {
-		r.redisFailed(err)
-	}
-	for _, ok := range stored {
-		if ok {
-			r.stats.fills.Add(1)
-		} else {
-			r.stats.fillsRefused.Add(1)
-		}
-	}
+	stored, err := r.storeFills(rctx, items)
 	end(fillManyOutcome(stored, err), err)
 	return r.uniqueManyRows(ctx, qs, named, ids, entries, rows)
 }
