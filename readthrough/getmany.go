@@ -299,13 +299,18 @@ func (r *Repository[T]) loadLeased(ctx context.Context, m misses, leased []int) 
 	if err != nil {
 		return nil, err
 	}
-	byKey := make(map[keys.Key]*T, len(loaded))
-	for n := range loaded {
-		k, err := r.model.rowKey(ctx, reflect.ValueOf(&loaded[n]).Elem())
+	return r.byRowKey(ctx, loaded)
+}
+
+// byRowKey returns rows by their keys.
+func (r *Repository[T]) byRowKey(ctx context.Context, rows []T) (map[keys.Key]*T, error) {
+	byKey := make(map[keys.Key]*T, len(rows))
+	for n := range rows {
+		k, err := r.model.rowKey(ctx, reflect.ValueOf(&rows[n]).Elem())
 		if err != nil {
 			return nil, err
 		}
-		byKey[k] = &loaded[n]
+		byKey[k] = &rows[n]
 	}
 	return byKey, nil
 }

@@ -252,23 +252,33 @@ func (r *Repository[T]) writtenLookupKeys(ctx context.Context, rv reflect.Value)
 		return nil
 	}
 	var out []keys.Key
-next:
 	for _, def := range r.model.lookups.all {
-		canon := make([]string, len(def.fields))
-		for j, f := range def.fields {
-			v, _ := f.ValueOf(ctx, rv)
-			if isNull(v) {
-				continue next
-			}
-			c, err := keys.FromGo(def.kinds[j], v)
-			if err != nil {
-				r.warn("written row's lookup value has no key; its entries are left to the invalidator",
-					slog.String("lookup", def.id.String()), slog.Any("error", err))
-				continue next
-			}
-			canon[j] = c
+		k, ok, err := r.rowLookupKey(ctx, def, rv)
+		if err != nil {
+			r.warn("written row's lookup value has no key; its entries are left to the invalidator",
+				slog.String("lookup", def.id.String()), slog.Any("error", err))
+			continue
 		}
-		out = append(out, r.model.space.LookupKey(def.id, canon...))
+		if ok {
+			out = append(out, k)
+		}
 	}
 	return out
+}
+
+// rowLookupKey returns the key of def's entry that the values of the row rv name; ok
+// is false when one of them is NULL (it names no entry), err set when one has no
+// canonical form.
+func (r *Repository[T]) rowLookupKey(ctx context.Context, def *lookupDef, rv reflect.Value) (k keys.Key, ok bool, err error) {
+	canon := make([]string, len(def.fields))
+	for j, f := range def.fields {
+		v, _ := f.ValueOf(ctx, rv)
+		if isNull(v) {
+			return keys.Key{}, false, nil
+		}
+		if canon[j], err = keys.FromGo(def.kinds[j], v); err != nil {
+			return keys.Key{}, false, err
+		}
+	}
+	return r.model.space.LookupKey(def.id, canon...), true, nil
 }

@@ -122,13 +122,9 @@ func (r *Repository[T]) uniqueManyRows(ctx context.Context, qs []lookupQuery, na
 	if err != nil {
 		return nil, err
 	}
-	byKey := make(map[keys.Key]*T, len(found))
-	for n := range found {
-		k, err := r.model.rowKey(ctx, reflect.ValueOf(&found[n]).Elem())
-		if err != nil {
-			return nil, err
-		}
-		byKey[k] = &found[n]
+	byKey, err := r.byRowKey(ctx, found)
+	if err != nil {
+		return nil, err
 	}
 	for n, i := range named {
 		k, err := r.model.key(ids[n])
@@ -391,10 +387,10 @@ func (r *Repository[T]) loadUniqueMany(ctx context.Context, qs []lookupQuery, id
 	}
 	byKey = make(map[keys.Key]*T, len(loaded))
 	for n := range loaded {
-		k, ok := r.rowLookupKey(ctx, def, &loaded[n])
+		k, ok, err := r.rowLookupKey(ctx, def, reflect.ValueOf(&loaded[n]).Elem())
 		q, isAsked := asked[k]
-		if !ok || !isAsked {
-			return nil, false, nil
+		if err != nil || !ok || !isAsked {
+			return nil, false, nil // a row no value's canonical form names: value by value
 		}
 		if byKey[k] != nil {
 			return nil, false, fmt.Errorf("%w: %s by %v: at least two visible rows hold the values (a partial unique index?): none is returned", ErrNotUnique, r.model.schema.Name, q.canon)
@@ -402,23 +398,4 @@ func (r *Repository[T]) loadUniqueMany(ctx context.Context, qs []lookupQuery, id
 		byKey[k] = &loaded[n]
 	}
 	return byKey, true, nil
-}
-
-// rowLookupKey returns the key of def's entry that row's values name; ok is false
-// for a NULL or a value with no canonical form.
-func (r *Repository[T]) rowLookupKey(ctx context.Context, def *lookupDef, row *T) (keys.Key, bool) {
-	rv := reflect.ValueOf(row).Elem()
-	canon := make([]string, len(def.fields))
-	for j, f := range def.fields {
-		v, _ := f.ValueOf(ctx, rv)
-		if isNull(v) {
-			return keys.Key{}, false
-		}
-		c, err := keys.FromGo(def.kinds[j], v)
-		if err != nil {
-			return keys.Key{}, false
-		}
-		canon[j] = c
-	}
-	return r.model.space.LookupKey(def.id, canon...), true
 }

@@ -299,10 +299,11 @@ func (f *Flusher) start(ctx context.Context, batch []store.JournalEntry, prev *i
 // the consumer's own entries read again, after a backoff.
 func (f *Flusher) finish(ctx context.Context, fl *inflight, r *reader, bo *backoff.ExponentialBackOff, whole bool) {
 	<-fl.transacted
+	prevFailed := false
 	if p := fl.prev; p != nil {
 		fl.prev = nil
 		<-p.done
-		if p.settleErr != nil {
+		if prevFailed = p.settleErr != nil; prevFailed {
 			f.failedBatch(ctx, r, bo, p.settleErr)
 		}
 	}
@@ -312,7 +313,9 @@ func (f *Flusher) finish(ctx context.Context, fl *inflight, r *reader, bo *backo
 			f.failedBatch(ctx, r, bo, fl.err)
 			return
 		}
-		bo.Reset()
+		if !prevFailed {
+			bo.Reset() // a batch went through: the next failure waits the first interval again
+		}
 		if len(fl.held) > 0 {
 			if len(r.held) == 0 {
 				r.since = time.Now() // entries waiting to land: look again in FlushInterval
