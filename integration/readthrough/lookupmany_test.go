@@ -486,3 +486,45 @@ func TestLookupGetManyCancelled(t *testing.T) {
 		t.Fatalf("stats %+v, want no Redis error, no wait for a lease, both entries filled", s)
 	}
 }
+
+// TestLookupGetManyInTransaction: inside a transaction GetMany by a unique lookup
+// reads Postgres, so it sees the transaction's own uncommitted write and not the
+// entries cached before it, and caches nothing (promise 4); after a rollback the
+// cached entries still answer as Postgres does.
+func TestLookupGetManyInTransaction(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	migrate(t, e, &Member{})
+	e.exec(t, `INSERT INTO members (id, email, name) VALUES (1, 'a@x', 'A'), (2, 'b@x', 'B')`)
+	r := members(t, lookupCache(t, e), readthrough.ModelOptions{})
+	ctx := ctxT(t)
+	if got, err := r.By("Email").GetMany(ctx, "a@x", "b@x"); err != nil || len(got) != 2 {
+		t.Fatalf("warm-up GetMany = %+v, %v", got, err)
+	}
+	rollback := errors.New("test: roll back")
+	err := readthrough.Transaction(ctx, e.db, func(tx *readthrough.Tx) error {
+		in := r.In(tx)
+		if err := in.Save(ctx, &Member{ID: 1, Email: "z@x", Name: "A"}); err != nil {
+			return err
+		}
+		got, err := in.By("Email").GetMany(ctx, "z@x", "a@x", "b@x")
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || got[0].ID != 1 || got[0].Email != "z@x" || got[1].ID != 2 {
+			t.Errorf("GetMany in the transaction = %+v, want member 1 as z@x, then member 2 (a@x is no one's inside it)", got)
+		}
+		return rollback
+	})
+	if !errors.Is(err, rollback) {
+		t.Fatal(err)
+	}
+	key, _ := r.By("Email").Key("z@x")
+	if n, err := e.rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
+		t.Fatalf("GetMany in a transaction cached the entry of z@x (%d, %v)", n, err)
+	}
+	got, err := r.By("Email").GetMany(ctx, "z@x", "a@x")
+	if err != nil || len(got) != 1 || got[0].ID != 1 || got[0].Email != "a@x" {
+		t.Fatalf("GetMany after the rollback = %+v, %v; want member 1 as a@x only", got, err)
+	}
+}
