@@ -102,29 +102,6 @@ func (c *Cache) nearTier() (*near.Tier, error) {
 	return tier, nil
 }
 
-// Close stops the goroutines of the Cache's near caches (the tracking connection and
-// the near tier's clean-up) and waits for them; reads then bypass the near tier. A
-// Cache without near caches has nothing to stop. Call it when you are done with the
-// Cache; it is safe to call more than once.
-func (c *Cache) Close() error {
-	s := &c.near
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if s.tier == nil {
-		return nil
-	}
-	s.cancel()
-	<-s.done
-	for _, f := range s.closers {
-		f()
-	}
-	return nil
-}
-
 // nearModel is a model's near cache.
 type nearModel[T any] struct {
 	tier  *near.Tier

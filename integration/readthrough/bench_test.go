@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,6 +145,88 @@ func BenchmarkGetHitParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// spreadEnv is benchEnv with spreadRows rows, all cached, and their keys: the parallel
+// benchmarks over many keys read different rows at once, as the bench program's
+// hit_vs_raw_ops_ratio_16 does, so concurrent reads do not share one GET.
+func spreadEnv(b *testing.B) (*env, *readthrough.Repository[Widget], []string) {
+	b.Helper()
+	e, repo, _ := benchEnv(b)
+	e.exec(b, `INSERT INTO widgets (id, name, price) SELECT i, 'a widget of typical size for a cache benchmark', 42 FROM generate_series(2, 1000) i`)
+	ids := make([]any, spreadRows)
+	ks := make([]string, spreadRows)
+	for i := range ids {
+		ids[i] = int64(i + 1)
+		ks[i], _ = repo.Key(int64(i + 1))
+	}
+	if _, err := repo.GetMany(context.Background(), ids...); err != nil {
+		b.Fatal(err)
+	}
+	return e, repo, ks
+}
+
+const spreadRows = 1000
+
+// BenchmarkBaselineRedisGetParallelSpread is BenchmarkGetHitParallelSpread's baseline:
+// raw GETs of the same thousand entries from as many goroutines.
+func BenchmarkBaselineRedisGetParallelSpread(b *testing.B) {
+	e, _, ks := spreadEnv(b)
+	ctx := context.Background()
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := e.rdb.Get(ctx, ks[n.Add(1)%spreadRows]).Bytes(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkBaselineRedisGetParallelSpreadAutoPipelined is the same raw GETs through
+// go-redis' AutoPipeliner (its blocking face), as concurrent hits are batched: the
+// bound for BenchmarkGetHitParallelSpread's batched reads.
+func BenchmarkBaselineRedisGetParallelSpreadAutoPipelined(b *testing.B) {
+	e, _, ks := spreadEnv(b)
+	ap, err := e.rdb.AutoPipeline()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ap.Close() })
+	ctx := context.Background()
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := ap.Get(ctx, ks[n.Add(1)%spreadRows]).Bytes(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkGetHitParallelSpread(b *testing.B) {
+	_, repo, _ := spreadEnv(b)
+	ctx := context.Background()
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, ok, err := repo.Get(ctx, n.Add(1)%spreadRows+1); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	if s := repo.Stats(); s.Misses != spreadRows {
+		b.Fatalf("stats %+v: the benchmark missed", s)
+	}
 }
 
 // BenchmarkGetMiss measures the fenced miss path: lease, query, fill. Each iteration

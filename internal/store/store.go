@@ -40,6 +40,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
 )
 
@@ -52,6 +53,9 @@ type Store struct {
 	instance string
 	seq      atomic.Uint64
 	gate     *gate // reads' circuit breaker and pool-wait check (breaker.go); nil: none
+	// pipe batches concurrent Gets (autopipe.go), for every Store made from the one
+	// WithAutoPipeline made; nil: each is sent alone.
+	pipe *autoPipe
 }
 
 // New returns a Store over rdb. Each Redis operation is bounded by timeout (no bound when
@@ -164,8 +168,21 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 	g := &getRead{args: [2]any{"get", k.Value()}}
 	rctx, cancel := s.readCtxIn(ctx, gp, &g.ctx)
 	cmd := redis.NewStringCmd(rctx, g.args[:]...)
-	_ = s.rdb.Process(rctx, cmd) // the error is cmd's too
-	b, err := cmd.Bytes()
+	var b []byte
+	if ap := s.batched(gp); ap != nil {
+		gp.queued = false // it waits for no pooled connection
+		testhooks.Batched(ctx, k.Value())
+		if err = s.pipe.wait(ctx, ap, cmd, s.timeout); err == nil {
+			b, err = cmd.Bytes()
+		}
+		s.pipe.leave()
+	} else {
+		_ = s.rdb.Process(rctx, cmd) // the error is cmd's too
+		b, err = cmd.Bytes()
+		if s.pipe != nil {
+			s.pipe.leave()
+		}
+	}
 	cancel()
 	err = s.gate.leave(ctx, gp, err)
 	if err == redis.Nil {
@@ -175,6 +192,37 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("store: get %s: %w", k, err)
 	}
 	return b, true, nil
+}
+
+// batched returns the pipeliner a Get that passed the gate with p is sent on, or nil
+// to send it alone (see autopipe.go); either way, with a pipe, its leave must follow.
+func (s *Store) batched(p pass) *redis.AutoPipeliner {
+	if s.pipe == nil {
+		return nil
+	}
+	ap := s.pipe.enter()
+	if ap == nil || p.probe || s.gate != nil && s.gate.b != nil && !s.gate.b.quiet() {
+		return nil
+	}
+	return ap
+}
+
+// WithAutoPipeline returns a Store sharing s's client and gate whose concurrent Gets
+// share round trips (see autopipe.go) when its client is a single server's, as do
+// those of the Stores made from it with WithTimeout; Close turns that off. unbounded
+// is for a test's control only: batched Gets then wait without the Store's timeout.
+func (s *Store) WithAutoPipeline(unbounded bool) *Store {
+	return &Store{rdb: s.rdb, timeout: s.timeout, instance: s.instance + ".p", gate: s.gate, pipe: newAutoPipe(s.rdb, unbounded)}
+}
+
+// Close turns off what WithAutoPipeline turned on, for this Store and those sharing
+// its client's pipeliner: their Gets are then sent alone. The client and its
+// pipeliner stay open.
+func (s *Store) Close() error {
+	if s.pipe != nil {
+		s.pipe.close()
+	}
+	return nil
 }
 
 // GetMany returns the entries of ks in one round trip: one MGET on a single server,
@@ -528,5 +576,5 @@ func (s *Store) DeleteEntry(ctx context.Context, k keys.Key, entry []byte) error
 
 // WithTimeout returns a Store that shares s's client and tokens with another timeout.
 func (s *Store) WithTimeout(d time.Duration) *Store {
-	return &Store{rdb: s.rdb, timeout: d, instance: s.instance + "." + strconv.FormatInt(int64(d), 36), gate: s.gate}
+	return &Store{rdb: s.rdb, timeout: d, instance: s.instance + "." + strconv.FormatInt(int64(d), 36), gate: s.gate, pipe: s.pipe}
 }

@@ -40,8 +40,16 @@ type Read struct {
 	// GET, and a GET that waited for a pooled connection falls back to Postgres like a
 	// Redis that does not answer. It shows that the tests of sharing can fail.
 	Unshared bool
+	// UnboundedBatches, in the context of the *gorm.DB a readthrough.Cache is made
+	// with, bounds its batched reads (Options.NoAutoPipeline) by the Redis client's own
+	// timeouts instead of RedisTimeout, as go-redis' pipeliner does when it is used
+	// alone: it shows that the test of the bound can fail.
+	UnboundedBatches bool
 	// JoinedGet runs when a Get joins another Get's Redis GET of its key, under way.
 	JoinedGet func(key string)
+	// Batched runs when a Get's GET is queued on the client's pipeliner, to be sent
+	// with others (the Cache's Options.NoAutoPipeline).
+	Batched func(key string)
 	// UnorderedGets, in the context of the *gorm.DB a readthrough.Cache is made with,
 	// lets a Get take the reply of any GET of its key under way, even one sent before
 	// the Get began (and so perhaps before the caller's own write invalidated the
@@ -99,6 +107,11 @@ func AfterCommit(ctx context.Context, key string) {
 // BeforeNearStore runs ctx's BeforeNearStore hook, if any.
 func BeforeNearStore(ctx context.Context, key string) {
 	runRead(ctx, key, func(h *Read) func(string) { return h.BeforeNearStore })
+}
+
+// Batched runs ctx's Batched hook, if any.
+func Batched(ctx context.Context, key string) {
+	runRead(ctx, key, func(h *Read) func(string) { return h.Batched })
 }
 
 // JoinedGet runs ctx's JoinedGet hook, if any.
@@ -281,6 +294,13 @@ func Run(f func()) {
 	if f != nil {
 		f()
 	}
+}
+
+// UnboundedBatches reports whether ctx's Read hooks bound batched reads by the
+// client's timeouts instead of RedisTimeout.
+func UnboundedBatches(ctx context.Context) bool {
+	h := read(ctx)
+	return h != nil && h.UnboundedBatches
 }
 
 // Unshared reports whether ctx's Read hooks turn off the sharing of Redis reads.
