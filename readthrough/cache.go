@@ -80,9 +80,10 @@ type Options struct {
 	// client's AutoPipelineOptions if it has some), one round trip and a few system
 	// calls for many: at 16 goroutines reading different rows that is over twice the
 	// hits per second of as many plain GETs (docs/BENCHMARKS.md). A lone Get is sent
-	// alone, as before. A batched read waits at most RedisTimeout, and reads are batched
-	// only while Redis answers; go-redis runs the client's pipeline hooks for them, not
-	// its process hooks. Only a single server's client batches (Sentinel's included).
+	// alone, as before. A batched read waits at most 1.25 RedisTimeout (batched reads share
+	// timers by the quarter of it), and reads are batched
+	// only while Redis answers; go-redis runs the client's pipeline hooks for them (its
+	// process hooks for a batch of one). Only a single server's client batches (Sentinel's included).
 	// The pipeliner's goroutine is the client's: closing the client stops it.
 	NoAutoPipeline bool
 	// Observer is told how reads went and of misses, fills and writes, for metrics

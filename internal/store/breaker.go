@@ -171,7 +171,7 @@ func (s *Store) WithBreaker(failures int, cooldown time.Duration) *Store {
 	if failures > 0 {
 		g.b = newBreaker(failures, cooldown, time.Now)
 	}
-	return &Store{rdb: s.rdb, timeout: s.timeout, instance: s.instance + ".b", gate: g, pipe: s.pipe}
+	return &Store{rdb: s.rdb, timeout: s.timeout, instance: s.instance + ".b", gate: g, pipe: s.pipe, waits: s.waits}
 }
 
 // BreakerOpens returns how many times the Store's breaker opened.

@@ -54,8 +54,9 @@ type Store struct {
 	seq      atomic.Uint64
 	gate     *gate // reads' circuit breaker and pool-wait check (breaker.go); nil: none
 	// pipe batches concurrent Gets (autopipe.go), for every Store made from the one
-	// WithAutoPipeline made; nil: each is sent alone.
-	pipe *autoPipe
+	// WithAutoPipeline made; nil: each is sent alone. waits bound their waits.
+	pipe  *autoPipe
+	waits *deadlines
 }
 
 // New returns a Store over rdb. Each Redis operation is bounded by timeout (no bound when
@@ -172,7 +173,7 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 	if ap := s.batched(gp); ap != nil {
 		gp.queued = false // it waits for no pooled connection
 		testhooks.Batched(ctx, k.Value())
-		if err = s.pipe.wait(ctx, ap, cmd, s.timeout); err == nil {
+		if err = s.pipe.wait(ctx, ap, cmd, s.waits); err == nil {
 			b, err = cmd.Bytes()
 		}
 		s.pipe.leave()
@@ -212,7 +213,8 @@ func (s *Store) batched(p pass) *redis.AutoPipeliner {
 // those of the Stores made from it with WithTimeout; Close turns that off. unbounded
 // is for a test's control only: batched Gets then wait without the Store's timeout.
 func (s *Store) WithAutoPipeline(unbounded bool) *Store {
-	return &Store{rdb: s.rdb, timeout: s.timeout, instance: s.instance + ".p", gate: s.gate, pipe: newAutoPipe(s.rdb, unbounded)}
+	return &Store{rdb: s.rdb, timeout: s.timeout, instance: s.instance + ".p", gate: s.gate, pipe: newAutoPipe(s.rdb),
+		waits: &deadlines{timeout: s.timeout, unbounded: unbounded}}
 }
 
 // Close turns off what WithAutoPipeline turned on, for this Store and those sharing
@@ -576,5 +578,9 @@ func (s *Store) DeleteEntry(ctx context.Context, k keys.Key, entry []byte) error
 
 // WithTimeout returns a Store that shares s's client and tokens with another timeout.
 func (s *Store) WithTimeout(d time.Duration) *Store {
-	return &Store{rdb: s.rdb, timeout: d, instance: s.instance + "." + strconv.FormatInt(int64(d), 36), gate: s.gate, pipe: s.pipe}
+	st := &Store{rdb: s.rdb, timeout: d, instance: s.instance + "." + strconv.FormatInt(int64(d), 36), gate: s.gate, pipe: s.pipe}
+	if s.waits != nil {
+		st.waits = &deadlines{timeout: d, unbounded: s.waits.unbounded}
+	}
+	return st
 }
