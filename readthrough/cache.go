@@ -80,11 +80,12 @@ type Options struct {
 	// client's AutoPipelineOptions if it has some), one round trip and a few system
 	// calls for many: at 16 goroutines reading different rows that is over twice the
 	// hits per second of as many plain GETs (docs/BENCHMARKS.md). A lone Get is sent
-	// alone, as before. A batched read waits at most 1.25 RedisTimeout (batched reads share
-	// timers by the quarter of it), and reads are batched
-	// only while Redis answers; go-redis runs the client's pipeline hooks for them (its
-	// process hooks for a batch of one). Only a single server's client batches (Sentinel's included).
-	// The pipeliner's goroutine is the client's: closing the client stops it.
+	// alone, as before. A batched read waits at most 1.25 RedisTimeout (the batched
+	// reads of a quarter of it share one timer), and reads are batched only while
+	// Redis answers; go-redis runs the client's pipeline hooks for them (its process
+	// hooks for a batch of one). Only a single server's client batches (Sentinel's
+	// included). The pipeliner's goroutine is the client's: closing the client stops
+	// it. go-redis marks its AutoPipeliner experimental.
 	NoAutoPipeline bool
 	// Observer is told how reads went and of misses, fills and writes, for metrics
 	// and traces (see Observer; packages extra/pgcacheprom and extra/pgcacheotel).
@@ -292,23 +293,23 @@ func New(db *gorm.DB, rdb redis.UniversalClient, opts Options) (*Cache, error) {
 // are no longer batched (Options.NoAutoPipeline). The Redis client stays open. Call it
 // when you are done with the Cache; it is safe to call more than once.
 func (c *Cache) Close() error {
-	err := c.store.Close()
+	c.store.Close()
 	s := &c.near
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return err
+		return nil
 	}
 	s.closed = true
 	if s.tier == nil {
-		return err
+		return nil
 	}
 	s.cancel()
 	<-s.done
 	for _, f := range s.closers {
 		f()
 	}
-	return err
+	return nil
 }
 
 // Register makes model T cached on c and returns its repository. A model is registered

@@ -176,13 +176,12 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 		if err = s.pipe.wait(ctx, ap, cmd, s.waits); err == nil {
 			b, err = cmd.Bytes()
 		}
-		s.pipe.leave()
 	} else {
 		_ = s.rdb.Process(rctx, cmd) // the error is cmd's too
 		b, err = cmd.Bytes()
-		if s.pipe != nil {
-			s.pipe.leave()
-		}
+	}
+	if s.pipe != nil {
+		s.pipe.leave()
 	}
 	cancel()
 	err = s.gate.leave(ctx, gp, err)
@@ -220,11 +219,10 @@ func (s *Store) WithAutoPipeline(unbounded bool) *Store {
 // Close turns off what WithAutoPipeline turned on, for this Store and those sharing
 // its client's pipeliner: their Gets are then sent alone. The client and its
 // pipeliner stay open.
-func (s *Store) Close() error {
+func (s *Store) Close() {
 	if s.pipe != nil {
 		s.pipe.close()
 	}
-	return nil
 }
 
 // GetMany returns the entries of ks in one round trip: one MGET on a single server,
