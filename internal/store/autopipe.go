@@ -10,8 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Concurrent GETs share round trips. While a Store's Get is under way, the next ones
-// are not sent on connections of their own: they are queued on the client's go-redis
+// Concurrent GETs share round trips. While a read of a Store's gate is under way (the
+// gate counts them, breaker.go), its Gets are not sent on connections of their own: they are queued on the client's go-redis
 // AutoPipeliner (its async face), which sends what is queued as one pipeline on one
 // connection of the client's pipeline pool as soon as the batch before it is
 // answered. Sixteen goroutines reading different rows then cost Redis and the kernel
@@ -37,7 +37,6 @@ import (
 // Cluster or Ring client routes each key by itself.
 type autoPipe struct {
 	client *redis.Client
-	busy   atomic.Int64 // Gets under way, of every Store sharing the autoPipe
 	ap     atomic.Pointer[redis.AutoPipeliner]
 
 	mu  sync.Mutex
@@ -53,19 +52,14 @@ func newAutoPipe(rdb redis.UniversalClient) *autoPipe {
 	return &autoPipe{client: c}
 }
 
-// enter counts a Get under way and returns the pipeliner to send it on, or nil to
-// send it alone: it is the only one, or batching is off. leave must follow.
-func (a *autoPipe) enter() *redis.AutoPipeliner {
-	if a.busy.Add(1) == 1 {
-		return nil
-	}
+// pipeliner returns the pipeliner to send a Get on, or nil to send it alone: batching
+// is off, or the client has none to give.
+func (a *autoPipe) pipeliner() *redis.AutoPipeliner {
 	if ap := a.ap.Load(); ap != nil {
 		return ap
 	}
 	return a.start()
 }
-
-func (a *autoPipe) leave() { a.busy.Add(-1) }
 
 // start takes the client's pipeliner, unless batching is off.
 func (a *autoPipe) start() *redis.AutoPipeliner {

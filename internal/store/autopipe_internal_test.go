@@ -8,42 +8,41 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// TestAutoPipeEnter: a lone Get is sent alone; one that finds another under way takes
-// the client's pipeliner, the same one each time; after close, or with a closed
-// client, every Get is sent alone. No server is needed: the pipeliner connects only
-// when it sends.
+// TestAutoPipeEnter: a Get that entered the gate alone is sent alone; one that found
+// another read under way takes the client's pipeliner, the same one each time; after
+// close, or with a closed client, every Get is sent alone. No server is needed: the
+// pipeliner connects only when it sends.
 func TestAutoPipeEnter(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
-	a := newAutoPipe(c)
-	if ap := a.enter(); ap != nil {
+	s := New(c, time.Second, "t").WithBreaker(5, time.Second).WithAutoPipeline(false)
+	p1, _ := s.gate.enter()
+	if ap := s.batched(p1); ap != nil {
 		t.Fatal("a lone Get took the pipeliner")
 	}
-	first := a.enter()
+	p2, _ := s.gate.enter()
+	first := s.batched(p2)
 	if first == nil {
 		t.Fatal("a Get with another under way was sent alone")
 	}
-	if ap := a.enter(); ap != first {
+	p3, _ := s.gate.enter()
+	if ap := s.batched(p3); ap != first {
 		t.Fatalf("a third Get took pipeliner %p, want %p", ap, first)
 	}
-	a.leave()
-	a.leave()
-	a.leave()
-	if ap := a.enter(); ap != nil {
+	for _, p := range []pass{p1, p2, p3} {
+		_ = s.gate.leave(context.Background(), p, nil)
+	}
+	if p, _ := s.gate.enter(); s.batched(p) != nil {
 		t.Fatal("a Get after the others left took the pipeliner")
 	}
-	a.close()
-	if ap := a.enter(); ap != nil {
-		t.Fatal("a Get with another under way took the pipeliner after close")
+	s.Close()
+	if p, _ := s.gate.enter(); s.batched(p) != nil {
+		t.Fatal("a Get with another under way took the pipeliner after Close")
 	}
-	a.leave()
-	a.leave()
 
 	closed := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	closed.Close()
-	b := newAutoPipe(closed)
-	b.enter()
-	if ap := b.enter(); ap != nil {
+	if newAutoPipe(closed).pipeliner() != nil {
 		t.Fatal("a closed client gave a pipeliner")
 	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})

@@ -160,6 +160,9 @@ type gate struct {
 // pass is a read's ticket through the gate.
 type pass struct {
 	probe, queued bool
+	// concurrent: another gated read was under way when this one entered (a Get may
+	// then be batched, autopipe.go).
+	concurrent bool
 }
 
 // WithBreaker returns a Store sharing s's client, whose reads of entries pass a gate
@@ -204,6 +207,7 @@ func (g *gate) enter() (pass, error) {
 	}
 	n := g.inflight.Add(1)
 	p.queued = g.pool > 0 && n > g.pool
+	p.concurrent = n > 1
 	return p, nil
 }
 

@@ -180,9 +180,6 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 		_ = s.rdb.Process(rctx, cmd) // the error is cmd's too
 		b, err = cmd.Bytes()
 	}
-	if s.pipe != nil {
-		s.pipe.leave()
-	}
 	cancel()
 	err = s.gate.leave(ctx, gp, err)
 	if err == redis.Nil {
@@ -195,20 +192,18 @@ func (s *Store) Get(ctx context.Context, k keys.Key) ([]byte, bool, error) {
 }
 
 // batched returns the pipeliner a Get that passed the gate with p is sent on, or nil
-// to send it alone (see autopipe.go); either way, with a pipe, its leave must follow.
+// to send it alone (see autopipe.go): it is the only read under way, it probes the
+// breaker, or the breaker has lately seen a failure.
 func (s *Store) batched(p pass) *redis.AutoPipeliner {
-	if s.pipe == nil {
+	if s.pipe == nil || !p.concurrent || p.probe || s.gate.b != nil && !s.gate.b.quiet() {
 		return nil
 	}
-	ap := s.pipe.enter()
-	if ap == nil || p.probe || s.gate != nil && s.gate.b != nil && !s.gate.b.quiet() {
-		return nil
-	}
-	return ap
+	return s.pipe.pipeliner()
 }
 
 // WithAutoPipeline returns a Store sharing s's client and gate whose concurrent Gets
-// share round trips (see autopipe.go) when its client is a single server's, as do
+// share round trips (see autopipe.go) when its client is a single server's and s has
+// a gate (WithBreaker), which counts the reads under way, as do
 // those of the Stores made from it with WithTimeout; Close turns that off. unbounded
 // is for a test's control only: batched Gets then wait without the Store's timeout.
 func (s *Store) WithAutoPipeline(unbounded bool) *Store {
