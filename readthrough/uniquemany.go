@@ -19,10 +19,12 @@ import (
 // values that miss are filled together, as Get fills one: their entries' leases in
 // one round trip, one query for them all (WHERE col IN (...), or (a, b) IN (...) for a
 // composite lookup), and the entries stored in one round trip, fenced as in Get; so
-// N misses cost three round trips and one query, not 3N and N. A value whose lease
-// another reader holds, or whose entry is undecodable, takes Get's path. Inside a
-// transaction, unscoped, or with Redis failing, the values are read from Postgres in
-// one query and nothing is cached.
+// N misses cost three round trips and one query, not 3N and N. While the model has
+// missed lately (as Get's combined read) the entries are not read first: the leases'
+// round trip returns those cached, so misses cost two round trips. A value whose
+// lease another reader holds, or whose entry is undecodable, takes Get's path. Inside
+// a transaction, unscoped, or with Redis failing, the values are read from Postgres
+// in one query and nothing is cached.
 func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error) {
 	if u.err != nil {
 		return nil, u.err
@@ -50,9 +52,12 @@ func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error)
 		}
 		return collect(rows), nil
 	}
-	missing, rest, err := r.uniqueManyCached(ctx, qs, rows)
-	if err != nil {
-		return nil, err
+	missing, rest := all(len(qs)), []int(nil)
+	if !r.combined(ctx) { // hotkey.go
+		var err error
+		if missing, rest, err = r.uniqueManyCached(ctx, qs, rows); err != nil {
+			return nil, err
+		}
 	}
 	if len(missing) > 0 {
 		held, err := r.uniqueManyMiss(ctx, qs, missing, rows)
@@ -170,13 +175,15 @@ func (r *Repository[T]) uniqueManyDirect(ctx context.Context, qs []lookupQuery, 
 	return nil
 }
 
-// uniqueManyMiss fills the entries of the queries missing, which Redis did not hold,
-// as fillLookup fills one: their leases taken in one round trip (announcing the lookup
-// in the lookup registry and the entries in the table's index before any lease
-// exists), one query for the leased values, and the entries stored in one round trip,
-// each only if its lease survived. It puts the rows into rows and returns the queries
-// to leave to Get's path: those whose lease another reader holds (Get waits for its
-// fill) or whose entry turned up meanwhile.
+// uniqueManyMiss fills the entries of the queries missing, which Redis did not hold
+// when read (or were not read: see GetMany), as fillLookup fills one: their leases
+// taken in one round trip (announcing the lookup in the lookup registry and the
+// entries in the table's index before any lease exists), one query for the leased
+// values, and the entries stored in one round trip, each only if its lease survived.
+// An entry the lease finds cached is answered as uniqueManyCached answers one. It puts
+// the rows into rows and returns the queries to leave to Get's path: those whose
+// lease another reader holds (Get waits for its fill), and those whose entry was
+// found undecodable or stale.
 func (r *Repository[T]) uniqueManyMiss(ctx context.Context, qs []lookupQuery, missing []int, rows []*T) (held []int, err error) {
 	// One lease per entry: a value asked for twice shares it.
 	slots := make(map[keys.Key][]int, len(missing))
@@ -205,18 +212,38 @@ func (r *Repository[T]) uniqueManyMiss(ctx context.Context, qs []lookupQuery, mi
 		return nil, r.uniqueManyDirect(ctx, qs, missing, rows)
 	}
 	var leased []int // indexes of ks
+	var found []int  // the queries whose entry the lease found, naming a row
+	var ids []any    // the row each names
+	entries := make([][]byte, len(qs))
 	for n, l := range leases {
-		if l.State == store.Acquired {
+		switch l.State {
+		case store.Acquired:
 			leased = append(leased, n)
+			continue
+		case store.Found:
+			got, err := r.parseLookupEntry(keys.Unique, l.Value)
+			if err != nil {
+				break // Get deletes and counts it
+			}
+			for _, i := range slots[ks[n]] {
+				r.lookupCount(qs[i], true)
+				if len(got) == 1 {
+					found, ids, entries[i] = append(found, i), append(ids, got[0]), l.Value
+				}
+			}
 			continue
 		}
 		held = append(held, slots[ks[n]]...)
 	}
-	if len(leased) == 0 {
-		return held, nil
+	if len(leased) > 0 {
+		again, err := r.fillUniqueMany(ctx, qs, ks, slots, leases, leased, rows)
+		if err != nil {
+			return nil, err
+		}
+		held = append(held, again...)
 	}
-	again, err := r.fillUniqueMany(ctx, qs, ks, slots, leases, leased, rows)
-	return append(held, again...), err
+	stale, err := r.uniqueManyRows(ctx, qs, found, ids, entries, rows)
+	return append(held, stale...), err
 }
 
 // fillUniqueMany loads the leased entries' rows in one query and stores the entries

@@ -332,3 +332,85 @@ func TestLookupRoundTrips(t *testing.T) {
 		})
 	}
 }
+
+// TestLookupGetManyRoundTrips: on a single Redis, a unique lookup's GetMany whose
+// values all miss takes at most two round trips (the leases, which answer cached
+// entries too, then the fills) once the model has missed lately, one more when a
+// cached entry names a row (the rows' read); once the model hits again it reads the
+// entries with an MGET. The control, with the combined read off (Get's sharing off),
+// takes three for the misses: the entries' MGET, the leases, the fills.
+func TestLookupGetManyRoundTrips(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	migrate(t, e, &Member{})
+	e.exec(t, `INSERT INTO members (id, email, name) SELECT g, 'm' || g || '@x', 'M' FROM generate_series(1, 40) g`)
+	ctx := ctxT(t)
+	for i, control := range []bool{false, true} {
+		name := "combined"
+		if control {
+			name = "control: unshared"
+		}
+		t.Run(name, func(t *testing.T) {
+			base := int64(20 * i)
+			c, rt := countedCache(t, e, control)
+			ms := members(t, c, readthrough.ModelOptions{})
+			by := ms.By("Email")
+			getMany := func(ids ...int64) (int, []string) {
+				t.Helper()
+				vals := make([]any, len(ids))
+				for j, id := range ids {
+					vals[j] = fmt.Sprintf("m%d@x", base+id)
+				}
+				return rt.during(func() {
+					got, err := by.GetMany(ctx, vals...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ids := memberIDs(got); len(ids) != len(vals) {
+						t.Fatalf("GetMany(%v) = members %v", vals, ids)
+					}
+					for j, m := range got {
+						if m.ID != base+ids[j] || m.Email != vals[j] {
+							t.Fatalf("GetMany(%v)[%d] = %+v", vals, j, m)
+						}
+					}
+				})
+			}
+			// The model's first misses; the server learns the scripts.
+			for id := int64(1); id <= 2; id++ {
+				memberIs(ctx, t, ms, fmt.Sprintf("m%d@x", base+id), base+id)
+			}
+			n, names := getMany(3, 4, 5, 3) // three values missing, one asked twice
+			t.Logf("a GetMany of missing values after misses: %d round trips %v", n, names)
+			if s := ms.Stats(); s.Unique.Misses != 6 || s.Fills != 5 {
+				t.Fatalf("stats %+v, want six unique misses and five fills", s)
+			}
+			if control {
+				if n <= 2 {
+					t.Fatalf("control: a GetMany that missed took %d round trips %v (else this test cannot tell the combined read works)", n, names)
+				}
+				return
+			}
+			if n > 2 {
+				t.Fatalf("a GetMany that missed took %d round trips %v, want at most 2", n, names)
+			}
+			if _, ok, err := ms.Get(ctx, base+3); err != nil || !ok { // member 3's row cached
+				t.Fatalf("Get(%d) = %v, %v", base+3, ok, err)
+			}
+			n, names = getMany(6, 3) // a miss, and a cached entry naming a cached row
+			if n > 3 {
+				t.Fatalf("a GetMany of a missing and a cached value took %d round trips %v, want at most 3", n, names)
+			}
+			if s := ms.Stats(); s.Unique.Hits != 1 || s.Unique.Misses != 7 {
+				t.Fatalf("stats %+v, want the entry the lease found counted as a hit", s)
+			}
+			var last []string
+			for range 2 * 64 {
+				_, last = getMany(3, 4, 5)
+			}
+			if len(last) != 2 || last[0] != "mget" || last[1] != "mget" {
+				t.Fatalf("a GetMany after many hits sent %v, want two MGETs (the entries, the rows)", last)
+			}
+		})
+	}
+}
