@@ -107,7 +107,8 @@
 // applied before a crash); the rest are upserted (INSERT ... ON CONFLICT (key) DO
 // UPDATE) or deleted, and the transaction commits. Then the pending records that still
 // hold the applied versions are deleted, and the entries acknowledged (on a single
-// Redis in one script). While a batch is applied the flusher reads the next one, whose
+// Redis in one round trip, by scripts of at most 100 rows each, so that Redis serves
+// the application's reads between them). While a batch is applied the flusher reads the next one, whose
 // transaction runs while the first batch's pending records are deleted and its entries
 // acknowledged (a pending record is deleted only while it holds the applied version, so
 // the next batch finds a later write of the row pending either way); after a failed

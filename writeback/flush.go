@@ -51,7 +51,7 @@ type write struct {
 //  4. delete the pending records of the applied rows that still hold their version,
 //     and of the older writes of step 2 (under another schema version's key), then
 //     acknowledge and delete every entry of the batch but those held: on a single
-//     Redis in one script (see store.ClearAndAck).
+//     Redis in one round trip (see store.ClearAndAck).
 //
 // A crash between any two steps leaves the entries pending; whoever takes them up
 // repeats the steps, and step 2 skips what step 4 already did. Applying a row twice

@@ -713,6 +713,16 @@ var ackScript = redis.NewScript(ackLua + `
 return ack(KEYS[1], ARGV[1], 2, #ARGV)
 `)
 
+// ackArgs returns ackScript's arguments for the entries ids of group.
+func ackArgs(group string, ids []string) []any {
+	args := make([]any, 0, len(ids)+1)
+	args = append(args, group)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return args
+}
+
 // withEntries returns the streams of ids that have entries, and how many entries
 // they have in all.
 func withEntries(ids map[string][]string) (streams []string, n int) {
@@ -737,12 +747,7 @@ func (s *Store) AckJournals(ctx context.Context, group string, ids map[string][]
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	cmds, err := s.evalShaMany(ctx, ackScript, len(streams), func(i int) ([]string, []any) {
-		args := make([]any, 0, len(ids[streams[i]])+1)
-		args = append(args, group)
-		for _, id := range ids[streams[i]] {
-			args = append(args, id)
-		}
-		return []string{streams[i]}, args
+		return []string{streams[i]}, ackArgs(group, ids[streams[i]])
 	})
 	for _, c := range cmds {
 		if c.Err() != nil {
@@ -923,8 +928,8 @@ return out
 `)
 
 // PendingVersions returns the version of each row's pending record, "" where it has
-// none: one script call per hash slot (all rows in one call, by chunks, on a single
-// Redis), pipelined.
+// none: one script call per hash slot (on a single Redis, for all rows), by chunks of
+// scriptRows rows, pipelined.
 func (s *Store) PendingVersions(ctx context.Context, ks []keys.Key) ([]string, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
@@ -952,11 +957,17 @@ func (s *Store) PendingVersions(ctx context.Context, ks []keys.Key) ([]string, e
 	return out, nil
 }
 
+// scriptRows is the most rows one script call of the flusher's handles. Redis serves
+// no other client while a script runs: a call over 1,000 rows (a batch) held every
+// application's reads up for about 8 ms; one over scriptRows, for about a millisecond.
+// The calls of a batch still go in one round trip (a pipeline).
+const scriptRows = 100
+
 // slotGroups splits the indexes of ks into groups whose keys may go to one script: on
-// a Cluster client the rows of one hash slot, else all rows; by chunks of at most 500
-// rows.
+// a Cluster client the rows of one hash slot, else all rows; by chunks of at most
+// scriptRows rows.
 func (s *Store) slotGroups(ks []keys.Key) [][]int {
-	const chunk = 500
+	const chunk = scriptRows
 	var groups [][]int
 	add := func(idx []int) {
 		for len(idx) > chunk {
@@ -1026,23 +1037,6 @@ var clearScript = redis.NewScript(clearLua + `
 return clear(#KEYS / 4, ARGV[1], 2)
 `)
 
-// clearAckScript clears the pending records of n rows, invalidating them (clearLua
-// with flag "1"), then acknowledges journal entries and trims their streams (ackLua),
-// in one script on a single Redis. KEYS: P, V, F, D of each row, then the streams.
-// ARGV: n, the group, the n rows' versions, then for each stream the number of its
-// entries and their ids. It returns clear's reply.
-var clearAckScript = redis.NewScript(ackLua + clearLua + `
-local n = tonumber(ARGV[1])
-local out = clear(n, '1', 3)
-local a = 3 + n
-for j = 4 * n + 1, #KEYS do
-  local c = tonumber(ARGV[a])
-  if c > 0 then ack(KEYS[j], ARGV[2], a + 1, a + c) end
-  a = a + c + 1
-end
-return out
-`)
-
 // Versioned names one write: a row and the version of the write.
 type Versioned struct {
 	Key     keys.Key
@@ -1060,30 +1054,46 @@ func (s *Store) ClearPending(ctx context.Context, items []Versioned, invalidate 
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	flag := "0"
-	if invalidate {
-		flag = "1"
-	}
-	ks := make([]keys.Key, len(items))
-	for i, it := range items {
-		ks[i] = it.Key
-	}
-	groups := s.slotGroups(ks)
+	groups := s.slotGroups(versionedKeys(items))
 	cmds, err := s.evalShaMany(ctx, clearScript, len(groups), func(g int) ([]string, []any) {
-		keys := make([]string, 0, 4*len(groups[g]))
-		args := make([]any, 0, 1+len(groups[g]))
-		args = append(args, flag)
-		for _, i := range groups[g] {
-			k := items[i].Key
-			keys = append(keys, k.Pending(), k.Value(), k.Fence(), k.Deps())
-			args = append(args, items[i].Version)
-		}
-		return keys, args
+		return clearCall(items, groups[g], invalidate)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: clear %d pending records: %w", len(items), err)
 	}
-	out := make([]bool, len(items))
+	return cleared(cmds, groups, len(items))
+}
+
+func versionedKeys(items []Versioned) []keys.Key {
+	ks := make([]keys.Key, len(items))
+	for i, it := range items {
+		ks[i] = it.Key
+	}
+	return ks
+}
+
+// clearCall returns the keys and arguments of clearScript for the rows items[i] of
+// group (see clearLua).
+func clearCall(items []Versioned, group []int, invalidate bool) ([]string, []any) {
+	flag := "0"
+	if invalidate {
+		flag = "1"
+	}
+	ks := make([]string, 0, 4*len(group))
+	args := make([]any, 0, 1+len(group))
+	args = append(args, flag)
+	for _, i := range group {
+		k := items[i].Key
+		ks = append(ks, k.Pending(), k.Value(), k.Fence(), k.Deps())
+		args = append(args, items[i].Version)
+	}
+	return ks, args
+}
+
+// cleared returns, for each of n items, whether the clear script's call of its group
+// (cmds[g] for groups[g]) deleted its pending record.
+func cleared(cmds []*redis.Cmd, groups [][]int, n int) ([]bool, error) {
+	out := make([]bool, n)
 	for g, c := range cmds {
 		ns, err := c.Int64Slice()
 		if err != nil || len(ns) != len(groups[g]) {
@@ -1097,11 +1107,13 @@ func (s *Store) ClearPending(ctx context.Context, items []Versioned, invalidate 
 }
 
 // ClearAndAck is ClearPending of items with invalidate set, then AckJournals of ids:
-// on a single Redis in one script, so that a batch's acknowledgement costs one round
+// on a single Redis in one pipeline, so that a batch's acknowledgement costs one round
 // trip; on a Cluster, where rows and journal shards are in different slots, the two
 // one after the other. Either way the pending records are cleared before the entries
 // are acknowledged: a flusher that stops between the two leaves the entries to be
-// applied again, never a pending record whose entry is gone.
+// applied again, never a pending record whose entry is gone. (Redis runs a pipeline's
+// commands in order; when it had to learn a script, the pipeline runs again, and both
+// steps may run twice.)
 func (s *Store) ClearAndAck(ctx context.Context, items []Versioned, group string, ids map[string][]string) ([]bool, error) {
 	if _, cluster := s.rdb.(*redis.ClusterClient); cluster || len(items) == 0 {
 		out, err := s.ClearPending(ctx, items, true)
@@ -1110,39 +1122,25 @@ func (s *Store) ClearAndAck(ctx context.Context, items []Versioned, group string
 		}
 		return out, s.AckJournals(ctx, group, ids)
 	}
+	groups := s.slotGroups(versionedKeys(items))
 	streams, nids := withEntries(ids)
-	ks := make([]string, 0, 4*len(items)+len(streams))
-	args := make([]any, 0, 2+len(items)+len(streams)+nids)
-	args = append(args, len(items), group)
-	for _, it := range items {
-		ks = append(ks, it.Key.Pending(), it.Key.Value(), it.Key.Fence(), it.Key.Deps())
-		args = append(args, it.Version)
-	}
-	for _, st := range streams {
-		ks = append(ks, st)
-		args = append(args, len(ids[st]))
-		for _, id := range ids[st] {
-			args = append(args, id)
-		}
-	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	var cmd *redis.Cmd
+	clears := make([]*redis.Cmd, len(groups))
+	acks := make([]*redis.Cmd, len(streams))
 	err := s.pipelined(ctx, func(p redis.Pipeliner) {
-		cmd = clearAckScript.EvalSha(ctx, p, ks, args...)
-	}, clearAckScript)
+		for g := range groups {
+			ks, args := clearCall(items, groups[g], true)
+			clears[g] = clearScript.EvalSha(ctx, p, ks, args...)
+		}
+		for i, st := range streams {
+			acks[i] = ackScript.EvalSha(ctx, p, []string{st}, ackArgs(group, ids[st])...)
+		}
+	}, clearScript, ackScript)
 	if err != nil {
 		return nil, fmt.Errorf("store: clear %d pending records and ack %d journal entries: %w", len(items), nids, err)
 	}
-	ns, err := cmd.Int64Slice()
-	if err != nil || len(ns) != len(items) {
-		return nil, fmt.Errorf("store: clear pending records: reply %v, %v", ns, err)
-	}
-	out := make([]bool, len(items))
-	for i, n := range ns {
-		out[i] = n == 1
-	}
-	return out, nil
+	return cleared(clears, groups, len(items))
 }
 
 // AppendStream adds an entry with these fields (name, value, name, value...) to a
