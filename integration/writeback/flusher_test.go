@@ -96,12 +96,7 @@ func testFlushAppliesLatest(t *testing.T, top topology) {
 func TestTwoFlushersRace(t *testing.T) { fixture.OnBoth(t, testTwoFlushersRace) }
 
 func testTwoFlushersRace(t *testing.T, top topology) {
-	for _, control := range []bool{false, true} {
-		t.Run(map[bool]string{false: "rechecked", true: "control-no-recheck"}[control], func(t *testing.T) {
-			t.Parallel()
-			twoFlushersRace(t, top, control)
-		})
-	}
+	withControl(t, "rechecked", "control-no-recheck", func(t *testing.T, control bool) { twoFlushersRace(t, top, control) })
 }
 
 func twoFlushersRace(t *testing.T, top topology, control bool) {
@@ -503,12 +498,7 @@ func testZeroKey(t *testing.T, top topology) {
 // has not returned seconds after the cancel, until the test unblocks the read itself.
 // (On a Cluster reads of the journal do not block in Redis: nothing to test there.)
 func TestRunStopsPromptly(t *testing.T) {
-	for _, control := range []bool{false, true} {
-		t.Run(map[bool]string{false: "capped", true: "control-uncapped"}[control], func(t *testing.T) {
-			t.Parallel()
-			runStopsPromptly(t, control)
-		})
-	}
+	withControl(t, "capped", "control-uncapped", func(t *testing.T, control bool) { runStopsPromptly(t, control) })
 }
 
 func runStopsPromptly(t *testing.T, control bool) {

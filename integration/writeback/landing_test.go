@@ -23,65 +23,62 @@ import (
 func TestEntryBeforeItsWrite(t *testing.T) { fixture.OnBoth(t, testEntryBeforeItsWrite) }
 
 func testEntryBeforeItsWrite(t *testing.T, top topology) {
-	for _, control := range []bool{false, true} {
-		t.Run(map[bool]string{false: "held", true: "control-assume-landed"}[control], func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t, top)
-			ctx := ctxT(t)
-			repo := e.widgets(t)
-			f := e.flusher(t, writeback.FlusherOptions{})
+	withControl(t, "held", "control-assume-landed", func(t *testing.T, control bool) {
+		e := newEnv(t, top)
+		ctx := ctxT(t)
+		repo := e.widgets(t)
+		f := e.flusher(t, writeback.FlusherOptions{})
 
-			var sorted atomic.Int64 // batches sorted out since the entry was read
-			var read atomic.Bool
-			fh := &testhooks.Flush{
-				AssumeLanded: control,
-				AfterRead:    func(int) { read.Store(true) },
-				AfterSort: func() {
-					if read.Load() {
-						sorted.Add(1)
-					}
-				},
-			}
-			fctx, stop := context.WithCancel(testhooks.WithFlush(context.Background(), fh))
-			done := make(chan error, 1)
-			go func() { done <- f.Run(fctx) }()
-			defer func() {
-				stop()
-				if err := <-done; err != nil {
-					t.Error(err)
+		var sorted atomic.Int64 // batches sorted out since the entry was read
+		var read atomic.Bool
+		fh := &testhooks.Flush{
+			AssumeLanded: control,
+			AfterRead:    func(int) { read.Store(true) },
+			AfterSort: func() {
+				if read.Load() {
+					sorted.Add(1)
 				}
-			}()
+			},
+		}
+		fctx, stop := context.WithCancel(testhooks.WithFlush(context.Background(), fh))
+		done := make(chan error, 1)
+		go func() { done <- f.Run(fctx) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
 
-			wh := &testhooks.WriteBack{BeforeLanding: func(string) {
-				// The entry is in the journal; the flusher reads it and sorts it out
-				// three times before the write lands (under the control, once: it
-				// drops the entry).
-				want := map[bool]int64{false: 3, true: 1}[control]
-				if err := poll(20*time.Second, func() (bool, error) { return sorted.Load() >= want, nil }); err != nil {
-					t.Errorf("the flusher did not read the entry: %v", err)
-				}
-			}}
-			if err := repo.Save(testhooks.WithWriteBack(ctx, wh), &Widget{ID: 1, Name: "landed"}); err != nil {
-				t.Fatal(err)
+		wh := &testhooks.WriteBack{BeforeLanding: func(string) {
+			// The entry is in the journal; the flusher reads it and sorts it out
+			// three times before the write lands (under the control, once: it
+			// drops the entry).
+			want := map[bool]int64{false: 3, true: 1}[control]
+			if err := poll(20*time.Second, func() (bool, error) { return sorted.Load() >= want, nil }); err != nil {
+				t.Errorf("the flusher did not read the entry: %v", err)
 			}
-			if got, ok, err := repo.Get(ctx, int64(1)); err != nil || !ok || got.Name != "landed" {
-				t.Fatalf("Get after Save = %+v, %v, %v; want the write", got, ok, err)
+		}}
+		if err := repo.Save(testhooks.WithWriteBack(ctx, wh), &Widget{ID: 1, Name: "landed"}); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := repo.Get(ctx, int64(1)); err != nil || !ok || got.Name != "landed" {
+			t.Fatalf("Get after Save = %+v, %v, %v; want the write", got, ok, err)
+		}
+		err := poll(5*time.Second, func() (bool, error) { return e.rows(t)[1].Name == "landed", nil })
+		if control {
+			if err == nil {
+				t.Fatal("control: the write reached Postgres although the flusher took its entry for superseded")
 			}
-			err := poll(5*time.Second, func() (bool, error) { return e.rows(t)[1].Name == "landed", nil })
-			if control {
-				if err == nil {
-					t.Fatal("control: the write reached Postgres although the flusher took its entry for superseded")
-				}
-				if n, _ := f.Backlog(ctx); n != 0 {
-					t.Fatalf("control: backlog %d, want the entry dropped", n)
-				}
-				return
+			if n, _ := f.Backlog(ctx); n != 0 {
+				t.Fatalf("control: backlog %d, want the entry dropped", n)
 			}
-			if err != nil {
-				t.Fatalf("the write never reached Postgres: %v (stats %+v)", err, f.Stats())
-			}
-		})
-	}
+			return
+		}
+		if err != nil {
+			t.Fatalf("the write never reached Postgres: %v (stats %+v)", err, f.Stats())
+		}
+	})
 }
 
 // TestEntryNeverLands: a write whose process stalls between its journal entry and its

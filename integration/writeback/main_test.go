@@ -280,3 +280,14 @@ func ctxT(tb testing.TB) context.Context {
 	tb.Cleanup(cancel)
 	return ctx
 }
+
+// withControl runs test twice, as parallel subtests: as name, and as its control
+// (control set) controlName, which shows that the test can fail.
+func withControl(t *testing.T, name, controlName string, test func(t *testing.T, control bool)) {
+	for _, control := range []bool{false, true} {
+		t.Run(map[bool]string{false: name, true: controlName}[control], func(t *testing.T) {
+			t.Parallel()
+			test(t, control)
+		})
+	}
+}

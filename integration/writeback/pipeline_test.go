@@ -26,12 +26,7 @@ import (
 func TestBatchFailsWhileNextIsRead(t *testing.T) { fixture.OnBoth(t, testBatchFailsWhileNextIsRead) }
 
 func testBatchFailsWhileNextIsRead(t *testing.T, top topology) {
-	for _, control := range []bool{false, true} {
-		t.Run(map[bool]string{false: "reread", true: "control-forget-failed"}[control], func(t *testing.T) {
-			t.Parallel()
-			batchFailsWhileNextIsRead(t, top, control)
-		})
-	}
+	withControl(t, "reread", "control-forget-failed", func(t *testing.T, control bool) { batchFailsWhileNextIsRead(t, top, control) })
 }
 
 func batchFailsWhileNextIsRead(t *testing.T, top topology, control bool) {
@@ -93,12 +88,7 @@ func batchFailsWhileNextIsRead(t *testing.T, top topology, control bool) {
 func TestSettleFails(t *testing.T) { fixture.OnBoth(t, testSettleFails) }
 
 func testSettleFails(t *testing.T, top topology) {
-	for _, control := range []bool{false, true} {
-		t.Run(map[bool]string{false: "reread", true: "control-forget-failed"}[control], func(t *testing.T) {
-			t.Parallel()
-			settleFails(t, top, control)
-		})
-	}
+	withControl(t, "reread", "control-forget-failed", func(t *testing.T, control bool) { settleFails(t, top, control) })
 }
 
 func settleFails(t *testing.T, top topology, control bool) {

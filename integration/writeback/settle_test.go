@@ -21,12 +21,7 @@ import (
 func TestSettleWhileNextApplies(t *testing.T) { fixture.OnBoth(t, testSettleWhileNextApplies) }
 
 func testSettleWhileNextApplies(t *testing.T, top topology) {
-	for _, control := range []bool{false, true} {
-		t.Run(map[bool]string{false: "versioned-clear", true: "control-clear-any"}[control], func(t *testing.T) {
-			t.Parallel()
-			settleWhileNextApplies(t, top, control)
-		})
-	}
+	withControl(t, "versioned-clear", "control-clear-any", func(t *testing.T, control bool) { settleWhileNextApplies(t, top, control) })
 }
 
 func settleWhileNextApplies(t *testing.T, top topology, control bool) {
