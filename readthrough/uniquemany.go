@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"gorm.io/gorm/clause"
 
+	"github.com/pgcache/pgcache/internal/near"
 	"github.com/pgcache/pgcache/internal/store"
 	"github.com/pgcache/pgcache/internal/testhooks"
 	"github.com/pgcache/pgcache/keys"
@@ -15,7 +17,8 @@ import (
 
 // GetMany returns the visible rows holding each of vals (as Get takes them), in the
 // order of vals; values with no row are left out. The cached entries are read in one
-// Redis round trip and the rows they name in one multi-get (GetMany's path). The
+// Redis round trip (with ModelOptions.Near, those the near tier holds from it) and the
+// rows they name in one multi-get (GetMany's path). The
 // values that miss are filled together, as Get fills one: their entries' leases in
 // one round trip, one query for them all (WHERE col IN (...), or (a, b) IN (...) for a
 // composite lookup), and the entries stored in one round trip, fenced as in Get; so
@@ -78,16 +81,42 @@ func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error)
 	return collect(rows), nil
 }
 
-// uniqueManyCached answers the queries whose entries are cached and fresh. It returns
-// the queries with no entry (missing, a stale entry being deleted) and those to leave
-// to Get's path (rest: an undecodable entry, which Get deletes and counts). With Redis
+// uniqueManyCached answers the queries whose entries are cached and fresh: from the
+// near tier what it holds (a model with ModelOptions.Near), the rest read from Redis
+// in one round trip, and kept in the near tier as Get keeps an entry. It returns the
+// queries with no entry (missing, a stale entry being deleted) and those to leave to
+// Get's path (rest: an undecodable entry, which Get deletes and counts). With Redis
 // failing it reads every query from Postgres, as Get does.
 func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, rows []*T) (missing, rest []int, err error) {
-	ks := make([]keys.Key, len(qs))
-	for i, q := range qs {
-		ks[i] = q.key
+	entries := make([][]byte, len(qs))
+	var named []int // the values whose entry names a row
+	var ids []any
+	name := func(i int, entry []byte, got []any) {
+		r.stats.unique.hits.Add(1)
+		entries[i] = entry
+		if len(got) == 1 {
+			named, ids = append(named, i), append(ids, got[0])
+		}
 	}
-	entries, err := r.store.GetMany(ctx, ks)
+	var ask []int // the queries whose entry is read from Redis
+	var ks []keys.Key
+	var tickets []near.Ticket
+	for i, q := range qs {
+		if entry, got, hit := r.nearLookupGet(q.key); hit {
+			name(i, entry, got)
+			continue
+		}
+		ask, ks, tickets = append(ask, i), append(ks, q.key), append(tickets, r.nearTicket(q.key))
+	}
+	var read [][]byte
+	var ttls []time.Duration
+	switch {
+	case len(ks) == 0:
+	case r.near != nil:
+		read, ttls, err = r.store.GetManyWithTTL(ctx, ks)
+	default:
+		read, err = r.store.GetMany(ctx, ks)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err() // the caller gave up: not Redis' failure
@@ -95,9 +124,8 @@ func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, 
 		r.redisFailed(err)
 		return nil, nil, r.uniqueManyDirect(ctx, qs, all(len(qs)), rows)
 	}
-	var named []int // the values whose entry names a row
-	var ids []any
-	for i, e := range entries {
+	for j, i := range ask {
+		e := read[j]
 		if e == nil {
 			missing = append(missing, i)
 			continue
@@ -107,10 +135,10 @@ func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, 
 			rest = append(rest, i)
 			continue
 		}
-		r.stats.unique.hits.Add(1)
-		if len(got) == 1 {
-			named, ids = append(named, i), append(ids, got[0])
+		if ttls != nil {
+			r.nearLookupStore(ctx, tickets[j], ks[j], e, got, ttls[j])
 		}
+		name(i, e, got)
 	}
 	stale, err := r.uniqueManyRows(ctx, qs, named, ids, entries, rows)
 	return append(missing, stale...), rest, err

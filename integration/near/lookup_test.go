@@ -115,3 +115,98 @@ func TestNearLookups(t *testing.T) {
 		})
 	}
 }
+
+// Person is found by email, through the near tier.
+type Person struct {
+	ID    int64  `gorm:"primaryKey"`
+	Email string `gorm:"uniqueIndex"`
+	Name  string
+}
+
+var peopleNear = readthrough.ModelOptions{Near: readthrough.NearOptions{MaxEntries: 1000}, Unique: [][]string{{"Email"}}}
+
+// peopleBy returns the ids of the people a unique GetMany by emails returns, in order.
+func peopleBy(t *testing.T, ctx context.Context, r *readthrough.Repository[Person], emails ...any) []int64 {
+	t.Helper()
+	rows, err := r.By("Email").GetMany(ctx, emails...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for _, p := range rows {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+// TestNearUniqueGetMany: a unique lookup's GetMany answers from the near tier the
+// entries and rows it holds, and reads the rest from Redis and keeps them; another
+// process's writes reach it. The race: another process's insert of a person lands
+// between the GetMany's read of the email's entry ("no such person") and its keeping
+// the entry in process; the fence refuses the older entry. The control, unfenced,
+// keeps it and keeps answering that no one has the email.
+func TestNearUniqueGetMany(t *testing.T) {
+	for _, unfenced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unfenced=%v", unfenced), func(t *testing.T) {
+			e := newEnv(t, nil)
+			if err := e.db.AutoMigrate(&Person{}); err != nil {
+				t.Fatal(err)
+			}
+			e.exec(t, `INSERT INTO people (id, email, name) SELECT g, 'p' || g || '@x', 'P' FROM generate_series(1, 4) g`)
+			a := register[Person](t, e.process(t), peopleNear)
+			b := register[Person](t, e.process(t), peopleNear)
+			ctx := context.Background()
+			emails := []any{"p1@x", "p2@x", "p3@x", "p4@x", "nobody@x"}
+			integration.Eventually(t, "GetMany answered in process", func() bool {
+				before := a.Stats().NearHits
+				if got := peopleBy(t, ctx, a, emails...); !slices.Equal(got, []int64{1, 2, 3, 4}) {
+					t.Fatalf("GetMany = %v, want [1 2 3 4]", got)
+				}
+				return a.Stats().NearHits-before == 9 // five entries, four rows
+			})
+			if err := b.Delete(ctx, int64(3)); err != nil {
+				t.Fatal(err)
+			}
+			integration.Eventually(t, "GetMany to see the other process's delete", func() bool {
+				return slices.Equal(peopleBy(t, ctx, a, emails...), []int64{1, 2, 4})
+			})
+
+			// a reads race@x's entry from Redis ("no such person"); before it keeps the
+			// entry, b creates a person with that email, which deletes the entry.
+			if got := peopleBy(t, ctx, b, "race@x"); len(got) != 0 {
+				t.Fatalf("race@x = %v before the insert", got)
+			}
+			raceKey, _ := a.By("Email").Key("race@x")
+			p2Key, _ := a.By("Email").Key("p2@x")
+			raced := false
+			hooks := &testhooks.Read{NearUnfenced: unfenced, BeforeNearStore: func(key string) {
+				if key != raceKey || raced {
+					return
+				}
+				raced = true
+				if err := b.Create(ctx, &Person{ID: 9, Email: "race@x", Name: "R"}); err != nil {
+					t.Error(err)
+				}
+				// p2's entry deleted after the insert's: once a drops it, a has the
+				// insert's message too.
+				e.rdb.Del(ctx, p2Key)
+				integration.Eventually(t, "a to drop p2's entry", func() bool {
+					before := a.Stats().NearMisses
+					peopleBy(t, ctx, a, "p2@x")
+					return a.Stats().NearMisses > before
+				})
+			}}
+			got := peopleBy(t, testhooks.WithRead(ctx, hooks), a, "p1@x", "race@x")
+			if !raced || !slices.Equal(got, []int64{1}) {
+				t.Fatalf("racing GetMany = %v (raced %v), want [1]: what Redis held when read", got, raced)
+			}
+			got = peopleBy(t, ctx, a, "p1@x", "race@x")
+			switch {
+			case !unfenced && !slices.Equal(got, []int64{1, 9}):
+				t.Fatalf("after the race GetMany = %v: the near tier kept an entry older than an invalidation it had received", got)
+			case unfenced && !slices.Equal(got, []int64{1}):
+				t.Fatalf("control: without the fence the near tier should have kept race@x's entry, got %v: the test cannot fail", got)
+			}
+		})
+	}
+}
