@@ -18,11 +18,11 @@ import (
 // GetMany returns the visible rows holding each of vals (as Get takes them), in the
 // order of vals; values with no row are left out. The cached entries are read in one
 // Redis round trip (with ModelOptions.Near, those the near tier holds from it) and the
-// rows they name in one multi-get (GetMany's path). The
-// values that miss are filled together, as Get fills one: their entries' leases in
-// one round trip, one query for them all (WHERE col IN (...), or (a, b) IN (...) for a
-// composite lookup), and the entries stored in one round trip, fenced as in Get; so
-// N misses cost three round trips and one query, not 3N and N. While the model has
+// rows they name in one multi-get (GetMany's path). The values that miss are filled
+// together, as Get fills one: their entries' leases in one round trip, one query for
+// them all (WHERE col IN (...), or (a, b) IN (...) for a composite lookup), and the
+// entries stored in one round trip, fenced as in Get; so N misses cost three round
+// trips and one query, not 3N and N. While the model has
 // missed lately (as Get's combined read) the entries are not read first: the leases'
 // round trip returns those cached, so misses cost two round trips. A value whose
 // lease another reader holds, or whose entry is undecodable, takes Get's path. Inside
