@@ -403,8 +403,11 @@ func (r *Repository[T]) uniqueManyUnfenced(ctx context.Context, qs []lookupQuery
 // unique lookup) in one query, in the repository's scope, and returns them by the key
 // of the entry their values name. placed is false when a row loaded names none of the
 // queries' entries (the column compares values as their canonical forms do not, so
-// the row cannot be matched to a value): the caller then asks value by value. Two
-// rows holding one query's values are ErrNotUnique, as in loadByValues.
+// the row cannot be matched to a value), or when more rows than values hold them (a
+// partial unique index: reading at most one row more than values, the query never
+// loads them all): the caller then asks value by value, each read stopping at two rows
+// as Get's does. Two rows holding one query's values are ErrNotUnique, as in
+// loadByValues.
 func (r *Repository[T]) loadUniqueMany(ctx context.Context, qs []lookupQuery, idx []int) (byKey map[keys.Key]*T, placed bool, err error) {
 	def := qs[idx[0]].def
 	ctx, cancel := context.WithTimeout(ctx, r.opts.LoadTimeout)
@@ -433,8 +436,11 @@ func (r *Repository[T]) loadUniqueMany(ctx context.Context, qs []lookupQuery, id
 		db = db.Order(clause.OrderByColumn{Column: clause.Column{Table: clause.CurrentTable, Name: c}})
 	}
 	var loaded []T
-	if err := db.Find(&loaded).Error; err != nil {
+	if err := db.Limit(len(idx) + 1).Find(&loaded).Error; err != nil {
 		return nil, false, fmt.Errorf("readthrough: %s lookup %s of %s, %d values: %w", def.id.Kind(), def.id, r.model.schema.Name, len(idx), err)
+	}
+	if len(loaded) > len(idx) {
+		return nil, false, nil // some value is held by several rows: value by value
 	}
 	asked := make(map[keys.Key]lookupQuery, len(idx))
 	for _, i := range idx {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"gorm.io/gorm"
@@ -765,6 +766,61 @@ func TestLookupNotUnique(t *testing.T) {
 		}
 		if tk, ok, err := r.By("Code").Get(ctx, "x"); !errors.Is(err, readthrough.ErrNotUnique) || ok {
 			t.Fatalf("ticket x = %+v, %v, %v; want ErrNotUnique", tk, ok, err)
+		}
+	}
+	key, _ := r.By("Code").Key("x")
+	if n, err := e.rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
+		t.Fatalf("an ambiguous value is cached (%d, %v)", n, err)
+	}
+}
+
+// TestLookupGetManyNotUnique: GetMany of values one of which a thousand rows hold
+// (outside a partial unique index's predicate) returns ErrNotUnique, caches nothing
+// for it, and loads a few rows, not the thousand: its query stops at one row more
+// than values, and the values are then read one by one, each stopping at two rows.
+func TestLookupGetManyNotUnique(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.exec(t, `CREATE TABLE tickets (id bigint PRIMARY KEY, code text NOT NULL, open boolean NOT NULL)`)
+	e.exec(t, `CREATE UNIQUE INDEX tickets_open_code ON tickets (code) WHERE open`)
+	e.exec(t, `INSERT INTO tickets SELECT g, 'x', false FROM generate_series(1, 1000) g`)
+	e.exec(t, `INSERT INTO tickets VALUES (1001, 'y', true), (1002, 'z', true)`)
+	type Ticket struct {
+		ID   int64 `gorm:"primaryKey"`
+		Code string
+		Open bool
+	}
+	db := e.openDB(t)
+	var loaded atomic.Int64
+	err := db.Callback().Query().After("gorm:query").Register("test:rows", func(tx *gorm.DB) {
+		if tx.Statement.Table == "tickets" {
+			loaded.Add(tx.RowsAffected)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := readthrough.New(db, e.rdb, readthrough.Options{Prefix: e.prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := readthrough.Register[Ticket](c, readthrough.ModelOptions{Unique: [][]string{{"Code"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	for _, direct := range []bool{false, true} {
+		by := r.By("Code")
+		if direct { // unscoped: Postgres alone, in one query
+			by = r.WithDB(db.Unscoped()).By("Code")
+		}
+		loaded.Store(0)
+		got, err := by.GetMany(ctx, "y", "x", "z")
+		if !errors.Is(err, readthrough.ErrNotUnique) {
+			t.Fatalf("GetMany (unscoped %v) = %+v, %v; want ErrNotUnique", direct, got, err)
+		}
+		if n := loaded.Load(); n > 10 {
+			t.Fatalf("GetMany (unscoped %v) loaded %d rows to find that x is not unique, want a few", direct, n)
 		}
 	}
 	key, _ := r.By("Code").Key("x")
