@@ -11,10 +11,10 @@ import (
 )
 
 // Concurrent GETs share round trips. While a read of a Store's gate is under way (the
-// gate counts them, breaker.go), its Gets are not sent on connections of their own: they are queued on the client's go-redis
-// AutoPipeliner (its async face), which sends what is queued as one pipeline on one
-// connection of the client's pipeline pool as soon as the batch before it is
-// answered. Sixteen goroutines reading different rows then cost Redis and the kernel
+// gate counts them, breaker.go), its Gets are not sent on connections of their own:
+// they are queued on the client's go-redis AutoPipeliner (its async face), which
+// sends what is queued as one pipeline on one connection of the client's pipeline
+// pool as soon as the batch before it is answered. Sixteen goroutines reading different rows then cost Redis and the kernel
 // a few writes and reads where they cost sixteen of each; on two CPUs shared by
 // client and server that is most of a hit's cost (issue 16: about 2.5 times the hits
 // per second of as many plain GETs). A lone Get, the one a latency is measured on, is
