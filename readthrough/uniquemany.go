@@ -88,25 +88,19 @@ func (u *UniqueLookup[T]) GetMany(ctx context.Context, vals ...any) ([]T, error)
 // Get's path (rest: an undecodable entry, which Get deletes and counts). With Redis
 // failing it reads every query from Postgres, as Get does.
 func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, rows []*T) (missing, rest []int, err error) {
-	entries := make([][]byte, len(qs))
-	var named []int // the values whose entry names a row
-	var ids []any
-	name := func(i int, entry []byte, got []any) {
-		r.stats.unique.hits.Add(1)
-		entries[i] = entry
-		if len(got) == 1 {
-			named, ids = append(named, i), append(ids, got[0])
-		}
-	}
+	nr := newNamedRows(len(qs))
 	var ask []int // the queries whose entry is read from Redis
 	var ks []keys.Key
-	var tickets []near.Ticket
+	var tickets []near.Ticket // with a near tier: taken before the read, by ask
 	for i, q := range qs {
 		if entry, got, hit := r.nearLookupGet(q.key); hit {
-			name(i, entry, got)
+			r.uniqueHit(nr, q, i, entry, got)
 			continue
 		}
-		ask, ks, tickets = append(ask, i), append(ks, q.key), append(tickets, r.nearTicket(q.key))
+		ask, ks = append(ask, i), append(ks, q.key)
+		if r.near != nil {
+			tickets = append(tickets, r.nearTicket(q.key))
+		}
 	}
 	var read [][]byte
 	var ttls []time.Duration
@@ -138,20 +132,47 @@ func (r *Repository[T]) uniqueManyCached(ctx context.Context, qs []lookupQuery, 
 		if ttls != nil {
 			r.nearLookupStore(ctx, tickets[j], ks[j], e, got, ttls[j])
 		}
-		name(i, e, got)
+		r.uniqueHit(nr, qs[i], i, e, got)
 	}
-	stale, err := r.uniqueManyRows(ctx, qs, named, ids, entries, rows)
+	stale, err := r.uniqueManyRows(ctx, qs, nr, rows)
 	return append(missing, stale...), rest, err
 }
 
-// uniqueManyRows reads the rows that entries name (ids[n] is named by query named[n],
-// whose entry is entries[named[n]]) through GetMany and puts those that still hold
-// their values into rows. It returns the queries whose entry was stale, deleted.
-func (r *Repository[T]) uniqueManyRows(ctx context.Context, qs []lookupQuery, named []int, ids []any, entries [][]byte, rows []*T) (stale []int, err error) {
-	if len(named) == 0 {
+// namedRows are the entries of a unique GetMany's queries that name a row, for
+// uniqueManyRows to read the rows: query idx[n]'s entry, entries[idx[n]], names the
+// row of id ids[n].
+type namedRows struct {
+	entries [][]byte // by query
+	idx     []int
+	ids     []any
+}
+
+func newNamedRows(queries int) *namedRows {
+	return &namedRows{entries: make([][]byte, queries)}
+}
+
+// add records that query i's entry names the row of id id.
+func (nr *namedRows) add(i int, entry []byte, id any) {
+	nr.entries[i] = entry
+	nr.idx, nr.ids = append(nr.idx, i), append(nr.ids, id)
+}
+
+// uniqueHit answers query q (the i-th) from its cached entry, parsed as got: counted
+// as Get counts a hit, and the row it names (if any) recorded in nr.
+func (r *Repository[T]) uniqueHit(nr *namedRows, q lookupQuery, i int, entry []byte, got []any) {
+	r.lookupCount(q, true)
+	if len(got) == 1 {
+		nr.add(i, entry, got[0])
+	}
+}
+
+// uniqueManyRows reads the rows nr names through GetMany and puts those that still
+// hold their values into rows. It returns the queries whose entry was stale, deleted.
+func (r *Repository[T]) uniqueManyRows(ctx context.Context, qs []lookupQuery, nr *namedRows, rows []*T) (stale []int, err error) {
+	if len(nr.idx) == 0 {
 		return nil, nil
 	}
-	found, err := r.GetMany(ctx, ids...)
+	found, err := r.GetMany(ctx, nr.ids...)
 	if err != nil {
 		return nil, err
 	}
@@ -159,8 +180,8 @@ func (r *Repository[T]) uniqueManyRows(ctx context.Context, qs []lookupQuery, na
 	if err != nil {
 		return nil, err
 	}
-	for n, i := range named {
-		k, err := r.model.key(ids[n])
+	for n, i := range nr.idx {
+		k, err := r.model.key(nr.ids[n])
 		if err != nil {
 			return nil, err
 		}
@@ -168,7 +189,7 @@ func (r *Repository[T]) uniqueManyRows(ctx context.Context, qs []lookupQuery, na
 			rows[i] = row
 			continue
 		}
-		r.staleLookup(ctx, qs[i], entries[i])
+		r.staleLookup(ctx, qs[i], nr.entries[i])
 		stale = append(stale, i)
 	}
 	return stale, nil
@@ -240,9 +261,7 @@ func (r *Repository[T]) uniqueManyMiss(ctx context.Context, qs []lookupQuery, mi
 		return nil, r.uniqueManyDirect(ctx, qs, missing, rows)
 	}
 	var leased []int // indexes of ks
-	var found []int  // the queries whose entry the lease found, naming a row
-	var ids []any    // the row each names
-	entries := make([][]byte, len(qs))
+	found := newNamedRows(len(qs))
 	for n, l := range leases {
 		switch l.State {
 		case store.Acquired:
@@ -254,10 +273,7 @@ func (r *Repository[T]) uniqueManyMiss(ctx context.Context, qs []lookupQuery, mi
 				break // Get deletes and counts it
 			}
 			for _, i := range slots[ks[n]] {
-				r.lookupCount(qs[i], true)
-				if len(got) == 1 {
-					found, ids, entries[i] = append(found, i), append(ids, got[0]), l.Value
-				}
+				r.uniqueHit(found, qs[i], i, l.Value, got)
 			}
 			continue
 		}
@@ -270,7 +286,7 @@ func (r *Repository[T]) uniqueManyMiss(ctx context.Context, qs []lookupQuery, mi
 		}
 		held = append(held, again...)
 	}
-	stale, err := r.uniqueManyRows(ctx, qs, found, ids, entries, rows)
+	stale, err := r.uniqueManyRows(ctx, qs, found, rows)
 	return append(held, stale...), err
 }
 
@@ -323,9 +339,7 @@ func (r *Repository[T]) fillUniqueMany(ctx context.Context, qs []lookupQuery, ks
 		testhooks.AfterLoad(ctx, ks[n].Value())
 	}
 	items := make([]store.FillItem, 0, len(leased))
-	entries := make([][]byte, len(qs))
-	var named []int
-	var ids []any
+	nr := newNamedRows(len(qs))
 	for _, n := range leased {
 		var loaded []T
 		if row := byKey[ks[n]]; row != nil {
@@ -338,7 +352,6 @@ func (r *Repository[T]) fillUniqueMany(ctx context.Context, qs []lookupQuery, ks
 			return nil, err
 		}
 		for _, i := range slots[ks[n]] {
-			entries[i] = entry
 			switch {
 			case len(loaded) == 0:
 			case recording(ctx):
@@ -348,7 +361,7 @@ func (r *Repository[T]) fillUniqueMany(ctx context.Context, qs []lookupQuery, ks
 					end(OutcomeError, err)
 					return nil, err
 				}
-				named, ids = append(named, i), append(ids, id[0])
+				nr.add(i, entry, id[0])
 			default:
 				rows[i] = &loaded[0]
 			}
@@ -361,7 +374,7 @@ func (r *Repository[T]) fillUniqueMany(ctx context.Context, qs []lookupQuery, ks
 	}
 	stored, err := r.storeFills(rctx, items)
 	end(fillManyOutcome(stored, err), err)
-	return r.uniqueManyRows(ctx, qs, named, ids, entries, rows)
+	return r.uniqueManyRows(ctx, qs, nr, rows)
 }
 
 // uniqueManyUnfenced is uniqueManyMiss as a cache without fencing does it (plain SETs,

@@ -22,12 +22,18 @@ var partsNear = readthrough.ModelOptions{Near: readthrough.NearOptions{MaxEntrie
 func partIDs(t *testing.T, r *readthrough.Repository[Part], grp int64) []int64 {
 	t.Helper()
 	rows, err := r.ListBy("Grp").Get(context.Background(), grp)
+	return rowIDs(t, rows, err, func(p Part) int64 { return p.ID })
+}
+
+// rowIDs returns the ids of rows, in order, failing the test on err.
+func rowIDs[T any](t *testing.T, rows []T, err error, id func(T) int64) []int64 {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []int64
-	for _, p := range rows {
-		ids = append(ids, p.ID)
+	for _, r := range rows {
+		ids = append(ids, id(r))
 	}
 	return ids
 }
@@ -129,14 +135,7 @@ var peopleNear = readthrough.ModelOptions{Near: readthrough.NearOptions{MaxEntri
 func peopleBy(t *testing.T, ctx context.Context, r *readthrough.Repository[Person], emails ...any) []int64 {
 	t.Helper()
 	rows, err := r.By("Email").GetMany(ctx, emails...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []int64
-	for _, p := range rows {
-		ids = append(ids, p.ID)
-	}
-	return ids
+	return rowIDs(t, rows, err, func(p Person) int64 { return p.ID })
 }
 
 // TestNearUniqueGetMany: a unique lookup's GetMany answers from the near tier the
