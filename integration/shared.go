@@ -11,7 +11,10 @@ import (
 )
 
 // Shared starts one Postgres and one Redis on first use and hands them to every test of
-// a package. Declare one in the test package and close it in TestMain:
+// a package. They are reached at their containers' own addresses where those answer
+// (PostgresOptions.Direct), not through Docker's userland port proxy, which would add
+// its own round trip and CPU to every command and to every benchmark of the package;
+// no test stops or restarts them (those start servers of their own). Declare one in the test package and close it in TestMain:
 //
 //	var servers integration.Shared
 //
@@ -42,7 +45,7 @@ func (s *Shared) Postgres(tb testing.TB) *Postgres {
 			s.pg, s.pgErr = ExistingPostgres(ctx, url)
 		} else {
 			requireDocker(tb)
-			s.pg, s.pgErr = StartPostgres(ctx, PostgresOptions{})
+			s.pg, s.pgErr = StartPostgres(ctx, PostgresOptions{Direct: true})
 		}
 	}
 	if s.pgErr != nil {
@@ -64,7 +67,7 @@ func (s *Shared) Redis(tb testing.TB) *Redis {
 			s.rd, s.rdErr = ExistingRedis(ctx, addr)
 		} else {
 			requireDocker(tb)
-			s.rd, s.rdErr = StartRedis(ctx, RedisOptions{})
+			s.rd, s.rdErr = StartRedis(ctx, RedisOptions{Direct: true})
 		}
 	}
 	if s.rdErr != nil {
