@@ -47,7 +47,7 @@
 // the invalidation and the lookup entries their values name are deleted, so a row
 // that took a unique value cached as absent, or joined a cached list, is read at once
 // in every process; entries a row left are dropped when read (lookups check the rows
-// they return).
+// they return), so rows a DELETE removed are not read back.
 //
 // Left to the invalidator (pgcache-worker), which sees every committed change: raw SQL
 // (db.Exec), writes through sessions derived before db.Use or inside transactions

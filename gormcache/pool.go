@@ -88,7 +88,10 @@ type tx struct {
 	mu      sync.Mutex
 	pending map[*model][]any
 	seen    map[string]bool
-	plugin  *Plugin
+	// readBack holds the models whose written rows are read back after the commit
+	// (see Plugin.invalidate): those written by other statements than DELETEs.
+	readBack map[*model]bool
+	plugin   *Plugin
 }
 
 // trackedTx returns the plugin's transaction conn is (directly or under GORM's
@@ -104,12 +107,16 @@ func trackedTx(conn gorm.ConnPool) *tx {
 	return nil
 }
 
-// queue records the rows to invalidate at the commit, once each.
-func (t *tx) queue(p *Plugin, m *model, ids []any) {
+// queue records the rows to invalidate at the commit, once each; deleted says that
+// the statement that wrote them was a DELETE.
+func (t *tx) queue(p *Plugin, m *model, ids []any, deleted bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.pending == nil {
-		t.pending, t.seen, t.plugin = make(map[*model][]any), make(map[string]bool), p
+		t.pending, t.seen, t.readBack, t.plugin = make(map[*model][]any), make(map[string]bool), make(map[*model]bool), p
+	}
+	if !deleted {
+		t.readBack[m] = true
 	}
 	for _, id := range ids {
 		k, err := m.key(id)
@@ -122,12 +129,12 @@ func (t *tx) queue(p *Plugin, m *model, ids []any) {
 }
 
 // take returns the queued invalidations and forgets them.
-func (t *tx) take() (*Plugin, map[*model][]any) {
+func (t *tx) take() (*Plugin, map[*model][]any, map[*model]bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p, pending := t.plugin, t.pending
-	t.pending, t.seen = nil, nil
-	return p, pending
+	p, pending, readBack := t.plugin, t.pending, t.readBack
+	t.pending, t.seen, t.readBack = nil, nil, nil
+	return p, pending, readBack
 }
 
 // Commit commits and then invalidates the rows written. A failed commit invalidates
@@ -135,9 +142,9 @@ func (t *tx) take() (*Plugin, map[*model][]any) {
 // invalidation of rows that did not change costs only a miss.
 func (t *tx) Commit() error {
 	err := t.Tx.Commit()
-	if p, pending := t.take(); p != nil {
+	if p, pending, readBack := t.take(); p != nil {
 		for m, ids := range pending {
-			p.invalidate(t.ctx, m, ids)
+			p.invalidate(t.ctx, m, ids, !readBack[m])
 		}
 	}
 	return err
@@ -145,7 +152,7 @@ func (t *tx) Commit() error {
 
 // Rollback rolls back and drops the invalidations.
 func (t *tx) Rollback() error {
-	t.take()
+	_, _, _ = t.take()
 	return t.Tx.Rollback()
 }
 
@@ -172,6 +179,9 @@ type collector struct {
 	table string // the statement's table, quoted
 	ran   bool
 	ids   []any
+	// deleted: the statement that ran was a DELETE, so its rows left every lookup
+	// entry their values named (see Plugin.invalidate).
+	deleted bool
 }
 
 // exec runs the write with RETURNING and returns what Exec would have: the number of
@@ -181,6 +191,7 @@ func (c *collector) exec(ctx context.Context, conn gorm.ConnPool, query string, 
 		return conn.ExecContext(ctx, query, args...)
 	}
 	c.ran = true
+	c.deleted = strings.HasPrefix(strings.ToUpper(strings.TrimSpace(query)), "DELETE ")
 	cols := make([]string, len(c.m.pk))
 	for i, f := range c.m.pk {
 		cols[i] = c.table + `."` + strings.ReplaceAll(f.DBName, `"`, `""`) + `"`

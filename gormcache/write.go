@@ -49,15 +49,16 @@ func (p *Plugin) write(db *gorm.DB, next func(*gorm.DB)) {
 		}
 	}
 	if len(ids) > 0 {
-		p.written(ctx, stmt.ConnPool, m, ids)
+		p.written(ctx, stmt.ConnPool, m, ids, c.ran && c.deleted)
 	}
 }
 
 // written invalidates the rows after the commit: queued on the plugin's transaction,
 // at once when the write was not in a transaction (it committed when it returned).
-func (p *Plugin) written(ctx context.Context, conn gorm.ConnPool, m *model, ids []any) {
+// deleted says that the rows were deleted (a DELETE, not a soft delete).
+func (p *Plugin) written(ctx context.Context, conn gorm.ConnPool, m *model, ids []any, deleted bool) {
 	if tx := trackedTx(conn); tx != nil {
-		tx.queue(p, m, ids)
+		tx.queue(p, m, ids, deleted)
 		return
 	}
 	if _, inTx := conn.(gorm.TxCommitter); inTx {
@@ -69,12 +70,16 @@ func (p *Plugin) written(ctx context.Context, conn gorm.ConnPool, m *model, ids 
 			slog.String("model", m.sch.Name))
 		return
 	}
-	p.invalidate(context.WithoutCancel(ctx), m, m.distinct(ids))
+	p.invalidate(context.WithoutCancel(ctx), m, m.distinct(ids), deleted)
 }
 
 // invalidate deletes the rows' entries, and fills them again for write-through models.
-// It runs after the commit, so a failure is counted and logged, not returned.
-func (p *Plugin) invalidate(ctx context.Context, m *model, ids []any) {
+// For a model with lookups it then reads the rows back and deletes the lookup entries
+// their values name, unless deleted says the rows were all deleted: a deleted row left
+// every entry, which needs nothing (lookups check the rows they return), and reading
+// it back would cost a query to learn that it is gone. It runs after the commit, so a
+// failure is counted and logged, not returned.
+func (p *Plugin) invalidate(ctx context.Context, m *model, ids []any, deleted bool) {
 	if err := m.invalidate(ctx, ids); err != nil {
 		p.stats.errors.Add(1)
 		p.warn("gormcache: write committed, but its cache entries could not be deleted; the invalidator and the entries' TTL will remove them",
@@ -82,7 +87,7 @@ func (p *Plugin) invalidate(ctx context.Context, m *model, ids []any) {
 		return
 	}
 	p.stats.invalidated.Add(uint64(len(ids)))
-	if !m.refill && len(m.lookups) == 0 {
+	if !m.refill && (len(m.lookups) == 0 || deleted) {
 		return
 	}
 	// A read after the invalidation fills under a lease taken after it: the last
