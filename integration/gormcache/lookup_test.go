@@ -1,6 +1,7 @@
 package gormcache_test
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -57,6 +58,32 @@ func (a *accountProc) byEmail(t *testing.T, email string) (Account, bool) {
 	return acc, true
 }
 
+// team returns the ids of team n's accounts, as the list lookup by team reads them.
+func (a *accountProc) team(t *testing.T, ctx context.Context, n int) []int64 {
+	t.Helper()
+	rows, err := a.accounts.ListBy("Team").Get(ctx, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for _, r := range rows {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// accountsEnv makes the accounts table with accounts 1 (ann@x) and 2 (bob@x) in team
+// 1 and 3 (cat@x) in team 2, and two processes caching them through the plugin.
+func accountsEnv(t *testing.T) (e *env, writer, reader *accountProc) {
+	t.Helper()
+	e = newEnv(t)
+	if err := e.plain.AutoMigrate(&Account{}); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(t, `INSERT INTO accounts (id, email, team) VALUES (1, 'ann@x', 1), (2, 'bob@x', 1), (3, 'cat@x', 2)`)
+	return e, e.accountProc(t), e.accountProc(t)
+}
+
 // TestPluginLookups: a query by a registered unique column is served from the cache
 // and equals GORM's answer; the plugin's writes delete the lookup entries the written
 // rows' new values name, so another process reads them at once (a negative entry for
@@ -64,12 +91,7 @@ func (a *accountProc) byEmail(t *testing.T, email string) (Account, bool) {
 // other process keeps reading its cached answers.
 func TestPluginLookups(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	if err := e.plain.AutoMigrate(&Account{}); err != nil {
-		t.Fatal(err)
-	}
-	e.exec(t, `INSERT INTO accounts (id, email, team) VALUES (1, 'ann@x', 1), (2, 'bob@x', 1), (3, 'cat@x', 2)`)
-	writer, reader := e.accountProc(t), e.accountProc(t)
+	e, writer, reader := accountsEnv(t)
 	ctx := ctxT(t)
 
 	for range 2 {
@@ -85,17 +107,7 @@ func TestPluginLookups(t *testing.T) {
 	if _, ok := reader.byEmail(t, "new@x"); ok {
 		t.Fatal("new@x found before it exists")
 	}
-	team := func(p *accountProc, n int) []int64 {
-		rows, err := p.accounts.ListBy("Team").Get(ctx, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []int64
-		for _, r := range rows {
-			ids = append(ids, r.ID)
-		}
-		return ids
-	}
+	team := func(p *accountProc, n int) []int64 { return p.team(t, ctx, n) }
 	if got := team(reader, 2); !slices.Equal(got, []int64{3}) {
 		t.Fatalf("team 2: %v", got)
 	}
@@ -140,24 +152,9 @@ func TestPluginLookups(t *testing.T) {
 // read back (one load), which shows that the count sees a read-back.
 func TestPluginDeleteNotReadBack(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	if err := e.plain.AutoMigrate(&Account{}); err != nil {
-		t.Fatal(err)
-	}
-	e.exec(t, `INSERT INTO accounts (id, email, team) VALUES (1, 'ann@x', 1), (2, 'bob@x', 1), (3, 'cat@x', 2)`)
-	writer, reader := e.accountProc(t), e.accountProc(t)
+	_, writer, reader := accountsEnv(t)
 	ctx := ctxT(t)
-	team := func(n int) []int64 {
-		rows, err := reader.accounts.ListBy("Team").Get(ctx, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []int64
-		for _, r := range rows {
-			ids = append(ids, r.ID)
-		}
-		return ids
-	}
+	team := func(n int) []int64 { return reader.team(t, ctx, n) }
 	if _, ok := reader.byEmail(t, "ann@x"); !ok {
 		t.Fatal("ann@x not found")
 	}
