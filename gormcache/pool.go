@@ -187,11 +187,11 @@ type collector struct {
 // exec runs the write with RETURNING and returns what Exec would have: the number of
 // rows written.
 func (c *collector) exec(ctx context.Context, conn gorm.ConnPool, query string, args []any) (sql.Result, error) {
-	if c.ran || !returnable(query) {
+	verb := returnable(query)
+	if c.ran || verb == "" {
 		return conn.ExecContext(ctx, query, args...)
 	}
-	c.ran = true
-	c.deleted = strings.HasPrefix(strings.ToUpper(strings.TrimSpace(query)), "DELETE ")
+	c.ran, c.deleted = true, verb == "DELETE"
 	cols := make([]string, len(c.m.pk))
 	for i, f := range c.m.pk {
 		cols[i] = c.table + `."` + strings.ReplaceAll(f.DBName, `"`, `""`) + `"`
@@ -235,14 +235,19 @@ func (c *collector) scan(rows *sql.Rows) (any, error) {
 	return vals, nil
 }
 
-// returnable reports whether RETURNING can be appended to query: a single INSERT,
-// UPDATE or DELETE without one.
-func returnable(query string) bool {
+// returnable returns the verb of query (INSERT, UPDATE or DELETE) when RETURNING can
+// be appended to it: a single such statement without one; else "".
+func returnable(query string) string {
 	q := strings.ToUpper(strings.TrimSpace(query))
 	if strings.Contains(q, "RETURNING") || strings.Contains(q, ";") {
-		return false
+		return ""
 	}
-	return strings.HasPrefix(q, "INSERT ") || strings.HasPrefix(q, "UPDATE ") || strings.HasPrefix(q, "DELETE ")
+	for _, verb := range []string{"INSERT", "UPDATE", "DELETE"} {
+		if strings.HasPrefix(q, verb+" ") {
+			return verb
+		}
+	}
+	return ""
 }
 
 // written is the sql.Result of a write sent with RETURNING.

@@ -14,7 +14,8 @@ import (
 // a package. They are reached at their containers' own addresses where those answer
 // (PostgresOptions.Direct), not through Docker's userland port proxy, which would add
 // its own round trip and CPU to every command and to every benchmark of the package;
-// no test stops or restarts them (those start servers of their own). Declare one in the test package and close it in TestMain:
+// no test stops or restarts them (those start servers of their own). Declare one in
+// the test package and close it in TestMain:
 //
 //	var servers integration.Shared
 //

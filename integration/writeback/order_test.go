@@ -96,7 +96,7 @@ func clearsFirst(pipes []loggedPipeline) error {
 		if first < 0 {
 			continue
 		}
-		if i := slices.Index(p.cmds[first:], "clear"); i >= 0 {
+		if slices.Contains(p.cmds[first:], "clear") {
 			return fmt.Errorf("a pipeline queued a clear after an acknowledgement: %v", p.cmds)
 		}
 		if first > 0 {
