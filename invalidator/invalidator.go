@@ -236,30 +236,13 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 	known := v.known
 	v.mu.Unlock()
 
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var read announced
-	readErr := make(chan error, 1)
-	go func() {
-		readErr <- v.retry(rctx, func(ctx context.Context) error {
-			a, err := v.store.Announced(ctx, v.prefix)
-			read = announced{versions: a.Versions, lookups: a.Lookups}
-			return err
-		})
-	}()
 	// Tags are worked out only for a Purger: a digest per key costs as much as the
 	// rest of the plan.
 	var tags *tagSet
 	if v.purger != nil {
 		tags = &tagSet{}
 	}
-	err := v.apply(ctx, txs, known, tags)
-	if err != nil {
-		cancel()
-	}
-	if rerr := <-readErr; err == nil {
-		err = rerr
-	}
+	read, err := v.applyReading(ctx, v.plan(txs, known), tags)
 	if err == nil && len(read.versions) == 0 {
 		// No registry: nothing is cached under the prefix, or the registry was lost
 		// while rows stayed cached, or no application uses the prefix.
@@ -284,6 +267,42 @@ func (v *Invalidator) HandleBatch(ctx context.Context, txs []*cdc.Tx) error {
 		v.changes.Add(uint64(len(tx.Changes)))
 	}
 	return nil
+}
+
+// applyReading applies p, the plan under the versions and lookups already known, and
+// reads the registries meanwhile: what they list now is compared with what was known
+// (learn), and the keys under what is new deleted next. A plan whose keys fit in one
+// pipeline is sent in the registries' read, so that a transaction of a few rows costs
+// one round trip; a larger one is applied while the read is under way.
+func (v *Invalidator) applyReading(ctx context.Context, p plan, tags *tagSet) (announced, error) {
+	var read announced
+	readAll := func(ctx context.Context, ks []keys.Key) error {
+		a, err := v.store.InvalidateAnnounced(ctx, v.prefix, ks)
+		read = announced{versions: a.Versions, lookups: a.Lookups}
+		return err
+	}
+	if len(p.keys) <= deleteBatch {
+		if err := v.retry(ctx, func(ctx context.Context) error { return readAll(ctx, p.keys) }); err != nil {
+			return read, err
+		}
+		v.deleted(p, 0, len(p.keys))
+		tags.addKeys(p.keys)
+		return read, v.flushTables(ctx, p)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- v.retry(rctx, func(ctx context.Context) error { return readAll(ctx, nil) })
+	}()
+	err := v.applyPlan(ctx, p, tags)
+	if err != nil {
+		cancel()
+	}
+	if rerr := <-readErr; err == nil {
+		err = rerr
+	}
+	return read, err
 }
 
 // learn adds what read lists and known does not to the versions and lookups known, and
@@ -321,11 +340,20 @@ type announced struct {
 // lookup entries their values name under the given lookups, and flushes the tables
 // they truncated.
 func (v *Invalidator) apply(ctx context.Context, txs []*cdc.Tx, a announced, tags *tagSet) error {
-	p := v.plan(txs, a)
+	return v.applyPlan(ctx, v.plan(txs, a), tags)
+}
+
+// applyPlan deletes p's keys and flushes its tables.
+func (v *Invalidator) applyPlan(ctx context.Context, p plan, tags *tagSet) error {
 	if err := v.deleteKeys(ctx, p); err != nil {
 		return err
 	}
 	tags.addKeys(p.keys)
+	return v.flushTables(ctx, p)
+}
+
+// flushTables flushes the tables p truncated.
+func (v *Invalidator) flushTables(ctx context.Context, p plan) error {
 	for _, sp := range p.flush {
 		if err := v.flushTable(ctx, sp); err != nil {
 			return err
@@ -363,10 +391,15 @@ func (v *Invalidator) deleteBatch(ctx context.Context, p plan, lo, hi int) error
 	if err := v.retry(ctx, func(ctx context.Context) error { return v.store.Invalidate(ctx, batch...) }); err != nil {
 		return err
 	}
-	lookups := p.lookupKeys(lo, hi)
-	v.keysDeleted.Add(uint64(len(batch) - lookups))
-	v.lookupKeysDeleted.Add(uint64(lookups))
+	v.deleted(p, lo, hi)
 	return nil
+}
+
+// deleted counts p.keys[lo:hi] as deleted.
+func (v *Invalidator) deleted(p plan, lo, hi int) {
+	lookups := p.lookupKeys(lo, hi)
+	v.keysDeleted.Add(uint64(hi - lo - lookups))
+	v.lookupKeysDeleted.Add(uint64(lookups))
 }
 
 // flushTable invalidates every cached row of sp's table, under every version. It walks

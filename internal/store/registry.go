@@ -126,16 +126,26 @@ type Announcements struct {
 func (s *Store) Announced(ctx context.Context, prefix string) (Announcements, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	p := keys.Prefix(prefix)
 	var reg, lookups *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		reg = pl.HKeys(ctx, p.Registry())
-		lookups = pl.HKeys(ctx, p.Lookups())
+		reg, lookups = queueAnnounced(ctx, pl, prefix)
 		return nil
 	})
 	if err != nil {
+		p := keys.Prefix(prefix)
 		return Announcements{}, fmt.Errorf("store: read registries %s and %s: %w", p.Registry(), p.Lookups(), err)
 	}
+	return parseAnnounced(reg, lookups), nil
+}
+
+// queueAnnounced queues the reads of Announced on pl.
+func queueAnnounced(ctx context.Context, pl redis.Pipeliner, prefix string) (reg, lookups *redis.StringSliceCmd) {
+	p := keys.Prefix(prefix)
+	return pl.HKeys(ctx, p.Registry()), pl.HKeys(ctx, p.Lookups())
+}
+
+// parseAnnounced parses the replies of queueAnnounced's reads.
+func parseAnnounced(reg, lookups *redis.StringSliceCmd) Announcements {
 	out := Announcements{Versions: make(map[string][]string), Lookups: make(map[string][]VersionLookup)}
 	for _, f := range reg.Val() {
 		if table, version, ok := keys.ParseRegistryField(f); ok {
@@ -147,7 +157,7 @@ func (s *Store) Announced(ctx context.Context, prefix string) (Announcements, er
 			out.Lookups[table] = append(out.Lookups[table], VersionLookup{version, l})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // DeleteMatching deletes every key matching pattern with SCAN and UNLINK, in batches,

@@ -525,24 +525,12 @@ func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 	defer cancel()
 	var err error
 	if s.Sharded() && len(ks) > 1 {
-		// A DEL per row, all in one pipeline: a row's keys share a slot, rows do not.
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range ks {
-				p.Del(ctx, k.Value(), k.Fence(), k.Deps())
-			}
+			s.queueInvalidate(ctx, p, ks)
 			return nil
 		})
 	} else {
-		// One DEL of every key: the server parses one command, not one per row. The
-		// arguments point into names, which go-redis writes as it would the strings:
-		// a string in an interface would cost an allocation per key.
-		names := keys.Invalidated(ks...)
-		args := make([]any, 1+len(names))
-		args[0] = "del"
-		for i := range names {
-			args[1+i] = &names[i]
-		}
-		cmd := redis.NewIntCmd(ctx, args...)
+		cmd := invalidateCmd(ctx, ks)
 		_ = s.rdb.Process(ctx, cmd)
 		err = cmd.Err()
 	}
@@ -550,6 +538,52 @@ func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 		return fmt.Errorf("store: invalidate %d rows: %w", len(ks), err)
 	}
 	return nil
+}
+
+// InvalidateAnnounced is Invalidate and Announced in one round trip: the registries
+// of prefix are read in the pipeline that deletes the rows' keys (before the deletes,
+// as Redis runs a pipeline's commands in order). With no keys, it is Announced.
+func (s *Store) InvalidateAnnounced(ctx context.Context, prefix string, ks []keys.Key) (Announcements, error) {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	var reg, lookups *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		reg, lookups = queueAnnounced(ctx, p, prefix)
+		s.queueInvalidate(ctx, p, ks)
+		return nil
+	})
+	if err != nil {
+		return Announcements{}, fmt.Errorf("store: read registries of %q and invalidate %d rows: %w", prefix, len(ks), err)
+	}
+	return parseAnnounced(reg, lookups), nil
+}
+
+// queueInvalidate queues the deletes of Invalidate on p: on one server, one DEL of
+// every key (the server parses one command, not one per row); on a Cluster or Ring, a
+// DEL per row, since a row's keys share a slot and rows do not.
+func (s *Store) queueInvalidate(ctx context.Context, p redis.Pipeliner, ks []keys.Key) {
+	switch {
+	case len(ks) == 0:
+	case s.Sharded():
+		for _, k := range ks {
+			p.Del(ctx, k.Value(), k.Fence(), k.Deps())
+		}
+	default:
+		_ = p.Process(ctx, invalidateCmd(ctx, ks))
+	}
+}
+
+// invalidateCmd is one DEL of the value, fence and dependency keys of every row. The
+// arguments point into the names, which go-redis writes as it would the strings: a
+// string in an interface would cost an allocation per key.
+func invalidateCmd(ctx context.Context, ks []keys.Key) *redis.IntCmd {
+	names := keys.Invalidated(ks...)
+	args := make([]any, 1+len(names))
+	args[0] = "del"
+	for i := range names {
+		args[1+i] = &names[i]
+	}
+	return redis.NewIntCmd(ctx, args...)
 }
 
 // deleteIf deletes V only while it still holds the given entry.
