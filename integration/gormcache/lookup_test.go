@@ -20,46 +20,61 @@ type Account struct {
 	Team  int    `gorm:"index"`
 }
 
-// accountProc is a process caching accounts through the plugin, with the lookups.
-type accountProc struct {
-	db       *gorm.DB
-	plugin   *gormcache.Plugin
-	accounts *readthrough.Repository[Account]
+func (a Account) rowID() int64 { return a.ID }
+
+// teamRow is a model read by its unique email and listed by team: Account, and Player
+// (soft-deleted).
+type teamRow interface {
+	Account | Player
+	rowID() int64
 }
 
-func (e *env) accountProc(t *testing.T) *accountProc {
+// lookupProc is a process caching T through the plugin, with the lookups by email and
+// by team.
+type lookupProc[T teamRow] struct {
+	db       *gorm.DB
+	plugin   *gormcache.Plugin
+	accounts *readthrough.Repository[T]
+}
+
+// accountProc is a process caching accounts.
+type accountProc = lookupProc[Account]
+
+func (e *env) accountProc(t *testing.T) *accountProc { return newLookupProc[Account](t, e) }
+
+func newLookupProc[T teamRow](t *testing.T, e *env) *lookupProc[T] {
 	t.Helper()
 	db := e.open(t)
 	p, err := gormcache.New(db, e.rdb, readthrough.Options{Prefix: e.prefix, RedisTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := gormcache.Register[Account](p, readthrough.ModelOptions{Unique: [][]string{{"Email"}}, Lists: [][]string{{"Team"}}})
+	repo, err := gormcache.Register[T](p, readthrough.ModelOptions{Unique: [][]string{{"Email"}}, Lists: [][]string{{"Team"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Use(p); err != nil {
 		t.Fatal(err)
 	}
-	return &accountProc{db: db, plugin: p, accounts: repo}
+	return &lookupProc[T]{db: db, plugin: p, accounts: repo}
 }
 
-// byEmail reads the account through the plugin; "" when there is none.
-func (a *accountProc) byEmail(t *testing.T, email string) (Account, bool) {
+// byEmail reads the row through the plugin; false when there is none.
+func (a *lookupProc[T]) byEmail(t *testing.T, email string) (T, bool) {
 	t.Helper()
-	var acc Account
-	err := a.db.Where("email = ?", email).First(&acc).Error
+	var row T
+	err := a.db.Where("email = ?", email).First(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return acc, false
+		return row, false
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return acc, true
+	return row, true
 }
 
-// team returns the ids of team n's accounts, as the list lookup by team reads them.
-func (a *accountProc) team(t *testing.T, ctx context.Context, n int) []int64 {
+// team returns the ids of team n's rows, as the list lookup by team reads them.
+func (a *lookupProc[T]) team(t *testing.T, ctx context.Context, n int) []int64 {
 	t.Helper()
 	rows, err := a.accounts.ListBy("Team").Get(ctx, n)
 	if err != nil {
@@ -67,7 +82,7 @@ func (a *accountProc) team(t *testing.T, ctx context.Context, n int) []int64 {
 	}
 	var ids []int64
 	for _, r := range rows {
-		ids = append(ids, r.ID)
+		ids = append(ids, r.rowID())
 	}
 	return ids
 }
