@@ -31,6 +31,10 @@ type pipeline struct {
 	ready chan struct{}
 	room  chan struct{}
 
+	// past: the position is to be reported as soon as it reaches this LSN; 0 when
+	// nothing asks (reportPast).
+	past atomic.Uint64
+
 	// serverEnd: the server's WAL end as last read, by either goroutine: the
 	// receiver is behind while it decodes what committed well before it (see
 	// lazyread.go).
@@ -198,6 +202,19 @@ func (p *pipeline) pendingCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.pending
+}
+
+// reportPast has the receiver report the position as soon as it reaches lsn (a
+// running-transactions record the stream logged: see snapshots.go).
+func (p *pipeline) reportPast(lsn LSN) { p.past.Store(uint64(lsn)) }
+
+// reportDue says, once, that the position reached the LSN given to reportPast.
+func (p *pipeline) reportDue() bool {
+	lsn := p.past.Load()
+	if lsn == 0 || p.position() < LSN(lsn) {
+		return false
+	}
+	return p.past.CompareAndSwap(lsn, 0)
 }
 
 // position returns the confirmed position: the end of the last transaction handled,

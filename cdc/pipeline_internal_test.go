@@ -203,3 +203,31 @@ func TestPutWakesGatheringTake(t *testing.T) {
 		t.Fatal("a put did not wake take once it stopped gathering")
 	}
 }
+
+// TestPipelineReportDue: after reportPast, reportDue holds once the position reaches
+// the LSN, by a handled transaction or an idle keepalive, and only once; before
+// reportPast, never.
+func TestPipelineReportDue(t *testing.T) {
+	p := newPipeline(100)
+	if p.reportDue() {
+		t.Fatal("reportDue with nothing asked")
+	}
+	p.reportPast(200)
+	if !p.put(txOf(1, 150)) {
+		t.Fatal("put refused")
+	}
+	if _, err := p.take(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.handled(1, 150)
+	if p.reportDue() {
+		t.Fatal("reportDue at 150, before 200")
+	}
+	p.idle(250)
+	if !p.reportDue() {
+		t.Fatal("no reportDue once an idle keepalive confirmed 250, past 200")
+	}
+	if p.reportDue() {
+		t.Fatal("reportDue twice for one record")
+	}
+}

@@ -105,6 +105,8 @@ type Stream struct {
 	log        *slog.Logger
 
 	running atomic.Bool
+	// snapshotsRefused: the server refused to log running transactions (snapshots.go).
+	snapshotsRefused atomic.Bool
 
 	// Owned by the goroutine in Run; warned by the receiver while a session streams.
 	gap       gap
@@ -419,6 +421,7 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, lazy *lazyConn
 // handler fails.
 func (s *Stream) handle(ctx context.Context, conn *pgx.Conn, p *pipeline) error {
 	bh, batch := s.h.(BatchHandler)
+	var clock snapshotClock
 	for {
 		txs, err := p.take(ctx)
 		if err != nil {
@@ -444,6 +447,9 @@ func (s *Stream) handle(ctx context.Context, conn *pgx.Conn, p *pipeline) error 
 			}
 		}
 		if err != nil {
+			return err
+		}
+		if err := s.logSnapshot(ctx, conn, p, &clock); err != nil {
 			return err
 		}
 	}
@@ -535,11 +541,14 @@ func (r *receiver) run(ctx context.Context) error {
 	defer func() {
 		close(done)
 		<-watched
+		if ctx.Err() != nil {
+			r.linger(ctx)
+		}
 		_ = nc.SetReadDeadline(time.Time{})
 	}()
 	for {
 		now := time.Now()
-		if !now.Before(r.nextStatus) {
+		if !now.Before(r.nextStatus) || r.p.reportDue() {
 			if err := sendStatus(r.conn, r.p.position(), true); err != nil {
 				return err
 			}

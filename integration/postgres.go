@@ -269,12 +269,28 @@ func (p *Postgres) CreateDatabase(ctx context.Context) (*Database, error) {
 	if _, err := conn.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s OWNER %s`, name, ReplicationRole)); err != nil {
 		return nil, fmt.Errorf("integration: create database: %w", err)
 	}
-	return &Database{
+	db := &Database{
 		Name:    name,
 		URL:     p.urlFor("", "", name),
 		RoleURL: p.urlFor(ReplicationRole, replicationPassword, name),
 		pg:      p,
-	}, nil
+	}
+	// As the README's setup: the role may log running transactions, so that its
+	// slots' restart_lsn follows the stream (cdc.Options.StandbySnapshotInterval).
+	// Function privileges are per database.
+	dbConn, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		return nil, fmt.Errorf("integration: connect to database %s: %w", name, err)
+	}
+	defer dbConn.Close(ctx)
+	_, err = dbConn.Exec(ctx, `GRANT EXECUTE ON FUNCTION pg_log_standby_snapshot() TO `+ReplicationRole)
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "42883" {
+		err = nil // undefined_function: a Postgres before 16, named by the environment
+	}
+	if err != nil {
+		return nil, fmt.Errorf("integration: grant pg_log_standby_snapshot to %s in %s: %w", ReplicationRole, name, err)
+	}
+	return db, nil
 }
 
 // NewDatabase creates a database for the test and drops it, with its replication slots,

@@ -42,7 +42,7 @@ const (
 type config struct {
 	postgres, prefix, slot, publication, tables, listen, logLevel string
 	redis                                                         redisConfig
-	statusInterval, partitionCheck, redisCheck                    time.Duration
+	statusInterval, partitionCheck, redisCheck, standbySnapshot   time.Duration
 	maxTxChanges                                                  int
 
 	// writeBack runs a write-back flusher beside the invalidator.
@@ -94,12 +94,14 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	str(&c.logLevel, "log-level", "PGCACHE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.writeBackConsumer, "writeback-consumer", "PGCACHE_WRITEBACK_CONSUMER", "",
 		"this flusher's name in the journal's consumer group; keep it stable per replica so a restart takes its entries back at once (default: host, pid and random bytes)")
-	var intervalStr, claimStr, partitionStr, maxTxStr, redisCheckStr string
+	var intervalStr, claimStr, partitionStr, maxTxStr, redisCheckStr, snapshotStr string
 	str(&redisCheckStr, "redis-check-interval", "PGCACHE_REDIS_CHECK_INTERVAL", "1s",
 		"how often to read the Redis masters' run ids: after a failover or a restart, which may have lost acknowledged deletions, the tables are flushed; 0 turns it off (safe only with one Redis on appendfsync always)")
 	str(&intervalStr, "status-interval", "PGCACHE_STATUS_INTERVAL", "10s", "how often to confirm the position to Postgres")
 	str(&partitionStr, "partition-check", "PGCACHE_PARTITION_CHECK", "1s",
 		"how often to read the partitions of partitioned tables: attaching, detaching or dropping one invalidates the table within about this long")
+	str(&snapshotStr, "standby-snapshot-interval", "PGCACHE_STANDBY_SNAPSHOT_INTERVAL", "1s",
+		"how often, while changes arrive, to log the running transactions (pg_log_standby_snapshot, Postgres 16+, EXECUTE granted to the role) so that a restart decodes little WAL it had confirmed; 0 turns it off")
 	str(&maxTxStr, "max-tx-changes", "PGCACHE_MAX_TX_CHANGES", "100000",
 		"row changes kept per transaction; a larger transaction invalidates its tables whole, in bounded memory")
 	finishPurge := purgeFlags(str)
@@ -135,6 +137,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	}
 	if c.redisCheck == 0 {
 		c.redisCheck = -1 // WorkerOptions: negative is off
+	}
+	if c.standbySnapshot, err = time.ParseDuration(snapshotStr); err != nil || c.standbySnapshot < 0 {
+		return c, fmt.Errorf("-standby-snapshot-interval %q: want a duration such as 1s, or 0 for off", snapshotStr)
+	}
+	if c.standbySnapshot == 0 {
+		c.standbySnapshot = -1 // cdc.Options: negative is off
 	}
 	if c.maxTxChanges, err = strconv.Atoi(maxTxStr); err != nil || c.maxTxChanges <= 0 {
 		return c, fmt.Errorf("-max-tx-changes %q: want a positive number of row changes", maxTxStr)
@@ -255,7 +263,7 @@ func workerOptions(cfg config, tables []string, purger invalidator.Purger, log *
 		Stream: cdc.Options{
 			Slot: cfg.slot, Publication: cfg.publication, Tables: tables,
 			StatusInterval: cfg.statusInterval, PartitionCheckInterval: cfg.partitionCheck,
-			MaxTxChanges: cfg.maxTxChanges, Logger: log,
+			MaxTxChanges: cfg.maxTxChanges, StandbySnapshotInterval: cfg.standbySnapshot, Logger: log,
 		},
 		Invalidator:         invalidator.Options{Prefix: cfg.prefix, Logger: log, Purger: purger, PurgeTimeout: cfg.purge.timeout, RepurgeAfter: cfg.purge.repurge},
 		ServerCheckInterval: cfg.redisCheck,

@@ -262,6 +262,12 @@ type CDC struct {
 	// Invisible, if not nil, runs when the stream finds the transaction xid of a batch
 	// committed but not yet visible, before it waits; once per query that found it so.
 	Invisible func(xid uint32)
+	// SnapshotLogged, if not nil, runs when the stream has logged a running-transactions
+	// record ending at lsn (cdc/snapshots.go).
+	SnapshotLogged func(lsn uint64)
+	// NoLinger: a stopping stream does not wait for the server to pass that record, as
+	// before it did, to show that the test of the wait can fail.
+	NoLinger bool
 }
 
 type cdcKey struct{}
@@ -287,6 +293,19 @@ func Invisible(ctx context.Context, xid uint32) {
 	if h := cdcFrom(ctx); h != nil && h.Invisible != nil {
 		h.Invisible(xid)
 	}
+}
+
+// SnapshotLogged runs ctx's SnapshotLogged hook, if any.
+func SnapshotLogged(ctx context.Context, lsn uint64) {
+	if h := cdcFrom(ctx); h != nil && h.SnapshotLogged != nil {
+		h.SnapshotLogged(lsn)
+	}
+}
+
+// NoLinger reports ctx's NoLinger.
+func NoLinger(ctx context.Context) bool {
+	h := cdcFrom(ctx)
+	return h != nil && h.NoLinger
 }
 
 // Run runs f, if it is not nil.
