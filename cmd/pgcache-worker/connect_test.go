@@ -21,7 +21,7 @@ import (
 // workerRun is a worker started by startRun: stop ends it and returns its exit code.
 type workerRun struct {
 	addr string // of its HTTP server
-	logs *syncBuffer
+	logs *integration.LogBuffer
 	exit chan int
 	stop context.CancelFunc
 }
@@ -31,7 +31,7 @@ type workerRun struct {
 func startRun(t *testing.T, args []string, env map[string]string) *workerRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &workerRun{addr: freeAddr(t), logs: new(syncBuffer), exit: make(chan int, 1), stop: cancel}
+	w := &workerRun{addr: freeAddr(t), logs: new(integration.LogBuffer), exit: make(chan int, 1), stop: cancel}
 	go func() {
 		w.exit <- run(ctx, append(args, "-listen", w.addr), func(k string) string { return env[k] }, w.logs)
 	}()

@@ -34,7 +34,7 @@ const helperEnv = "PGCACHE_WORKER_TEST_AS_WORKER"
 type proc struct {
 	cmd   *exec.Cmd
 	addr  string
-	logs  *syncBuffer
+	logs  *integration.LogBuffer
 	done  chan struct{} // closed once the process has exited
 	state *os.ProcessState
 }
@@ -48,7 +48,7 @@ func startWorker(t *testing.T, args ...string) *proc {
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], append(slices.Clone(args), "-listen", addr)...)
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
-	p := &proc{cmd: cmd, addr: addr, logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, addr: addr, logs: new(integration.LogBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,24 +39,6 @@ func TestMain(m *testing.M) {
 
 func noEnv(string) string { return "" }
 
-// syncBuffer collects logs written by the worker while the test reads them.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -88,7 +68,7 @@ func TestExitCodes(t *testing.T) {
 		{"missing table", []string{"-postgres", db.RoleURL, "-redis", rd.Addr(), "-tables", "no_such_table", "-slot", "s_" + db.Name}, exitNoTable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs integration.LogBuffer
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			args := append(tc.args, "-listen", freeAddr(t))
@@ -123,7 +103,7 @@ func TestWorkerInvalidatesAndStops(t *testing.T) {
 	}
 
 	addr := freeAddr(t)
-	var logs syncBuffer
+	var logs integration.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exit := make(chan int, 1)
@@ -201,7 +181,7 @@ func TestWorkerFlushesWriteBack(t *testing.T) {
 	}
 
 	addr := freeAddr(t)
-	var logs syncBuffer
+	var logs integration.LogBuffer
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run(ctx, []string{"-postgres", pg.RoleURL, "-redis", rd.Addr(), "-prefix", prefix, "-tables", "widgets",

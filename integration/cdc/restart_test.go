@@ -1,18 +1,15 @@
 package cdc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcache/pgcache/cdc"
@@ -29,24 +26,14 @@ func (c *counter) Handle(context.Context, *cdc.Tx) error       { c.txs.Add(1); r
 // restartLSN returns the slot's restart_lsn.
 func restartLSN(t *testing.T, conn *pgx.Conn, slot string) cdc.LSN {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	var s string
-	if err := conn.QueryRow(ctx, `SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&s); err != nil {
-		t.Fatalf("restart_lsn of %s: %v", slot, err)
-	}
-	lsn, err := pglogrepl.ParseLSN(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return lsn
+	return slotLSN(t, conn, slot, "restart_lsn")
 }
 
 // restartFollows streams items as the least-privilege role with the given
 // StandbySnapshotInterval and the default StatusInterval (10s), commits a row every
 // 50ms for up to within, and reports whether the slot's restart_lsn passed the WAL
 // position of the first of them meanwhile.
-func restartFollows(t *testing.T, every, within time.Duration, revoke bool, logs *syncBuffer) bool {
+func restartFollows(t *testing.T, every, within time.Duration, revoke bool, logs *integration.LogBuffer) bool {
 	t.Helper()
 	db := servers.Postgres(t).NewDatabase(t)
 	admin := connect(t, db.URL)
@@ -112,29 +99,11 @@ func TestRestartLSNFollowsControl(t *testing.T) {
 // the same; the refusal is logged once, saying what to grant.
 func TestRestartLSNRefused(t *testing.T) {
 	t.Parallel()
-	logs := new(syncBuffer)
+	logs := new(integration.LogBuffer)
 	restartFollows(t, 100*time.Millisecond, time.Second, true, logs)
 	if n := strings.Count(logs.String(), "GRANT EXECUTE ON FUNCTION pg_log_standby_snapshot()"); n != 1 {
 		t.Errorf("the refusal was logged %d times, want once; logs:\n%s", n, logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // restartAfterStop streams items as the least-privilege role, commits one

@@ -207,11 +207,17 @@ func exec(t *testing.T, conn *pgx.Conn, sqls ...string) {
 // confirmedFlush returns the slot's confirmed position as Postgres has it.
 func confirmedFlush(t *testing.T, conn *pgx.Conn, slot string) cdc.LSN {
 	t.Helper()
+	return slotLSN(t, conn, slot, "confirmed_flush_lsn")
+}
+
+// slotLSN returns the slot's column of pg_replication_slots, an LSN.
+func slotLSN(t *testing.T, conn *pgx.Conn, slot, column string) cdc.LSN {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	var s string
-	if err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&s); err != nil {
-		t.Fatalf("confirmed_flush_lsn of %s: %v", slot, err)
+	if err := conn.QueryRow(ctx, `SELECT `+column+`::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&s); err != nil {
+		t.Fatalf("%s of %s: %v", column, slot, err)
 	}
 	lsn, err := pglogrepl.ParseLSN(s)
 	if err != nil {

@@ -2,7 +2,6 @@ package readthrough_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -692,7 +691,7 @@ func testWaitAOF(t *testing.T, top topology) {
 			rdb = integration.NewRedisClusterWith(t, integration.RedisOptions{Persistence: integration.PersistAOFEverySec}).Client(t)
 		}
 	}
-	var logs lockedBuffer
+	var logs integration.LogBuffer
 	c, err := readthrough.New(e.db, rdb, readthrough.Options{Prefix: e.prefix, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -827,21 +826,4 @@ func checkWaitAOFConnection(t *testing.T, rdb *redis.Client, repo *readthrough.R
 	if waits != writers*saves {
 		t.Errorf("MONITOR saw %d WAITAOF, want one per Save (%d)", waits, writers*saves)
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
