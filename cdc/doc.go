@@ -66,8 +66,10 @@
 //     every transaction received had been handled: nothing below it is owed to the
 //     handler, and confirming it keeps an idle database from pinning WAL.
 //
-// Positions are reported every Options.StatusInterval, at once when the server asks,
-// and once more when Run stops. Replication starts at 0/0, which makes the server resume
+// Positions are reported every Options.StatusInterval, at once when the server asks or
+// when the position passes a running-transactions record the Stream logged (every
+// Options.StandbySnapshotInterval while transactions arrive, so that the slot's
+// restart_lsn follows: see that option), and once more when Run stops. Replication starts at 0/0, which makes the server resume
 // at the slot's confirmed position. So delivery is at least once: a crash or an error
 // re-delivers every transaction after the last confirmed position, and handlers must be
 // idempotent. The Stream receives and decodes ahead of the handler, a bounded number of
