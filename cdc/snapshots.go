@@ -31,20 +31,16 @@ import (
 // still unconfirmed does not count (Postgres keeps one candidate at a time), so
 // restart_lsn may stay one record behind.
 
-// snapshotClock is when the session's handling goroutine last logged a
-// running-transactions record.
-type snapshotClock struct{ last time.Time }
-
 // logSnapshot logs a running-transactions record on conn if StandbySnapshotInterval
-// has passed since the last one, and has p report the position at once when it passes
+// has passed since the last one (at *last, which it updates), and has p report the position at once when it passes
 // the record. A server that refuses (no EXECUTE on the function, a Postgres before 16,
 // a standby) is not asked again by this Stream; the refusal is logged once.
-func (s *Stream) logSnapshot(ctx context.Context, conn *pgx.Conn, p *pipeline, c *snapshotClock) error {
+func (s *Stream) logSnapshot(ctx context.Context, conn *pgx.Conn, p *pipeline, last *time.Time) error {
 	every := s.opts.StandbySnapshotInterval
-	if every < 0 || s.snapshotsRefused.Load() || time.Since(c.last) < every {
+	if every < 0 || s.snapshotsRefused.Load() || time.Since(*last) < every {
 		return nil
 	}
-	c.last = time.Now()
+	*last = time.Now()
 	qctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	var text string
@@ -53,7 +49,7 @@ func (s *Stream) logSnapshot(ctx context.Context, conn *pgx.Conn, p *pipeline, c
 	switch {
 	case errors.As(err, &pgErr):
 		s.snapshotsRefused.Store(true)
-		s.log.Info("cdc: the server does not log running transactions for the stream, so a restart decodes again up to 15s of WAL confirmed before it; to restart from near where it stopped, GRANT EXECUTE ON FUNCTION pg_log_standby_snapshot() TO the role (Postgres 16 and later, streaming from the primary)",
+		s.log.Info("cdc: the server does not log running transactions for the stream, so a restart decodes again the WAL confirmed since the last record Postgres logged itself (up to half a minute's); to restart from near where it stopped, GRANT EXECUTE ON FUNCTION pg_log_standby_snapshot() TO the role (Postgres 16 and later, streaming from the primary)",
 			slog.String(logSlot, s.opts.Slot), slog.String("code", pgErr.Code), slog.String("error", pgErr.Message))
 		return nil
 	case err != nil:

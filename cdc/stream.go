@@ -421,7 +421,7 @@ func (s *Stream) stream(ctx context.Context, conn *pgconn.PgConn, lazy *lazyConn
 // handler fails.
 func (s *Stream) handle(ctx context.Context, conn *pgx.Conn, p *pipeline) error {
 	bh, batch := s.h.(BatchHandler)
-	var clock snapshotClock
+	var lastSnapshot time.Time // see logSnapshot
 	for {
 		txs, err := p.take(ctx)
 		if err != nil {
@@ -449,7 +449,7 @@ func (s *Stream) handle(ctx context.Context, conn *pgx.Conn, p *pipeline) error 
 		if err != nil {
 			return err
 		}
-		if err := s.logSnapshot(ctx, conn, p, &clock); err != nil {
+		if err := s.logSnapshot(ctx, conn, p, &lastSnapshot); err != nil {
 			return err
 		}
 	}

@@ -124,27 +124,10 @@ type Announcements struct {
 // (one pipeline; two keys in different slots on a Cluster, read from their nodes at
 // once). Fields neither parses are skipped. The maps are not nil.
 func (s *Store) Announced(ctx context.Context, prefix string) (Announcements, error) {
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	var reg, lookups *redis.StringSliceCmd
-	_, err := s.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		reg, lookups = queueAnnounced(ctx, pl, prefix)
-		return nil
-	})
-	if err != nil {
-		p := keys.Prefix(prefix)
-		return Announcements{}, fmt.Errorf("store: read registries %s and %s: %w", p.Registry(), p.Lookups(), err)
-	}
-	return parseAnnounced(reg, lookups), nil
+	return s.InvalidateAnnounced(ctx, prefix, nil)
 }
 
-// queueAnnounced queues the reads of Announced on pl.
-func queueAnnounced(ctx context.Context, pl redis.Pipeliner, prefix string) (reg, lookups *redis.StringSliceCmd) {
-	p := keys.Prefix(prefix)
-	return pl.HKeys(ctx, p.Registry()), pl.HKeys(ctx, p.Lookups())
-}
-
-// parseAnnounced parses the replies of queueAnnounced's reads.
+// parseAnnounced parses the replies of the registries' HKEYS.
 func parseAnnounced(reg, lookups *redis.StringSliceCmd) Announcements {
 	out := Announcements{Versions: make(map[string][]string), Lookups: make(map[string][]VersionLookup)}
 	for _, f := range reg.Val() {

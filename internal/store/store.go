@@ -546,14 +546,15 @@ func (s *Store) Invalidate(ctx context.Context, ks ...keys.Key) error {
 func (s *Store) InvalidateAnnounced(ctx context.Context, prefix string, ks []keys.Key) (Announcements, error) {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
+	pre := keys.Prefix(prefix)
 	var reg, lookups *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		reg, lookups = queueAnnounced(ctx, p, prefix)
+		reg, lookups = p.HKeys(ctx, pre.Registry()), p.HKeys(ctx, pre.Lookups())
 		s.queueInvalidate(ctx, p, ks)
 		return nil
 	})
 	if err != nil {
-		return Announcements{}, fmt.Errorf("store: read registries of %q and invalidate %d rows: %w", prefix, len(ks), err)
+		return Announcements{}, fmt.Errorf("store: read registries %s and %s, invalidate %d rows: %w", pre.Registry(), pre.Lookups(), len(ks), err)
 	}
 	return parseAnnounced(reg, lookups), nil
 }
