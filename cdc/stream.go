@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/pgcache/pgcache/internal/retry"
+	"github.com/pgcache/pgcache/internal/testhooks"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -365,10 +366,13 @@ func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, *lazyC
 	var lc *lazyConn
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		start := time.Now()
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
+		s.setReceiveBuffer(c, time.Since(start))
+		testhooks.Dialled(ctx, c)
 		lc = &lazyConn{Conn: c} // the last dialled is the one connected
 		return lc, nil
 	}

@@ -44,6 +44,7 @@ type config struct {
 	redis                                                         redisConfig
 	statusInterval, partitionCheck, redisCheck, standbySnapshot   time.Duration
 	maxTxChanges                                                  int
+	receiveBuffer                                                 int // cdc.Options.ReceiveBuffer
 
 	// writeBack runs a write-back flusher beside the invalidator.
 	writeBack         bool
@@ -94,7 +95,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	str(&c.logLevel, "log-level", "PGCACHE_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&c.writeBackConsumer, "writeback-consumer", "PGCACHE_WRITEBACK_CONSUMER", "",
 		"this flusher's name in the journal's consumer group; keep it stable per replica so a restart takes its entries back at once (default: host, pid and random bytes)")
-	var intervalStr, claimStr, partitionStr, maxTxStr, redisCheckStr, snapshotStr string
+	var intervalStr, claimStr, partitionStr, maxTxStr, redisCheckStr, snapshotStr, rcvbufStr string
 	str(&redisCheckStr, "redis-check-interval", "PGCACHE_REDIS_CHECK_INTERVAL", "1s",
 		"how often to read the Redis masters' run ids: after a failover or a restart, which may have lost acknowledged deletions, the tables are flushed; 0 turns it off (safe only with one Redis on appendfsync always)")
 	str(&intervalStr, "status-interval", "PGCACHE_STATUS_INTERVAL", "10s", "how often to confirm the position to Postgres")
@@ -102,6 +103,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 		"how often to read the partitions of partitioned tables: attaching, detaching or dropping one invalidates the table within about this long")
 	str(&snapshotStr, "standby-snapshot-interval", "PGCACHE_STANDBY_SNAPSHOT_INTERVAL", "1s",
 		"how often, while changes arrive, to log the running transactions (pg_log_standby_snapshot, Postgres 16+, EXECUTE granted to the role) so that a restart decodes little WAL it had confirmed; 0 turns it off")
+	str(&rcvbufStr, "receive-buffer", "PGCACHE_RECEIVE_BUFFER", "auto",
+		"the replication socket's receive buffer in bytes: auto (32768 when Postgres is under 1ms away, else the kernel's), kernel, or a number; a small one lets changes travel in large TCP segments, and caps the stream at its size per round trip")
 	str(&maxTxStr, "max-tx-changes", "PGCACHE_MAX_TX_CHANGES", "100000",
 		"row changes kept per transaction; a larger transaction invalidates its tables whole, in bounded memory")
 	finishPurge := purgeFlags(str)
@@ -144,6 +147,9 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	if c.standbySnapshot == 0 {
 		c.standbySnapshot = -1 // cdc.Options: negative is off
 	}
+	if c.receiveBuffer, err = parseReceiveBuffer(rcvbufStr); err != nil {
+		return c, err
+	}
 	if c.maxTxChanges, err = strconv.Atoi(maxTxStr); err != nil || c.maxTxChanges <= 0 {
 		return c, fmt.Errorf("-max-tx-changes %q: want a positive number of row changes", maxTxStr)
 	}
@@ -157,6 +163,22 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 		return c, errors.New("-redis (or $PGCACHE_REDIS_ADDR) is required")
 	}
 	return c, nil
+}
+
+// parseReceiveBuffer reads -receive-buffer: auto is cdc.Options.ReceiveBuffer's zero,
+// kernel its negative, else a positive number of bytes.
+func parseReceiveBuffer(s string) (int, error) {
+	switch s {
+	case "auto":
+		return 0, nil
+	case "kernel":
+		return -1, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("-receive-buffer %q: want auto, kernel, or a positive number of bytes such as 65536", s)
+	}
+	return n, nil
 }
 
 // envBool reads a boolean environment variable; unset is false.
@@ -263,7 +285,8 @@ func workerOptions(cfg config, tables []string, purger invalidator.Purger, log *
 		Stream: cdc.Options{
 			Slot: cfg.slot, Publication: cfg.publication, Tables: tables,
 			StatusInterval: cfg.statusInterval, PartitionCheckInterval: cfg.partitionCheck,
-			MaxTxChanges: cfg.maxTxChanges, StandbySnapshotInterval: cfg.standbySnapshot, Logger: log,
+			MaxTxChanges: cfg.maxTxChanges, StandbySnapshotInterval: cfg.standbySnapshot,
+			ReceiveBuffer: cfg.receiveBuffer, Logger: log,
 		},
 		Invalidator:         invalidator.Options{Prefix: cfg.prefix, Logger: log, Purger: purger, PurgeTimeout: cfg.purge.timeout, RepurgeAfter: cfg.purge.repurge},
 		ServerCheckInterval: cfg.redisCheck,

@@ -6,7 +6,10 @@
 // of a context lookup on a cache miss, a write, a flushed batch or a batch of changes.
 package testhooks
 
-import "context"
+import (
+	"context"
+	"net"
+)
 
 // Read holds the hooks of reads and writes through a readthrough repository. Each may
 // be nil. They run for calls made with a context from WithRead, and for the work those
@@ -268,6 +271,9 @@ type CDC struct {
 	// NoLinger: a stopping stream does not wait for the server to pass that record, as
 	// before it did, to show that the test of the wait can fail.
 	NoLinger bool
+	// Dialled, if not nil, runs with each socket the stream dials for replication, once
+	// its receive buffer is set (cdc/recvbuf.go).
+	Dialled func(net.Conn)
 }
 
 type cdcKey struct{}
@@ -306,6 +312,13 @@ func SnapshotLogged(ctx context.Context, lsn uint64) {
 func NoLinger(ctx context.Context) bool {
 	h := cdcFrom(ctx)
 	return h != nil && h.NoLinger
+}
+
+// Dialled runs ctx's Dialled hook, if any.
+func Dialled(ctx context.Context, c net.Conn) {
+	if h := cdcFrom(ctx); h != nil && h.Dialled != nil {
+		h.Dialled(c)
+	}
 }
 
 // Run runs f, if it is not nil.
