@@ -78,10 +78,7 @@
 // an error. A [BatchHandler] takes every transaction waiting in one call. Within a
 // transaction of more than 256 changes, which nobody waits for before its commit, the
 // receiver reads the socket lazily (1ms after a read that found little), so that a
-// read takes many changes rather than each its own system call; and beside its Postgres
-// (a TCP connect under 1ms) the socket's receive buffer is small (32 KiB,
-// [Options.ReceiveBuffer]), so that the window closes meanwhile and the walsender's
-// changes travel in large TCP segments rather than one each.
+// read takes many changes rather than each its own system call.
 //
 // # Gaps
 //

@@ -23,13 +23,11 @@ import (
 //
 // Each wait and read costs the worker's process a wake-up, a system call and the
 // scheduler's look for other work, which a profile of the backlog showed to be most of
-// its CPU, beside decoding and deleting. At 100,000 changes a second of some hundred
-// bytes each, 4ms is 400 changes, some tens of KB: more than the 32 KB receive buffer
-// the stream sets beside its Postgres (recvbuf.go) lets the walsender send, so the
-// window closes during the wait and the walsender's changes gather in its socket until
-// the read, which is what makes them travel in large segments; with the kernel's own
-// buffer (megabytes) the wait only spares the reads. A read that fills half of
-// readBuffer is followed by one at once. The wait after a large transaction's commit arrived is at most lazyReadWait:
+// its CPU, beside decoding and deleting. The waits are as long as the kernel's socket
+// buffer can hold what the walsender sends meanwhile (at 100,000 changes a second of
+// some hundred bytes each, 4ms is 400 changes, some tens of KB, of a buffer the kernel
+// grows to megabytes), and a read that fills half of readBuffer is followed by one at
+// once. The wait after a large transaction's commit arrived is at most lazyReadWait:
 // the latency a transaction of more than lazyAfterChanges changes may gain.
 const (
 	lazyAfterChanges = 256

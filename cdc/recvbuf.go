@@ -1,57 +1,37 @@
 package cdc
 
-import (
-	"net"
-	"time"
-)
+import "net"
 
-// The replication connection's receive buffer. The walsender sends every change as a
-// message of its own and hands it to the kernel at once: a send() per change. With the
-// receive buffer the kernel sizes by itself (it grows to megabytes), the connection's
-// window never closes, so each change leaves as a TCP segment of its own, and both ends
-// pay a trip through the network stack and a wake-up for it: on 2 vCPUs that, not
-// decoding, bounded the stream at 60–90k changes a second. With a buffer of some tens of
-// KB the window closes while the receiver reads lazily (lazyread.go); the walsender's
-// sends then only append to its socket's queue, and the kernel sends what gathered in
-// large segments each time the receiver has read. Measured (BenchmarkThroughput, 2
-// vCPUs, the servers in containers on the same host): a backlog of small transactions
-// 62–80k → 100–196k changes a second, one UPDATE of 200,000 rows 72–90k → 150–220k, the
-// worker's CPU per change halved. Single-row commits at 1,000 a second, which never fill
-// the window, showed no change of lag.
+// The replication connection's receive buffer (Options.ReceiveBuffer). The walsender
+// sends every change as a message of its own and hands it to the kernel at once, a
+// send() per change. With the receive buffer the kernel sizes by itself (it grows to
+// megabytes) the connection's window stays open, so each change can leave as a TCP
+// segment of its own, and both ends pay a trip through the network stack for it. With
+// a buffer of some tens of KB the window closes while the receiver reads lazily
+// (lazyread.go): the walsender's sends then only append to its socket's queue, and the
+// kernel sends what gathered in large segments once the receiver has read.
 //
-// A window caps a connection at window / round trip: 32 KB is 32 MB/s, some 300,000
-// changes a second, at 1ms. So the buffer is set only when the TCP connect took under
-// nearConnect (a worker beside its Postgres); a farther server keeps the kernel's
-// sizing, unless Options.ReceiveBuffer says otherwise.
-const (
-	nearReceiveBuffer = 32 << 10
-	nearConnect       = time.Millisecond
-)
+// Whether that pays depends on the rows. Measured on 2 vCPUs with Postgres in a
+// container on the same host: with narrow rows (an id and a short name;
+// BenchmarkThroughput) 32 KiB doubled the changes a second, a backlog of small
+// transactions 62–80k → 100–196k, one 200,000-row UPDATE 72–90k → 150–220k, and halved
+// the worker's CPU per change; with rows of some 200 bytes (the benchmark program's) it
+// did worse than the kernel's sizing (one UPDATE 94–98k against 116–145k, a backlog
+// 34–53k against 54–117k), and 16 KiB worse still. So the kernel's sizing is the
+// default, and the option is for a worker whose rows and machine were measured. A
+// window also caps a connection at window / round trip: 32 KiB is 32 MB/s at 1ms.
 
-// receiveBuffer returns the receive buffer to ask for on the replication socket, given
-// Options.ReceiveBuffer and how long its TCP connect took; 0 leaves the kernel's.
-func receiveBuffer(opt int, connect time.Duration) int {
-	switch {
-	case opt > 0:
-		return opt
-	case opt < 0 || connect >= nearConnect:
-		return 0
-	}
-	return nearReceiveBuffer
-}
-
-// setReceiveBuffer sets c's receive buffer (SO_RCVBUF) as receiveBuffer says, if c is
-// a TCP connection (a Unix socket has no window).
-func (s *Stream) setReceiveBuffer(c net.Conn, connect time.Duration) {
+// setReceiveBuffer sets c's receive buffer (SO_RCVBUF) to Options.ReceiveBuffer, when
+// that is positive and c is a TCP connection (a Unix socket has no window).
+func (s *Stream) setReceiveBuffer(c net.Conn) {
+	n := s.opts.ReceiveBuffer
 	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return
-	}
-	n := receiveBuffer(s.opts.ReceiveBuffer, connect)
-	if n == 0 {
+	if n <= 0 || !ok {
 		return
 	}
 	if err := tc.SetReadBuffer(n); err != nil {
 		s.log.Warn("cdc: cannot set the replication connection's receive buffer; the kernel's stays", "bytes", n, "err", err)
+		return
 	}
+	s.log.Info("cdc: the replication connection's receive buffer is set", "bytes", n)
 }

@@ -366,12 +366,11 @@ func (s *Stream) connectReplication(ctx context.Context) (*pgconn.PgConn, *lazyC
 	var lc *lazyConn
 	dial := cfg.DialFunc
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		start := time.Now()
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		s.setReceiveBuffer(c, time.Since(start))
+		s.setReceiveBuffer(c)
 		testhooks.Dialled(ctx, c)
 		lc = &lazyConn{Conn: c} // the last dialled is the one connected
 		return lc, nil

@@ -103,8 +103,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 		"how often to read the partitions of partitioned tables: attaching, detaching or dropping one invalidates the table within about this long")
 	str(&snapshotStr, "standby-snapshot-interval", "PGCACHE_STANDBY_SNAPSHOT_INTERVAL", "1s",
 		"how often, while changes arrive, to log the running transactions (pg_log_standby_snapshot, Postgres 16+, EXECUTE granted to the role) so that a restart decodes little WAL it had confirmed; 0 turns it off")
-	str(&rcvbufStr, "receive-buffer", "PGCACHE_RECEIVE_BUFFER", "auto",
-		"the replication socket's receive buffer in bytes: auto (32768 when Postgres is under 1ms away, else the kernel's), kernel, or a number; a small one lets changes travel in large TCP segments, and caps the stream at its size per round trip")
+	str(&rcvbufStr, "receive-buffer", "PGCACHE_RECEIVE_BUFFER", "0",
+		"the replication socket's receive buffer in bytes, 0 for the kernel's sizing (the default); a small one (such as 32768) lets changes travel in large TCP segments, which helped narrow rows and hurt wide ones here: measure yours")
 	str(&maxTxStr, "max-tx-changes", "PGCACHE_MAX_TX_CHANGES", "100000",
 		"row changes kept per transaction; a larger transaction invalidates its tables whole, in bounded memory")
 	finishPurge := purgeFlags(str)
@@ -147,8 +147,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 	if c.standbySnapshot == 0 {
 		c.standbySnapshot = -1 // cdc.Options: negative is off
 	}
-	if c.receiveBuffer, err = parseReceiveBuffer(rcvbufStr); err != nil {
-		return c, err
+	if c.receiveBuffer, err = strconv.Atoi(rcvbufStr); err != nil || c.receiveBuffer < 0 {
+		return c, fmt.Errorf("-receive-buffer %q: want a number of bytes such as 32768, or 0 for the kernel's sizing", rcvbufStr)
 	}
 	if c.maxTxChanges, err = strconv.Atoi(maxTxStr); err != nil || c.maxTxChanges <= 0 {
 		return c, fmt.Errorf("-max-tx-changes %q: want a positive number of row changes", maxTxStr)
@@ -163,22 +163,6 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (config,
 		return c, errors.New("-redis (or $PGCACHE_REDIS_ADDR) is required")
 	}
 	return c, nil
-}
-
-// parseReceiveBuffer reads -receive-buffer: auto is cdc.Options.ReceiveBuffer's zero,
-// kernel its negative, else a positive number of bytes.
-func parseReceiveBuffer(s string) (int, error) {
-	switch s {
-	case "auto":
-		return 0, nil
-	case "kernel":
-		return -1, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("-receive-buffer %q: want auto, kernel, or a positive number of bytes such as 65536", s)
-	}
-	return n, nil
 }
 
 // envBool reads a boolean environment variable; unset is false.

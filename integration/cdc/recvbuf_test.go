@@ -63,26 +63,26 @@ func receiveBufferStream(t *testing.T, db *integration.Database, slot string, si
 }
 
 // TestReceiveBuffer: Options.ReceiveBuffer sets the replication socket's receive
-// buffer (Linux reports twice the size asked, its bookkeeping included); negative
-// leaves the kernel's, which is the control: the reading tells the two apart.
+// buffer (Linux reports twice the size asked, its bookkeeping included); zero leaves
+// the kernel's, which is the control: the reading tells the two apart.
 func TestReceiveBuffer(t *testing.T) {
 	db := servers.Postgres(t).NewDatabase(t)
 	exec(t, connect(t, db.RoleURL), `CREATE TABLE items (id bigint PRIMARY KEY)`)
 	const size = 16 << 10
 	set, stop := receiveBufferStream(t, db, slotName(db, "rcvbuf"), size, new(rowCounter))
 	stop()
-	kernel, _ := receiveBufferStream(t, db, slotName(db, "rcvbuf"), -1, new(rowCounter))
+	kernel, _ := receiveBufferStream(t, db, slotName(db, "rcvbuf"), 0, new(rowCounter))
 	t.Logf("SO_RCVBUF: %d with ReceiveBuffer %d, %d with the kernel's", set, size, kernel)
 	if set != 2*size {
 		t.Errorf("SO_RCVBUF %d with ReceiveBuffer %d, want %d", set, size, 2*size)
 	}
 	if kernel == 2*size {
-		t.Errorf("SO_RCVBUF %d with ReceiveBuffer -1: the kernel's sizing should stay", kernel)
+		t.Errorf("SO_RCVBUF %d with ReceiveBuffer 0: the kernel's sizing should stay", kernel)
 	}
 }
 
-// TestTinyReceiveBuffer: with a receive buffer of 4 KiB, a fraction of what the
-// default sets, so that the window is closed most of the time, every change of a large
+// TestTinyReceiveBuffer: with a receive buffer of 4 KiB, so small that the window is
+// closed most of the time, every change of a large
 // transaction streamed live and of a backlog of small ones committed while the stream
 // was stopped arrives, and the slot is confirmed past them.
 func TestTinyReceiveBuffer(t *testing.T) {

@@ -262,36 +262,35 @@ func BenchmarkCommitToDeleteLag(b *testing.B) {
 // time, which is what batching gains over. The rtt=1ms variants delay every Redis
 // call of the invalidator by a millisecond, as a Redis on another host would: the
 // latency that the stream's reading ahead of the handler, and batching, can hide. The
-// rcvbuf=kernel variants leave the replication socket's receive buffer to the kernel
-// (cdc.Options.ReceiveBuffer -1), as the stream did before it set a small one: what
-// the small buffer gains.
+// rcvbuf=32KiB variants set the replication socket's receive buffer
+// (cdc.Options.ReceiveBuffer) instead of leaving it to the kernel.
 func BenchmarkThroughput(b *testing.B) {
 	const rows = 200000
 	all, pair := []string{"invalidator", "unbatched", "none"}, []string{"invalidator", "none"}
 	for _, c := range []struct {
-		mode       string
-		txs        int
-		rtt        time.Duration
-		kernelRcvb bool
-		handlers   []string
+		mode     string
+		txs      int
+		rtt      time.Duration
+		rcvbuf   int
+		handlers []string
 	}{
-		{"live", 1, 0, false, pair},
-		{"live", 1, 0, true, pair},
-		{"backlog", 200, 0, false, pair},
-		{"backlog", 2000, 0, false, all},
-		{"backlog", 2000, 0, true, pair},
-		{"backlog", 2000, time.Millisecond, false, all[:2]},
+		{"live", 1, 0, 0, pair},
+		{"live", 1, 0, 32 << 10, pair},
+		{"backlog", 200, 0, 0, pair},
+		{"backlog", 2000, 0, 0, all},
+		{"backlog", 2000, 0, 32 << 10, pair},
+		{"backlog", 2000, time.Millisecond, 0, all[:2]},
 	} {
 		name := fmt.Sprintf("%s/tx=%dx%d", c.mode, c.txs, rows/c.txs)
 		if c.rtt > 0 {
 			name += "/rtt=" + c.rtt.String()
 		}
-		if c.kernelRcvb {
-			name += "/rcvbuf=kernel"
+		if c.rcvbuf > 0 {
+			name += fmt.Sprintf("/rcvbuf=%dKiB", c.rcvbuf>>10)
 		}
 		for _, handler := range c.handlers {
 			b.Run(name+"/handler="+handler, func(b *testing.B) {
-				benchThroughput(b, rows, c.txs, c.mode == "backlog", handler, c.rtt, c.kernelRcvb)
+				benchThroughput(b, rows, c.txs, c.mode == "backlog", handler, c.rtt, c.rcvbuf)
 			})
 		}
 	}
@@ -332,10 +331,10 @@ func (c *counter) Handle(_ context.Context, tx *cdc.Tx) error {
 	return nil
 }
 
-func benchThroughput(b *testing.B, rows, txs int, backlog bool, handler string, rtt time.Duration, kernelRcvb bool) {
+func benchThroughput(b *testing.B, rows, txs int, backlog bool, handler string, rtt time.Duration, rcvbuf int) {
 	be := newBenchEnv(b, rows)
 	run, handled := be.worker.Run, func() uint64 { return be.worker.Stats().Changes }
-	if handler != "invalidator" || rtt > 0 || kernelRcvb {
+	if handler != "invalidator" || rtt > 0 || rcvbuf > 0 {
 		be.stop()
 		rdb := be.rdb
 		if rtt > 0 {
@@ -361,9 +360,7 @@ func benchThroughput(b *testing.B, rows, txs int, backlog bool, handler string, 
 			b.Fatalf("no handler %q", handler)
 		}
 		opts := be.stream
-		if kernelRcvb {
-			opts.ReceiveBuffer = -1
-		}
+		opts.ReceiveBuffer = rcvbuf
 		s, err := cdc.NewStream(be.pgURL, opts, h)
 		if err != nil {
 			b.Fatal(err)
