@@ -14,7 +14,7 @@ import "net"
 // Whether that pays depends on the rows. Measured on 2 vCPUs with Postgres in a
 // container on the same host: with narrow rows (an id and a short name;
 // BenchmarkThroughput) 32 KiB doubled the changes a second, a backlog of small
-// transactions 62–80k → 100–196k, one 200,000-row UPDATE 72–90k → 150–220k, and halved
+// transactions 62–80k → 100–196k, one 200,000-row UPDATE 72–95k → 150–224k, and halved
 // the worker's CPU per change; with rows of some 200 bytes (the benchmark program's) it
 // did worse than the kernel's sizing (one UPDATE 94–98k against 116–145k, a backlog
 // 34–53k against 54–117k), and 16 KiB worse still. So the kernel's sizing is the
