@@ -5,7 +5,7 @@ import "net"
 // The replication connection's receive buffer (Options.ReceiveBuffer). The walsender
 // sends every change as a message of its own and hands it to the kernel at once, a
 // send() per change. With the receive buffer the kernel sizes by itself (it grows to
-// megabytes) the connection's window stays open, so each change can leave as a TCP
+// megabytes), the connection's window stays open, so each change can leave as a TCP
 // segment of its own, and both ends pay a trip through the network stack for it. With
 // a buffer of some tens of KB the window closes while the receiver reads lazily
 // (lazyread.go): the walsender's sends then only append to its socket's queue, and the
