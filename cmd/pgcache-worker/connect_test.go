@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/integration/fixture"
+	"github.com/pgcache/pgcache/keys"
 	"github.com/pgcache/pgcache/readthrough"
 	"github.com/pgcache/pgcache/writepolicy"
 )
@@ -288,7 +289,8 @@ func TestWorkerSentinel(t *testing.T) {
 	sen := integration.NewSentinel(t)
 	prefix := "sentinel"
 	f := newFixtureDB(t, sen.Client(t), prefix)
-	w := startRun(t, []string{"-tables", "widgets", "-slot", "s_" + f.pg.Name, "-status-interval", "100ms",
+	slot := "s_" + f.pg.Name
+	w := startRun(t, []string{"-tables", "widgets", "-slot", slot, "-status-interval", "100ms",
 		"-redis", strings.Join(sen.Addrs(), ","), "-redis-sentinel-master", integration.SentinelMaster, "-prefix", prefix},
 		map[string]string{"PGCACHE_POSTGRES_URL": f.pg.RoleURL})
 	invalidates(t, f, w)
@@ -301,12 +303,24 @@ func TestWorkerSentinel(t *testing.T) {
 	if err := sen.WaitPromoted(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	// The worker flushes the tables once it sees the new master (a server change; or,
+	// when the failover lost its record of the old one, a gap), then records the new
+	// master's run id: wait for that, so that the flush cannot delete the entry the
+	// next check fills, in place of the worker's invalidation.
+	seen := keys.Prefix(prefix).Servers(slot)
+	integration.Eventually(t, "the worker to flush the tables for the new master", func() bool {
+		info, err := f.rdb.Info(t.Context(), "server").Result()
+		return err == nil && strings.Contains(info, "run_id:"+f.rdb.Get(t.Context(), seen).Val()+"\r\n")
+	})
 	if err := f.db.Exec(`UPDATE widgets SET name = 'old' WHERE id = 1`).Error; err != nil {
 		t.Fatal(err)
 	}
-	integration.Eventually(t, "row 1 read new after the failover", func() bool {
+	// Read from Postgres, uncached, while the application's circuit breaker, opened by
+	// the failover's errors, cools down; then cached again.
+	key, _ := f.repo.Key(int64(1))
+	integration.Eventually(t, "row 1 read new and cached again after the failover", func() bool {
 		row, ok, err := f.repo.Get(t.Context(), int64(1))
-		return err == nil && ok && row.Name == "old"
+		return err == nil && ok && row.Name == "old" && f.rdb.Exists(t.Context(), key).Val() == 1
 	})
 	invalidates(t, f, w)
 }
