@@ -208,6 +208,9 @@ func (p *pipeline) pendingCount() int {
 // running-transactions record the stream logged: see snapshots.go).
 func (p *pipeline) reportPast(lsn LSN) { p.past.Store(uint64(lsn)) }
 
+// reportAsked says whether the LSN given to reportPast is still to be reported.
+func (p *pipeline) reportAsked() bool { return p.past.Load() != 0 }
+
 // reportDue says, once, that the position reached the LSN given to reportPast.
 func (p *pipeline) reportDue() bool {
 	lsn := p.past.Load()

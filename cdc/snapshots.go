@@ -78,7 +78,7 @@ const restartPointWait = 2 * time.Second
 // restartPointWait, until one confirms the position past the record (the session then
 // reports it as it stops); any other message ends it, as the handler has stopped.
 func (r *receiver) linger(ctx context.Context) {
-	if testhooks.NoLinger(ctx) || r.p.past.Load() == 0 || r.dec.InTransaction() || r.p.pendingCount() > 0 {
+	if testhooks.NoLinger(ctx) || !r.p.reportAsked() || r.dec.InTransaction() || r.p.pendingCount() > 0 {
 		return
 	}
 	if err := r.conn.Conn().SetReadDeadline(time.Now().Add(restartPointWait)); err != nil {

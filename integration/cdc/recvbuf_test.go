@@ -26,8 +26,8 @@ func (c *rowCounter) Handle(_ context.Context, tx *cdc.Tx) error {
 
 // receiveBufferStream runs a stream of items with Options.ReceiveBuffer set to size,
 // counting into h, and returns the receive buffer (SO_RCVBUF, as the kernel reports
-// it) of the socket the stream dialled for replication, and a function that stops it.
-func receiveBufferStream(t *testing.T, db *integration.Database, slot string, size int, h cdc.Handler) (rcvbuf int, stop func()) {
+// it) of the socket the stream dialled for replication, and the running stream.
+func receiveBufferStream(t *testing.T, db *integration.Database, slot string, size int, h cdc.Handler) (rcvbuf int, r *running) {
 	t.Helper()
 	opts := fastOptions(t, slot, "items")
 	opts.ReceiveBuffer = size
@@ -39,27 +39,17 @@ func receiveBufferStream(t *testing.T, db *integration.Database, slot string, si
 		}
 		dialled <- n
 	}}
-	s, err := cdc.NewStream(db.RoleURL, opts, h)
-	if err != nil {
-		t.Fatal(err)
+	r = startHooked(t, db.RoleURL, opts, h, hooks)
+	r.waitConnected(t)
+	return <-dialled, r
+}
+
+// stopped stops r and fails on an error other than its context's.
+func stopped(t *testing.T, r *running) {
+	t.Helper()
+	if err := r.stop(t); err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("Run: %v", err)
 	}
-	ctx, cancel := context.WithCancel(testhooks.WithCDC(context.Background(), hooks))
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	waitFor(t, "the stream to connect", func() bool { return s.Stats().Connected })
-	return <-dialled, stop
 }
 
 // TestReceiveBuffer: Options.ReceiveBuffer sets the replication socket's receive
@@ -69,8 +59,8 @@ func TestReceiveBuffer(t *testing.T) {
 	db := servers.Postgres(t).NewDatabase(t)
 	exec(t, connect(t, db.RoleURL), `CREATE TABLE items (id bigint PRIMARY KEY)`)
 	const size = 16 << 10
-	set, stop := receiveBufferStream(t, db, slotName(db, "rcvbuf"), size, new(rowCounter))
-	stop()
+	set, r := receiveBufferStream(t, db, slotName(db, "rcvbuf"), size, new(rowCounter))
+	stopped(t, r)
 	kernel, _ := receiveBufferStream(t, db, slotName(db, "rcvbuf"), 0, new(rowCounter))
 	t.Logf("SO_RCVBUF: %d with ReceiveBuffer %d, %d with the kernel's", set, size, kernel)
 	if set != 2*size {
@@ -91,7 +81,7 @@ func TestTinyReceiveBuffer(t *testing.T) {
 	exec(t, role, `CREATE TABLE items (id bigint PRIMARY KEY, note text)`)
 	slot := slotName(db, "tiny")
 	h := new(rowCounter)
-	_, stop := receiveBufferStream(t, db, slot, 4<<10, h)
+	_, r := receiveBufferStream(t, db, slot, 4<<10, h)
 
 	const live = 50000
 	exec(t, role, `INSERT INTO items SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g`)
@@ -99,7 +89,7 @@ func TestTinyReceiveBuffer(t *testing.T) {
 	liveEnd := currentLSN(t, admin)
 	waitFor(t, "the live transaction's changes", func() bool { return h.rows.Load() >= live })
 	waitFor(t, "the slot to be confirmed past them", func() bool { return confirmedFlush(t, admin, slot) >= liveEnd })
-	stop()
+	stopped(t, r)
 
 	const txs, rows = 300, 100
 	for i := range txs {
@@ -107,10 +97,10 @@ func TestTinyReceiveBuffer(t *testing.T) {
 	}
 	end := currentLSN(t, admin)
 	h2 := new(rowCounter)
-	_, stop = receiveBufferStream(t, db, slot, 4<<10, h2)
+	_, r = receiveBufferStream(t, db, slot, 4<<10, h2)
 	waitFor(t, "the backlog's changes", func() bool { return h2.rows.Load() >= txs*rows })
 	waitFor(t, "the slot to be confirmed past the backlog", func() bool { return confirmedFlush(t, admin, slot) >= end })
-	stop()
+	stopped(t, r)
 	if got := h.rows.Load(); got != live {
 		t.Errorf("live: %d row changes, want %d", got, live)
 	}

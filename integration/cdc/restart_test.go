@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,12 +15,6 @@ import (
 	"github.com/pgcache/pgcache/integration"
 	"github.com/pgcache/pgcache/internal/testhooks"
 )
-
-// counter is a handler that counts transactions.
-type counter struct{ txs atomic.Int64 }
-
-func (c *counter) Gap(context.Context, []string, string) error { return nil }
-func (c *counter) Handle(context.Context, *cdc.Tx) error       { c.txs.Add(1); return nil }
 
 // restartLSN returns the slot's restart_lsn.
 func restartLSN(t *testing.T, conn *pgx.Conn, slot string) cdc.LSN {
@@ -48,7 +41,7 @@ func restartFollows(t *testing.T, every, within time.Duration, revoke bool, logs
 	if logs != nil {
 		opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}
-	h := new(counter)
+	h := new(rowCounter)
 	r := start(t, db.RoleURL, opts, h)
 	r.waitConnected(t)
 
@@ -122,15 +115,8 @@ func restartAfterStop(t *testing.T, pg *integration.Postgres, noLinger bool) boo
 	opts.StatusInterval = 0 // the default, 10s
 	logged := make(chan uint64, 16)
 	hooks := &testhooks.CDC{NoLinger: noLinger, SnapshotLogged: func(lsn uint64) { logged <- lsn }}
-	s, err := cdc.NewStream(db.RoleURL, opts, new(counter))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(testhooks.WithCDC(context.Background(), hooks))
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "the stream to connect", func() bool { return s.Stats().Connected })
+	r := startHooked(t, db.RoleURL, opts, new(rowCounter), hooks)
+	r.waitConnected(t)
 
 	exec(t, role, `INSERT INTO items SELECT g FROM generate_series(1, 20000) g`)
 	end := currentLSN(t, admin)
@@ -146,11 +132,9 @@ func restartAfterStop(t *testing.T, pg *integration.Postgres, noLinger bool) boo
 		break
 	}
 	stopping := time.Now()
-	cancel()
-	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+	if err := r.stop(t); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v", err)
 	}
-	done <- nil // for the cleanup
 	restart := restartLSN(t, admin, slot)
 	t.Logf("stopped in %v; restart_lsn %s, the transaction ends at %s, confirmed %s", time.Since(stopping), restart, end, confirmedFlush(t, admin, slot))
 	return restart >= end

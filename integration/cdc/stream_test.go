@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgcache/pgcache/cdc"
 	"github.com/pgcache/pgcache/integration"
+	"github.com/pgcache/pgcache/internal/testhooks"
 )
 
 var servers integration.Shared
@@ -130,11 +131,17 @@ type running struct {
 
 func start(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler) *running {
 	t.Helper()
+	return startHooked(t, connURL, opts, h, nil)
+}
+
+// startHooked is start with the stream's test hooks (nil for none).
+func startHooked(t *testing.T, connURL string, opts cdc.Options, h cdc.Handler, hooks *testhooks.CDC) *running {
+	t.Helper()
 	s, err := cdc.NewStream(connURL, opts, h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(testhooks.WithCDC(context.Background(), hooks))
 	r := &running{Stream: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
